@@ -1,0 +1,32 @@
+"""Shared fixtures: real photos (skimage ships some; ../shared/data holds the evaluation sets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    assert SHARED.is_dir(), f"../shared is missing (expected at {SHARED})"
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def photo() -> np.ndarray:
+    """A 200x240 crop of a real photo."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[40:240, 100:340])
+
+
+@pytest.fixture(scope="session")
+def kodak(shared_dir) -> np.ndarray:
+    from PIL import Image
+
+    path = sorted((shared_dir / "data" / "kodak").glob("*.png"))[0]
+    return np.asarray(Image.open(path).convert("RGB"))

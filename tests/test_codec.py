@@ -1,0 +1,150 @@
+"""Round trips, layering invariants and determinism of the Codec API."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vcm_plugin import Codec, VCMError
+from vcm_plugin.codec.api import TruncatedStreamWarning
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return Codec()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (13, 7), (479, 641), (16, 16)])
+def test_odd_sizes_round_trip(codec, shape):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, size=(shape[0], shape[1], 3))
+    img = np.clip(base // 2 + 64, 0, 255).astype(np.uint8)
+    blob = codec.encode(img)
+    info = codec.inspect(blob)
+    assert (info["width"], info["height"]) == (shape[1], shape[0])
+    assert info["num_layers"] >= 4
+    for k in range(1, info["num_layers"] + 1):
+        out = codec.decode(blob, layers=k)
+        assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_layers_grow_and_psnr_rises(codec, kodak):
+    blob = codec.encode(kodak)
+    info = codec.inspect(blob)
+    assert info["num_layers"] >= 4
+    assert info["layer_bytes"][0] <= 0.25 * sum(info["layer_bytes"])
+    sizes, quality = [], []
+    for k in range(1, info["num_layers"] + 1):
+        sizes.append(len(codec.truncate(blob, k)))
+        quality.append(psnr(codec.decode(blob, layers=k), kodak))
+    assert all(a < b for a, b in zip(sizes, sizes[1:], strict=False))
+    assert all(b >= a - 0.05 for a, b in zip(quality, quality[1:], strict=False)), quality
+    assert quality[-1] > quality[0] + 5
+    assert quality[-1] >= 30
+
+
+def test_truncate_equals_partial_decode(codec, photo):
+    blob = codec.encode(photo)
+    for k in range(1, codec.num_layers + 1):
+        part = codec.truncate(blob, k)
+        assert codec.inspect(part)["num_layers"] == k
+        np.testing.assert_array_equal(codec.decode(part), codec.decode(blob, layers=k))
+    assert codec.decode(blob).shape == photo.shape
+
+
+def test_layer0_byte_range_is_a_prefix(codec, photo):
+    blob = codec.encode(photo)
+    info = codec.inspect(blob)
+    end = info["layer_offsets"][0] + info["layer_bytes"][0]
+    with pytest.warns(TruncatedStreamWarning):
+        partial = codec.decode(blob[:end])
+    np.testing.assert_array_equal(partial, codec.decode(blob, layers=1))
+
+
+def test_cut_stream_decodes_complete_layers(codec, photo):
+    blob = codec.encode(photo)
+    info = codec.inspect(blob)
+    cut = info["layer_offsets"][2] + info["layer_bytes"][2] // 2
+    with pytest.warns(TruncatedStreamWarning, match="decoded 2 of"):
+        out = codec.decode(blob[:cut])
+    np.testing.assert_array_equal(out, codec.decode(blob, layers=2))
+    assert codec.inspect(blob[:cut])["complete_layers"] == 2
+    with pytest.raises(VCMError, match="3 layers"):
+        codec.decode(blob[:cut], layers=3)
+
+
+def test_encode_is_deterministic(codec, photo):
+    assert codec.encode(photo) == codec.encode(photo)
+
+
+def test_decode_identical_across_processes(codec, photo, tmp_path):
+    blob = codec.encode(photo)
+    path = tmp_path / "x.vcm"
+    path.write_bytes(blob)
+    script = (
+        "import sys, hashlib; from vcm_plugin import Codec;"
+        "b=open(sys.argv[1],'rb').read(); c=Codec();"
+        "print(hashlib.sha256(c.decode(b).tobytes()).hexdigest(),"
+        "hashlib.sha256(c.encode(c.decode(b, layers=1)).hex().encode()).hexdigest())"
+    )
+    outs = {subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                           text=True, check=True).stdout for _ in range(2)}
+    assert len(outs) == 1
+    here = hashlib.sha256(codec.decode(blob).tobytes()).hexdigest()
+    assert outs.pop().split()[0] == here
+
+
+def test_grayscale_converted_rgba_refused(codec, photo):
+    gray = photo[..., 1].copy()
+    out = codec.decode(codec.encode(gray))
+    assert out.shape == photo.shape
+    assert np.abs(out.astype(int) - gray[..., None].astype(int)).mean() < 6
+    with pytest.raises(VCMError, match="alpha"):
+        codec.encode(np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(VCMError, match="uint8"):
+        codec.encode(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(VCMError, match="numpy"):
+        codec.encode([[0, 0, 0]])
+
+
+def test_bad_arguments(codec, photo):
+    blob = codec.encode(photo)
+    for bad in (0, -1, 99, 1.5):
+        with pytest.raises(VCMError):
+            codec.decode(blob, layers=bad)
+        with pytest.raises(VCMError):
+            codec.truncate(blob, bad)
+    with pytest.raises(VCMError, match="unknown preset"):
+        Codec.from_preset("nope")
+
+
+def test_pixel_limit_is_configurable(photo):
+    small = Codec(max_pixels=1000)
+    with pytest.raises(VCMError, match="pixel limit"):
+        small.encode(photo)
+    blob = Codec().encode(photo)
+    with pytest.raises(VCMError, match="pixel limit"):
+        small.decode(blob)
+    assert Codec(max_pixels=photo.shape[0] * photo.shape[1]).decode(blob).shape == photo.shape
+
+
+def test_tae_preset_quality(kodak):
+    crop = np.ascontiguousarray(kodak[100:292, 200:456])
+    codec = Codec.from_preset("tae")
+    blob = codec.encode(crop)
+    info = codec.inspect(blob)
+    assert info["backend"] == "tae" and info["num_layers"] >= 4
+    assert info["layer_bytes"][0] <= 0.25 * sum(info["layer_bytes"])
+    first, full = psnr(codec.decode(blob, layers=1), crop), psnr(codec.decode(blob), crop)
+    assert full >= 28 and full > first
+    # a default Codec decodes any preset's stream: the stream says which one it is
+    np.testing.assert_array_equal(Codec().decode(blob, layers=2), codec.decode(blob, layers=2))

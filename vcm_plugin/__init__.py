@@ -1,0 +1,7 @@
+"""vcm_plugin: a scalable image codec whose layer 0 carries what analytics need."""
+
+from vcm_plugin.codec.api import Codec
+from vcm_plugin.errors import VCMError
+
+__all__ = ["Codec", "VCMError", "__version__"]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Codec core: container, entropy coding, latent backends, palette diffusion, the Codec API."""

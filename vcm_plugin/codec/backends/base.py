@@ -1,0 +1,27 @@
+"""What every latent backend provides: an invertible-ish map between images and latents."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class LatentBackend(Protocol):
+    """Images are float32 HxWx3 RGB in [0, 1] with H, W multiples of ``factor``.
+
+    Latents are float32 CxhxW/``factor`` arrays scaled so that a quantiser step of 1.0 is a
+    sensible coarse step (roughly unit variance per channel).
+    """
+
+    name: str
+    factor: int
+    channels: int
+
+    def encode(self, image: np.ndarray) -> np.ndarray: ...
+
+    def decode(self, latent: np.ndarray) -> np.ndarray: ...
+
+    def identity(self) -> str:
+        """A string that changes whenever decoded pixels would (weights, transforms)."""
+        ...

@@ -1,0 +1,127 @@
+"""Entropy coding through constriction's range coder.
+
+A layer is one range-coded stream. ``LayerWriter`` and ``LayerReader`` mirror each other call for
+call; every probability the two sides use is computed from already-decoded integers with the
+same numpy operations, so decoding is bit-exact. Any failure inside the decoder (garbage that
+survived the CRC, a crafted stream) becomes a VCMError.
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+
+from vcm_plugin.errors import VCMError
+
+_model = constriction.stream.model
+LAPLACE_LIMIT = 255  # residual symbols are clipped to [-LAPLACE_LIMIT, LAPLACE_LIMIT]
+_LAPLACE = _model.QuantizedLaplace(-LAPLACE_LIMIT, LAPLACE_LIMIT + 1)
+_CATEGORICAL = _model.Categorical(perfect=False)
+MIN_SCALE = 0.04
+
+
+def scale_to_code(scale: np.ndarray) -> np.ndarray:
+    """Log-quantise positive scales to one byte each (2**(1/8) resolution, 2**-8 .. 2**24)."""
+    code = np.round(np.log2(np.maximum(scale, 2.0**-8)) * 8.0) + 64
+    return np.clip(code, 0, 255).astype(np.int32)
+
+
+def code_to_scale(code: np.ndarray) -> np.ndarray:
+    return np.exp2((np.asarray(code, dtype=np.float64) - 64) / 8.0)
+
+
+class AdaptiveContextModel:
+    """Counts per context, updated after each symbol; no side information needed."""
+
+    def __init__(self, num_contexts: int, alphabet: int, prior: np.ndarray | None = None) -> None:
+        if prior is None:
+            prior = np.full((num_contexts, alphabet), 0.5)
+        self.counts = np.array(prior, dtype=np.float64, copy=True)
+
+    def probabilities(self, context: int) -> np.ndarray:
+        return self.counts[context]
+
+    def update(self, context: int, symbol: int) -> None:
+        self.counts[context, symbol] += 1.0
+
+
+class LayerWriter:
+    def __init__(self) -> None:
+        self._enc = constriction.stream.queue.RangeEncoder()
+
+    def uniform(self, values, size: int) -> None:
+        """Integers in [0, size) with a flat model (header-like fields)."""
+        values = np.atleast_1d(np.asarray(values, dtype=np.int32))
+        if values.size:
+            if values.min() < 0 or values.max() >= size:
+                raise VCMError(f"internal: value out of range for a {size}-letter field")
+            self._enc.encode(values, _model.Uniform(size))
+
+    def laplace(self, symbols: np.ndarray, scales: np.ndarray) -> None:
+        """Zero-mean quantised Laplace symbols with one scale per symbol."""
+        symbols = np.clip(np.asarray(symbols, dtype=np.int32).ravel(), -LAPLACE_LIMIT,
+                          LAPLACE_LIMIT)
+        if symbols.size:
+            scales = np.maximum(np.asarray(scales, dtype=np.float64).ravel(), MIN_SCALE)
+            self._enc.encode(symbols, _LAPLACE, np.zeros(symbols.size), scales)
+
+    def categorical(self, symbol: int, probabilities: np.ndarray) -> None:
+        self._enc.encode(np.array([symbol], dtype=np.int32), _CATEGORICAL,
+                         np.asarray(probabilities, dtype=np.float64)[None, :])
+
+    def categorical_many(self, symbols: np.ndarray, probabilities: np.ndarray) -> None:
+        if len(symbols):
+            self._enc.encode(np.asarray(symbols, dtype=np.int32), _CATEGORICAL,
+                             np.asarray(probabilities, dtype=np.float64))
+
+    def getvalue(self) -> bytes:
+        return self._enc.get_compressed().tobytes()
+
+
+class LayerReader:
+    def __init__(self, payload: bytes, layer: int) -> None:
+        self.layer = layer
+        usable = len(payload) - len(payload) % 4
+        words = np.frombuffer(payload[:usable], dtype=np.uint32).copy()
+        try:
+            self._dec = constriction.stream.queue.RangeDecoder(words)
+        except Exception as exc:  # noqa: BLE001 - constriction raises several types
+            raise VCMError(f"layer {layer}: entropy-coded data is malformed ({exc})") from None
+
+    def _fail(self, exc: Exception) -> VCMError:
+        return VCMError(f"layer {self.layer}: entropy-coded data is malformed ({exc})")
+
+    def uniform(self, count: int, size: int) -> np.ndarray:
+        if count == 0:
+            return np.zeros(0, dtype=np.int32)
+        try:
+            return np.asarray(self._dec.decode(_model.Uniform(size), count), dtype=np.int32)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from None
+
+    def laplace(self, scales: np.ndarray) -> np.ndarray:
+        scales = np.maximum(np.asarray(scales, dtype=np.float64).ravel(), MIN_SCALE)
+        if scales.size == 0:
+            return np.zeros(0, dtype=np.int32)
+        try:
+            out = self._dec.decode(_LAPLACE, np.zeros(scales.size), scales)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from None
+        return np.asarray(out, dtype=np.int32)
+
+    def categorical(self, probabilities: np.ndarray) -> int:
+        try:
+            return int(self._dec.decode(_CATEGORICAL,
+                                        np.asarray(probabilities, dtype=np.float64)[None, :])[0])
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from None
+
+    def categorical_many(self, probabilities: np.ndarray) -> np.ndarray:
+        if len(probabilities) == 0:
+            return np.zeros(0, dtype=np.int32)
+        try:
+            return np.asarray(self._dec.decode(_CATEGORICAL,
+                                               np.asarray(probabilities, dtype=np.float64)),
+                              dtype=np.int32)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from None

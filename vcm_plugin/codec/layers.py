@@ -1,0 +1,388 @@
+"""The layer bricks. Each brick codes one layer and speaks one signature:
+
+``encode(source, state, writer)`` writes the layer and moves ``state`` to what a decoder will
+hold after reading it; ``decode(state, reader)`` does the same from the stream. Because the
+encoder advances the very state the decoder rebuilds, every layer is coded against exactly
+what the receiver has.
+
+Order in a stream: ``SemanticPalette`` (layer 0: coarse palette state, its index map and a
+coarse latent residual), ``PaletteSplits`` (the reverse chain: every coarse entry split into
+its fine children, with a correction per child), ``LatentRefinement`` (finer latent residual),
+then one or more ``PixelResidual`` layers (full-resolution detail in the pixel domain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vcm_plugin.codec.backends.base import LatentBackend
+from vcm_plugin.codec.backends.dct import (
+    _JPEG_CHROMA,
+    _JPEG_LUMA,
+    BLOCK,
+    blockify,
+    dct_matrix,
+    rgb_to_ycc,
+    unblockify,
+    ycc_to_rgb,
+)
+from vcm_plugin.codec.entropy import LayerReader, LayerWriter, code_to_scale, scale_to_code
+from vcm_plugin.codec.palette import PaletteChain, build_chain
+from vcm_plugin.codec.pseudo_labels import content_classes
+from vcm_plugin.errors import VCMError
+
+MAX_PALETTE = 256
+
+
+@dataclass
+class Geometry:
+    """Sizes every layer derives from the header: full image, semantic image, latent grid."""
+
+    width: int
+    height: int
+    semantic_width: int
+    semantic_height: int
+    factor: int
+
+    @classmethod
+    def of(cls, width: int, height: int, scale: float, factor: int) -> Geometry:
+        return cls(width, height, max(1, round(width * scale)), max(1, round(height * scale)),
+                   factor)
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        f = self.factor
+        return -(-self.semantic_height // f), -(-self.semantic_width // f)
+
+    @property
+    def positions(self) -> int:
+        h, w = self.latent_shape
+        return h * w
+
+
+@dataclass
+class Source:
+    """Encoder-side originals: never available to a decoder."""
+
+    image: np.ndarray  # (H, W, 3) float64 in [0, 255]
+    semantic: np.ndarray  # (h*f, w*f, 3) float32 in [0, 1], edge-padded
+    vectors: np.ndarray  # (N, C) latent vectors
+    chain: PaletteChain | None = None
+
+
+@dataclass
+class State:
+    """What a decoder holds after the layers read so far."""
+
+    geometry: Geometry
+    backend: LatentBackend
+    latent: np.ndarray | None = None  # (N, C) reconstruction
+    coarse_index: np.ndarray | None = None
+    fine_index: np.ndarray | None = None
+    fine_parent: np.ndarray | None = None
+    pixels: np.ndarray | None = None  # (H, W, 3) float64 in [0, 255]
+
+    def image(self) -> np.ndarray:
+        """Current reconstruction as float (H, W, 3) in [0, 255]."""
+        if self.pixels is None:
+            self.pixels = latent_to_pixels(self)
+        return self.pixels
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Antialiased bicubic resize of a float (H, W, 3) array."""
+    if image.shape[:2] == (height, width):
+        return image
+    t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None]
+    out = F.interpolate(t, size=(height, width), mode="bicubic", align_corners=False,
+                        antialias=True)
+    return out[0].permute(1, 2, 0).numpy().astype(image.dtype)
+
+
+def semantic_image(image: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Downscale to the semantic size and edge-pad to the latent grid."""
+    small = resize(image.astype(np.float32) / 255.0, geometry.semantic_height,
+                   geometry.semantic_width)
+    h, w = geometry.latent_shape
+    f = geometry.factor
+    pad = ((0, h * f - small.shape[0]), (0, w * f - small.shape[1]), (0, 0))
+    return np.clip(np.pad(small, pad, mode="edge"), 0.0, 1.0)
+
+
+def latent_to_pixels(state: State) -> np.ndarray:
+    g = state.geometry
+    h, w = g.latent_shape
+    latent = state.latent.T.reshape(-1, h, w).astype(np.float32)
+    small = state.backend.decode(latent)[: g.semantic_height, : g.semantic_width]
+    return resize(small.astype(np.float64), g.height, g.width) * 255.0
+
+
+def deadzone_quantise(values: np.ndarray, step: float, deadzone: float) -> np.ndarray:
+    """Uniform quantiser whose zero bin is widened by ``deadzone`` steps: cheap RDO."""
+    mag = np.floor(np.abs(values) / step + 0.5 - deadzone)
+    return (np.sign(values) * np.maximum(mag, 0)).astype(np.int32)
+
+
+def _write_scales(writer: LayerWriter, scales: np.ndarray) -> np.ndarray:
+    codes = scale_to_code(scales)
+    writer.uniform(codes, 256)
+    return code_to_scale(codes)
+
+
+def _read_scales(reader: LayerReader, count: int) -> np.ndarray:
+    return code_to_scale(reader.uniform(count, 256))
+
+
+def _mean_abs(values: np.ndarray, axis=None) -> np.ndarray:
+    return np.abs(values).mean(axis=axis) + 0.02
+
+
+def _code_values(writer: LayerWriter, symbols: np.ndarray) -> None:
+    """Small tables (palettes, corrections): per-column Laplace scale as side information."""
+    scales = _write_scales(writer, _mean_abs(symbols, axis=0))
+    writer.laplace(symbols, np.broadcast_to(scales, symbols.shape))
+
+
+def _read_values(reader: LayerReader, rows: int, cols: int) -> np.ndarray:
+    scales = _read_scales(reader, cols)
+    return reader.laplace(np.broadcast_to(scales, (rows, cols))).reshape(rows, cols)
+
+
+def _index_prior(alphabet: int) -> np.ndarray:
+    """Counts table over (left, top) contexts; 'alphabet' stands for 'no neighbour'."""
+    prior = np.full((alphabet + 1, alphabet + 1, alphabet), 0.4)
+    k = np.arange(alphabet)
+    prior[k, :, k] += 3.0
+    prior[:, k, k] += 3.0
+    return prior
+
+
+class IndexMapCoder:
+    """Index maps coded in raster order with adaptive counts conditioned on the already-decoded
+    left and top neighbours (a coherent map costs a fraction of a bit per position)."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+
+    def _walk(self, alphabets: np.ndarray, groups: np.ndarray, symbols: np.ndarray | None,
+              code) -> np.ndarray:
+        """Shared raster walk. ``groups`` (per position) chooses the counts table, so maps
+        whose alphabet differs per position (children of a coarse entry) share the logic;
+        neighbours count as context only inside the same group."""
+        h, w = self.shape
+        out = np.zeros(h * w, dtype=np.int64)
+        tables: dict[int, np.ndarray] = {}
+        for pos in range(h * w):
+            size = int(alphabets[pos])
+            if size <= 1:
+                continue
+            g = int(groups[pos])
+            if g not in tables:
+                tables[g] = _index_prior(size)
+            left = out[pos - 1] if pos % w and groups[pos - 1] == g else size
+            top = out[pos - w] if pos >= w and groups[pos - w] == g else size
+            counts = tables[g][left, top]
+            sym = code(counts, None if symbols is None else int(symbols[pos]))
+            if not 0 <= sym < size:
+                raise VCMError(f"index symbol {sym} outside its alphabet of {size}")
+            out[pos] = sym
+            counts[sym] += 1.0
+        return out
+
+    def encode(self, writer: LayerWriter, symbols: np.ndarray, alphabets: np.ndarray,
+               groups: np.ndarray) -> None:
+        def code(p, s):
+            writer.categorical(s, p)
+            return s
+
+        self._walk(alphabets, groups, symbols, code)
+
+    def decode(self, reader: LayerReader, alphabets: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        return self._walk(alphabets, groups, None, lambda p, _s: reader.categorical(p))
+
+
+def _residual_scales(magnitudes: np.ndarray, index: np.ndarray, entries: int):
+    """Per-entry x per-channel Laplace scales (the palette doubles as an entropy model)."""
+    channel = _mean_abs(magnitudes, axis=0)
+    rel = (np.abs(magnitudes) / channel).mean(axis=1)
+    count = np.bincount(index, minlength=entries)
+    entry = (np.bincount(index, weights=rel, minlength=entries) + 0.5) / (count + 0.5)
+    return entry, channel
+
+
+def _write_residual(writer: LayerWriter, symbols: np.ndarray, index: np.ndarray,
+                    entries: int) -> None:
+    entry, channel = _residual_scales(symbols, index, entries)
+    entry = _write_scales(writer, entry)
+    channel = _write_scales(writer, channel)
+    writer.laplace(symbols, entry[index][:, None] * channel[None, :])
+
+
+def _read_residual(reader: LayerReader, index: np.ndarray, entries: int, channels: int):
+    entry = _read_scales(reader, entries)
+    channel = _read_scales(reader, channels)
+    scales = entry[index][:, None] * channel[None, :]
+    return reader.laplace(scales).reshape(len(index), channels)
+
+
+@dataclass
+class SemanticPalette:
+    """Layer 0: coarse palette state + its index map + a coarse latent residual."""
+
+    coarse_entries: int
+    fine_entries: int
+    palette_step: float
+    step: float
+    deadzone: float
+    index_penalty: float
+    content_classes: int
+
+    def encode(self, src: Source, state: State, writer: LayerWriter) -> None:
+        g = state.geometry
+        gray = src.semantic @ np.array([0.299, 0.587, 0.114])
+        classes, _ = content_classes(src.vectors, gray, g.factor, self.content_classes)
+        penalty = self.index_penalty * self.step**2
+        src.chain = build_chain(src.vectors, classes, g.latent_shape, self.fine_entries,
+                                self.coarse_entries, penalty)
+        coarse = src.chain.coarse_index
+        k0 = src.chain.coarse_count
+        palette = np.round(src.chain.coarse_means() / self.palette_step).astype(np.int32)
+        writer.uniform(k0 - 1, MAX_PALETTE)
+        _code_values(writer, palette)
+        IndexMapCoder(g.latent_shape).encode(writer, coarse, np.full(g.positions, k0),
+                                             np.zeros(g.positions))
+        prediction = palette[coarse] * self.palette_step
+        symbols = deadzone_quantise(src.vectors - prediction, self.step, self.deadzone)
+        _write_residual(writer, symbols, coarse, k0)
+        state.coarse_index = coarse
+        state.latent = prediction + symbols * self.step
+
+    def decode(self, state: State, reader: LayerReader) -> None:
+        g = state.geometry
+        channels = state.backend.channels
+        k0 = int(reader.uniform(1, MAX_PALETTE)[0]) + 1
+        if k0 > g.positions:
+            raise VCMError(f"layer 0: palette of {k0} entries for {g.positions} positions")
+        palette = _read_values(reader, k0, channels)
+        coarse = IndexMapCoder(g.latent_shape).decode(reader, np.full(g.positions, k0),
+                                                      np.zeros(g.positions))
+        residual = _read_residual(reader, coarse, k0, channels)
+        state.coarse_index = coarse
+        state.latent = palette[coarse] * self.palette_step + residual * self.step
+
+
+@dataclass
+class PaletteSplits:
+    """Reverse chain: split every coarse entry into its fine children (index bits per position
+    plus one quantised correction vector per child)."""
+
+    step: float
+
+    def encode(self, src: Source, state: State, writer: LayerWriter) -> None:
+        chain = src.chain
+        k0 = chain.coarse_count
+        children = np.bincount(chain.fine_parent, minlength=k0)
+        writer.uniform(children - 1, MAX_PALETTE)
+        first = np.concatenate([[0], np.cumsum(children)[:-1]])
+        coarse = state.coarse_index
+        local = chain.fine_index - first[coarse]
+        IndexMapCoder(state.geometry.latent_shape).encode(writer, local, children[coarse], coarse)
+        counts = np.bincount(chain.fine_index, minlength=int(children.sum()))
+        error = np.zeros((int(children.sum()), src.vectors.shape[1]))
+        np.add.at(error, chain.fine_index, src.vectors - state.latent)
+        correction = np.round(error / np.maximum(counts, 1)[:, None] / self.step).astype(np.int32)
+        _code_values(writer, correction)
+        state.fine_index = chain.fine_index
+        state.fine_parent = chain.fine_parent
+        state.latent = state.latent + correction[chain.fine_index] * self.step
+
+    def decode(self, state: State, reader: LayerReader) -> None:
+        coarse = state.coarse_index
+        k0 = int(coarse.max()) + 1
+        children = reader.uniform(k0, MAX_PALETTE).astype(np.int64) + 1
+        total = int(children.sum())
+        if total > state.geometry.positions + k0 * MAX_PALETTE:
+            raise VCMError(f"layer 1: {total} palette children is implausible")
+        first = np.concatenate([[0], np.cumsum(children)[:-1]])
+        local = IndexMapCoder(state.geometry.latent_shape).decode(reader, children[coarse], coarse)
+        fine = first[coarse] + local
+        correction = _read_values(reader, total, state.backend.channels)
+        state.fine_index = fine
+        state.fine_parent = np.repeat(np.arange(k0), children)
+        state.latent = state.latent + correction[fine] * self.step
+
+
+@dataclass
+class LatentRefinement:
+    """Finer latent residual, its entropy model conditioned on the fine palette entry."""
+
+    step: float
+    deadzone: float
+
+    def encode(self, src: Source, state: State, writer: LayerWriter) -> None:
+        entries = len(state.fine_parent)
+        symbols = deadzone_quantise(src.vectors - state.latent, self.step, self.deadzone)
+        _write_residual(writer, symbols, state.fine_index, entries)
+        state.latent = state.latent + symbols * self.step
+
+    def decode(self, state: State, reader: LayerReader) -> None:
+        entries = len(state.fine_parent)
+        residual = _read_residual(reader, state.fine_index, entries, state.backend.channels)
+        state.latent = state.latent + residual * self.step
+
+
+_BANDS = np.add.outer(np.arange(BLOCK), np.arange(BLOCK))  # zig-zag diagonal of each frequency
+_WEIGHTS = np.stack([_JPEG_LUMA / 16.0, _JPEG_CHROMA / 12.0, _JPEG_CHROMA / 12.0])
+_D = dct_matrix()
+
+
+@dataclass
+class PixelResidual:
+    """Full-resolution residual against the current reconstruction: 8x8 DCT of YCbCr,
+    JPEG-weighted steps, Laplace scales per channel and diagonal band as side information."""
+
+    step: float
+    deadzone: float
+
+    def _coefficients(self, residual: np.ndarray) -> np.ndarray:
+        """(3, bh, bw, 8, 8) DCT coefficients of an edge-padded residual."""
+        h, w = residual.shape[:2]
+        ycc = rgb_to_ycc(residual)
+        ycc = np.pad(ycc, ((0, -h % BLOCK), (0, -w % BLOCK), (0, 0)), mode="edge")
+        return np.stack([_D @ blockify(ycc[..., c]) @ _D.T for c in range(3)])
+
+    def _pixels(self, coeffs: np.ndarray, h: int, w: int) -> np.ndarray:
+        planes = [unblockify(_D.T @ coeffs[c] @ _D) for c in range(3)]
+        return ycc_to_rgb(np.stack(planes, axis=-1)[:h, :w])
+
+    def _scale_layout(self, shape) -> np.ndarray:
+        """Which (channel, band) scale each coefficient uses."""
+        channel = np.arange(3)[:, None, None, None, None]
+        return np.broadcast_to(channel * 15 + _BANDS, shape)
+
+    def encode(self, src: Source, state: State, writer: LayerWriter) -> None:
+        current = state.image()
+        h, w = current.shape[:2]
+        coeffs = self._coefficients(src.image - current)
+        steps = self.step * _WEIGHTS[:, None, None]
+        symbols = deadzone_quantise(coeffs / steps, 1.0, self.deadzone)
+        layout = self._scale_layout(symbols.shape)
+        magnitude = np.bincount(layout.ravel(), weights=np.abs(symbols).ravel(), minlength=45)
+        counts = np.bincount(layout.ravel(), minlength=45)
+        scales = _write_scales(writer, magnitude / np.maximum(counts, 1) + 0.02)
+        writer.laplace(symbols, scales[layout])
+        state.pixels = current + self._pixels(symbols * steps, h, w)
+
+    def decode(self, state: State, reader: LayerReader) -> None:
+        current = state.image()
+        h, w = current.shape[:2]
+        shape = (3, -(-h // BLOCK), -(-w // BLOCK), BLOCK, BLOCK)
+        layout = self._scale_layout(shape)
+        scales = _read_scales(reader, 45)
+        symbols = reader.laplace(scales[layout]).reshape(shape)
+        steps = self.step * _WEIGHTS[:, None, None]
+        state.pixels = current + self._pixels(symbols * steps, h, w)

@@ -1,0 +1,60 @@
+"""Codec presets: the backend and every parameter that shapes the stream.
+
+A preset's id and a hash of its parameters (plus the backend's identity) are written into each
+stream, so a reader refuses streams whose decoding rules it does not have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from vcm_plugin.errors import VCMError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    preset_id: int
+    backend: str
+    semantic_scale: float  # layer 0..2 code the latent of the image resized by this factor
+    coarse_entries: int  # palette entries in the semantic state
+    fine_entries: int  # palette entries after the reverse chain's splits
+    content_classes: int  # pseudo-label classes steering the palette allocation
+    palette_step: float
+    index_penalty: float  # rate weight of index-map smoothing, in squared semantic steps
+    semantic_step: float
+    split_step: float
+    refine_step: float
+    pixel_steps: tuple[float, ...]  # one texture layer per step, coarse to fine
+    deadzone: float = 0.2
+
+    @property
+    def num_layers(self) -> int:
+        return 3 + len(self.pixel_steps)
+
+    def config_hash(self, backend_identity: str) -> bytes:
+        text = json.dumps(asdict(self), sort_keys=True) + backend_identity
+        return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("default", 1, "dct", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
+               content_classes=4, palette_step=0.5, index_penalty=0.5, semantic_step=1.5,
+               split_step=0.5, refine_step=0.75, pixel_steps=(10.0, 4.0)),
+        Preset("tae", 2, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
+               content_classes=4, palette_step=0.25, index_penalty=0.5, semantic_step=1.0,
+               split_step=0.25, refine_step=0.5, pixel_steps=(10.0, 4.0)),
+    )
+}
+PRESET_BY_ID = {p.preset_id: p for p in PRESETS.values()}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise VCMError(f"unknown preset '{name}'; known: {', '.join(PRESETS)}") from None

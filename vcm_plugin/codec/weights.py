@@ -1,0 +1,111 @@
+"""Weights registry: one table of name -> file, public URL, sha256; lookup and verified fetch.
+
+Lookup: ``$VCM_WEIGHTS_DIR`` when set; otherwise ``../shared/models`` beside the repository
+(the development layout), then the user cache dir that ``vcm weights fetch`` fills.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from vcm_plugin.errors import VCMError
+
+_TAESD = "https://github.com/madebyollin/taesd/raw/main/"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    name: str
+    url: str
+    sha256: str
+
+
+REGISTRY: dict[str, tuple[WeightFile, ...]] = {
+    "taef2": (
+        WeightFile("taef2_encoder.pth", _TAESD + "taef2_encoder.pth",
+                   "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6"),
+        WeightFile("taef2_decoder.pth", _TAESD + "taef2_decoder.pth",
+                   "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5"),
+    ),
+}
+
+
+def cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("vcm_plugin")) / "weights"
+
+
+def search_dirs() -> list[Path]:
+    """``$VCM_WEIGHTS_DIR`` alone when set (an explicit choice); else the defaults."""
+    if os.environ.get("VCM_WEIGHTS_DIR"):
+        return [Path(os.environ["VCM_WEIGHTS_DIR"])]
+    dirs = []
+    shared = Path(__file__).resolve().parents[3] / "shared" / "models"
+    if shared.is_dir():
+        dirs.append(shared)
+    dirs.append(cache_dir())
+    return dirs
+
+
+def find(model: str) -> dict[str, Path]:
+    """Paths of every file of ``model``; VCMError naming the variable and files if absent."""
+    files = REGISTRY[model]
+    for directory in search_dirs():
+        paths = {f.name: directory / f.name for f in files}
+        if all(p.is_file() for p in paths.values()):
+            return paths
+    names = ", ".join(f.name for f in files)
+    looked = ", ".join(str(d) for d in search_dirs())
+    raise VCMError(
+        f"weights for '{model}' not found: need {names} in $VCM_WEIGHTS_DIR "
+        f"(looked in {looked}); run `vcm weights fetch {model}` to download them"
+    )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(model: str, dest: Path | None = None, base_url: str | None = None,
+          timeout: float = 60.0) -> list[Path]:
+    """Download ``model``'s files into ``dest`` (default: the user cache dir), verifying sha256.
+
+    A file whose hash does not match is deleted and reported; an existing good file is kept.
+    """
+    if model not in REGISTRY:
+        raise VCMError(f"unknown weights '{model}'; known: {', '.join(REGISTRY)}")
+    dest = Path(dest) if dest else cache_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for wf in REGISTRY[model]:
+        target = dest / wf.name
+        if target.is_file() and sha256_of(target) == wf.sha256:
+            written.append(target)
+            continue
+        url = (base_url.rstrip("/") + "/" + wf.name) if base_url else wf.url
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=wf.name, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                shutil.copyfileobj(resp, out)
+            got = sha256_of(Path(tmp))
+            if got != wf.sha256:
+                raise VCMError(f"{wf.name} from {url}: sha256 {got} != expected {wf.sha256}")
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise VCMError(f"could not download {url}: {exc}") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        written.append(target)
+    return written
