@@ -8,7 +8,6 @@ quantiser step means the same error in either basis.
 from __future__ import annotations
 
 import hashlib
-import threading
 from importlib import resources
 
 import numpy as np
@@ -44,7 +43,6 @@ class TAEBackend:
         self._encoder.eval()
         self._decoder.eval()
         self._mean, self._basis = load_pca()
-        self._lock = threading.Lock()
         digest = hashlib.blake2b(self._basis.tobytes() + self._mean.tobytes(), digest_size=6)
         self._identity = f"taef2-{digest.hexdigest()}"
 
