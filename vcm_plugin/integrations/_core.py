@@ -1,0 +1,440 @@
+"""What every framework integration shares: option checks, one codec per preset, the round trip,
+the stream cache and the counters.
+
+Why one module: each framework wants a different *shape* (an Albumentations transform, an
+OpenMMLab ``BaseTransform``, a Pillow plugin ...) around the same few operations, and the
+options must mean the same thing everywhere (``layers=1`` is always "semantic layer only").
+Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+
+from vcm_plugin.errors import VCMError
+
+if TYPE_CHECKING:
+    from vcm_plugin import Codec
+
+try:
+    from vcm_plugin.codec.container import MAGIC as VCM_MAGIC
+except ImportError:  # pragma: no cover - the container is part of the package
+    VCM_MAGIC = b"\x89VCM"
+
+LayerSpec = int | tuple[int, int] | None
+"""``None``: every layer; ``k``: the first k layers (1 = semantic layer only); ``(lo, hi)``: a
+k drawn uniformly from lo..hi (inclusive) for each image."""
+
+_CODECS: dict[str, Codec] = {}
+_CODECS_LOCK = threading.Lock()
+
+
+def get_codec(preset: str = "default") -> Codec:
+    """One codec per preset and process: the ``tae`` preset loads weights, so build it once."""
+    if not isinstance(preset, str) or not preset:
+        raise VCMError(f"preset must be a non-empty string, got {preset!r}")
+    with _CODECS_LOCK:
+        codec = _CODECS.get(preset)
+        if codec is None:
+            from vcm_plugin import Codec
+
+            codec = Codec() if preset == "default" else Codec.from_preset(preset)
+            _CODECS[preset] = codec
+        return codec
+
+
+def check_layers(layers: Any, name: str = "layers") -> LayerSpec:
+    """Validate a layer spec once, at construction, so a typo fails before training starts."""
+    if layers is None:
+        return None
+    if isinstance(layers, bool):
+        raise VCMError(f"{name} must be an int >= 1, a (low, high) pair or None, got {layers!r}")
+    if isinstance(layers, (int, np.integer)):
+        if layers < 1:
+            raise VCMError(f"{name} must be >= 1 (1 = semantic layer only), got {layers}")
+        return int(layers)
+    if isinstance(layers, Sequence) and not isinstance(layers, (str, bytes)):
+        if len(layers) != 2 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in layers
+        ):
+            raise VCMError(f"{name} range must be two ints (low, high), got {layers!r}")
+        low, high = int(layers[0]), int(layers[1])
+        if not 1 <= low <= high:
+            raise VCMError(f"{name} range must satisfy 1 <= low <= high, got ({low}, {high})")
+        return (low, high)
+    raise VCMError(f"{name} must be an int >= 1, a (low, high) pair or None, got {layers!r}")
+
+
+def check_p(p: Any) -> float:
+    """Probabilities outside [0, 1] are always a typo."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+        raise VCMError(f"p must be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
+def check_channel_order(order: Any) -> str:
+    """Frameworks disagree (OpenCV/ultralytics/OpenMMLab: BGR; PIL/torchvision: RGB)."""
+    if order not in ("rgb", "bgr"):
+        raise VCMError(f"channel_order must be 'rgb' or 'bgr', got {order!r}")
+    return order
+
+
+def sample_layers(layers: LayerSpec, rng: random.Random | None = None) -> int | None:
+    """Draw the operating point for one image."""
+    if isinstance(layers, tuple):
+        return (rng or random).randint(layers[0], layers[1])
+    return layers
+
+
+def layers_repr(layers: LayerSpec) -> str:
+    return "all" if layers is None else repr(layers)
+
+
+# --------------------------------------------------------------------------------------------
+# Counters: ultralytics and Albumentations rebuild transforms from dicts, so an instance counter
+# would be lost; process-wide counters let a test or a log line prove the transform ran.
+
+
+@dataclass
+class Stats:
+    """Process-wide counters of the integrations' codec work."""
+
+    images: int = 0
+    encodes: int = 0
+    decodes: int = 0
+    cache_hits: int = 0
+    encode_s: float = 0.0
+    decode_s: float = 0.0
+    layers_used: dict[int, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images, "encodes": self.encodes, "decodes": self.decodes,
+            "cache_hits": self.cache_hits, "encode_s": self.encode_s, "decode_s": self.decode_s,
+            "layers_used": dict(self.layers_used),
+        }
+
+
+_STATS = Stats()
+_STATS_LOCK = threading.Lock()
+
+
+def stats() -> dict[str, Any]:
+    """Snapshot of the counters (images round-tripped, encodes, cache hits, seconds)."""
+    with _STATS_LOCK:
+        return _STATS.as_dict()
+
+
+def reset_stats() -> None:
+    global _STATS
+    with _STATS_LOCK:
+        _STATS = Stats()
+
+
+# --------------------------------------------------------------------------------------------
+# Stream cache
+
+
+class StreamCache:
+    """Encoded streams keyed by a hash of the image content and the preset.
+
+    Why: one encode yields every operating point, so a second epoch over the same image only
+    needs a decode (of whatever layer count it samples). ``directory=None`` keeps streams in
+    memory (LRU, ``max_bytes``); a directory is shared by DataLoader worker processes and
+    survives runs. Files are written atomically, so concurrent workers never read half a file.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None,
+                 max_bytes: int = 1 << 30) -> None:
+        if max_bytes < 0:
+            raise VCMError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.directory = Path(directory) if directory is not None else None
+        self.max_bytes = int(max_bytes)
+        self._mem: OrderedDict[str, bytes] = OrderedDict()
+        self._mem_bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        if self.directory is not None:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise VCMError(f"cannot create the stream cache directory {directory}: {e}") from e
+
+    def __repr__(self) -> str:
+        where = str(self.directory) if self.directory else "memory"
+        return f"StreamCache({where!r}, hits={self.hits}, misses={self.misses})"
+
+    def __len__(self) -> int:
+        if self.directory is not None:
+            return sum(1 for _ in self.directory.glob("*/*.vcm"))
+        return len(self._mem)
+
+    @staticmethod
+    def key(img: np.ndarray, preset: str) -> str:
+        """Content hash: the pixels, their shape and the preset (a stream is preset-specific)."""
+        h = hashlib.blake2b(digest_size=20)
+        h.update(f"{preset}|{img.shape}|{img.dtype}|".encode())
+        h.update(np.ascontiguousarray(img).data)
+        return h.hexdigest()
+
+    def _path(self, key: str) -> Path:
+        assert self.directory is not None
+        return self.directory / key[:2] / f"{key}.vcm"
+
+    def get(self, key: str) -> bytes | None:
+        if self.directory is not None:
+            try:
+                blob = self._path(key).read_bytes()
+            except OSError:
+                blob = None
+        else:
+            with self._lock:
+                blob = self._mem.get(key)
+                if blob is not None:
+                    self._mem.move_to_end(key)
+        with self._lock:
+            if blob is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        return blob
+
+    def put(self, key: str, blob: bytes) -> None:
+        if self.directory is not None:
+            path = self._path(key)
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(blob)
+            os.replace(tmp, path)
+            return
+        with self._lock:
+            if key in self._mem or len(blob) > self.max_bytes:
+                return
+            self._mem[key] = blob
+            self._mem_bytes += len(blob)
+            while self._mem_bytes > self.max_bytes:
+                _, old = self._mem.popitem(last=False)
+                self._mem_bytes -= len(old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._mem.clear()
+            self._mem_bytes = 0
+        if self.directory is not None:
+            for f in self.directory.glob("*/*.vcm"):
+                f.unlink(missing_ok=True)
+
+
+_CACHES: dict[str, StreamCache] = {}
+_CACHES_LOCK = threading.Lock()
+
+CacheSpec = bool | str | os.PathLike[str] | StreamCache | None
+
+
+def check_cache(cache: Any) -> CacheSpec:
+    """A cache option must be serialisable in configs: False/None, True (memory) or a path."""
+    if cache is None or isinstance(cache, (bool, str, os.PathLike, StreamCache)):
+        if isinstance(cache, str) and not cache:
+            raise VCMError("cache must be True, False or a directory path, got ''")
+        return cache
+    raise VCMError(f"cache must be True, False or a directory path, got {cache!r}")
+
+
+def resolve_cache(cache: CacheSpec) -> StreamCache | None:
+    """Map a config-friendly cache spec to a process-wide cache object.
+
+    Why process-wide: frameworks rebuild transforms (ultralytics re-creates Albumentations
+    transforms from dicts; ``close_mosaic`` rebuilds the pipeline), and a cache that lived in
+    one transform instance would be thrown away with it.
+    """
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, StreamCache):
+        return cache
+    key = "memory" if cache is True else str(Path(cache).expanduser().resolve())
+    with _CACHES_LOCK:
+        obj = _CACHES.get(key)
+        if obj is None:
+            obj = StreamCache(None if cache is True else key)
+            _CACHES[key] = obj
+        return obj
+
+
+# --------------------------------------------------------------------------------------------
+# The round trip
+
+
+def to_uint8_rgb(img: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
+    """Bring what frameworks hand us (gray, BGR, float in [0, 1]) to the codec's HxWx3 uint8."""
+    if not isinstance(img, np.ndarray):
+        raise VCMError(f"expected a numpy image, got {type(img).__name__}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise VCMError(f"expected an HxW, HxWx1 or HxWx3 image, got shape {img.shape}")
+    if img.shape[0] < 1 or img.shape[1] < 1:
+        raise VCMError(f"empty image of shape {img.shape}")
+    if img.dtype != np.uint8:
+        if np.issubdtype(img.dtype, np.floating):
+            img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+        else:
+            raise VCMError(f"expected uint8 or float images in [0, 1], got dtype {img.dtype}")
+    if channel_order == "bgr":
+        img = img[..., ::-1]
+    return np.ascontiguousarray(img)
+
+
+def from_uint8_rgb(out: np.ndarray, like: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
+    """Give the framework back the layout and dtype it handed us."""
+    if channel_order == "bgr":
+        out = out[..., ::-1]
+    if like.ndim == 2 or (like.ndim == 3 and like.shape[2] == 1):
+        gray = out.mean(axis=2)
+        out = np.rint(gray).astype(np.uint8)
+        if like.ndim == 3:
+            out = out[..., None]
+    if like.dtype != np.uint8:
+        out = out.astype(like.dtype) / 255.0
+        out = out.astype(like.dtype)
+    return np.ascontiguousarray(out)
+
+
+def encode_cached(rgb: np.ndarray, preset: str, cache: StreamCache | None) -> bytes:
+    """Encode, or fetch the stream a previous epoch encoded from the same pixels."""
+    key = StreamCache.key(rgb, preset) if cache is not None else ""
+    if cache is not None:
+        blob = cache.get(key)
+        if blob is not None:
+            with _STATS_LOCK:
+                _STATS.cache_hits += 1
+            return blob
+    t0 = time.perf_counter()
+    blob = get_codec(preset).encode(rgb)
+    dt = time.perf_counter() - t0
+    with _STATS_LOCK:
+        _STATS.encodes += 1
+        _STATS.encode_s += dt
+    if cache is not None:
+        cache.put(key, blob)
+    return blob
+
+
+def num_layers(blob: bytes, codec: Codec | None = None) -> int:
+    """Complete layers present in a stream (header and CRCs only, no pixel decoding)."""
+    info = (codec or get_codec()).inspect(blob)
+    return int(info.get("complete_layers", info.get("num_layers", len(info["layer_bytes"]))))
+
+
+def decode_layers(blob: bytes, layers: int | None, codec: Codec | None = None,
+                  details: dict[str, Any] | None = None) -> np.ndarray:
+    """Decode ``layers`` layers, clamped to what the stream holds (a (1, 4) range on a 3-layer
+    preset simply tops out at 3). ``details``, when given, receives ``layers`` (decoded),
+    ``num_layers`` (in the stream) and ``bytes`` (the size of the stream prefix decoded: what a
+    receiver of this operating point was sent)."""
+    codec = codec or get_codec()
+    info = codec.inspect(blob)
+    n = int(info.get("complete_layers", info.get("num_layers", len(info["layer_bytes"]))))
+    k = n if layers is None else min(layers, n)
+    t0 = time.perf_counter()
+    out = codec.decode(blob, layers=k)
+    dt = time.perf_counter() - t0
+    with _STATS_LOCK:
+        _STATS.decodes += 1
+        _STATS.decode_s += dt
+        _STATS.layers_used[k] = _STATS.layers_used.get(k, 0) + 1
+    if details is not None:
+        sent = len(blob) if k == n else len(codec.truncate(blob, layers=k))
+        details.update(layers=k, num_layers=n, bytes=sent)
+    return out
+
+
+def roundtrip(img: np.ndarray, layers: int | None = 1, preset: str = "default", *,
+              channel_order: str = "rgb", cache: StreamCache | None = None,
+              details: dict[str, Any] | None = None) -> np.ndarray:
+    """Encode then decode ``layers`` layers; same shape, dtype and channel order as the input.
+    ``details``: see ``decode_layers``."""
+    rgb = to_uint8_rgb(img, channel_order)
+    blob = encode_cached(rgb, preset, cache)
+    out = decode_layers(blob, layers, get_codec(preset), details)
+    if out.shape != rgb.shape:
+        raise VCMError(f"codec returned shape {out.shape} for an input of shape {rgb.shape}")
+    with _STATS_LOCK:
+        _STATS.images += 1
+    return from_uint8_rgb(out, img, channel_order)
+
+
+# --------------------------------------------------------------------------------------------
+# Streams from files: read only the bytes of the layers you will decode.
+
+
+def read_header(f: BinaryIO) -> tuple[bytes, Any]:
+    """Read and check a stream's header from a file object positioned at its start.
+
+    Returns the bytes read (header plus possibly the start of layer 0) and the parsed header
+    (``width``, ``height``, ``num_layers``, ``lengths``, ``prefix_end(k)``). The pixel limit is
+    left to the caller (Pillow has its own decompression-bomb check; the codec has its own).
+    """
+    from vcm_plugin.codec import container
+
+    head = f.read(container.header_size(container.MAX_LAYERS))
+    return head, container.parse_header(head, max_pixels=1 << 62)
+
+
+def read_prefix(f: BinaryIO, layers: int | None, head: bytes | None = None,
+                header: Any = None) -> bytes:
+    """Read just the bytes of the first ``layers`` layers (all if None) from a file object and
+    return them as a valid stream of that many layers."""
+    from vcm_plugin.codec import container
+
+    if head is None or header is None:
+        head, header = read_header(f)
+    k = header.num_layers if layers is None else min(layers, header.num_layers)
+    end = header.prefix_end(k)
+    blob = head[:end] + f.read(max(0, end - len(head)))
+    if len(blob) < end:
+        raise VCMError(f"stream truncated inside layer {k - 1}: {len(blob)} of {end} bytes")
+    # rewrite the header so the prefix is a complete, valid k-layer stream
+    return blob if k == header.num_layers else container.truncate(blob, header, k)
+
+
+def read_stream(source: bytes | bytearray | memoryview | str | os.PathLike[str],
+                layers: int | None = None) -> bytes:
+    """The bytes needed to decode ``layers`` layers of a stream given as bytes or a path.
+
+    Why: the container's layer table says where each layer ends, so a reader that wants the
+    semantic layer reads the header and layer 0 and never touches the texture layers (the same
+    byte range an HTTP client would request). ``layers=None`` keeps the whole stream.
+    """
+    if layers is not None:
+        layers = check_layers(layers)
+        if isinstance(layers, tuple):
+            raise VCMError("a stream is read at a fixed layer count, not a range")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        blob = bytes(source)
+        if layers is None:
+            return blob
+        return blob if layers >= num_layers(blob) else get_codec().truncate(blob, layers=layers)
+    if not isinstance(source, (str, os.PathLike)):
+        raise VCMError(f"expected bytes or a path to a .vcm file, got {type(source).__name__}")
+    path = Path(source)
+    try:
+        with path.open("rb") as f:
+            return read_prefix(f, layers)
+    except OSError as e:
+        raise VCMError(f"cannot read {path}: {e}") from e
+    except VCMError as e:
+        raise VCMError(f"{path}: {e}") from e

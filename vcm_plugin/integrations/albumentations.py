@@ -1,0 +1,70 @@
+"""``VCMCompression``: an Albumentations image-only transform, the VCM twin of
+``A.ImageCompression``.
+
+Why Albumentations: it is the augmentation idiom of ultralytics (``model.train(...,
+augmentations=[...])``) and of many PyTorch pipelines; an image-only transform never moves a
+box, mask or keypoint, so every target stays valid by construction.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import albumentations as A
+import numpy as np
+
+from vcm_plugin.integrations._core import (
+    LayerSpec,
+    check_cache,
+    check_channel_order,
+    check_layers,
+    check_p,
+    get_codec,
+    resolve_cache,
+    roundtrip,
+)
+
+__all__ = ["VCMCompression"]
+
+
+class VCMCompression(A.ImageOnlyTransform):
+    """Compress → decompress with the VCM codec at a chosen or sampled operating point.
+
+    Args:
+        layers: layers decoded: ``1`` = semantic layer only (what an edge camera sends to
+            analytics), ``k`` = the first k layers, ``None`` = all, ``(low, high)`` = a count
+            drawn uniformly per image (inclusive), clamped to the layers the stream holds.
+        preset: codec preset (``"default"`` is training-free and fast).
+        channel_order: ``"rgb"`` (the Albumentations convention) or ``"bgr"`` — ultralytics
+            hands its Albumentations hook OpenCV BGR images.
+        cache: ``False``; ``True`` to keep encoded streams in memory keyed by image content;
+            or a directory shared by DataLoader workers. Helps when the same pixels come back
+            (validation, un-augmented training); random crops/mosaics never repeat.
+        p: probability of applying the transform.
+
+    Targets: image. Image types: uint8, float32 (in [0, 1]).
+    """
+
+    def __init__(self, layers: LayerSpec = 1, preset: str = "default",
+                 channel_order: str = "rgb", cache: bool | str = False, p: float = 0.5) -> None:
+        super().__init__(p=check_p(p))
+        self.layers = check_layers(layers)
+        self.preset = preset
+        self.channel_order = check_channel_order(channel_order)
+        self.cache = check_cache(os.fspath(cache) if isinstance(cache, os.PathLike) else cache)
+        get_codec(preset)  # a bad preset fails now, not in the middle of an epoch
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("layers", "preset", "channel_order", "cache")
+
+    def get_params(self) -> dict[str, Any]:
+        """Draw the layer count for this image from the transform's own RNG (seedable)."""
+        layers = self.layers
+        if isinstance(layers, tuple):
+            layers = self.py_random.randint(layers[0], layers[1])
+        return {"layers": layers}
+
+    def apply(self, img: np.ndarray, layers: int | None = 1, **params: Any) -> np.ndarray:
+        return roundtrip(img, layers, self.preset, channel_order=self.channel_order,
+                         cache=resolve_cache(self.cache))

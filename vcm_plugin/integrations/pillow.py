@@ -1,0 +1,138 @@
+"""Pillow plugin for ``.vcm`` streams: importing this module registers the "VCM" format.
+
+    import vcm_plugin.integrations.pillow  # registers the plugin
+    from PIL import Image
+
+    im = Image.open("photo.vcm")          # lazy: only the header is read
+    im.info["num_layers"]                 # layers in the stream
+    im.layers = 1                         # optional, before the pixels are touched:
+    im.load()                             # decode the semantic layer only (default: all)
+    Image.open("photo.png").save("photo.vcm", preset="default", layers=None)
+
+Fewer layers: set ``im.layers = k`` after ``Image.open`` and before any pixel access (the way
+ICNS uses ``im.size``), or call ``open_vcm(path, layers=k)``. Only the bytes of those layers are
+read from the file. ``save`` keywords: ``preset`` (codec preset) and ``layers`` (keep only the
+first k layers of the encoded stream). Alpha and palettes are not part of the format: images
+are converted to RGB before encoding.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO, Any
+
+from PIL import Image, ImageFile
+
+from vcm_plugin.errors import VCMError
+from vcm_plugin.integrations._core import (
+    VCM_MAGIC,
+    check_layers,
+    decode_layers,
+    get_codec,
+    read_header,
+    read_prefix,
+)
+
+__all__ = ["VCMImageFile", "open_vcm", "register"]
+
+FORMAT = "VCM"
+EXTENSION = ".vcm"
+MIME = "image/x-vcm"
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[: len(VCM_MAGIC)] == VCM_MAGIC
+
+
+class VCMImageFile(ImageFile.ImageFile):
+    """A ``.vcm`` stream opened by Pillow. ``layers``: how many layers ``load()`` decodes
+    (None = all); ``info``: ``num_layers``, ``layer_bytes``, and after loading
+    ``layers_decoded``, ``preset``, ``backend``."""
+
+    format = FORMAT
+    format_description = "VCM scalable image for machine vision (vcm_plugin)"
+
+    def _open(self) -> None:
+        assert self.fp is not None
+        try:
+            head, header = read_header(self.fp)
+        except VCMError as e:
+            raise SyntaxError(f"not a valid VCM stream: {e}") from e
+        self._vcm = (head, header)
+        self._size = (header.width, header.height)
+        self._mode = "RGB"
+        self.layers: int | None = None
+        self.info["num_layers"] = header.num_layers
+        self.info["layer_bytes"] = list(header.lengths)
+        self.tile = [ImageFile._Tile("vcm", (0, 0, *self.size), 0, None)]
+
+    def load(self) -> Any:
+        if self.tile:
+            layers = check_layers(self.layers, "im.layers")
+            if isinstance(layers, tuple):
+                raise VCMError("im.layers must be an int or None, not a range")
+            self.tile = [self.tile[0]._replace(args=(layers, self._vcm, self.info))]
+        return super().load()
+
+
+class _VCMDecoder(ImageFile.PyDecoder):
+    """Reads the needed prefix of the stream from the file and decodes it with the codec."""
+
+    _pulls_fd = True
+
+    def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
+        assert self.fd is not None
+        layers, (head, header), info = self.args
+        self.fd.seek(0)
+        self.fd.read(len(head))  # the header bytes were kept from _open
+        blob = read_prefix(self.fd, layers, head, header)
+        meta = get_codec().inspect(blob)
+        details: dict[str, Any] = {}
+        arr = decode_layers(blob, layers, details=details)  # a Codec decodes every preset
+        info.update(layers_decoded=details["layers"], preset=meta.get("preset"),
+                    backend=meta.get("backend"))
+        if arr.shape[:2] != (self.state.ysize, self.state.xsize):
+            raise VCMError(f"decoded size {arr.shape[1]}x{arr.shape[0]} does not match the "
+                           f"header's {self.state.xsize}x{self.state.ysize}")
+        self.set_as_raw(arr.tobytes())
+        return -1, 0
+
+
+def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    import numpy as np
+
+    params = im.encoderinfo
+    unknown = sorted(set(params) - {"preset", "layers"})
+    if unknown:
+        raise VCMError(f"unknown VCM save options {unknown}; valid: preset, layers")
+    preset = params.get("preset", "default")
+    layers = check_layers(params.get("layers"), "layers")
+    if isinstance(layers, tuple):
+        raise VCMError("save(layers=...) must be an int or None, not a range")
+    rgb = im if im.mode == "RGB" else im.convert("RGB")
+    codec = get_codec(preset)
+    blob = codec.encode(np.asarray(rgb))
+    if layers is not None and layers < codec.inspect(blob)["num_layers"]:
+        blob = codec.truncate(blob, layers=layers)
+    fp.write(blob)
+
+
+def open_vcm(fp: str | os.PathLike[str] | IO[bytes], layers: int | None = None) -> Image.Image:
+    """``Image.open`` for a ``.vcm`` stream, decoding only the first ``layers`` layers."""
+    im = Image.open(fp, formats=[FORMAT])
+    assert isinstance(im, VCMImageFile)
+    im.layers = layers
+    im.load()
+    return im
+
+
+def register() -> None:
+    """Register the format (done on import; calling it again is harmless)."""
+    Image.register_open(FORMAT, VCMImageFile, _accept)
+    Image.register_save(FORMAT, _save)
+    Image.register_extension(FORMAT, EXTENSION)
+    Image.register_mime(FORMAT, MIME)
+    Image.register_decoder("vcm", _VCMDecoder)
+
+
+register()
