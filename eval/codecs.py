@@ -1,0 +1,176 @@
+"""Codecs the harness compares: the layered vcm codec and real-library baselines.
+
+Why one tiny class per codec (the CompressAI ``utils/bench/codecs.py`` shape): adding a
+baseline is a subclass that names its format and its quality grid, nothing else. Every codec
+turns one RGB image into a list of operating points ``(setting, bytes, decoded image)``;
+for the baselines a point is one quality, for vcm it is one layer count of a single encode.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from vcm_plugin import VCMError
+
+__all__ = [
+    "AvifCodec",
+    "BaselineCodec",
+    "JpegCodec",
+    "JxlCodec",
+    "PillowCodec",
+    "Point",
+    "VcmCodec",
+    "WebpCodec",
+    "make_codec",
+    "BASELINES",
+]
+
+
+@dataclass
+class Point:
+    """One operating point of one image: the setting label, stream size and decoded pixels."""
+
+    setting: str
+    nbytes: int
+    image: np.ndarray
+
+
+class BaselineCodec:
+    """A single-layer codec evaluated at a list of quality settings.
+
+    ``candidates`` is the dense grid (from the codec's lowest quality up) that the harness
+    picks the evaluated ``settings`` from, so that the baseline spans the bpp range of vcm.
+    """
+
+    name: str = ""
+    candidates: tuple[int, ...] = ()
+
+    def __init__(self, settings: Sequence[int] | None = None) -> None:
+        self.settings: list[int] = list(settings if settings is not None else self.candidates)
+
+    def label(self, q: int) -> str:
+        return f"q={q}"
+
+    def encode(self, img: np.ndarray, q: int) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> np.ndarray:
+        raise NotImplementedError
+
+    def points(self, img: np.ndarray) -> Iterator[Point]:
+        for q in self.settings:
+            data = self.encode(img, q)
+            yield Point(self.label(q), len(data), self.decode(data))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(settings={self.settings})"
+
+
+class PillowCodec(BaselineCodec):
+    """A baseline encoded by a Pillow image plugin; subclasses set ``fmt`` (and options)."""
+
+    fmt: str = ""
+    options: dict = {}
+
+    def encode(self, img: np.ndarray, q: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(img, "RGB").save(buf, format=self.fmt, quality=int(q), **self.options)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+
+
+class JpegCodec(PillowCodec):
+    """libjpeg(-turbo) through Pillow, 4:2:0, standard quantisation tables."""
+
+    name = "jpeg"
+    fmt = "JPEG"
+    candidates = (1, 2, 3, 5, 8, 12, 18, 25, 35, 50, 65, 80, 90, 95)
+
+
+class WebpCodec(PillowCodec):
+    """libwebp lossy through Pillow (method 4, Pillow's default)."""
+
+    name = "webp"
+    fmt = "WEBP"
+    candidates = (0, 2, 5, 10, 15, 20, 30, 40, 50, 65, 75, 85, 95)
+
+
+class AvifCodec(PillowCodec):
+    """libavif (AOM) through Pillow's built-in AVIF plugin, speed 6 (Pillow's default)."""
+
+    name = "avif"
+    fmt = "AVIF"
+    candidates = (0, 3, 6, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90)
+
+
+class JxlCodec(PillowCodec):
+    """libjxl through pillow-jxl-plugin (effort 7). Quality 100 would need lossless mode."""
+
+    name = "jxl"
+    fmt = "JXL"
+    candidates = (0, 2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+
+    def encode(self, img: np.ndarray, q: int) -> bytes:
+        import pillow_jxl  # noqa: F401  (registers the JXL plugin with Pillow)
+
+        return super().encode(img, q)
+
+
+BASELINES: dict[str, type[BaselineCodec]] = {
+    c.name: c for c in (JpegCodec, WebpCodec, AvifCodec, JxlCodec)
+}
+
+
+class VcmCodec:
+    """The layered codec: one encode per image, every layer-count prefix is a point.
+
+    (The harness fills a missing ``layers=k`` of an image whose stream has fewer layers with
+    its full stream, so every curve point covers every image.)
+    """
+
+    name = "vcm"
+
+    def __init__(self, preset: str = "default") -> None:
+        from vcm_plugin import Codec
+
+        self.preset = preset
+        self.codec = Codec() if preset == "default" else Codec.from_preset(preset)
+
+    def label(self, k: int) -> str:
+        return f"layers={k}"
+
+    def num_layers(self, blob: bytes) -> int:
+        return len(self.codec.inspect(blob)["layer_bytes"])
+
+    def sizes(self, img: np.ndarray) -> list[int]:
+        """Stream size of every layer prefix k=1..N (used to place the baselines)."""
+        blob = self.codec.encode(img)
+        n = self.num_layers(blob)
+        return [len(self.codec.truncate(blob, layers=k)) for k in range(1, n + 1)]
+
+    def points(self, img: np.ndarray) -> Iterator[Point]:
+        blob = self.codec.encode(img)
+        for k in range(1, self.num_layers(blob) + 1):
+            part = self.codec.truncate(blob, layers=k)
+            yield Point(self.label(k), len(part), self.codec.decode(part, layers=k))
+
+    def __repr__(self) -> str:
+        return f"VcmCodec(preset={self.preset!r})"
+
+
+def make_codec(name: str, preset: str = "default") -> BaselineCodec | VcmCodec:
+    """Build a codec by name; unknown names raise VCMError listing the known ones."""
+    if name == "vcm":
+        return VcmCodec(preset)
+    if name in BASELINES:
+        return BASELINES[name]()
+    known = ", ".join(["vcm", *BASELINES])
+    raise VCMError(f"unknown codec {name!r}; known codecs: {known}")

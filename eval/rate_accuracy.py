@@ -1,0 +1,365 @@
+"""Task accuracy against bitrate: the harness (DESIGN §5).
+
+    python -m eval.rate_accuracy --task {detection,segmentation,landmarks,quality} \\
+        --data DIR --codecs vcm,jpeg,webp,avif,jxl --out OUT_DIR [--limit N] [--preset P]
+
+Why it is shaped this way: every codec yields, per image, a list of operating points
+(baselines: one per quality; vcm: one per layer count of a *single* encode); every decoded image
+is scored by the task's model; a point of a curve is the set-level metric over all images at
+that setting, with bpp = Σ bytes × 8 / Σ pixels of the originals. Baseline qualities are chosen
+per run from a dense grid so that they span vcm's bpp range (measured on a few probe images)
+and always include the codec's lowest quality. Outputs: ``summary.json``, ``per_image.csv``,
+``rate_accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.bd_rate import bd_rate
+from eval.codecs import BASELINES, BaselineCodec, VcmCodec, make_codec
+from eval.datasets import Item, load_rgb
+from eval.tasks import TASKS, Task, make_task
+from vcm_plugin import VCMError
+
+__all__ = ["choose_settings", "main", "run"]
+
+BD_METHOD = ("Bjontegaard delta rate of vcm vs each baseline (negative = vcm needs fewer bits): "
+             "Pareto front of each curve, PCHIP of log10(bpp) over the metric, exact integral "
+             "over the overlapping metric range (eval/bd_rate.py)")
+NO_VCM_HI_BPP = 1.5  # upper bpp target for the baselines when vcm is not evaluated
+
+
+# --------------------------------------------------------------------------- settings choice
+def choose_settings(candidates: Sequence[int], cand_bpp: Sequence[float], lo: float, hi: float,
+                    n: int = 8, minimum: int = 6) -> list[int]:
+    """Pick ≈``n`` (≥ ``minimum`` when the grid allows) qualities spanning bpp ``[lo, hi]``.
+
+    The lowest quality is always kept (baselines are extended downwards to their floor);
+    the top pick is the first candidate whose bpp reaches ``1.25 × hi`` (so the curves overlap
+    at the top); in between, picks are nearest to log-spaced bpp targets. ``lo`` only matters
+    through the floor: no quality can go below the lowest.
+    """
+    cands = list(candidates)
+    b = np.maximum(np.asarray(cand_bpp, float), 1e-9)
+    if len(cands) != len(b) or not cands:
+        raise ValueError("candidates and their bpp must be non-empty and of equal length")
+    top = next((i for i in range(len(b)) if b[i] >= 1.25 * hi), len(b) - 1)
+    while top + 1 < min(minimum, len(cands)):
+        top += 1
+    if top + 1 <= n:
+        return cands[: top + 1]
+    chosen = {0, top}
+    targets = np.exp(np.linspace(np.log(b[0]), np.log(b[top]), n))[1:-1]
+    for t in targets:
+        free = [i for i in range(1, top) if i not in chosen]
+        if free:
+            chosen.add(min(free, key=lambda i: abs(math.log(b[i]) - math.log(t))))
+    return [cands[i] for i in sorted(chosen)]
+
+
+def _probe_indices(n_items: int, k: int = 4) -> list[int]:
+    return sorted({int(round(i)) for i in np.linspace(0, n_items - 1, min(k, n_items))})
+
+
+def plan_settings(codecs: list[Any], items: list[Item], overrides: dict[str, list[int]],
+                  num_settings: int, quiet: bool = False) -> dict[str, Any]:
+    """Set ``codec.settings`` for every baseline; returns what the probe measured."""
+    probe = [load_rgb(items[i].path) for i in _probe_indices(len(items))]
+    pixels = sum(im.shape[0] * im.shape[1] for im in probe)
+    info: dict[str, Any] = {"probe_images": len(probe)}
+    lo, hi = None, NO_VCM_HI_BPP
+    vcm = next((c for c in codecs if isinstance(c, VcmCodec)), None)
+    if vcm is not None:
+        sizes = [vcm.sizes(im) for im in probe]
+        n = max(len(s) for s in sizes)
+        per_k = [sum(s[min(k, len(s) - 1)] for s in sizes) * 8 / pixels for k in range(n)]
+        lo, hi = per_k[0], per_k[-1]
+        info["vcm_probe_bpp"] = per_k
+    for c in codecs:
+        if not isinstance(c, BaselineCodec):
+            continue
+        if c.name in overrides:
+            c.settings = overrides[c.name]
+            continue
+        bpp = [sum(len(c.encode(im, q)) for im in probe) * 8 / pixels for q in c.candidates]
+        c.settings = choose_settings(c.candidates, bpp, lo or 0.0, hi, n=num_settings)
+        info[f"{c.name}_probe_bpp"] = dict(zip(map(str, c.candidates), bpp, strict=True))
+        if not quiet:
+            print(f"[settings] {c.name}: q={c.settings}", file=sys.stderr)
+    return info
+
+
+# --------------------------------------------------------------------------- per-image work
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(task_name: str, options: dict[str, Any], codec_specs: list[tuple],
+                 threads: int | None) -> None:
+    """Build the task model and codecs once per process."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+        try:
+            import cv2
+
+            cv2.setNumThreads(threads)
+        except ImportError:
+            pass
+    task = make_task(task_name, options)
+    task.setup()
+    codecs = []
+    for name, preset, settings in codec_specs:
+        c = make_codec(name, preset)
+        if settings is not None:
+            c.settings = list(settings)
+        codecs.append(c)
+    _STATE.update(task=task, codecs=codecs)
+
+
+def _process_item(item: Item) -> dict[str, Any]:
+    """Score the original and every operating point of every codec for one image."""
+    task: Task = _STATE["task"]
+    img = load_rgb(item.path)
+    pixels = int(img.shape[0] * img.shape[1])
+    out: dict[str, Any] = {"id": item.id, "width": int(img.shape[1]),
+                           "height": int(img.shape[0]), "pixels": pixels,
+                           "original": {"bytes": item.path.stat().st_size,
+                                        "result": task.score(item, img)},
+                           "points": {}}
+    for c in _STATE["codecs"]:
+        pts = []
+        for p in c.points(img):
+            if p.image.shape != img.shape:
+                raise VCMError(f"{c.name} {p.setting}: decoded shape {p.image.shape} != "
+                               f"original {img.shape} for {item.id}")
+            pts.append((p.setting, p.nbytes, task.score(item, p.image)))
+        out["points"][c.name] = pts
+    return out
+
+
+# --------------------------------------------------------------------------- aggregation
+def _curve(task: Task, items: list[Item], recs: list[dict[str, Any]], codec: str,
+           rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    per_image = [r["points"][codec] for r in recs]
+    n = max(len(p) for p in per_image)
+    labels = next(p for p in per_image if len(p) == n)
+    total_px = sum(r["pixels"] for r in recs)
+    curve = []
+    for k in range(n):
+        chosen = [p[min(k, len(p) - 1)] for p in per_image]  # short vcm streams: full stream
+        nbytes = sum(c[1] for c in chosen)
+        metrics = task.aggregate(items, [c[2] for c in chosen])
+        point = {"setting": labels[k][0], "bpp": nbytes * 8 / total_px,
+                 "metric": float(metrics[task.metric]), "bytes": int(nbytes)}
+        point.update({key: float(v) for key, v in metrics.items() if key != task.metric})
+        curve.append(point)
+        for r, c in zip(recs, chosen, strict=True):
+            rows.append(_row(task, codec, labels[k][0], r, c[1], c[2]))
+    return curve
+
+
+def _row(task: Task, codec: str, setting: str, rec: dict[str, Any], nbytes: int,
+         result: dict[str, Any]) -> dict[str, Any]:
+    row = {"task": task.name, "codec": codec, "setting": setting, "image": rec["id"],
+           "width": rec["width"], "height": rec["height"], "bytes": nbytes,
+           "bpp": nbytes * 8 / rec["pixels"]}
+    row.update({k: v for k, v in result.items() if not k.startswith("_")})
+    return row
+
+
+def _bd_rates(curves: dict[str, list[dict[str, Any]]], higher: bool) -> dict[str, float | None]:
+    if "vcm" not in curves:
+        return {}
+    v = curves["vcm"]
+    out: dict[str, float | None] = {}
+    for name, pts in curves.items():
+        if name == "vcm":
+            continue
+        r = bd_rate([p["bpp"] for p in pts], [p["metric"] for p in pts],
+                    [p["bpp"] for p in v], [p["metric"] for p in v], higher_is_better=higher)
+        out[name] = None if r is None else round(r, 3)
+    return out
+
+
+# --------------------------------------------------------------------------- driver
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate, write the three outputs into ``args.out`` and return the summary."""
+    t0 = time.time()
+    names = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    if not names:
+        raise VCMError("--codecs is empty")
+    names = list(dict.fromkeys(names))
+    for n in names:
+        if n != "vcm" and n not in BASELINES:
+            raise VCMError(f"unknown codec {n!r}; known codecs: {', '.join(['vcm', *BASELINES])}")
+    if args.task not in TASKS:
+        raise VCMError(f"unknown task {args.task!r}; known tasks: {', '.join(TASKS)}")
+    data = Path(args.data)
+    if not data.is_dir():
+        raise VCMError(f"data directory {data} does not exist")
+    if args.limit is not None and args.limit < 1:
+        raise VCMError("--limit must be >= 1")
+    overrides = _parse_qualities(args.qualities or [], names)
+    options = {"model": args.model, "mmseg_config": args.mmseg_config,
+               "mmseg_checkpoint": args.mmseg_checkpoint,
+               "landmark_model": args.landmark_model, "metric": args.metric}
+    task = make_task(args.task, options)
+    items = task.items(data, args.limit)
+    codecs = [make_codec(n, args.preset) for n in names]
+    plan = plan_settings(codecs, items, overrides, args.num_settings, quiet=args.quiet)
+    specs = [(c.name, args.preset, getattr(c, "settings", None) if c.name != "vcm" else None)
+             for c in codecs]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = max(1, min(args.workers, len(items)))
+    recs = _run_items(args.task, task.options, specs, items, workers, args.quiet)
+
+    rows: list[dict[str, Any]] = []
+    curves = {c.name: _curve(task, items, recs, c.name, rows) for c in codecs}
+    orig = task.aggregate(items, [r["original"]["result"] for r in recs])
+    for r in recs:
+        rows.append(_row(task, "original", "-", r, r["original"]["bytes"],
+                         r["original"]["result"]))
+    total_px = sum(r["pixels"] for r in recs)
+    summary = {
+        "task": task.name, "metric": task.metric, "higher_is_better": task.higher_is_better,
+        "curves": curves, "bd_rate_vs": _bd_rates(curves, task.higher_is_better),
+        "original": {"metric": float(orig[task.metric]),
+                     "bpp": sum(r["original"]["bytes"] for r in recs) * 8 / total_px,
+                     **{k: float(v) for k, v in orig.items() if k != task.metric}},
+        "data": str(data.resolve()), "num_images": len(items), "pixels": total_px,
+        "preset": args.preset, "model": task.describe(), "settings_probe": plan,
+        "bd_rate_method": BD_METHOD,
+        "command": "python -m eval.rate_accuracy " + " ".join(args.argv),
+        "seconds": round(time.time() - t0, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _write_csv(out / "per_image.csv", rows)
+    from eval.plot import plot_summary
+
+    plot_summary(summary, out / "rate_accuracy.png")
+    if not args.quiet:
+        _print_table(summary)
+    return summary
+
+
+def _run_items(task_name: str, options: dict[str, Any], specs: list[tuple], items: list[Item],
+               workers: int, quiet: bool) -> list[dict[str, Any]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(items), desc="images", unit="img", disable=quiet, file=sys.stderr)
+    try:
+        if workers == 1:
+            _init_worker(task_name, options, specs, None)
+            recs = []
+            for it in items:
+                recs.append(_process_item(it))
+                bar.update()
+            return recs
+        ctx = mp.get_context("spawn")  # torch/OpenMP state does not survive fork safely
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(task_name, options, specs, threads)) as ex:
+            recs = []
+            for r in ex.map(_process_item, items, chunksize=1):
+                recs.append(r)
+                bar.update()
+            return recs
+    finally:
+        bar.close()
+
+
+def _parse_qualities(specs: list[str], names: list[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for s in specs:
+        name, _, qs = s.partition("=")
+        if name not in BASELINES or not qs:
+            raise VCMError(f"--qualities expects BASELINE=q1,q2,... with BASELINE one of "
+                           f"{', '.join(BASELINES)}; got {s!r}")
+        try:
+            out[name] = sorted({int(q) for q in qs.split(",") if q.strip()})
+        except ValueError as e:
+            raise VCMError(f"--qualities {s!r}: qualities must be integers") from e
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r if k not in keys)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _print_table(s: dict[str, Any]) -> None:
+    print(f"\n{s['task']} — {s['metric']} ({'higher' if s['higher_is_better'] else 'lower'} "
+          f"is better), {s['num_images']} images; uncompressed: {s['original']['metric']:.4f}")
+    for name, pts in s["curves"].items():
+        cells = ", ".join(f"{p['setting']}: {p['bpp']:.3f} bpp → {p['metric']:.4f}" for p in pts)
+        print(f"  {name:5s} {cells}")
+    for name, v in s["bd_rate_vs"].items():
+        print(f"  BD-rate vcm vs {name}: " + ("n/a (no overlap)" if v is None else f"{v:+.2f} %"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m eval.rate_accuracy",
+                                description="Task accuracy vs bitrate for vcm and baselines.")
+    p.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
+    p.add_argument("--data", required=True, help="data set directory (layouts: DESIGN §5)")
+    p.add_argument("--codecs", default="vcm,jpeg,webp,avif,jxl",
+                   help="comma list from vcm,jpeg,webp,avif,jxl")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--limit", type=int, default=None,
+                   help="first N items in sorted file-name order")
+    p.add_argument("--preset", default="default", help="vcm preset (default: default)")
+    p.add_argument("--workers", type=int, default=1, help="process pool size (default 1)")
+    p.add_argument("--num-settings", type=int, default=8,
+                   help="qualities per baseline picked from its grid (>= 6 when possible)")
+    p.add_argument("--qualities", action="append", metavar="CODEC=Q1,Q2,...",
+                   help="fix a baseline's qualities instead of choosing them (repeatable)")
+    p.add_argument("--model", default=None,
+                   help="detection: ultralytics YOLO weights (default: legacy yolov5n.pt)")
+    p.add_argument("--mmseg-config", default=None, help="segmentation: mmseg config (mIoU)")
+    p.add_argument("--mmseg-checkpoint", default=None, help="segmentation: mmseg checkpoint")
+    p.add_argument("--landmark-model", default="dlib", choices=["dlib", "face_alignment"],
+                   help="landmarks: dlib 68-point (default) or face_alignment FAN")
+    p.add_argument("--metric", default="haarpsi",
+                   help="quality: haarpsi (default), ms-ssim, psnr, lpips, dists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        run(args)
+    except VCMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Human-view quality of the decoded image against the original: PSNR, MS-SSIM, HaarPSI.
+
+All three are computed (piq, on RGB in [0, 1]) and written to per_image.csv; ``--metric``
+picks the one summarised (default ``haarpsi``). The set's number is the mean over images
+(PSNR: mean of per-image dB, the CompressAI/Kodak convention). LPIPS and DISTS need VGG16 and
+their own weights in ``$TORCH_HOME/hub/checkpoints`` (piq would download them, which is not
+possible here); they are computed when those files are present and skipped with a message
+otherwise. MS-SSIM needs images of at least 161 px per side; smaller images get NaN.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.datasets import Item, read_quality
+from eval.tasks.base import Task
+from vcm_plugin import VCMError
+
+__all__ = ["QualityTask", "psnr", "LEARNED_WEIGHTS"]
+
+METRICS = ("haarpsi", "ms-ssim", "psnr", "lpips", "dists")
+# file names piq's load_state_dict_from_url / torchvision would look for in hub/checkpoints
+LEARNED_WEIGHTS = {
+    "lpips": ("vgg16-397923af.pth", "lpips_weights.pt"),
+    "dists": ("vgg16-397923af.pth", "dists_weights.pt"),
+}
+_HIGHER = {"haarpsi": True, "ms-ssim": True, "psnr": True, "lpips": False, "dists": False}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB) of two uint8 images; 100 dB for identical images."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 100.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def _learned_available(name: str) -> tuple[bool, list[Path]]:
+    import torch
+
+    ckpt = Path(torch.hub.get_dir()) / "checkpoints"
+    files = [ckpt / f for f in LEARNED_WEIGHTS[name]]
+    return all(f.is_file() for f in files), files
+
+
+class QualityTask(Task):
+    """Full-reference quality of decoded images (a folder of images, no ground truth)."""
+
+    name = "quality"
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        m = (self.options.get("metric") or "haarpsi").lower()
+        if m not in METRICS:
+            raise VCMError(f"unknown quality metric {m!r}; choose from {', '.join(METRICS)}")
+        self.metric = m
+        self.higher_is_better = _HIGHER[m]
+        self.learned: list[str] = []
+        for name in ("lpips", "dists"):
+            ok, files = _learned_available(name)
+            if ok:
+                self.learned.append(name)
+            elif not self.options.get("_quiet"):
+                print(f"[quality] {name.upper()} skipped: weights not found "
+                      f"({', '.join(str(f) for f in files)})", file=sys.stderr)
+        if m in ("lpips", "dists") and m not in self.learned:
+            raise VCMError(f"--metric {m}: its weights are not present "
+                           f"({', '.join(map(str, _learned_available(m)[1]))})")
+        self.options["_quiet"] = True  # workers re-create the task: say it once
+
+    def items(self, data: Path, limit: int | None) -> list[Item]:
+        return read_quality(data, limit)
+
+    def describe(self) -> str:
+        extra = f" + {', '.join(self.learned)}" if self.learned else ""
+        return f"piq PSNR / MS-SSIM / HaarPSI{extra}; summarised: {self.metric}"
+
+    def setup(self) -> None:
+        import piq
+        import torch
+
+        self._torch = torch
+        self._piq = piq
+        self._nets = {}
+        if "lpips" in self.learned:
+            self._nets["lpips"] = piq.LPIPS()
+        if "dists" in self.learned:
+            self._nets["dists"] = piq.DISTS()
+        self._cache: tuple[str, Any] | None = None
+
+    def _ref(self, item: Item) -> np.ndarray:
+        from eval.datasets import load_rgb
+
+        if self._cache is None or self._cache[0] != item.id:
+            self._cache = (item.id, load_rgb(item.path))
+        return self._cache[1]
+
+    def score(self, item: Item, img: np.ndarray) -> dict[str, Any]:
+        ref = self._ref(item)
+        if ref.shape != img.shape:
+            raise VCMError(f"{item.id}: decoded size {img.shape} != original {ref.shape}")
+        t = self._torch
+        x = t.from_numpy(np.array(ref)).permute(2, 0, 1)[None].float() / 255
+        y = t.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
+        out: dict[str, Any] = {"psnr": psnr(ref, img)}
+        with t.inference_mode():
+            out["haarpsi"] = float(self._piq.haarpsi(x, y, data_range=1.0))
+            if min(ref.shape[:2]) > 160:
+                out["ms-ssim"] = float(self._piq.multi_scale_ssim(x, y, data_range=1.0))
+            else:
+                out["ms-ssim"] = float("nan")
+            for name, net in self._nets.items():
+                out[name] = float(net(x, y))
+        return out
+
+    def aggregate(self, items: list[Item], results: list[dict[str, Any]]) -> dict[str, float]:
+        keys = ["haarpsi", "ms-ssim", "psnr", *self.learned]
+        return {k: float(np.nanmean([r[k] for r in results])) if results else float("nan")
+                for k in keys}

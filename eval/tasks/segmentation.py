@@ -1,0 +1,138 @@
+"""Semantic segmentation: person IoU (default) or mIoU over the data set's classes (mmseg).
+
+Default model: mediapipe 0.10.21's selfie segmenter (``model_selection=0``, the general
+256×256 model; its weights ship inside the wheel), person probability > 0.5. The score is
+the IoU of the *person* class (id named ``person`` in ``classes.json``: 15 in VOC, 1 in COCO
+panoptic) accumulated over the set, VOC style: Σ intersection / Σ union, void pixels
+(``ignore_index``) excluded. Images without a person therefore add only their false-positive
+pixels to the union, i.e. they are scored on false positives.
+
+``--mmseg-config CFG --mmseg-checkpoint CKPT`` runs any mmsegmentation model through
+``mmseg.apis.init_model/inference_model`` instead and reports mIoU over the classes of
+``classes.json`` (the model's output ids must be the data set's ids, e.g. a VOC model on a VOC
+set); classes absent from both ground truth and predictions of the whole set are skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from eval.datasets import Item, read_segmentation
+from eval.tasks.base import Task
+from vcm_plugin import VCMError
+
+__all__ = ["SegmentationTask", "confusion", "iou_from_confusion"]
+
+
+def confusion(pred: np.ndarray, gt: np.ndarray, num: int, ignore: int) -> np.ndarray:
+    """num×num confusion matrix (rows gt, cols pred) over pixels whose gt != ignore."""
+    if pred.shape != gt.shape:
+        raise VCMError(f"prediction {pred.shape} and mask {gt.shape} differ in size")
+    valid = gt != ignore
+    g = gt[valid].astype(np.int64)
+    p = pred[valid].astype(np.int64)
+    ok = (g < num) & (p < num) & (g >= 0) & (p >= 0)
+    return np.bincount(g[ok] * num + p[ok], minlength=num * num).reshape(num, num)
+
+
+def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Per-class IoU; NaN where the class has no gt and no predicted pixel."""
+    inter = np.diag(cm).astype(float)
+    union = cm.sum(0) + cm.sum(1) - np.diag(cm)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    with Image.open(path) as m:  # palette PNGs hold the class index per pixel
+        if m.mode not in ("L", "P", "I", "I;16"):
+            raise VCMError(f"{path}: mask must be a single-channel class-id PNG, got {m.mode}")
+        return np.asarray(m)
+
+
+class SegmentationTask(Task):
+    """Person IoU (mediapipe) or mIoU (mmseg) on a VOC-layout set with classes.json."""
+
+    name = "segmentation"
+    higher_is_better = True
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.mmseg = bool(self.options.get("mmseg_config"))
+        if self.mmseg and not self.options.get("mmseg_checkpoint"):
+            raise VCMError("--mmseg-config needs --mmseg-checkpoint")
+        self.metric = "mIoU" if self.mmseg else "person IoU"
+
+    def items(self, data: Path, limit: int | None) -> list[Item]:
+        items, classes = read_segmentation(data, limit)
+        self.options["classes"] = classes
+        if not self.mmseg and "person" not in classes["classes"]:
+            raise VCMError(f"{data}/classes.json names no 'person' class")
+        return items
+
+    def describe(self) -> str:
+        if self.mmseg:
+            return f"mmseg {Path(self.options['mmseg_config']).name} (mIoU)"
+        return "mediapipe 0.10.21 selfie segmenter (general model), person prob > 0.5"
+
+    @property
+    def _classes(self) -> dict[str, Any]:
+        return self.options["classes"]
+
+    def setup(self) -> None:
+        if self.mmseg:
+            try:
+                from mmseg.apis import inference_model, init_model
+            except Exception as e:
+                raise VCMError(f"mmsegmentation is not importable: {e}") from e
+            self._infer = inference_model
+            self._model = init_model(str(self.options["mmseg_config"]),
+                                     str(self.options["mmseg_checkpoint"]), device="cpu")
+            return
+        try:
+            import mediapipe as mp
+        except Exception as e:
+            raise VCMError("segmentation: mediapipe==0.10.21 is needed for the default "
+                           f"person segmenter ({e})") from e
+        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+
+    def predict(self, img: np.ndarray) -> np.ndarray:
+        """Class-id map (mmseg) or boolean person mask (mediapipe), HxW."""
+        if self.mmseg:
+            out = self._infer(self._model, np.ascontiguousarray(img[..., ::-1]))  # BGR
+            return out.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
+        res = self._seg.process(np.ascontiguousarray(img))
+        if res.segmentation_mask is None:
+            return np.zeros(img.shape[:2], bool)
+        return res.segmentation_mask > 0.5
+
+    def score(self, item: Item, img: np.ndarray) -> dict[str, Any]:
+        gt = _read_mask(item.gt["mask"])
+        ignore = int(self._classes["ignore_index"])
+        pred = self.predict(img)
+        if self.mmseg:
+            num = max(int(v) for v in self._classes["classes"].values()) + 1
+            cm = confusion(pred, gt, num, ignore)
+            return {"pixel_acc": float(np.diag(cm).sum() / max(cm.sum(), 1)), "_cm": cm}
+        person = int(self._classes["classes"]["person"])
+        valid = gt != ignore
+        g = (gt == person) & valid
+        p = pred & valid
+        inter, union = int((g & p).sum()), int((g | p).sum())
+        return {"person_iou": inter / union if union else float("nan"),
+                "gt_person_px": int(g.sum()), "fp_px": int((p & ~g).sum()),
+                "_inter": inter, "_union": union}
+
+    def aggregate(self, items: list[Item], results: list[dict[str, Any]]) -> dict[str, float]:
+        if self.mmseg:
+            cm = sum(r["_cm"] for r in results)
+            ids = sorted(int(v) for v in self._classes["classes"].values())
+            iou = iou_from_confusion(cm)[ids]
+            return {"mIoU": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0}
+        inter = sum(r["_inter"] for r in results)
+        union = sum(r["_union"] for r in results)
+        return {"person IoU": inter / union if union else 1.0}

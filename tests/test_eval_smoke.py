@@ -1,0 +1,110 @@
+"""One smoke run of each task on 2 real images (default preset), plus the command line's
+error contract. Needs ../shared/data and the task models; they are required, not optional:
+a missing model or package fails these tests."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eval.bd_rate import bd_rate
+from eval.paths import REPO_ROOT
+from eval.rate_accuracy import main
+
+DATA = REPO_ROOT.parent / "shared" / "data"
+CODECS = "vcm,jpeg,webp,avif,jxl"
+
+CASES = {
+    "detection": ("coco-val2017", []),
+    "segmentation": ("coco-panoptic-val2017", []),
+    "landmarks": ("300w-helen-test", ["--workers", "2"]),  # also covers the process pool
+    "quality": ("kodak", ["--metric", "ms-ssim"]),
+}
+
+
+def _check_outputs(out: Path, task: str) -> dict:
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == task
+    assert {"metric", "higher_is_better", "curves", "bd_rate_vs"} <= summary.keys()
+    assert set(summary["curves"]) == set(CODECS.split(","))
+    for name, pts in summary["curves"].items():
+        assert len(pts) >= 4, name
+        for p in pts:
+            assert {"setting", "bpp", "metric"} <= p.keys()
+            assert p["bpp"] > 0 and p["metric"] == p["metric"]  # not NaN
+    assert [p["setting"] for p in summary["curves"]["vcm"]][0] == "layers=1"
+    assert set(summary["bd_rate_vs"]) == {"jpeg", "webp", "avif", "jxl"}
+    vcm = summary["curves"]["vcm"]
+    for name, value in summary["bd_rate_vs"].items():  # recomputable from the curves alone
+        pts = summary["curves"][name]
+        again = bd_rate([p["bpp"] for p in pts], [p["metric"] for p in pts],
+                        [p["bpp"] for p in vcm], [p["metric"] for p in vcm],
+                        higher_is_better=summary["higher_is_better"])
+        assert value == (None if again is None else pytest.approx(again, abs=1e-3))
+    with (out / "per_image.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    n_points = sum(len(p) for p in summary["curves"].values())
+    assert len(rows) == 2 * (n_points + 1)  # + the uncompressed original
+    assert {r["image"] for r in rows} and all(float(r["bpp"]) > 0 for r in rows)
+    png = (out / "rate_accuracy.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    return summary
+
+
+@pytest.mark.parametrize("task", list(CASES))
+def test_smoke_two_images(task: str, tmp_path: Path) -> None:
+    data, extra = CASES[task]
+    out = tmp_path / task
+    rc = main(["--task", task, "--data", str(DATA / data), "--codecs", CODECS,
+               "--out", str(out), "--limit", "2", "--num-settings", "6", "--quiet", *extra])
+    assert rc == 0
+    s = _check_outputs(out, task)
+    assert s["num_images"] == 2
+    if task == "quality":
+        assert s["metric"] == "ms-ssim" and s["higher_is_better"]
+    if task == "landmarks":
+        assert s["metric"] == "NME" and not s["higher_is_better"]
+        assert 0 < s["original"]["metric"] < 15  # dlib on clean HELEN faces: a few per cent
+
+
+def test_limit_takes_first_files_in_sorted_order(tmp_path: Path) -> None:
+    out = tmp_path / "q"
+    assert main(["--task", "quality", "--data", str(DATA / "kodak"), "--codecs", "jpeg",
+                 "--out", str(out), "--limit", "2", "--qualities", "jpeg=10,50,90",
+                 "--quiet"]) == 0
+    with (out / "per_image.csv").open() as f:
+        images = {r["image"] for r in csv.DictReader(f)}
+    assert images == set(sorted(p.stem for p in (DATA / "kodak").glob("*.png"))[:2])
+    summary = json.loads((out / "summary.json").read_text())
+    assert [p["setting"] for p in summary["curves"]["jpeg"]] == ["q=10", "q=50", "q=90"]
+    assert summary["bd_rate_vs"] == {}  # no vcm curve, nothing to compare
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--task", "nope", "--data", "{kodak}"], "unknown task"),
+    (["--task", "quality", "--data", "{kodak}", "--codecs", "vcm,bmp"], "unknown codec"),
+    (["--task", "quality", "--data", "/nonexistent/dir"], "does not exist"),
+    (["--task", "detection", "--data", "{kodak}"], "data.yaml"),  # wrong layout
+    (["--task", "segmentation", "--data", "{kodak}"], "JPEGImages"),
+])
+def test_bad_input_is_one_line_error(argv: list[str], needle: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [a.replace("{kodak}", str(DATA / "kodak")) for a in argv]
+    rc = main([*argv, "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and needle in err[0] and err[0].startswith("error:")
+
+
+def test_cli_error_has_no_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    r = subprocess.run([sys.executable, "-m", "eval.rate_accuracy", "--task", "quality",
+                        "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
