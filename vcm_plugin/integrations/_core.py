@@ -396,8 +396,11 @@ def read_header(f: BinaryIO) -> tuple[bytes, Any]:
 
 def read_prefix(f: BinaryIO, layers: int | None, head: bytes | None = None,
                 header: Any = None) -> bytes:
-    """Read just the bytes of the first ``layers`` layers (all if None) from a file object and
-    return them as a valid stream of that many layers."""
+    """Read just the bytes of the first ``layers`` layers (all if None) from a file object.
+
+    Returns a valid stream of that many layers; a file cut short returns what is there, and
+    decoding it yields the complete layers it holds (the codec's truncated-stream rule).
+    """
     from vcm_plugin.codec import container
 
     if head is None or header is None:
@@ -405,10 +408,10 @@ def read_prefix(f: BinaryIO, layers: int | None, head: bytes | None = None,
     k = header.num_layers if layers is None else min(layers, header.num_layers)
     end = header.prefix_end(k)
     blob = head[:end] + f.read(max(0, end - len(head)))
-    if len(blob) < end:
-        raise VCMError(f"stream truncated inside layer {k - 1}: {len(blob)} of {end} bytes")
+    if len(blob) < end or k == header.num_layers:
+        return blob
     # rewrite the header so the prefix is a complete, valid k-layer stream
-    return blob if k == header.num_layers else container.truncate(blob, header, k)
+    return container.truncate(blob, header, k)
 
 
 def read_stream(source: bytes | bytearray | memoryview | str | os.PathLike[str],
