@@ -19,7 +19,6 @@ import csv
 import json
 import math
 import multiprocessing as mp
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -227,7 +226,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(args.workers, len(items)))
-    recs = _run_items(args.task, task.options, specs, items, workers, args.quiet)
+    recs = _run_items(args.task, task.options, specs, items, workers, args.threads, args.quiet)
 
     rows: list[dict[str, Any]] = []
     curves = {c.name: _curve(task, items, recs, c.name, rows) for c in codecs}
@@ -259,20 +258,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_items(task_name: str, options: dict[str, Any], specs: list[tuple], items: list[Item],
-               workers: int, quiet: bool) -> list[dict[str, Any]]:
+               workers: int, threads: int, quiet: bool) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
     bar = tqdm(total=len(items), desc="images", unit="img", disable=quiet, file=sys.stderr)
     try:
         if workers == 1:
-            _init_worker(task_name, options, specs, None)
+            _init_worker(task_name, options, specs, threads)
             recs = []
             for it in items:
                 recs.append(_process_item(it))
                 bar.update()
             return recs
         ctx = mp.get_context("spawn")  # torch/OpenMP state does not survive fork safely
-        threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(task_name, options, specs, threads)) as ex:
             recs = []
@@ -330,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first N items in sorted file-name order")
     p.add_argument("--preset", default="default", help="vcm preset (default: default)")
     p.add_argument("--workers", type=int, default=1, help="process pool size (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch/OpenCV threads per process (default 1: on a shared CPU, more "
+                        "threads make a small model many times slower; use --workers instead)")
     p.add_argument("--num-settings", type=int, default=8,
                    help="qualities per baseline picked from its grid (>= 6 when possible)")
     p.add_argument("--qualities", action="append", metavar="CODEC=Q1,Q2,...",

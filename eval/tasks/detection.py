@@ -133,12 +133,17 @@ class DetectionTask(Task):
             index = {n: i for i, n in enumerate(names)}
             self._cls_map = {k: index.get(v, -1) for k, v in model_names.items()}
             if not any(v >= 0 for v in self._cls_map.values()):
-                raise VCMError("the detection model shares no class name with data.yaml")
+                if len(model_names) != len(names):
+                    raise VCMError("the detection model shares no class name with data.yaml "
+                                   f"and has {len(model_names)} classes, not {len(names)}")
+                # unnamed classes (e.g. '0', '1', ...) but the same count: match by index
+                self._cls_map = {k: k for k in model_names}
         else:
             self._cls_map = {k: k for k in model_names}
 
     def _predict_legacy(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import torch
+        import torchvision  # noqa: F401  (ultralytics' NMS uses torchvision's kernel if imported)
         from ultralytics.data.augment import LetterBox
         from ultralytics.utils.nms import non_max_suppression
         from ultralytics.utils.ops import scale_boxes
@@ -148,7 +153,9 @@ class DetectionTask(Task):
         with torch.inference_mode():
             y = self._legacy(x)  # (1, N, 5+nc): xywh, obj, class probs
             pred = torch.cat((y[..., :4], y[..., 5:] * y[..., 4:5]), -1).transpose(1, 2)
-            det = non_max_suppression(pred, CONF, IOU, multi_label=True, max_det=MAX_DET)[0]
+            # no time limit: a busy machine must not truncate the detections (and the mAP)
+            det = non_max_suppression(pred, CONF, IOU, multi_label=True, max_det=MAX_DET,
+                                      max_time_img=1e6)[0]
         boxes = scale_boxes(x.shape[2:], det[:, :4].clone(), img.shape[:2]).numpy()
         return boxes, det[:, 4].numpy(), det[:, 5].numpy().astype(int)
 

@@ -85,7 +85,7 @@ class LandmarkTask(Task):
             try:
                 self._fa = face_alignment.FaceAlignment(
                     face_alignment.LandmarksType.TWO_D, device="cpu", flip_input=False,
-                    face_detector="folder")
+                    face_detector="folder", compile=False)
             except Exception as e:  # URLError offline when the FAN weights are absent
                 raise VCMError("face_alignment could not build its model (its FAN weights "
                                "must be in $TORCH_HOME/hub/checkpoints; they cannot be "

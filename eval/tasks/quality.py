@@ -103,7 +103,7 @@ class QualityTask(Task):
             raise VCMError(f"{item.id}: decoded size {img.shape} != original {ref.shape}")
         t = self._torch
         x = t.from_numpy(np.array(ref)).permute(2, 0, 1)[None].float() / 255
-        y = t.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
+        y = t.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
         out: dict[str, Any] = {"psnr": psnr(ref, img)}
         with t.inference_mode():
             out["haarpsi"] = float(self._piq.haarpsi(x, y, data_range=1.0))

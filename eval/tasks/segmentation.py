@@ -85,13 +85,7 @@ class SegmentationTask(Task):
 
     def setup(self) -> None:
         if self.mmseg:
-            try:
-                from mmseg.apis import inference_model, init_model
-            except Exception as e:
-                raise VCMError(f"mmsegmentation is not importable: {e}") from e
-            self._infer = inference_model
-            self._model = init_model(str(self.options["mmseg_config"]),
-                                     str(self.options["mmseg_checkpoint"]), device="cpu")
+            self._setup_mmseg()
             return
         try:
             import mediapipe as mp
@@ -99,6 +93,29 @@ class SegmentationTask(Task):
             raise VCMError("segmentation: mediapipe==0.10.21 is needed for the default "
                            f"person segmenter ({e})") from e
         self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+
+    def _setup_mmseg(self) -> None:
+        cfg_path = Path(self.options["mmseg_config"])
+        ckpt = Path(self.options["mmseg_checkpoint"])
+        for f in (cfg_path, ckpt):
+            if not f.is_file():
+                raise VCMError(f"mmseg file not found: {f}")
+        try:  # mmcv-lite lacks mmcv.ops, which mmseg imports; vcm_plugin ships a shim
+            from vcm_plugin.integrations.mmseg import ensure_mmcv_ops
+
+            ensure_mmcv_ops()
+        except ImportError:
+            pass
+        try:
+            from mmengine import Config
+            from mmseg.apis import inference_model, init_model
+        except Exception as e:
+            raise VCMError(f"mmsegmentation is not importable: {e}") from e
+        cfg = Config.fromfile(str(cfg_path))
+        if "test_pipeline" in cfg:  # the harness compresses; never compress twice
+            cfg.test_pipeline = [t for t in cfg.test_pipeline if t.get("type") != "VCMCompress"]
+        self._infer = inference_model
+        self._model = init_model(cfg, str(ckpt), device="cpu")
 
     def predict(self, img: np.ndarray) -> np.ndarray:
         """Class-id map (mmseg) or boolean person mask (mediapipe), HxW."""

@@ -155,6 +155,12 @@ def load_yolov5_checkpoint(path: str | Path) -> tuple[nn.Module, dict[int, str]]
     if not isinstance(model, Model):
         raise VCMError(f"{path} is not a legacy YOLOv5 detection checkpoint")
     model = model.float().eval()
+    from ultralytics.utils.torch_utils import fuse_conv_and_bn
+
+    for m in model.modules():  # fold BN into the conv, as YOLOv5's val.py does (2x faster)
+        if isinstance(m, Conv) and isinstance(getattr(m, "bn", None), nn.BatchNorm2d):
+            m.conv = fuse_conv_and_bn(m.conv, m.bn)
+            del m.bn
     for m in model.modules():  # attributes older releases did not pickle
         if isinstance(m, nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
             m.recompute_scale_factor = None
