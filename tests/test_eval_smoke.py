@@ -16,6 +16,7 @@ import pytest
 from eval.bd_rate import bd_rate
 from eval.paths import REPO_ROOT
 from eval.rate_accuracy import main
+from eval.report import bd_table
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 CODECS = "vcm,jpeg,webp,avif,jxl"
@@ -52,6 +53,7 @@ def _check_outputs(out: Path, task: str) -> dict:
     n_points = sum(len(p) for p in summary["curves"].values())
     assert len(rows) == 2 * (n_points + 1)  # + the uncompressed original
     assert {r["image"] for r in rows} and all(float(r["bpp"]) > 0 for r in rows)
+    assert task in bd_table([summary])  # report renders and re-checks every BD-rate
     png = (out / "rate_accuracy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     return summary
