@@ -131,6 +131,7 @@ def test_stream_cache_memory_and_disk(photo, tmp_path):
     from vcm_plugin.integrations.generic import vcm_roundtrip
 
     reset_stats()
+    resolve_cache(True).clear()  # process-wide: start cold
     first = vcm_roundtrip(photo, layers=2, cache=True)
     second = vcm_roundtrip(photo, layers=2, cache=True)
     np.testing.assert_array_equal(first, second)

@@ -24,11 +24,18 @@ CONFIG = REPO / "configs" / "mmseg" / "fastscnn_voc12_vcm.py"
 @pytest.fixture(scope="module")
 def cfg():
     assert VOC.is_dir(), f"missing test data {VOC}"
-    os.environ["VCM_VOC_ROOT"] = str(VOC)
     from mmengine import Config
     from mmengine.registry import init_default_scope
 
-    config = Config.fromfile(str(CONFIG))
+    old = os.environ.get("VCM_VOC_ROOT")
+    os.environ["VCM_VOC_ROOT"] = str(VOC)  # the config's data root ({{$VCM_VOC_ROOT:...}})
+    try:
+        config = Config.fromfile(str(CONFIG))
+    finally:
+        if old is None:
+            os.environ.pop("VCM_VOC_ROOT")
+        else:
+            os.environ["VCM_VOC_ROOT"] = old
     init_default_scope("mmseg")
     return config
 

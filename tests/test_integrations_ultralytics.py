@@ -94,9 +94,11 @@ def test_ultralytics_vcm_trainer_load_stage_cache_and_val(data_yaml, tmp_path):
     from ultralytics import YOLO
 
     from vcm_plugin.integrations import reset_stats, stats
+    from vcm_plugin.integrations._core import resolve_cache
     from vcm_plugin.integrations.ultralytics import VCMTrainer
 
     reset_stats()
+    resolve_cache(True).clear()  # the in-memory cache is process-wide: start cold
     model = YOLO("yolov8n.yaml")
     # options from the small config file, one of them overridden in the train call
     args = _train_args(data_yaml, tmp_path, "trainer")

@@ -51,6 +51,7 @@ def measure(args: argparse.Namespace) -> None:
     from ultralytics.data.utils import check_det_dataset
 
     from vcm_plugin.integrations import reset_stats, stats
+    from vcm_plugin.integrations._core import resolve_cache
     from vcm_plugin.integrations.ultralytics import VCMOptions, install_vcm
 
     cfg = get_cfg(overrides=dict(imgsz=args.imgsz, data=str(args.data)))
@@ -79,6 +80,7 @@ def measure(args: argparse.Namespace) -> None:
         s = stats()
         per_rt = (s["encode_s"] + s["decode_s"]) / max(1, s["images"])
         reset_stats()
+        resolve_cache(True).clear()  # the memory cache is process-wide: start cold
         cold, warm = run(VCMOptions(layers=(1, 4), cache=True), passes=2, mosaic=mosaic)
         final = run(VCMOptions(layers=(1, 4), stage="final"), mosaic=mosaic)[0]
         rows.append((mosaic, base, nocache, cold, warm, final, per_rt))
