@@ -45,7 +45,7 @@ def _bricks(preset: Preset) -> list:
         SemanticPalette(p.coarse_entries, p.fine_entries, p.palette_step, p.semantic_step,
                         p.deadzone, p.index_penalty, p.content_classes),
         PaletteSplits(p.split_step),
-        LatentRefinement(p.refine_step, p.deadzone),
+        *(LatentRefinement(step, p.deadzone) for step in p.refine_steps),
         *(PixelResidual(step, p.deadzone) for step in p.pixel_steps),
     ]
 
