@@ -10,15 +10,14 @@ import numpy as np
 from vcm_plugin.codec import container
 from vcm_plugin.codec.backends import BACKEND_IDS, create
 from vcm_plugin.codec.backends.base import LatentBackend
-from vcm_plugin.codec.entropy import LayerReader, LayerWriter
 from vcm_plugin.codec.layers import (
     Geometry,
     LatentRefinement,
     PaletteSplits,
-    PixelResidual,
     SemanticPalette,
     Source,
     State,
+    TextureResidual,
     semantic_image,
 )
 from vcm_plugin.codec.presets import PRESET_BY_ID, Preset, get_preset
@@ -46,7 +45,7 @@ def _bricks(preset: Preset) -> list:
                         p.deadzone, p.index_penalty, p.content_classes),
         PaletteSplits(p.split_step),
         *(LatentRefinement(step, p.deadzone) for step in p.refine_steps),
-        *(PixelResidual(step, p.deadzone) for step in p.pixel_steps),
+        *(TextureResidual(quality) for quality in p.texture_qualities),
     ]
 
 
@@ -110,9 +109,7 @@ class Codec:
         state = State(geometry, backend)
         payloads = []
         for brick in _bricks(self.preset):
-            writer = LayerWriter()
-            brick.encode(source, state, writer)
-            payloads.append(writer.getvalue() or b"\x00\x00\x00\x00")
+            payloads.append(brick.encode(source, state) or b"\x00\x00\x00\x00")
         return container.pack(BACKEND_IDS[backend.name], self.preset.preset_id, w, h,
                               self._hash(self.preset, backend), payloads)
 
@@ -160,7 +157,7 @@ class Codec:
                                backend.factor)
         state = State(geometry, backend)
         for i, brick in enumerate(_bricks(preset)[:layers]):
-            brick.decode(state, LayerReader(container.layer_payload(blob, header, i), i))
+            brick.decode(state, container.layer_payload(blob, header, i), i)
         return np.clip(np.round(state.image()), 0, 255).astype(np.uint8)
 
     def inspect(self, blob: bytes) -> dict:

@@ -27,12 +27,12 @@ class Preset:
     semantic_step: float
     split_step: float
     refine_steps: tuple[float, ...]  # one latent refinement layer per step, coarse to fine
-    pixel_steps: tuple[float, ...]  # one texture layer per step, coarse to fine
+    texture_qualities: tuple[int, ...]  # one AVIF texture layer per quality, coarse to fine
     deadzone: float = 0.2
 
     @property
     def num_layers(self) -> int:
-        return 2 + len(self.refine_steps) + len(self.pixel_steps)
+        return 2 + len(self.refine_steps) + len(self.texture_qualities)
 
     def config_hash(self, backend_identity: str) -> bytes:
         text = json.dumps(asdict(self), sort_keys=True) + backend_identity
@@ -44,10 +44,10 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("default", 1, "dct", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
                content_classes=4, palette_step=0.5, index_penalty=0.5, semantic_step=1.5,
-               split_step=0.5, refine_steps=(0.75,), pixel_steps=(10.0, 4.0)),
+               split_step=0.5, refine_steps=(0.75,), texture_qualities=(25, 50)),
         Preset("tae", 2, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
                content_classes=4, palette_step=0.25, index_penalty=0.5, semantic_step=3.0,
-               split_step=0.25, refine_steps=(1.5, 0.75), pixel_steps=(20.0, 8.0)),
+               split_step=0.25, refine_steps=(1.5, 0.75), texture_qualities=(25, 50)),
     )
 }
 PRESET_BY_ID = {p.preset_id: p for p in PRESETS.values()}
