@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-__all__ = ["bd_rate", "pareto_front"]
+__all__ = ["bd_rate", "bd_rate_note", "pareto_front"]
 
 
 def pareto_front(
@@ -82,3 +82,24 @@ def bd_rate(
     ft = PchipInterpolator(st, np.log10(rt), extrapolate=False)
     diff = (ft.integrate(lo, hi) - fa.integrate(lo, hi)) / (hi - lo)
     return float((10.0**diff - 1.0) * 100.0)
+
+
+def bd_rate_note(
+    anchor_rates: Sequence[float],
+    anchor_metrics: Sequence[float],
+    test_rates: Sequence[float],
+    test_metrics: Sequence[float],
+    higher_is_better: bool = True,
+) -> str | None:
+    """Why :func:`bd_rate` gives ``None`` for these curves (``None`` if it does not)."""
+    ra, ma = pareto_front(anchor_rates, anchor_metrics, higher_is_better)
+    rt, mt = pareto_front(test_rates, test_metrics, higher_is_better)
+    for who, r in (("anchor", ra), ("test", rt)):
+        if len(r) < 2:
+            return (f"{who} curve has {len(r)} Pareto point(s): its metric does not improve "
+                    "with rate, so no rate difference can be read off it")
+    sa = ma if higher_is_better else -ma
+    st = mt if higher_is_better else -mt
+    if not min(sa.max(), st.max()) > max(sa.min(), st.min()):
+        return "the metric ranges of the two curves do not overlap"
+    return None

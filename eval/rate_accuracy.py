@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.bd_rate import bd_rate
+from eval.bd_rate import bd_rate, bd_rate_note
 from eval.codecs import BASELINES, BaselineCodec, VcmCodec, make_codec
 from eval.datasets import Item, load_rgb
 from eval.tasks import TASKS, Task, make_task
@@ -195,6 +195,21 @@ def _bd_rates(curves: dict[str, list[dict[str, Any]]], higher: bool) -> dict[str
     return out
 
 
+def _bd_notes(curves: dict[str, list[dict[str, Any]]], higher: bool) -> dict[str, str]:
+    """For every baseline whose BD-rate is null: why."""
+    if "vcm" not in curves:
+        return {}
+    v = curves["vcm"]
+    notes = {}
+    for name, pts in curves.items():
+        if name != "vcm":
+            note = bd_rate_note([p["bpp"] for p in pts], [p["metric"] for p in pts],
+                                [p["bpp"] for p in v], [p["metric"] for p in v], higher)
+            if note:
+                notes[name] = note.replace("anchor", name).replace("test", "vcm")
+    return notes
+
+
 # --------------------------------------------------------------------------- driver
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate, write the three outputs into ``args.out`` and return the summary."""
@@ -238,6 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = {
         "task": task.name, "metric": task.metric, "higher_is_better": task.higher_is_better,
         "curves": curves, "bd_rate_vs": _bd_rates(curves, task.higher_is_better),
+        "bd_rate_notes": _bd_notes(curves, task.higher_is_better),
         "original": {"metric": float(orig[task.metric]),
                      "bpp": sum(r["original"]["bytes"] for r in recs) * 8 / total_px,
                      **{k: float(v) for k, v in orig.items() if k != task.metric}},
@@ -313,7 +329,8 @@ def _print_table(s: dict[str, Any]) -> None:
         cells = ", ".join(f"{p['setting']}: {p['bpp']:.3f} bpp → {p['metric']:.4f}" for p in pts)
         print(f"  {name:5s} {cells}")
     for name, v in s["bd_rate_vs"].items():
-        print(f"  BD-rate vcm vs {name}: " + ("n/a (no overlap)" if v is None else f"{v:+.2f} %"))
+        note = s.get("bd_rate_notes", {}).get(name, "not computable")
+        print(f"  BD-rate vcm vs {name}: " + (f"n/a ({note})" if v is None else f"{v:+.2f} %"))
 
 
 def build_parser() -> argparse.ArgumentParser:

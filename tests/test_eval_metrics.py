@@ -143,3 +143,12 @@ def test_map_half_recall() -> None:
     det = [[0.0, 0.0, 50.0, 50.0], [60.0, 0.0, 90.0, 30.0]]
     m = coco_map([_gt(gt, [0, 0])], [_det(det, [0, 0], [0.9, 0.5])])
     assert m["mAP50"] == pytest.approx(51 / 101) and m["mAP50-95"] == pytest.approx(51 / 101)
+
+
+def test_bd_rate_note_says_why() -> None:
+    from eval.bd_rate import bd_rate_note
+
+    assert bd_rate_note(RATES, PSNR, RATES, PSNR) is None
+    assert "do not overlap" in bd_rate_note(RATES, PSNR, RATES, PSNR + 20)
+    flat = bd_rate_note(RATES, PSNR, RATES, PSNR[::-1])  # best at the lowest rate
+    assert flat.startswith("test curve has 1 Pareto point")

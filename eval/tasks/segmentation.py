@@ -152,4 +152,10 @@ class SegmentationTask(Task):
             return {"mIoU": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0}
         inter = sum(r["_inter"] for r in results)
         union = sum(r["_union"] for r in results)
-        return {"person IoU": inter / union if union else 1.0}
+        with_p = [r for r in results if r["gt_person_px"] > 0]
+        pi, pu = sum(r["_inter"] for r in with_p), sum(r["_union"] for r in with_p)
+        return {"person IoU": inter / union if union else 1.0,
+                # diagnostics: the same IoU over images that show a person, and the share of
+                # the union that is false positives on images without one
+                "person IoU (person images)": pi / pu if pu else float("nan"),
+                "no-person FP share": (union - pu) / union if union else 0.0}
