@@ -1,0 +1,161 @@
+"""Speed benchmark: vcm presets against Pillow's AVIF, WebP, JPEG and JPEG XL.
+
+    python -m eval.bench_speed --out runs/speed [--threads 2] [--repeats 5]
+
+For 640x480 and 1280x720 photos (COCO val2017 images from ../shared/data resized, or
+scikit-image's astronaut when the data is absent) and each preset: encode, layer-0 decode,
+all-layer decode; median of ``--repeats`` runs after one warm-up, with the torch thread count
+recorded. Baselines run in the same process at a mid quality, so the ratios in
+``speed.json`` (ours / AVIF encode) compare like with like on one machine. Also the cost per
+image of the training transform (encode + decode, and decode only when the stream cache
+already holds the image), and the peak RSS of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from eval.codecs import AvifCodec, JpegCodec, JxlCodec, WebpCodec
+from eval.paths import REPO_ROOT
+from vcm_plugin import Codec
+
+SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
+BASELINE_QUALITY = {"avif": 30, "webp": 50, "jpeg": 50, "jxl": 50}
+
+
+def photo(size: tuple[int, int]) -> np.ndarray:
+    coco = REPO_ROOT.parent / "shared" / "data" / "coco-val2017" / "images"
+    paths = sorted(coco.rglob("*.jpg")) if coco.is_dir() else []
+    if paths:
+        img = Image.open(paths[0]).convert("RGB")
+    else:
+        from skimage import data
+
+        img = Image.fromarray(data.astronaut())
+    return np.asarray(img.resize(size, Image.Resampling.LANCZOS))
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: lazy imports, weight loading, allocator
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_vcm(preset: str, img: np.ndarray, repeats: int) -> dict:
+    codec = Codec.from_preset(preset)
+    blob = codec.encode(img)
+    info = codec.inspect(blob)
+    pixels = img.shape[0] * img.shape[1]
+    return {
+        "encode_s": median_seconds(lambda: codec.encode(img), repeats),
+        "decode_layer0_s": median_seconds(lambda: codec.decode(blob, layers=1), repeats),
+        "decode_all_s": median_seconds(lambda: codec.decode(blob), repeats),
+        "layer0_bpp": len(codec.truncate(blob, 1)) * 8 / pixels,
+        "all_bpp": len(blob) * 8 / pixels,
+        "num_layers": info["num_layers"],
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def bench_transform(preset: str, img: np.ndarray, repeats: int) -> dict:
+    """The training transform's cost per image, without and with a warm stream cache."""
+    from vcm_plugin.integrations._core import StreamCache
+    from vcm_plugin.integrations.generic import vcm_roundtrip
+
+    cache = StreamCache()
+    vcm_roundtrip(img, layers=1, preset=preset, cache=cache)
+    return {
+        "no_cache_s": median_seconds(lambda: vcm_roundtrip(img, layers=1, preset=preset),
+                                     repeats),
+        "cached_s": median_seconds(lambda: vcm_roundtrip(img, layers=1, preset=preset,
+                                                         cache=cache), repeats),
+    }
+
+
+def bench_baselines(img: np.ndarray, repeats: int) -> dict:
+    out = {}
+    for codec in (AvifCodec(), WebpCodec(), JpegCodec(), JxlCodec()):
+        q = BASELINE_QUALITY[codec.name]
+        data = codec.encode(img, q)
+        out[codec.name] = {
+            "quality": q,
+            "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]),
+            "encode_s": median_seconds(lambda c=codec, q=q: c.encode(img, q), repeats),
+            "decode_s": median_seconds(lambda c=codec, d=data: c.decode(d), repeats),
+        }
+    return out
+
+
+def run(presets: list[str], repeats: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    report = {"torch_threads": torch.get_num_threads(), "repeats": repeats,
+              "cpu": platform.processor() or platform.machine(), "sizes": {}}
+    for name, size in SIZES.items():
+        img = photo(size)
+        entry = {"baselines": bench_baselines(img, repeats), "presets": {}}
+        avif = entry["baselines"]["avif"]["encode_s"]
+        for preset in presets:
+            row = bench_vcm(preset, img, repeats)
+            row["encode_over_avif_encode"] = row["encode_s"] / avif
+            row["decode_layer0_over_avif_encode"] = row["decode_layer0_s"] / avif
+            row["transform"] = bench_transform(preset, img, repeats)
+            entry["presets"][preset] = row
+        report["sizes"][name] = entry
+    if torch.cuda.is_available():  # reported when a GPU is present; this CPU machine has none
+        report["gpu"] = torch.cuda.get_device_name(0)
+    return report
+
+
+def table(report: dict) -> str:
+    lines = ["| size | preset | encode s | layer-0 decode s | all-layer decode s | "
+             "encode / AVIF enc | layer-0 dec / AVIF enc | transform s (no cache / cached) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for size, entry in report["sizes"].items():
+        for preset, r in entry["presets"].items():
+            t = r["transform"]
+            lines.append(
+                f"| {size} | {preset} | {r['encode_s']:.3f} | {r['decode_layer0_s']:.3f} | "
+                f"{r['decode_all_s']:.3f} | {r['encode_over_avif_encode']:.2f} | "
+                f"{r['decode_layer0_over_avif_encode']:.2f} | "
+                f"{t['no_cache_s']:.3f} / {t['cached_s']:.3f} |")
+        for name, b in entry["baselines"].items():
+            lines.append(f"| {size} | {name} q{b['quality']} | {b['encode_s']:.3f} | "
+                         f"{b['decode_s']:.3f} | | | | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--presets", default="default,tae")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    report = run(args.presets.split(","), args.repeats, args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed.json").write_text(json.dumps(report, indent=2))
+    (args.out / "speed.md").write_text(table(report) + "\n")
+    print(table(report))
+
+
+if __name__ == "__main__":
+    main()
