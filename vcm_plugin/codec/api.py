@@ -43,7 +43,7 @@ def _bricks(preset: Preset) -> list:
     return [
         SemanticPalette(p.coarse_entries, p.fine_entries, p.palette_step, p.semantic_step,
                         p.deadzone, p.index_penalty, p.content_classes),
-        PaletteSplits(p.split_step),
+        *([] if p.split_step is None else [PaletteSplits(p.split_step)]),
         *(LatentRefinement(step, p.deadzone) for step in p.refine_steps),
         *(TextureResidual(quality) for quality in p.texture_qualities),
     ]

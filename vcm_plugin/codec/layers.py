@@ -78,6 +78,11 @@ class State:
     fine_parent: np.ndarray | None = None
     pixels: np.ndarray | None = None  # (H, W, 3) float64 in [0, 255]
 
+    def set_coarse(self, index: np.ndarray, entries: int) -> None:
+        """The coarse state; until splits arrive it is also the finest state known."""
+        self.coarse_index = self.fine_index = index
+        self.fine_parent = np.arange(entries)
+
     def image(self) -> np.ndarray:
         """Current reconstruction as float (H, W, 3) in [0, 255]."""
         if self.pixels is None:
@@ -251,7 +256,7 @@ class SemanticPalette:
         prediction = palette[coarse] * self.palette_step
         symbols = deadzone_quantise(src.vectors - prediction, self.step, self.deadzone)
         _write_residual(writer, symbols, coarse, k0)
-        state.coarse_index = coarse
+        state.set_coarse(coarse, k0)
         state.latent = prediction + symbols * self.step
         return writer.getvalue()
 
@@ -266,7 +271,7 @@ class SemanticPalette:
         coarse = IndexMapCoder(g.latent_shape).decode(reader, np.full(g.positions, k0),
                                                       np.zeros(g.positions))
         residual = _read_residual(reader, coarse, k0, channels)
-        state.coarse_index = coarse
+        state.set_coarse(coarse, k0)
         state.latent = palette[coarse] * self.palette_step + residual * self.step
 
 

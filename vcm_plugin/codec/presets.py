@@ -25,14 +25,15 @@ class Preset:
     palette_step: float
     index_penalty: float  # rate weight of index-map smoothing, in squared semantic steps
     semantic_step: float
-    split_step: float
+    split_step: float | None  # None: no split layer (a single-palette-state stream)
     refine_steps: tuple[float, ...]  # one latent refinement layer per step, coarse to fine
     texture_qualities: tuple[int, ...]  # one AVIF texture layer per quality, coarse to fine
     deadzone: float = 0.2
 
     @property
     def num_layers(self) -> int:
-        return 2 + len(self.refine_steps) + len(self.texture_qualities)
+        splits = 0 if self.split_step is None else 1
+        return 1 + splits + len(self.refine_steps) + len(self.texture_qualities)
 
     def config_hash(self, backend_identity: str) -> bytes:
         text = json.dumps(asdict(self), sort_keys=True) + backend_identity
