@@ -1,0 +1,36 @@
+"""Bounded load test: 500 uploads over loopback from 8 concurrent clients; stops by itself.
+
+Prints frames/s and latency percentiles (the figures quoted in docs/edge.md)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from vcm_plugin import Codec
+from vcm_plugin.edge.client import EdgeClient
+from vcm_plugin.edge.loadtest import run_load
+from vcm_plugin.edge.testing import ServerProcess
+
+UPLOADS = 500
+CONCURRENCY = 8
+
+
+def test_500_uploads_over_loopback(tmp_path, shared_dir):
+    paths = sorted((shared_dir / "data" / "coco-val2017" / "images").glob("*.jpg"))[:2]
+    codec = Codec()
+    streams = [codec.encode(np.asarray(Image.open(p).convert("RGB")))
+               for p in paths]
+    with ServerProcess(tmp_path / "store", tmp_path / "server.log") as srv:
+        result = run_load(srv.url, streams, n=UPLOADS, concurrency=CONCURRENCY)
+        client = EdgeClient(srv.url)
+        stored = sum(len(client.frames(f"load{c}")) for c in range(CONCURRENCY))
+        server_side = client.metrics()["request_latency_s"]["POST /cameras/{cam}/frames"]
+    print("\nload test:", json.dumps({**result, "server_p95_ms": server_side["p95"] * 1000}))
+    assert result["errors"] == []
+    assert result["uploads"] == UPLOADS and stored == UPLOADS
+    assert result["frames_per_s"] > 5  # a floor that only a broken server misses
+    files = list((tmp_path / "store").rglob("*.vcm"))
+    assert len(files) == UPLOADS and not list((tmp_path / "store").rglob("*.part"))

@@ -1,0 +1,17 @@
+"""Edge-camera pipeline: cameras upload layer 0 first, analytics reads only layer 0,
+viewers pull the texture layers on demand.
+
+Pieces (each usable alone):
+
+* :mod:`~vcm_plugin.edge.store` — atomic, byte-range-readable frame store on any fsspec
+  filesystem, indexed by camera id and timestamp;
+* :mod:`~vcm_plugin.edge.server` — the aiohttp service (``vcm edge serve``);
+* :mod:`~vcm_plugin.edge.worker` — the analytics process (``vcm edge worker``);
+* :mod:`~vcm_plugin.edge.camera` — the camera uploader (``vcm edge push``);
+* :mod:`~vcm_plugin.edge.client` — the blocking HTTP client they share (retry/back-off).
+"""
+
+from vcm_plugin.edge.store import FrameKey, FrameStore
+from vcm_plugin.edge.stream import Layout, validate_stream
+
+__all__ = ["FrameKey", "FrameStore", "Layout", "validate_stream"]

@@ -1,0 +1,268 @@
+"""Camera side: encode frames once, upload layer 0 at once, texture layers later or when a
+viewer asks for them.
+
+Why a priority queue: on a thin uplink the semantic layer of the next frame must not wait
+behind the texture of the previous one, so analytics latency stays one layer-0 upload.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vcm_plugin.codec import container
+from vcm_plugin.codec.api import Codec
+from vcm_plugin.edge.client import EdgeClient, ServerError, ServerUnavailable
+from vcm_plugin.edge.store import FrameKey
+from vcm_plugin.errors import VCMError
+
+log = logging.getLogger("vcm.edge.camera")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+TEXTURE_MODES = ("after", "on-request", "never")
+
+
+def iter_frames(source: str | Path, every: int = 1, limit: int | None = None
+                ) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, RGB uint8) from a folder of images, one image, or a video (OpenCV)."""
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise VCMError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {source}")
+        frames = (_read_image(p) for p in paths)
+    elif source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+        frames = iter([_read_image(source)])
+    elif source.is_file():
+        frames = _read_video(source)
+    else:
+        raise VCMError(f"{source} is neither a folder of images, an image nor a video")
+    count = 0
+    for i, item in enumerate(frames):
+        if i % every:
+            continue
+        if limit is not None and count >= limit:
+            return
+        count += 1
+        yield item
+
+
+def _read_image(path: Path) -> tuple[str, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return path.name, np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise VCMError(f"cannot read image {path}: {exc}") from None
+
+
+def _read_video(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VCMError(f"cannot open {path} as a video (OpenCV)")
+    try:
+        i = 0
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                return
+            yield f"{path.name}#{i}", np.ascontiguousarray(bgr[..., ::-1])
+            i += 1
+    finally:
+        cap.release()
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int  # 0 = layer 0, 1 = texture asked for by a viewer, 2 = texture "after"
+    seq: int
+    key: FrameKey = field(compare=False)
+    layers: int = field(compare=False)  # upload the stream up to this many layers
+
+
+@dataclass
+class PushStats:
+    frames: int = 0
+    layer0_bytes: int = 0
+    texture_bytes: int = 0
+    total_bytes: int = 0
+    layer0_latency: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        lat = np.asarray(self.layer0_latency or [0.0])
+        return {"frames": self.frames, "layer0_bytes": self.layer0_bytes,
+                "texture_bytes": self.texture_bytes, "total_bytes": self.total_bytes,
+                "layer0_fraction": self.layer0_bytes / max(1, self.total_bytes),
+                "layer0_upload_p95_ms": float(np.percentile(lat, 95) * 1000)}
+
+
+class Camera:
+    """Encodes on the calling thread; one uploader thread drains a priority queue; in
+    ``on-request`` mode a poller thread turns viewers' requests into texture jobs."""
+
+    def __init__(self, client: EdgeClient, cam: str, codec: Codec | None = None,
+                 texture: str = "after", keep: int = 512) -> None:
+        if texture not in TEXTURE_MODES:
+            raise VCMError(f"texture mode must be one of {TEXTURE_MODES}, got {texture!r}")
+        self.client, self.cam, self.texture = client, cam, texture
+        self.codec = codec or Codec()
+        self.keep = keep
+        self.streams: OrderedDict[FrameKey, bytes] = OrderedDict()  # for texture on request
+        self.stats = PushStats()
+        self._heap: list[_Job] = []
+        self._cv = threading.Condition()
+        self._seq = 0
+        self._closing = False
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._last_ts = 0
+
+    def __repr__(self) -> str:
+        return f"Camera({self.cam!r}, server={self.client.url!r}, texture={self.texture!r})"
+
+    def stop(self) -> None:
+        """End :meth:`run` early (after the upload in flight): Ctrl-C, or a test."""
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+
+    def _put(self, priority: int, key: FrameKey, layers: int) -> None:
+        with self._cv:
+            self._seq += 1
+            heapq.heappush(self._heap, _Job(priority, self._seq, key, layers))
+            self._cv.notify_all()
+
+    def _timestamp(self) -> int:
+        self._last_ts = max(self._last_ts + 1, time.time_ns() // 1000)
+        return self._last_ts
+
+    def capture(self, img: np.ndarray) -> FrameKey:
+        """Encode one frame and queue its layer 0 (and, in ``after`` mode, its texture)."""
+        key = FrameKey(self.cam, self._timestamp())
+        blob = self.codec.encode(img)
+        with self._cv:
+            self.streams[key] = blob
+            while len(self.streams) > self.keep:
+                self.streams.popitem(last=False)
+        header = container.parse_header(blob, self.codec.max_pixels)
+        self._put(0, key, 1)
+        if self.texture == "after" and header.num_layers > 1:
+            self._put(2, key, header.num_layers)
+        return key
+
+    def _upload(self, job: _Job) -> None:
+        with self._cv:
+            blob = self.streams.get(job.key)
+        if blob is None:
+            log.warning("frame %s no longer kept; texture request dropped", job.key)
+            return
+        header = container.parse_header(blob, self.codec.max_pixels)
+        if job.layers == 1:
+            t0 = time.perf_counter()
+            data = blob[: header.prefix_end(1)]
+            reply = self.client.upload(self.cam, job.key.ts, data)
+            self.stats.layer0_latency.append(time.perf_counter() - t0)
+            self.stats.frames += 1
+            self.stats.layer0_bytes += len(data)
+            self.stats.total_bytes += len(blob)
+            print(f"{job.key}: layer 0 {len(data)} B uploaded ({header.num_layers} layers, "
+                  f"{len(blob)} B in all)", flush=True)
+            if reply.get("stored_layers", 1) > 1:
+                return
+        else:
+            info = self.client.info(job.key.id)
+            offset, end = info["bytes"], header.prefix_end(job.layers)
+            if offset >= end:
+                return
+            try:
+                self.client.append(job.key.id, offset, blob[offset:end])
+            except ServerError as exc:
+                if exc.status != 409:  # 409: another upload of this frame won the race
+                    raise
+            self.stats.texture_bytes += end - offset
+            print(f"{job.key}: texture layers {header.num_layers - 1} ({end - offset} B) "
+                  "uploaded", flush=True)
+
+    def _uploader(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap and not self._closing:
+                    self._cv.wait()
+                if not self._heap:
+                    return
+                job = heapq.heappop(self._heap)
+            try:
+                self._upload(job)
+            except (ServerUnavailable, ServerError) as exc:
+                self._error = exc
+                with self._cv:
+                    self._closing = True
+                    self._heap.clear()
+                    self._cv.notify_all()
+                return
+            finally:
+                with self._cv:
+                    self._cv.notify_all()
+
+    def _poll_requests(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wanted = self.client.wanted(self.cam, wait=2.0)
+            except (ServerUnavailable, ServerError) as exc:
+                log.warning("texture requests: %s", exc)
+                continue
+            for item in wanted:
+                key = FrameKey.parse(item["id"])
+                with self._cv:
+                    blob = self.streams.get(key)
+                if blob is not None:
+                    n = container.parse_header(blob, self.codec.max_pixels).num_layers
+                    self._put(1, key, n)
+
+    def run(self, frames: Iterator[tuple[str, np.ndarray]], linger: float = 0.0) -> dict:
+        """Push every frame; then drain the queue (and, ``on-request``, answer viewers'
+        requests for ``linger`` seconds; negative = until interrupted)."""
+        uploader = threading.Thread(target=self._uploader, name="edge-upload", daemon=True)
+        uploader.start()
+        poller = None
+        if self.texture == "on-request":
+            poller = threading.Thread(target=self._poll_requests,
+                                      name="edge-requests", daemon=True)
+            poller.start()
+        interrupted = False
+        try:
+            for _name, img in frames:
+                if self._error or self._stop.is_set():
+                    break
+                self.capture(img)
+            end = time.monotonic() + linger if linger >= 0 else float("inf")
+            with self._cv:
+                while (self._heap or time.monotonic() < end) and not (
+                        self._error or self._stop.is_set()):
+                    self._cv.wait(0.2)
+        except BaseException:  # Ctrl-C: drop what is queued, do not wait for retries
+            interrupted = True
+            with self._cv:
+                self._heap.clear()
+            raise
+        finally:
+            self._stop.set()
+            with self._cv:
+                self._closing = True
+                self._cv.notify_all()
+            uploader.join(1.0 if interrupted else None)
+            if poller is not None:
+                poller.join(timeout=5)
+        if self._error:
+            raise self._error
+        return self.stats.summary()

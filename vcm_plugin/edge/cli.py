@@ -1,0 +1,138 @@
+"""``vcm edge serve | worker | push | bench``: the edge pipeline's processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+
+from vcm_plugin.errors import VCMError
+
+DEFAULT_URL = "http://127.0.0.1:8750"
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from vcm_plugin.edge.server import serve
+    from vcm_plugin.edge.store import FrameStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    store = FrameStore(args.store)
+    asyncio.run(serve(store, args.host, args.port, access_log=args.access_log,
+                      max_upload=args.max_upload_mb << 20))
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from vcm_plugin.edge.client import EdgeClient
+    from vcm_plugin.edge.detect import load_detector
+    from vcm_plugin.edge.worker import Worker
+
+    _threads(args.threads)
+    detector = load_detector(args.model, conf=args.conf, imgsz=args.imgsz)
+    client = EdgeClient(args.server, role="worker", retry_for=args.retry_for)
+    worker = Worker(client, detector, layers=args.layers, batch=args.batch)
+    print(f"vcm edge worker: {detector!r} on layers={args.layers} from {args.server}",
+          flush=True)
+    done = worker.run(max_frames=args.max_frames, idle_exit=args.idle_exit)
+    print(f"vcm edge worker: analysed {done} frame(s)", flush=True)
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    from vcm_plugin.codec.api import Codec
+    from vcm_plugin.edge.camera import Camera, iter_frames
+    from vcm_plugin.edge.client import EdgeClient
+    from vcm_plugin.edge.store import check_camera
+
+    _threads(args.threads)
+    check_camera(args.cam)
+    frames = iter_frames(args.source, every=args.every, limit=args.limit)
+    client = EdgeClient(args.server, role="camera", retry_for=args.retry_for)
+    camera = Camera(client, args.cam, Codec.from_preset(args.preset), texture=args.texture)
+    print(json.dumps(camera.run(frames, linger=args.linger)), flush=True)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from vcm_plugin.codec.api import Codec
+    from vcm_plugin.edge.camera import iter_frames
+    from vcm_plugin.edge.loadtest import run_load
+
+    codec = Codec.from_preset(args.preset)
+    streams = [codec.encode(img) for _, img in iter_frames(args.source, limit=args.distinct)]
+    result = run_load(args.server, streams, n=args.n, concurrency=args.concurrency,
+                      layers_first=args.layers_first)
+    print(json.dumps(result, indent=2), flush=True)
+    if result["errors"]:
+        raise VCMError(f"{len(result['errors'])} client(s) failed: {result['errors'][0]}")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``vcm edge ...`` on the ``vcm`` command's subparsers."""
+    from vcm_plugin.codec.presets import PRESETS
+
+    edge = sub.add_parser("edge", help="edge-camera pipeline: serve, worker, push, bench")
+    esub = edge.add_subparsers(dest="edge_command", required=True)
+    env_url = os.environ.get("VCM_EDGE_URL", DEFAULT_URL)
+
+    p = esub.add_parser("serve", help="run the HTTP service over a frame store")
+    p.add_argument("--store", required=True,
+                   help="folder or fsspec URL where frames are kept (e.g. ./edge-store)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8750, help="0 picks a free port")
+    p.add_argument("--max-upload-mb", type=int, default=64)
+    p.add_argument("--access-log", action="store_true")
+    p.set_defaults(func=cmd_serve)
+
+    p = esub.add_parser("worker", help="analytics: detect on layer 0 of new frames")
+    p.add_argument("--server", default=env_url, help=f"service URL (default {env_url})")
+    p.add_argument("--model", default=None,
+                   help="yolov5n (default, from $VCM_WEIGHTS_DIR or ../shared/models), "
+                        "any ultralytics weights path, or module:factory")
+    p.add_argument("--layers", type=int, default=1, help="layers to fetch (default 1: layer 0)")
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batch", type=int, default=4, help="frames leased per claim")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--idle-exit", type=float, default=None,
+                   help="stop after S seconds without new frames (default: run forever)")
+    p.add_argument("--retry-for", type=float, default=300.0,
+                   help="seconds to keep retrying while the server is down")
+    p.set_defaults(func=cmd_worker)
+
+    p = esub.add_parser("push", help="camera: encode images or video frames and upload")
+    p.add_argument("source", type=Path, help="folder of images, an image, or a video file")
+    p.add_argument("--server", default=env_url, help=f"service URL (default {env_url})")
+    p.add_argument("--cam", required=True, help="camera id (letters, digits, _ and -)")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    p.add_argument("--texture", default="after", choices=["after", "on-request", "never"],
+                   help="texture layers: after layer 0 of queued frames (default), only "
+                        "when a viewer asks, or never")
+    p.add_argument("--linger", type=float, default=0.0,
+                   help="seconds to keep answering texture requests after the last frame "
+                        "(-1: until Ctrl-C)")
+    p.add_argument("--every", type=int, default=1, help="take every N-th frame")
+    p.add_argument("--limit", type=int, default=None, help="at most N frames")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--retry-for", type=float, default=300.0,
+                   help="seconds to keep retrying while the server is down")
+    p.set_defaults(func=cmd_push)
+
+    p = esub.add_parser("bench", help="bounded upload load test against a running service")
+    p.add_argument("source", type=Path, help="images to encode once and upload repeatedly")
+    p.add_argument("--server", default=env_url)
+    p.add_argument("--n", type=int, default=500, help="uploads in all")
+    p.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
+    p.add_argument("--distinct", type=int, default=4, help="distinct images to encode")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    p.add_argument("--layers-first", action="store_true",
+                   help="upload layer 0, then the texture layers, as two requests")
+    p.set_defaults(func=cmd_bench)
