@@ -25,12 +25,17 @@ def test_500_uploads_over_loopback(tmp_path, shared_dir):
                for p in paths]
     with ServerProcess(tmp_path / "store", tmp_path / "server.log") as srv:
         result = run_load(srv.url, streams, n=UPLOADS, concurrency=CONCURRENCY)
+        split = run_load(srv.url, streams, n=100, concurrency=4, cam_prefix="split",
+                         layers_first=True)  # layer 0, then texture: two requests per frame
         client = EdgeClient(srv.url)
         stored = sum(len(client.frames(f"load{c}")) for c in range(CONCURRENCY))
+        complete = [f["complete"] for c in range(4) for f in client.frames(f"split{c}")]
         server_side = client.metrics()["request_latency_s"]["POST /cameras/{cam}/frames"]
     print("\nload test:", json.dumps({**result, "server_p95_ms": server_side["p95"] * 1000}))
-    assert result["errors"] == []
+    print("layer 0 first, texture later:", json.dumps(split))
+    assert result["errors"] == [] and split["errors"] == []
     assert result["uploads"] == UPLOADS and stored == UPLOADS
+    assert len(complete) == 100 and all(complete)
     assert result["frames_per_s"] > 5  # a floor that only a broken server misses
     files = list((tmp_path / "store").rglob("*.vcm"))
-    assert len(files) == UPLOADS and not list((tmp_path / "store").rglob("*.part"))
+    assert len(files) == UPLOADS + 100 and not list((tmp_path / "store").rglob("*.part"))

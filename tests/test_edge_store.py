@@ -146,3 +146,33 @@ def test_parse_range_unsatisfiable(value):
     with pytest.raises(HTTPProblem) as err:
         parse_range(value, 100)
     assert err.value.status == 416
+
+
+def test_camera_sources_images_and_video(tmp_path, photo):
+    import cv2
+
+    from vcm_plugin.edge.camera import iter_frames
+
+    video = tmp_path / "clip.avi"
+    h, w = photo.shape[:2]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (w, h))
+    for i in range(6):
+        writer.write(np.ascontiguousarray(np.roll(photo, 4 * i, axis=1)[..., ::-1]))
+    writer.release()
+    frames = list(iter_frames(video, every=2))
+    assert [name for name, _ in frames] == ["clip.avi#0", "clip.avi#2", "clip.avi#4"]
+    assert frames[0][1].shape == photo.shape and frames[0][1].dtype == np.uint8
+    assert abs(frames[0][1].astype(int) - photo).mean() < 12  # RGB order kept, MJPG loss
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(photo).save(tmp_path / f"f{i}.png")
+    assert len(list(iter_frames(tmp_path, limit=2))) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(VCMError, match="no images"):
+        list(iter_frames(empty))
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"junk")
+    with pytest.raises(VCMError, match="cannot open"):
+        list(iter_frames(junk))

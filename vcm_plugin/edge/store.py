@@ -71,7 +71,10 @@ class FrameStore:
 
     def __init__(self, url: str | os.PathLike[str]) -> None:
         self.url = str(url)
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        except (ValueError, ImportError) as exc:
+            raise VCMError(f"cannot open store {self.url!r}: {exc}") from None
         self.root = self.root.rstrip("/") or "/"
         self.local = isinstance(self.fs, LocalFileSystem)
         self.fs.makedirs(self.root, exist_ok=True)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
 
 from vcm_plugin.codec.api import Codec
-from vcm_plugin.edge.client import EdgeClient, ServerError
+from vcm_plugin.edge.client import EdgeClient, ServerUnavailable
 from vcm_plugin.edge.detect import Box
+from vcm_plugin.errors import VCMError
 
 log = logging.getLogger("vcm.edge.worker")
 
@@ -66,11 +68,15 @@ class Worker:
             for item in claimed:
                 try:
                     result = self.process(item["id"])
-                except ServerError as exc:  # e.g. the frame vanished; its lease just lapses
+                except ServerUnavailable:
+                    raise
+                except VCMError as exc:  # e.g. the frame vanished; its lease just lapses
                     log.warning("frame %s skipped: %s", item["id"], exc)
                     continue
                 self.done += 1
-                print(f"{item['id']}: {len(result['boxes'])} boxes from {result['bytes_read']} B "
+                names = Counter(b["name"] for b in result["boxes"])
+                print(f"{item['id']}: {len(result['boxes'])} boxes "
+                      f"{dict(names.most_common(4))} from {result['bytes_read']} B "
                       f"(layers={self.layers}) in {result['inference_s'] * 1000:.0f} ms",
                       flush=True)
             idle_since = time.monotonic()
