@@ -26,6 +26,9 @@ from vcm_plugin.errors import VCMError
 #: Default decompression-bomb guard, as Pillow's ``Image.MAX_IMAGE_PIXELS``.
 MAX_IMAGE_PIXELS = 89_478_485
 _BACKEND_NAMES = {v: k for k, v in BACKEND_IDS.items()}
+#: Decoding works on the block-padded latent grid; images with both sides >= 16 never need
+#: more than 4x their pixels there, so only absurdly thin images hit this bound.
+_GRID_SLACK = 4
 
 
 class TruncatedStreamWarning(UserWarning):
@@ -122,6 +125,8 @@ class Codec:
         preset = PRESET_BY_ID.get(header.preset_id)
         if preset is None:
             raise VCMError(f"unknown preset id {header.preset_id} in stream")
+        if header.backend_id not in _BACKEND_NAMES:
+            raise VCMError(f"unknown backend id {header.backend_id} in stream")
         if BACKEND_IDS.get(preset.backend) != header.backend_id:
             raise VCMError(f"backend id {header.backend_id} does not match preset "
                            f"'{preset.name}'")
@@ -155,6 +160,15 @@ class Codec:
                            f"'{preset.name}' (config hash mismatch)")
         geometry = Geometry.of(header.width, header.height, preset.semantic_scale,
                                backend.factor)
+        # The latent grid is padded to whole blocks of the half-size image, so a thin image
+        # (W x 1) costs up to 16x its pixel count in latent positions and padded pixels.
+        grid = geometry.positions * (backend.factor / preset.semantic_scale) ** 2
+        if grid > _GRID_SLACK * self.max_pixels:
+            raise VCMError(
+                f"image size {header.width}x{header.height} needs a latent grid of "
+                f"{int(grid)} pixels, over {_GRID_SLACK}x the pixel limit {self.max_pixels} "
+                "(raise max_pixels if this stream is trusted)"
+            )
         state = State(geometry, backend)
         for i, brick in enumerate(_bricks(preset)[:layers]):
             brick.decode(state, container.layer_payload(blob, header, i), i)

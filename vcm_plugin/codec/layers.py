@@ -149,13 +149,19 @@ def _read_values(reader: LayerReader, rows: int, cols: int) -> np.ndarray:
     return reader.laplace(np.broadcast_to(scales, (rows, cols))).reshape(rows, cols)
 
 
-def _index_prior(alphabet: int) -> np.ndarray:
-    """Counts table over (left, top) contexts; 'alphabet' stands for 'no neighbour'."""
-    prior = np.full((alphabet + 1, alphabet + 1, alphabet), 0.4)
-    k = np.arange(alphabet)
-    prior[k, :, k] += 3.0
-    prior[:, k, k] += 3.0
-    return prior
+def _index_prior(alphabet: int, left: int, top: int) -> np.ndarray:
+    """Initial counts of one (left, top) context; 'alphabet' stands for 'no neighbour'.
+
+    Built per context on first use rather than as a dense (alphabet+1)^2 x alphabet table: a
+    hostile stream can declare 256 groups of 256 letters (129 MiB of table each). The values
+    and float operations are those of the dense table, so coding is unchanged.
+    """
+    counts = np.full(alphabet, 0.4)
+    if left < alphabet:
+        counts[left] += 3.0
+    if top < alphabet:
+        counts[top] += 3.0
+    return counts
 
 
 class IndexMapCoder:
@@ -172,17 +178,17 @@ class IndexMapCoder:
         neighbours count as context only inside the same group."""
         h, w = self.shape
         out = np.zeros(h * w, dtype=np.int64)
-        tables: dict[int, np.ndarray] = {}
+        contexts: dict[tuple[int, int, int], np.ndarray] = {}
         for pos in range(h * w):
             size = int(alphabets[pos])
             if size <= 1:
                 continue
             g = int(groups[pos])
-            if g not in tables:
-                tables[g] = _index_prior(size)
-            left = out[pos - 1] if pos % w and groups[pos - 1] == g else size
-            top = out[pos - w] if pos >= w and groups[pos - w] == g else size
-            counts = tables[g][left, top]
+            left = int(out[pos - 1]) if pos % w and groups[pos - 1] == g else size
+            top = int(out[pos - w]) if pos >= w and groups[pos - w] == g else size
+            counts = contexts.get((g, left, top))
+            if counts is None:
+                counts = contexts[g, left, top] = _index_prior(size, left, top)
             sym = code(counts, None if symbols is None else int(symbols[pos]))
             if not 0 <= sym < size:
                 raise VCMError(f"index symbol {sym} outside its alphabet of {size}")
