@@ -8,6 +8,8 @@ survived the CRC, a crafted stream) becomes a VCMError.
 
 from __future__ import annotations
 
+import decimal
+
 import constriction
 import numpy as np
 
@@ -26,8 +28,24 @@ def scale_to_code(scale: np.ndarray) -> np.ndarray:
     return np.clip(code, 0, 255).astype(np.int32)
 
 
+def _exact_scales() -> np.ndarray:
+    """2**((code - 64) / 8) for every code, correctly rounded via decimal arithmetic.
+
+    Why not ``np.exp2``: numpy dispatches it to CPU-specific SIMD code (SVML on AVX-512) that
+    need not round alike on every machine, and a one-ulp change in a Laplace scale can shift a
+    quantised probability and desynchronise the range decoder. These are the values np.exp2
+    gave on the machine that wrote the first streams (all 256 checked equal).
+    """
+    ctx = decimal.Context(prec=40)
+    return np.array([float(ctx.power(2, ctx.divide(code - 64, 8))) for code in range(256)])
+
+
+_SCALE_OF_CODE = _exact_scales()
+_SCALE_OF_CODE.setflags(write=False)
+
+
 def code_to_scale(code: np.ndarray) -> np.ndarray:
-    return np.exp2((np.asarray(code, dtype=np.float64) - 64) / 8.0)
+    return _SCALE_OF_CODE[np.asarray(code, dtype=np.int64)]
 
 
 class AdaptiveContextModel:
