@@ -22,7 +22,10 @@ def _threads(n: int | None) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from vcm_plugin.edge.server import serve
+    try:
+        from vcm_plugin.edge.server import serve
+    except ImportError as exc:
+        raise VCMError(f"vcm edge serve needs aiohttp ({exc}): pip install aiohttp") from None
     from vcm_plugin.edge.store import FrameStore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

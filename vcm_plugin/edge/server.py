@@ -8,8 +8,10 @@ Routes::
 
     POST /cameras/{cam}/frames?ts=US         upload a stream prefix of whole layers (201)
     POST /frames/{id}/layers?offset=N        append the next layers (bytes from offset N)
-    GET  /frames/{id}?layers=k[&wait=s]      stream prefix of k layers; honours Range
-    GET  /frames/{id}/image?layers=k         decoded PNG
+    GET  /frames/{id}?layers=k[&wait=s]      stream prefix of k layers (default: all stored;
+                                             missing ones are requested from the camera);
+                                             honours Range
+    GET  /frames/{id}/image?layers=k[&wait=s] decoded PNG
     GET  /frames/{id}/info                   layer table, stored layers, bytes served
     GET  /frames/{id}/detections             detections JSON (404 until analysed)
     PUT  /frames/{id}/detections             the worker stores its result
@@ -184,6 +186,7 @@ class EdgeServer:
         self._cpu = ThreadPoolExecutor(decode_threads, thread_name_prefix="edge-decode")
         self._locks = [asyncio.Lock() for _ in range(64)]
         self._changed: asyncio.Condition | None = None
+        self.closing = False
 
     # -- plumbing ------------------------------------------------------------------------
     async def _run(self, fn, *args, cpu: bool = False):
@@ -203,7 +206,7 @@ class EdgeServer:
         async with self._changed:
             while not predicate():
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self.closing:
                     return False
                 try:  # wake at least every second: leases expire without a notify
                     await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
@@ -273,6 +276,11 @@ class EdgeServer:
         self.metrics.frames["recovered"] = len(self.frames)
         log.info("store %s: %d frames, %d awaiting analytics", self.store.url,
                  len(self.frames), len(self.analytics))
+
+    async def _shutdown(self, app: web.Application) -> None:
+        """End long-polls at once so a stop does not wait out a worker's 20 s claim."""
+        self.closing = True
+        await self._notify()
 
     async def _cleanup(self, app: web.Application) -> None:
         self._io.shutdown(wait=True)
@@ -346,20 +354,24 @@ class EdgeServer:
 
     # -- reads ---------------------------------------------------------------------------
     async def _layers(self, request: web.Request, meta: FrameMeta) -> int:
-        """The layer count asked for; missing texture layers are requested from the camera
-        and waited for up to ``wait`` seconds, then 409 with Retry-After."""
+        """The layer count to serve. Missing texture layers are requested from the camera and
+        waited for up to ``wait`` seconds; then an explicit ``layers=k`` gets 409 with
+        Retry-After, while a request without ``layers`` gets every layer stored so far."""
         n = meta.layout.num_layers
-        k = _int(request, "layers", default=meta.layout.stored_layers, lo=1, hi=n)
-        if k > meta.layout.stored_layers:
+        asked = _int(request, "layers", lo=1, hi=n)
+        want = n if asked is None else asked
+        if want > meta.layout.stored_layers:
             self.textures.want(meta.key)
             await self._notify()
             wait = _float(request, "wait", 0.0, 60.0)
-            if not await self._wait_until(lambda: meta.layout.stored_layers >= k, wait):
+            if not await self._wait_until(lambda: meta.layout.stored_layers >= want, wait):
+                if asked is None:
+                    return meta.layout.stored_layers
                 raise HTTPProblem(409, f"frame {meta.key} has {meta.layout.stored_layers} of "
                                   f"{n} layers; the rest were requested from camera "
                                   f"{meta.key.cam}, retry later", {"Retry-After": "1"},
                                   stored_layers=meta.layout.stored_layers)
-        return k
+        return want
 
     def _count(self, request: web.Request, meta: FrameMeta, start: int, stop: int) -> None:
         client = request.headers.get("X-VCM-Client", "viewer")[:32]
@@ -498,6 +510,7 @@ class EdgeServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_upload, middlewares=[self._middleware])
         app.on_startup.append(self._startup)
+        app.on_shutdown.append(self._shutdown)
         app.on_cleanup.append(self._cleanup)
         r = app.router
         r.add_post("/cameras/{cam}/frames", self.post_frame)
@@ -524,7 +537,7 @@ async def serve(store: FrameStore, host: str = "127.0.0.1", port: int = 8750,
                            access_log=log if access_log else None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
+        site = web.TCPSite(runner, host, port, backlog=1024, shutdown_timeout=10.0)
         try:
             await site.start()
         except OSError as exc:
