@@ -142,7 +142,7 @@ class SegmentationTask(Task):
         inter, union = int((g & p).sum()), int((g | p).sum())
         return {"person_iou": inter / union if union else float("nan"),
                 "gt_person_px": int(g.sum()), "fp_px": int((p & ~g).sum()),
-                "_inter": inter, "_union": union}
+                "inter_px": inter, "union_px": union}
 
     def aggregate(self, items: list[Item], results: list[dict[str, Any]]) -> dict[str, float]:
         if self.mmseg:
@@ -150,10 +150,10 @@ class SegmentationTask(Task):
             ids = sorted(int(v) for v in self._classes["classes"].values())
             iou = iou_from_confusion(cm)[ids]
             return {"mIoU": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0}
-        inter = sum(r["_inter"] for r in results)
-        union = sum(r["_union"] for r in results)
+        inter = sum(r["inter_px"] for r in results)
+        union = sum(r["union_px"] for r in results)
         with_p = [r for r in results if r["gt_person_px"] > 0]
-        pi, pu = sum(r["_inter"] for r in with_p), sum(r["_union"] for r in with_p)
+        pi, pu = sum(r["inter_px"] for r in with_p), sum(r["union_px"] for r in with_p)
         return {"person IoU": inter / union if union else 1.0,
                 # diagnostics: the same IoU over images that show a person, and the share of
                 # the union that is false positives on images without one
