@@ -246,6 +246,8 @@ def test_restart_loses_no_acknowledged_frame_and_cameras_retry(tmp_path, photo):
         client = EdgeClient(srv.url)
         listed = {f["id"]: f for f in client.frames("rcam")}
         assert set(acked) <= set(listed)
+        assert [f["ts"] for f in client.frames("rcam", since=101, until=102)] == [101, 102]
+        assert {"id": "rcam", "frames": 7} in client.request("GET", "/cameras").json()["cameras"]
         for i, fid in enumerate(acked):
             assert client.frame(fid).body == (blob if i % 2 else blob[:end1])
         assert client.health()["pending_analytics"] == 7  # none analysed: all still queued

@@ -24,6 +24,7 @@ Routes::
 from __future__ import annotations
 
 import asyncio
+import bisect
 import io
 import json
 import logging
@@ -180,6 +181,7 @@ class EdgeServer:
         self.max_upload = max_upload
         self.metrics = Metrics()
         self.frames: dict[FrameKey, FrameMeta] = {}
+        self.by_camera: dict[str, list[int]] = {}  # sorted timestamps: the time index
         self.analytics = AnalyticsQueue()
         self.textures = TextureRequests()
         self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="edge-io")
@@ -213,6 +215,10 @@ class EdgeServer:
                 except TimeoutError:
                     pass
         return True
+
+    def _index(self, meta: FrameMeta) -> None:
+        self.frames[meta.key] = meta
+        bisect.insort(self.by_camera.setdefault(meta.key.cam, []), meta.key.ts)
 
     def _meta(self, request: web.Request) -> FrameMeta:
         key = FrameKey.parse(request.match_info["id"])
@@ -270,7 +276,7 @@ class EdgeServer:
     async def _startup(self, app: web.Application) -> None:
         self._changed = asyncio.Condition()
         for meta in await self._run(self._scan):
-            self.frames[meta.key] = meta
+            self._index(meta)
             if not meta.analysed:
                 self.analytics.add(meta.key)
         self.metrics.frames["recovered"] = len(self.frames)
@@ -309,7 +315,8 @@ class EdgeServer:
                     raise HTTPProblem(409, f"frame {key} already exists with other content")
             await self._run(self.store.write, key, body)
             if meta is None:
-                meta = self.frames[key] = FrameMeta(key, layout, time.time())
+                meta = FrameMeta(key, layout, time.time())
+                self._index(meta)
                 self.analytics.add(key)
                 self.metrics.frames["accepted"] += 1
             else:
@@ -468,17 +475,18 @@ class EdgeServer:
 
     # -- index and camera side -----------------------------------------------------------
     async def cameras(self, request: web.Request) -> web.Response:
-        counts = Counter(k.cam for k in self.frames)
-        return web.json_response({"cameras": [{"id": c, "frames": n}
-                                              for c, n in sorted(counts.items())]})
+        return web.json_response({"cameras": [{"id": c, "frames": len(ts)}
+                                              for c, ts in sorted(self.by_camera.items())]})
 
     async def camera_frames(self, request: web.Request) -> web.Response:
         cam = check_camera(request.match_info["cam"])
         since, until = _int(request, "since"), _int(request, "until")
         limit = _int(request, "limit", default=1000, lo=1, hi=100_000)
-        keys = sorted(k for k in self.frames if k.cam == cam
-                      and (since is None or k.ts >= since) and (until is None or k.ts <= until))
-        return web.json_response({"frames": [self.frames[k].describe() for k in keys[:limit]]})
+        stamps = self.by_camera.get(cam, [])
+        lo = 0 if since is None else bisect.bisect_left(stamps, since)
+        hi = len(stamps) if until is None else bisect.bisect_right(stamps, until)
+        return web.json_response({"frames": [self.frames[FrameKey(cam, ts)].describe()
+                                             for ts in stamps[lo:min(hi, lo + limit)]]})
 
     async def wanted(self, request: web.Request) -> web.Response:
         cam = check_camera(request.match_info["cam"])
