@@ -4,6 +4,7 @@ concurrently, the worker process detecting on layer 0, viewers pulling texture l
 from __future__ import annotations
 
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -60,8 +61,12 @@ def test_concurrent_cameras_worker_reads_only_layer0_viewer_gets_all(server, ima
     with open(worker_log, "wb") as out:  # the worker is its own process, started first
         worker = subprocess.Popen(
             vcm_command("edge", "worker", "--server", server.url, "--threads", "1",
-                        "--max-frames", str(CAMERAS * FRAMES_PER_CAMERA), "--batch", "2"),
+                        "--max-frames", str(CAMERAS * FRAMES_PER_CAMERA + 1), "--batch", "2"),
             stdout=out, stderr=subprocess.STDOUT)
+    # one more client: the real command line, in its own process
+    cli = subprocess.Popen(vcm_command("edge", "push", str(images), "--server", server.url,
+                                       "--cam", "clicam", "--limit", "1", "--threads", "1"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     cameras = [Camera(EdgeClient(server.url, role="camera"), f"cam{c}") for c in range(CAMERAS)]
     errors: list[BaseException] = []
 
@@ -78,6 +83,10 @@ def test_concurrent_cameras_worker_reads_only_layer0_viewer_gets_all(server, ima
     for t in threads:
         t.join(120)
     assert not errors, errors
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    cli_summary = json.loads(out.strip().splitlines()[-1])
+    assert cli_summary["frames"] == 1
     try:
         assert worker.wait(150) == 0, worker_log.read_text()
     finally:
@@ -108,14 +117,21 @@ def test_concurrent_cameras_worker_reads_only_layer0_viewer_gets_all(server, ima
             part = viewer.frame(key.id, layers=1, byte_range=(10, 110))
             assert part.status == 206 and part.body == blob[10:110]
             assert part.headers["content-range"] == f"bytes 10-109/{layer0}"
+    (cli_frame,) = _frames(viewer, "clicam")
+    assert cli_frame["complete"] and cli_frame["layer_ends"][0] == cli_summary["layer0_bytes"]
+    assert viewer.detections(cli_frame["id"])["bytes_read"] == cli_summary["layer0_bytes"]
+    assert len(viewer.frame(cli_frame["id"]).body) == cli_summary["total_bytes"]
+    layer0_total += cli_summary["layer0_bytes"]
+    analysed = CAMERAS * FRAMES_PER_CAMERA + 1
     metrics = viewer.metrics()
     assert metrics["bytes_served_by_client"]["worker"] == layer0_total
     assert metrics["analytics"]["bytes_read"] == metrics["analytics"]["layer0_bytes"]
-    assert metrics["analytics"]["latency_s"]["count"] == CAMERAS * FRAMES_PER_CAMERA
-    assert metrics["frames"]["analysed"] == CAMERAS * FRAMES_PER_CAMERA
+    assert metrics["analytics"]["latency_s"]["count"] == analysed
+    assert metrics["frames"]["analysed"] == analysed
     total = sum(len(b) for cam in cameras for b in cam.streams.values())
+    total += cli_summary["total_bytes"]
     print(f"\nlayer-0 bytes fraction: {layer0_total / total:.3f} "
-          f"({layer0_total} of {total} B, {CAMERAS * FRAMES_PER_CAMERA} frames)")
+          f"({layer0_total} of {total} B, {analysed} frames)")
 
 
 def test_texture_layers_on_request(server, images):
