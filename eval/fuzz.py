@@ -121,6 +121,8 @@ class Harness:
         if not self.seeds:
             raise SystemExit(f"no seed streams in {SEED_DIR}: run tests/data/make_malformed.py")
         self.headers = [container.parse_header(s, 1 << 40) for s in self.seeds]
+        for blob in self.seeds:  # load weights and kernels now, not inside the first input
+            self.codec.decode(blob)
         self._avif: dict[tuple, bytes] = {}
         self.out = out
         self.worker = worker

@@ -124,3 +124,18 @@ def test_seeds_decode(codec):
     for name, blob in seeds.items():
         h, w = (int(v) for v in name.split("-")[1].split("x"))
         assert codec.decode(blob).shape == (h, w, 3), name
+
+
+def test_cli_refuses_malformed(tmp_path, capsys):
+    """``vcm info`` / ``vcm decode`` on every corpus stream: exit 1 with one error line."""
+    from vcm_plugin import cli
+
+    for name in sorted(MANIFEST):
+        path = DATA / "malformed" / f"{name}.vcm"
+        out = tmp_path / f"{name}.png"
+        assert cli.main(["decode", str(path), str(out)]) == 1, name
+        assert not out.exists(), name
+        if "inspect" in MANIFEST[name]["calls"]:
+            assert cli.main(["info", str(path)]) == 1, name
+        err = capsys.readouterr().err
+        assert err.startswith("vcm: error:") and "Traceback" not in err, (name, err)
