@@ -211,6 +211,24 @@ def _bd_notes(curves: dict[str, list[dict[str, Any]]], higher: bool) -> dict[str
 
 
 # --------------------------------------------------------------------------- driver
+def code_version() -> str:
+    """``git describe`` of the checkout (``-dirty`` when it has uncommitted changes), so every
+    summary says which codec produced it; ``unknown`` outside a git checkout."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                           cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                           text=True, timeout=10)
+        version = r.stdout.strip() or "unknown"
+        d = subprocess.run(["git", "status", "--porcelain", "--", "vcm_plugin"],
+                           cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                           text=True, timeout=10)
+        return version + (" (vcm_plugin/ has uncommitted changes)" if d.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate, write the three outputs into ``args.out`` and return the summary."""
     t0 = time.time()
@@ -259,7 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      **{k: float(v) for k, v in orig.items() if k != task.metric}},
         "data": str(data.resolve()), "num_images": len(items), "pixels": total_px,
         "preset": args.preset, "model": task.describe(), "settings_probe": plan,
-        "bd_rate_method": BD_METHOD,
+        "bd_rate_method": BD_METHOD, "code_version": code_version(),
         "command": "python -m eval.rate_accuracy " + " ".join(args.argv),
         "seconds": round(time.time() - t0, 1),
     }
