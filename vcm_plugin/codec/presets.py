@@ -48,7 +48,8 @@ PRESETS: dict[str, Preset] = {
                split_step=0.5, refine_steps=(0.75,), texture_qualities=(25, 50)),
         Preset("tae", 2, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
                content_classes=4, palette_step=0.25, index_penalty=0.5, semantic_step=3.0,
-               split_step=0.25, refine_steps=(1.5, 0.75), texture_qualities=(25, 50)),
+               split_step=0.25, refine_steps=(1.5, 0.75), texture_qualities=(25, 50),
+               deadzone=0.35),
     )
 }
 PRESET_BY_ID = {p.preset_id: p for p in PRESETS.values()}
