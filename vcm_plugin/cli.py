@@ -195,17 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--base-url", default=None, help="mirror serving the files by name")
     f.set_defaults(func=cmd_weights_fetch)
 
-    _add_plugin_commands(sub)
-    return parser
+    from vcm_plugin.edge.cli import add_commands  # `vcm edge ...`; heavy imports stay lazy
 
-
-def _add_plugin_commands(sub) -> None:
-    """Sub-packages that bring their own commands (``vcm edge ...``) register them here."""
-    try:
-        from vcm_plugin.edge.cli import add_commands
-    except ImportError:
-        return
     add_commands(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
