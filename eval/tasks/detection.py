@@ -1,7 +1,7 @@
 """Object detection: mAP50-95 (and mAP50) by pycocotools' COCOeval.
 
 Default model: the COCO-pretrained legacy YOLOv5n checkpoint ``yolov5n.pt`` from the weights
-directory, loaded by :mod:`eval.tasks.yolov5_legacy`, with the YOLOv5/ultralytics validation
+directory, loaded by :mod:`vcm_plugin.edge.yolov5_legacy`, with the YOLOv5/ultralytics validation
 protocol: letterbox to 640×640 (grey 114 padding), conf 0.001, NMS IoU 0.6, multi-label,
 at most 300 detections. ``--model PATH`` takes any ultralytics ``YOLO`` weights instead
 (run through ``YOLO.predict`` with the same imgsz/conf/iou); its class names are mapped to the
@@ -116,7 +116,7 @@ class DetectionTask(Task):
             raise VCMError(f"detection model not found: {path} (set VCM_WEIGHTS_DIR or --model)")
         names = self.options.get("names") or []
         if legacy:
-            from eval.tasks.yolov5_legacy import load_yolov5_checkpoint
+            from vcm_plugin.edge.yolov5_legacy import load_yolov5_checkpoint
 
             self._legacy, model_names = load_yolov5_checkpoint(path)
             self._yolo = None

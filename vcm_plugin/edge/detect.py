@@ -3,8 +3,8 @@
 * ``yolov5n`` (default): the legacy YOLOv5 checkpoint ``yolov5n.pt`` from the weights dir
   (``$VCM_WEIGHTS_DIR``, else ``../shared/models`` beside the repository). Legacy YOLOv5
   files pickle classes of the YOLOv5 repository, which ultralytics no longer ships, so
-  :func:`load_yolov5` maps them to the few small modules below (same attribute names, so
-  the pickled tensors are used as they are).
+  :mod:`vcm_plugin.edge.yolov5_legacy` maps them to a few small modules (same attribute
+  names, so the pickled tensors are used as they are); the eval harness uses the same loader.
 * any path that ``ultralytics.YOLO`` loads (``yolov8n.pt``, ``best.pt``, ...);
 * ``package.module:factory`` — a factory returning your own callable (pluggable).
 
@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import importlib
 import os
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import nn
 
+from vcm_plugin.edge.yolov5_legacy import NotLegacyCheckpoint, load_yolov5_checkpoint
 from vcm_plugin.errors import VCMError
 
 Box = dict[str, Any]
@@ -40,122 +39,6 @@ def weights_dir() -> Path:
     """``$VCM_WEIGHTS_DIR`` when set, else ``../shared/models`` beside the repository."""
     env = os.environ.get("VCM_WEIGHTS_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "models"
-
-
-# -- legacy YOLOv5 modules (forward passes only; weights and wiring come from the pickle) --
-class _Conv(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bn = getattr(self, "bn", None)
-        x = self.conv(x)
-        return self.act(bn(x) if bn is not None else x)
-
-
-class _Bottleneck(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.cv2(self.cv1(x))
-        return x + y if self.add else y
-
-
-class _C3(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
-
-
-class _SPPF(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.cv1(x)
-        y1 = self.m(x)
-        y2 = self.m(y1)
-        return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
-
-
-class _Concat(nn.Module):
-    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(x, self.d)
-
-
-class _Detect(nn.Module):
-    """Anchor head -> (B, N, 5 + classes): centre xywh in input pixels, objectness, scores."""
-
-    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        out = []
-        for i, x in enumerate(xs):
-            p = self.m[i](x)
-            b, _, ny, nx = p.shape
-            p = p.view(b, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).sigmoid()
-            gy, gx = torch.meshgrid(torch.arange(ny, dtype=p.dtype),
-                                    torch.arange(nx, dtype=p.dtype), indexing="ij")
-            grid = torch.stack((gx, gy), 2).view(1, 1, ny, nx, 2) - 0.5
-            anchors = (self.anchors[i] * self.stride[i]).view(1, self.na, 1, 1, 2)
-            xy = (p[..., :2] * 2 + grid) * self.stride[i]
-            wh = (p[..., 2:4] * 2) ** 2 * anchors
-            out.append(torch.cat((xy, wh, p[..., 4:]), -1).view(b, -1, self.no))
-        return torch.cat(out, 1)
-
-
-class _Model(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        saved: list[Any] = []
-        for m in self.model:
-            if m.f != -1:
-                x = saved[m.f] if isinstance(m.f, int) else [x if j == -1 else saved[j]
-                                                            for j in m.f]
-            x = m(x)
-            saved.append(x if m.i in self.save else None)
-        return x
-
-
-_LEGACY = {("models.yolo", "Model"): _Model, ("models.yolo", "DetectionModel"): _Model,
-           ("models.yolo", "Detect"): _Detect, ("models.common", "Conv"): _Conv,
-           ("models.common", "Bottleneck"): _Bottleneck, ("models.common", "C3"): _C3,
-           ("models.common", "SPPF"): _SPPF, ("models.common", "Concat"): _Concat}
-
-
-class _NotLegacy(Exception):
-    pass
-
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _LEGACY:
-            return _LEGACY[(module, name)]
-        if module.split(".")[0] in ("models", "utils"):
-            raise VCMError(f"legacy YOLOv5 checkpoint uses {module}.{name}, which the edge "
-                           "loader does not provide")
-        if module.startswith("ultralytics"):
-            raise _NotLegacy
-        return super().find_class(module, name)
-
-
-class _PickleModule:
-    Unpickler = _Unpickler
-
-    @staticmethod
-    def load(f: Any, **kw: Any) -> Any:
-        return _Unpickler(f, **kw).load()
-
-
-def load_yolov5(path: str | Path) -> tuple[nn.Module, dict[int, str]]:
-    """A legacy YOLOv5 ``.pt`` -> (fused float32 eval model, class names)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False,
-                          pickle_module=_PickleModule)
-    except (VCMError, _NotLegacy):
-        raise
-    except Exception as exc:
-        raise VCMError(f"cannot load {path}: {exc}") from None
-    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
-    if not isinstance(model, _Model):
-        raise _NotLegacy
-    model = model.float().eval()
-    for m in model.modules():
-        if isinstance(m, _Conv) and isinstance(getattr(m, "bn", None), nn.BatchNorm2d):
-            m.conv = torch.nn.utils.fusion.fuse_conv_bn_eval(m.conv, m.bn)
-            del m.bn
-        if isinstance(m, nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
-            m.recompute_scale_factor = None
-    names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
-    return model, {int(k): str(v) for k, v in names.items()}
 
 
 def letterbox(img: np.ndarray, size: int, stride: int = 32) -> tuple[np.ndarray, float,
@@ -181,7 +64,7 @@ class YOLOv5Legacy:
 
     def __init__(self, path: str | Path, conf: float = 0.25, iou: float = 0.45,
                  imgsz: int = 640, max_det: int = 300) -> None:
-        self.model, self.names = load_yolov5(path)
+        self.model, self.names = load_yolov5_checkpoint(path)
         self.name = Path(path).name
         self.conf, self.iou, self.imgsz, self.max_det = conf, iou, imgsz, max_det
 
@@ -250,5 +133,5 @@ def load_detector(spec: str | None = None, conf: float = 0.25, imgsz: int = 640
                        "--model PATH)")
     try:
         return YOLOv5Legacy(path, conf=conf, imgsz=imgsz)
-    except _NotLegacy:
+    except NotLegacyCheckpoint:
         return UltralyticsDetector(path, conf=conf, imgsz=imgsz)

@@ -5,8 +5,8 @@ Why: the checkpoint is a pickle of ``models.yolo.Model`` / ``models.common.*`` o
 package that vendors them pulls in tensorboard, boto3, sahi, roboflow, pandas, seaborn… for a
 detector whose forward pass is ~60 lines. This module maps the pickled class names to
 equivalent minimal modules (same attribute names, so every tensor in the checkpoint is used
-as is) and reproduces YOLOv5 v6/v7's forward and anchor decoding exactly. NMS and metrics are
-ultralytics' / pycocotools', i.e. the standard implementations.
+as is) and reproduces YOLOv5 v6/v7's forward and anchor decoding exactly. Callers bring NMS:
+the eval harness uses ultralytics' NMS and pycocotools, the edge worker torchvision's.
 
 Only the classes a detection checkpoint references are provided (Model/DetectionModel,
 Detect, Conv, C3, Bottleneck, SPPF, SPP, Focus, Concat); anything else raises a clear
@@ -24,7 +24,11 @@ from torch import nn
 
 from vcm_plugin import VCMError
 
-__all__ = ["load_yolov5_checkpoint"]
+__all__ = ["NotLegacyCheckpoint", "load_yolov5_checkpoint"]
+
+
+class NotLegacyCheckpoint(VCMError):
+    """The file is a loadable checkpoint, but not a legacy YOLOv5 one (e.g. ultralytics)."""
 
 
 class Conv(nn.Module):
@@ -126,6 +130,8 @@ class _Unpickler(pickle.Unpickler):
         if module.startswith(("models", "utils")):
             raise VCMError(f"legacy YOLOv5 checkpoint uses {module}.{name}, which this loader "
                            "does not provide (only detection models are supported)")
+        if module.startswith("ultralytics"):
+            raise NotLegacyCheckpoint(f"{module}.{name} belongs to an ultralytics checkpoint")
         return super().find_class(module, name)
 
 
@@ -153,13 +159,11 @@ def load_yolov5_checkpoint(path: str | Path) -> tuple[nn.Module, dict[int, str]]
         raise VCMError(f"cannot load legacy YOLOv5 checkpoint {path}: {e}") from e
     model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
     if not isinstance(model, Model):
-        raise VCMError(f"{path} is not a legacy YOLOv5 detection checkpoint")
+        raise NotLegacyCheckpoint(f"{path} is not a legacy YOLOv5 detection checkpoint")
     model = model.float().eval()
-    from ultralytics.utils.torch_utils import fuse_conv_and_bn
-
     for m in model.modules():  # fold BN into the conv, as YOLOv5's val.py does (2x faster)
         if isinstance(m, Conv) and isinstance(getattr(m, "bn", None), nn.BatchNorm2d):
-            m.conv = fuse_conv_and_bn(m.conv, m.bn)
+            m.conv = torch.nn.utils.fusion.fuse_conv_bn_eval(m.conv, m.bn)
             del m.bn
     for m in model.modules():  # attributes older releases did not pickle
         if isinstance(m, nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
