@@ -1,4 +1,4 @@
-"""`vcm` command line: encode, decode, info, demo, weights fetch.
+"""`vcm` command line: encode, decode, info, demo, encode-dataset, weights fetch.
 
 Errors print one line to stderr and exit with status 1 (2 for usage errors); no traceback.
 Existing output files are never replaced unless ``--overwrite`` is given.
@@ -151,6 +151,18 @@ def cmd_demo(args) -> None:
     print(f"wrote {out}/ (layers_*.png, contact_sheet.png, report.json, astronaut.vcm)")
 
 
+def cmd_encode_dataset(args) -> None:
+    from vcm_plugin.datasets import encode_dataset
+
+    report = encode_dataset(args.src, args.dst, preset=args.preset, engine=args.engine,
+                            shard_size=args.shard_size, workers=args.workers,
+                            ray_address=args.ray_address, layout=args.layout,
+                            progress=not args.quiet)
+    print(f"{args.dst}: {report['images']} images in {report['shards']} shards "
+          f"({len(report['encoded'])} encoded, {len(report['skipped'])} already done) "
+          f"in {report['seconds']:.1f} s with the {report['engine']} engine", file=sys.stderr)
+
+
 def cmd_weights_fetch(args) -> None:
     from vcm_plugin.codec import weights
 
@@ -186,6 +198,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="default", choices=sorted(PRESETS))
     p.add_argument("--out", type=Path, default=Path("vcm-demo"))
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("encode-dataset", help="data set -> resumable shards of layered streams",
+                       description="Encode a YOLO (images/ + labels/), VOC (JPEGImages/ + "
+                       "SegmentationClass/) or plain image folder into tar shards of .vcm "
+                       "streams with their labels and an index; a rerun skips verified shards.")
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: a process pool; ray: Ray tasks (default: local)")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join ('auto', 'ray://host:10001'); default: start a "
+                        "local instance. SRC and DST must be visible to every node")
+    p.add_argument("--shard-size", type=int, default=64, help="streams per shard (default 64)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local pool processes / local Ray CPUs (default: all cores)")
+    p.add_argument("--layout", default="auto", choices=["auto", "yolo", "voc", "folder"])
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_encode_dataset)
 
     p = sub.add_parser("weights", help="manage backend weights")
     wsub = p.add_subparsers(dest="weights_command", required=True)

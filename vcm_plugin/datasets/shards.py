@@ -1,0 +1,449 @@
+"""Encode a data set into sharded layered streams, resumably, on a process pool or on Ray.
+
+Output directory (``DST``)::
+
+    vcm-shards.json        the job: format, preset, shard size, layout (written first)
+    shard-00000.tar        WebDataset-style tar: KEY.vcm, then the sample's labels (KEY.txt,
+                           KEY.seg.png, ...); deterministic (mtime 0, uid 0, sorted keys)
+    shard-00000.json       its manifest, written atomically *after* the tar: sha256 and size of
+                           the tar, and per member the byte offset and length in the tar, the
+                           image size, header bytes, per-layer byte sizes and offsets, and the
+                           sha256 of the source files
+    ...
+    index.json             every manifest plus the data set's small meta files (data.yaml,
+                           classes.json), written last; what ``ShardDataset`` reads
+
+Resuming: a shard counts as done when its manifest parses, names the same preset, codec
+configuration and keys, the source files still hash the same, and the tar's size and sha256
+match. Anything else (no manifest, a truncated or flipped tar, changed sources) is re-encoded.
+
+Why this shape: one function, :func:`encode_shard`, does one shard from a picklable
+:class:`ShardTask` and returns its manifest, so the ``local`` engine (a process pool) and the
+``ray`` engine (``ray.remote``) run exactly the same code and write byte-identical shards; the
+codec is deterministic with one torch thread, which the function sets for its duration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vcm_plugin.datasets.layouts import Sample, meta_files, scan
+from vcm_plugin.errors import VCMError
+
+__all__ = ["ENGINES", "FORMAT", "ShardTask", "encode_dataset", "encode_shard", "verify_shard"]
+
+FORMAT = "vcm-shards/1"
+ENGINES = ("local", "ray")
+JOB_FILE = "vcm-shards.json"
+INDEX_FILE = "index.json"
+_SHARD_RE = re.compile(r"^shard-(\d{5,})\.(tar|json)$")
+_TMP_RE = re.compile(r"^\.(shard-\d{5,}\.(tar|json)|index\.json|vcm-shards\.json)\..*\.part$")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}"
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything one worker needs to write one shard (picklable, paths absolute)."""
+
+    dst: str
+    name: str
+    preset: str
+    samples: tuple[Sample, ...] = field(default_factory=tuple)
+
+
+# ------------------------------------------------------------------------------ file helpers
+def _sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, fsync, rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; shards are shared data
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _source_hash(sample: Sample) -> tuple[str, dict[str, bytes]]:
+    """sha256 over the image and label files, and their bytes (read once)."""
+    h = hashlib.sha256()
+    blobs: dict[str, bytes] = {}
+    for suffix, path in (("image", sample.image), *sample.labels):
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise VCMError(f"cannot read {path}: {e.strerror or e}") from None
+        blobs[suffix] = data
+        h.update(f"{suffix}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest(), blobs
+
+
+def _source_hash_only(sample: Sample) -> str | None:
+    try:
+        return _source_hash(sample)[0]
+    except VCMError:
+        return None
+
+
+# ------------------------------------------------------------------------------ one shard
+def _decode_image(data: bytes, path: str):
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if "A" in im.mode or "transparency" in im.info:
+                raise VCMError(f"{path} has an alpha channel, which VCM does not code; "
+                               "flatten it first")
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise VCMError(f"cannot read image {path}: {e}") from None
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def encode_shard(task: ShardTask) -> dict[str, Any]:
+    """Encode one shard: write ``NAME.tar`` then ``NAME.json`` (both atomically) into
+    ``task.dst`` and return the manifest. The same bytes come out in any process."""
+    import torch
+
+    from vcm_plugin import Codec
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the codec is bit-exact at one thread; it is also the fast way
+    try:
+        codec = Codec.from_preset(task.preset)
+        buf = io.BytesIO()
+        members: list[dict[str, Any]] = []
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for sample in task.samples:
+                digest, blobs = _source_hash(sample)
+                img = _decode_image(blobs["image"], sample.image)
+                blob = codec.encode(img)
+                info = codec.inspect(blob)
+                entry = {"key": sample.key, "source": sample.image, "source_sha256": digest,
+                         "width": info["width"], "height": info["height"],
+                         "header_bytes": info["header_bytes"],
+                         "layer_bytes": info["layer_bytes"],
+                         "layer_offsets": info["layer_offsets"], "labels": {}}
+                tar.addfile(_tarinfo(f"{sample.key}.vcm", len(blob)), io.BytesIO(blob))
+                for suffix, path in sample.labels:
+                    data = blobs[suffix]
+                    tar.addfile(_tarinfo(f"{sample.key}.{suffix}", len(data)), io.BytesIO(data))
+                    entry["labels"][suffix] = {"source": path}
+                members.append(entry)
+        data = buf.getvalue()
+        # offsets from the finished archive (what a reader will seek to)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            where = {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
+        for entry in members:
+            entry["offset"], entry["length"] = where[f"{entry['key']}.vcm"]
+            for suffix, lab in entry["labels"].items():
+                lab["offset"], lab["length"] = where[f"{entry['key']}.{suffix}"]
+        manifest = {
+            "format": FORMAT, "shard": f"{task.name}.tar", "preset": task.preset,
+            "config": _codec_config(task.preset), "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(), "members": members,
+        }
+        dst = Path(task.dst)
+        write_atomic(dst / f"{task.name}.tar", data)
+        write_atomic(dst / f"{task.name}.json", _json_bytes(manifest))  # last: marks it done
+        return manifest
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _codec_config(preset: str) -> str:
+    """The preset's configuration hash: streams of another configuration are not reused."""
+    from vcm_plugin.codec.api import Codec, _backend
+    from vcm_plugin.codec.presets import get_preset
+
+    p = get_preset(preset)
+    return Codec._hash(p, _backend(p.backend)).hex()
+
+
+def verify_shard(dst: Path, task: ShardTask, config: str | None = None) -> dict[str, Any] | None:
+    """The shard's manifest if the shard on disk is complete and current, else None."""
+    manifest = _read_json(dst / f"{task.name}.json")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return None
+    if manifest.get("preset") != task.preset:
+        return None
+    if manifest.get("config") != (config or _codec_config(task.preset)):
+        return None
+    members = manifest.get("members")
+    if not isinstance(members, list) or [m.get("key") for m in members] != \
+            [s.key for s in task.samples]:
+        return None
+    for m, s in zip(members, task.samples, strict=True):
+        if m.get("source_sha256") != _source_hash_only(s) or \
+                sorted(m.get("labels", {})) != sorted(suffix for suffix, _ in s.labels):
+            return None
+    tar = dst / f"{task.name}.tar"
+    try:
+        if tar.stat().st_size != manifest.get("size"):
+            return None
+    except OSError:
+        return None
+    if _sha256_file(tar) != manifest.get("sha256"):
+        return None
+    return manifest
+
+
+# ------------------------------------------------------------------------------ engines
+def _run_local(tasks: list[ShardTask], workers: int,
+               on_done: Callable[[dict[str, Any]], None]) -> None:
+    if workers <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            on_done(encode_shard(t))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: torch/OpenMP state does not survive fork safely
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as ex:
+        futures = [ex.submit(encode_shard, t) for t in tasks]
+        try:
+            for fut in as_completed(futures):
+                on_done(fut.result())
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def import_ray() -> Any:
+    """``import ray`` with a clear message when it is missing (Ray is an optional extra)."""
+    try:
+        import ray
+    except ImportError:
+        raise VCMError("the ray engine needs Ray: pip install 'vcm_plugin[ray]' "
+                       "(or pip install ray)") from None
+    return ray
+
+
+class ray_session:  # noqa: N801 - used like a function: ``with ray_session(...) as ray:``
+    """Use the running Ray instance, or start one: local (``num_cpus=workers``) when
+    ``address`` is None, else connect (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``).
+    Shuts down only what it started."""
+
+    def __init__(self, address: str | None, workers: int | None) -> None:
+        self.address, self.workers, self.started = address, workers, False
+
+    def __enter__(self) -> Any:
+        ray = import_ray()
+        if not ray.is_initialized():
+            import logging
+
+            try:
+                if self.address:
+                    ray.init(address=self.address, logging_level=logging.WARNING)
+                else:
+                    ray.init(num_cpus=self.workers or os.cpu_count() or 1,
+                             include_dashboard=False, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = self.address or "a local instance"
+                raise VCMError(f"cannot start or reach Ray at {where}: {e}") from None
+            self.started = True
+        return ray
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.started:
+            import_ray().shutdown()
+
+
+def ray_get(ray: Any, refs: list[Any], on_done: Callable[[Any], None]) -> None:
+    """Collect results as they finish; a task's VCMError comes back as a VCMError."""
+    pending = list(refs)
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    cause = getattr(e, "cause", None)
+                    if isinstance(cause, VCMError):
+                        raise VCMError(str(cause)) from None
+                    raise
+                on_done(result)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref)
+        raise
+
+
+def _run_ray(tasks: list[ShardTask], workers: int | None, address: str | None,
+             on_done: Callable[[dict[str, Any]], None]) -> None:
+    with ray_session(address, workers) as ray:
+        remote = ray.remote(num_cpus=1)(encode_shard)
+        ray_get(ray, [remote.remote(t) for t in tasks], on_done)
+
+
+# ------------------------------------------------------------------------------ the job
+def _check_dst(dst: Path, job: dict[str, Any]) -> None:
+    if dst.exists() and not dst.is_dir():
+        raise VCMError(f"destination {dst} exists and is not a directory")
+    if not dst.exists():
+        return
+    marker = dst / JOB_FILE
+    if not marker.is_file():
+        if any(dst.iterdir()):
+            raise VCMError(f"destination {dst} is not empty and holds no {JOB_FILE}: refusing "
+                           "to write shards among other files; choose an empty or new directory")
+        return
+    old = _read_json(marker)
+    if not isinstance(old, dict) or old.get("format") != FORMAT:
+        raise VCMError(f"{marker} is not a {FORMAT} job file; choose another destination")
+    for k in ("preset", "shard_size", "layout"):
+        if old.get(k) != job[k]:
+            raise VCMError(f"{dst} holds shards with {k}={old.get(k)!r}, this run asks for "
+                           f"{job[k]!r}; use another destination or delete it first")
+
+
+def _cleanup(dst: Path, num_shards: int) -> None:
+    """Remove our own leftovers: temp files of a killed run and shards past the end."""
+    for p in dst.iterdir():
+        if _TMP_RE.match(p.name):
+            p.unlink(missing_ok=True)
+        m = _SHARD_RE.match(p.name)
+        if m and int(m.group(1)) >= num_shards:
+            p.unlink(missing_ok=True)
+
+
+def plan(samples: list[Sample], shard_size: int, dst: Path, preset: str) -> list[ShardTask]:
+    return [ShardTask(str(dst), shard_name(i // shard_size), preset,
+                      tuple(samples[i:i + shard_size]))
+            for i in range(0, len(samples), shard_size)]
+
+
+def encode_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
+                   preset: str = "default", engine: str = "local", shard_size: int = 64,
+                   workers: int | None = None, ray_address: str | None = None,
+                   layout: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Encode every image of ``src`` into shards in ``dst``; returns a report
+    (``encoded`` / ``skipped`` shard names, ``images``, ``seconds``, ``index``).
+
+    ``workers``: processes of the local pool, or CPUs of a local Ray instance (default: all
+    cores). ``ray_address`` connects to a running cluster instead; SRC and DST must then be
+    paths every Ray node can read and write (a shared filesystem).
+    """
+    t0 = time.perf_counter()
+    from vcm_plugin.codec.presets import get_preset
+
+    get_preset(preset)
+    if engine not in ENGINES:
+        raise VCMError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise VCMError(f"shard size must be an integer >= 1, got {shard_size!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise VCMError(f"workers must be an integer >= 1, got {workers!r}")
+    if ray_address is not None and engine != "ray":
+        raise VCMError("--ray-address needs --engine ray")
+    src_p, dst_p = Path(src).resolve(), Path(dst).resolve()
+    if dst_p == src_p:
+        raise VCMError(f"destination {dst_p} must not be the source directory")
+    layout_used, samples = scan(src_p, layout)
+    job = {"format": FORMAT, "preset": preset, "shard_size": shard_size, "layout": layout_used,
+           "source": str(src_p), "num_samples": len(samples),
+           "num_shards": -(-len(samples) // shard_size)}
+    _check_dst(dst_p, job)
+    dst_p.mkdir(parents=True, exist_ok=True)
+    write_atomic(dst_p / JOB_FILE, _json_bytes(job))
+    _cleanup(dst_p, job["num_shards"])
+
+    tasks = plan(samples, shard_size, dst_p, preset)
+    config = _codec_config(preset)
+    manifests: dict[str, dict[str, Any]] = {}
+    todo = []
+    for t in tasks:
+        m = verify_shard(dst_p, t, config)
+        if m is None:
+            todo.append(t)
+        else:
+            manifests[t.name] = m
+    skipped = sorted(manifests)
+    if todo:
+        (dst_p / INDEX_FILE).unlink(missing_ok=True)  # stale until this run completes
+
+    from tqdm import tqdm
+
+    done_images = sum(len(t.samples) for t in tasks if t.name in manifests)
+    bar = tqdm(total=len(samples), initial=done_images, unit="img", desc=f"encode ({engine})",
+               disable=not progress, file=sys.stderr)
+
+    def on_done(manifest: dict[str, Any]) -> None:
+        manifests[Path(manifest["shard"]).stem] = manifest
+        bar.update(len(manifest["members"]))
+
+    try:
+        if engine == "local":
+            _run_local(todo, workers or os.cpu_count() or 1, on_done)
+        else:
+            _run_ray(todo, workers, ray_address, on_done)
+    finally:
+        bar.close()
+
+    index = dict(job, meta=meta_files(src_p),
+                 shards=[manifests[t.name] for t in tasks])
+    write_atomic(dst_p / INDEX_FILE, _json_bytes(index))
+    return {"engine": engine, "images": len(samples), "shards": len(tasks),
+            "encoded": sorted(t.name for t in todo), "skipped": skipped,
+            "seconds": time.perf_counter() - t0, "index": str(dst_p / INDEX_FILE)}
