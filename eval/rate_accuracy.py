@@ -108,29 +108,37 @@ _STATE: dict[str, Any] = {}
 
 def _init_worker(task_name: str, options: dict[str, Any], codec_specs: list[tuple],
                  threads: int | None) -> None:
-    """Build the task model and codecs once per process."""
-    if threads:
-        import torch
+    """Build the task model and codecs once per process (a process that is handed other
+    codecs, as a Ray worker is, keeps its task model and builds only the codecs)."""
+    task_key = repr((task_name, sorted(options.items()), threads))
+    if _STATE.get("task_key") != task_key:
+        if threads:
+            import torch
 
-        torch.set_num_threads(threads)
-        try:
-            import cv2
+            torch.set_num_threads(threads)
+            try:
+                import cv2
 
-            cv2.setNumThreads(threads)
-        except ImportError:
-            pass
-    task = make_task(task_name, options)
-    task.setup()
+                cv2.setNumThreads(threads)
+            except ImportError:
+                pass
+        task = make_task(task_name, options)
+        task.setup()
+        _STATE.update(task=task, task_key=task_key, codec_cache={})
     codecs = []
     for name, preset, settings in codec_specs:
-        c = make_codec(name, preset)
-        if settings is not None:
-            c.settings = list(settings)
+        spec_key = repr((name, preset, settings))
+        c = _STATE["codec_cache"].get(spec_key)
+        if c is None:
+            c = make_codec(name, preset)
+            if settings is not None:
+                c.settings = list(settings)
+            _STATE["codec_cache"][spec_key] = c
         codecs.append(c)
-    _STATE.update(task=task, codecs=codecs)
+    _STATE["codecs"] = codecs
 
 
-def _process_item(item: Item) -> dict[str, Any]:
+def _process_item(item: Item, score_original: bool = True) -> dict[str, Any]:
     """Score the original and every operating point of every codec for one image."""
     task: Task = _STATE["task"]
     img = load_rgb(item.path)
@@ -138,7 +146,8 @@ def _process_item(item: Item) -> dict[str, Any]:
     out: dict[str, Any] = {"id": item.id, "width": int(img.shape[1]),
                            "height": int(img.shape[0]), "pixels": pixels,
                            "original": {"bytes": item.path.stat().st_size,
-                                        "result": task.score(item, img)},
+                                        "result": task.score(item, img) if score_original
+                                        else None},
                            "points": {}}
     for c in _STATE["codecs"]:
         pts = []
@@ -258,8 +267,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              for c in codecs]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    workers = max(1, min(args.workers, len(items)))
-    recs = _run_items(args.task, task.options, specs, items, workers, args.threads, args.quiet)
+    if args.engine not in ("local", "ray"):
+        raise VCMError(f"unknown engine {args.engine!r}; choose local or ray")
+    if args.ray_address and args.engine != "ray":
+        raise VCMError("--ray-address needs --engine ray")
+    if args.engine == "ray":
+        recs = _run_items_ray(args.task, task.options, specs, items, args.workers,
+                              args.threads, args.quiet, args.ray_address)
+    else:
+        workers = max(1, min(args.workers, len(items)))
+        recs = _run_items(args.task, task.options, specs, items, workers, args.threads,
+                          args.quiet)
 
     rows: list[dict[str, Any]] = []
     curves = {c.name: _curve(task, items, recs, c.name, rows) for c in codecs}
@@ -316,6 +334,50 @@ def _run_items(task_name: str, options: dict[str, Any], specs: list[tuple], item
         bar.close()
 
 
+def _ray_item(task_name: str, options: dict[str, Any], specs: list[tuple], threads: int,
+              item: Item, score_original: bool) -> dict[str, Any]:
+    """One Ray task: the pool's worker function on one (image, codec) pair, or on the
+    original image alone (``specs`` empty)."""
+    _init_worker(task_name, options, specs, threads)
+    return _process_item(item, score_original)
+
+
+def _run_items_ray(task_name: str, options: dict[str, Any], specs: list[tuple],
+                   items: list[Item], workers: int, threads: int, quiet: bool,
+                   address: str | None) -> list[dict[str, Any]]:
+    """Fan images x codecs out as Ray tasks (each codec's settings stay in one task: vcm's
+    operating points all come from one encode) and merge them into the records the local
+    pool returns. ``workers`` sizes a local Ray instance; ``address`` joins a cluster, whose
+    nodes must see the data paths and have this package installed."""
+    from tqdm import tqdm
+
+    from vcm_plugin.datasets.shards import ray_results, ray_session
+
+    with ray_session(address, workers) as ray:
+        remote = ray.remote(num_cpus=threads or 1)(_ray_item)
+        where = {}
+        for i, item in enumerate(items):
+            for spec in [None, *specs]:  # None: the uncompressed original alone
+                ref = remote.remote(task_name, options, [] if spec is None else [spec],
+                                    threads, item, spec is None)
+                where[ref] = (i, None if spec is None else spec[0])
+        parts: dict[tuple[int, str | None], dict[str, Any]] = {}
+        bar = tqdm(total=len(where), desc="tasks", unit="task", disable=quiet, file=sys.stderr)
+        try:
+            for ref, rec in ray_results(ray, list(where)):
+                parts[where[ref]] = rec
+                bar.update()
+        finally:
+            bar.close()
+    recs = []
+    for i in range(len(items)):
+        rec = parts[(i, None)]
+        for spec in specs:
+            rec["points"][spec[0]] = parts[(i, spec[0])]["points"][spec[0]]
+        recs.append(rec)
+    return recs
+
+
 def _parse_qualities(specs: list[str], names: list[str]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for s in specs:
@@ -362,7 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None,
                    help="first N items in sorted file-name order")
     p.add_argument("--preset", default="default", help="vcm preset (default: default)")
-    p.add_argument("--workers", type=int, default=1, help="process pool size (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="process pool size, or CPUs of a local Ray instance (default 1)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process or a process pool; ray: images x codecs as Ray "
+                        "tasks (default: local)")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join ('auto', 'ray://host:10001'); default: start a "
+                        "local instance")
     p.add_argument("--threads", type=int, default=1,
                    help="torch/OpenCV threads per process (default 1: on a shared CPU, more "
                         "threads make a small model many times slower; use --workers instead)")

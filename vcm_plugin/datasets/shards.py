@@ -34,7 +34,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,8 +308,9 @@ class ray_session:  # noqa: N801 - used like a function: ``with ray_session(...)
             import_ray().shutdown()
 
 
-def ray_get(ray: Any, refs: list[Any], on_done: Callable[[Any], None]) -> None:
-    """Collect results as they finish; a task's VCMError comes back as a VCMError."""
+def ray_results(ray: Any, refs: list[Any]) -> Iterator[tuple[Any, Any]]:
+    """(ref, result) as tasks finish; a task's VCMError comes back as a VCMError, and the
+    tasks still pending are cancelled when the caller stops early or fails."""
     pending = list(refs)
     try:
         while pending:
@@ -322,18 +323,18 @@ def ray_get(ray: Any, refs: list[Any], on_done: Callable[[Any], None]) -> None:
                     if isinstance(cause, VCMError):
                         raise VCMError(str(cause)) from None
                     raise
-                on_done(result)
-    except BaseException:
+                yield ref, result
+    finally:
         for ref in pending:
             ray.cancel(ref)
-        raise
 
 
 def _run_ray(tasks: list[ShardTask], workers: int | None, address: str | None,
              on_done: Callable[[dict[str, Any]], None]) -> None:
     with ray_session(address, workers) as ray:
         remote = ray.remote(num_cpus=1)(encode_shard)
-        ray_get(ray, [remote.remote(t) for t in tasks], on_done)
+        for _, manifest in ray_results(ray, [remote.remote(t) for t in tasks]):
+            on_done(manifest)
 
 
 # ------------------------------------------------------------------------------ the job
