@@ -7,6 +7,8 @@
   ``VCMDetectionPredictor``, ``add_vcm_callback``, ``predict_streams``.
 * ``vcm_plugin.integrations.mmseg`` — ``VCMCompress`` in the OpenMMLab ``TRANSFORMS`` registry
   (plus the ``mmcv.ops`` shim ``mmcv-lite`` needs).
+* ``vcm_plugin.integrations.mmseg_shards`` — ``VCMShardSegDataset``, ``LoadVCMShardImage``,
+  ``LoadVCMShardAnnotations``: mmseg training straight from ``vcm encode-dataset`` shards.
 * ``vcm_plugin.integrations.face_alignment`` — ``VCMFaceAlignment``.
 * ``vcm_plugin.integrations.pillow`` — the ``.vcm`` Pillow plugin (registers on import).
 
