@@ -25,6 +25,7 @@ codec is deterministic with one torch thread, which the function sets for its du
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -209,13 +210,16 @@ def encode_shard(task: ShardTask) -> dict[str, Any]:
         torch.set_num_threads(old_threads)
 
 
+@functools.cache
 def _codec_config(preset: str) -> str:
-    """The preset's configuration hash: streams of another configuration are not reused."""
-    from vcm_plugin.codec.api import Codec, _backend
-    from vcm_plugin.codec.presets import get_preset
+    """The preset's configuration hash (from a tiny stream, through the public API): shards
+    written by another configuration of the codec are not reused."""
+    import numpy as np
 
-    p = get_preset(preset)
-    return Codec._hash(p, _backend(p.backend)).hex()
+    from vcm_plugin import Codec
+
+    codec = Codec.from_preset(preset)
+    return codec.inspect(codec.encode(np.zeros((16, 16, 3), np.uint8)))["config_hash"]
 
 
 def verify_shard(dst: Path, task: ShardTask, config: str | None = None) -> dict[str, Any] | None:
