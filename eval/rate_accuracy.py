@@ -1,7 +1,8 @@
 """Task accuracy against bitrate: the harness (DESIGN §5).
 
     python -m eval.rate_accuracy --task {detection,segmentation,landmarks,quality} \\
-        --data DIR --codecs vcm,jpeg,webp,avif,jxl --out OUT_DIR [--limit N] [--preset P]
+        --data DIR --codecs vcm,jpeg,webp,avif,jxl --out OUT_DIR [--limit N] [--preset P] \\
+        [--workers W] [--engine local|ray] [--ray-address ADDR]
 
 Why it is shaped this way: every codec yields, per image, a list of operating points
 (baselines: one per quality; vcm: one per layer count of a *single* encode); every decoded image

@@ -165,15 +165,23 @@ class ShardDataset:
         lab = m["labels"].get(suffix)
         return None if lab is None else self._read(shard, lab["offset"], lab["length"])
 
-    def decode(self, i: int, layers: int | None = None) -> np.ndarray:
-        """Item ``i`` decoded at ``layers`` layers (all if None), in ``channel_order``."""
+    def load(self, i: int, layers: int | None = None) -> tuple[np.ndarray, int, int]:
+        """(image, layers decoded, stream bytes read) for item ``i``; ``layers`` None = all."""
         if self._codec is None:
             from vcm_plugin import Codec
 
             self._codec = Codec()
-        k = self.num_layers(i) if layers is None else min(int(layers), self.num_layers(i))
-        img = self._codec.decode(self.stream(i, k), layers=k)
-        return np.ascontiguousarray(img[..., ::-1]) if self.channel_order == "bgr" else img
+        n = self.num_layers(i)
+        k = n if layers is None else min(int(layers), n)
+        blob = self.stream(i, k)
+        img = self._codec.decode(blob, layers=k)
+        if self.channel_order == "bgr":
+            img = np.ascontiguousarray(img[..., ::-1])
+        return img, k, len(blob)
+
+    def decode(self, i: int, layers: int | None = None) -> np.ndarray:
+        """Item ``i`` decoded at ``layers`` layers (all if None), in ``channel_order``."""
+        return self.load(i, layers)[0]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
@@ -182,10 +190,9 @@ class ShardDataset:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} items")
-        shard, m = self.items[i]
-        k = self.layers_for(i)
-        blob = self.stream(i, k)
-        return {"key": m["key"], "image": self.decode(i, k), "layers": k, "nbytes": len(blob),
+        m = self.items[i][1]
+        img, k, nbytes = self.load(i, self.layers_for(i))
+        return {"key": m["key"], "image": img, "layers": k, "nbytes": nbytes,
                 "labels": {s: self.label(i, s) for s in m["labels"]}}
 
     # -------------------------------------------------------------------------- exports

@@ -136,11 +136,7 @@ class LoadVCMShardImage(BaseTransform):
         except KeyError as e:
             raise VCMError(f"LoadVCMShardImage needs {e} in the results: use it with "
                            "VCMShardSegDataset") from None
-        n = ds.num_layers(i)
-        k = self._layers()
-        k = n if k is None else min(k, n)
-        nbytes = len(ds.stream(i, k))
-        img = ds.decode(i, k)  # RGB (the shared reader's channel order)
+        img, k, nbytes = ds.load(i, self._layers())  # RGB (the shared reader's order)
         if self.channel_order == "bgr":
             img = np.ascontiguousarray(img[..., ::-1])
         if self.to_float32:
