@@ -188,12 +188,13 @@ def avif_bytes(width: int, height: int) -> bytes:
 
 def crafted_palette_layer(k0: int, channels: int) -> bytes:
     """Layer 0 that declares ``k0`` palette entries and nothing else."""
-    from vcm_plugin.codec.entropy import LayerWriter
+    from vcm_plugin.codec.entropy import LayerWriter, laplace_scale
 
+    unit = float(laplace_scale(64))
     w = LayerWriter()
     w.uniform(k0 - 1, 256)
     w.uniform(np.full(channels, 64), 256)
-    w.laplace(np.zeros((k0, channels)), np.ones((k0, channels)))
+    w.laplace(np.zeros((k0, channels)), np.full((k0, channels), unit))
     return w.getvalue()
 
 
@@ -202,28 +203,29 @@ def crafted_split_layers(width: int, height: int, coarse_entries: int, children:
     """Layers 0 and 1, validly range-coded, with ``coarse_entries`` palette entries each split
     into ``children``: the largest index-map alphabets the format can carry (256 x 256 once
     made the decoder allocate 256 dense 129 MiB context tables)."""
-    from vcm_plugin.codec.entropy import LayerWriter
+    from vcm_plugin.codec.entropy import LayerWriter, laplace_scale
     from vcm_plugin.codec.layers import Geometry, IndexMapCoder
 
     g = Geometry.of(width, height, 0.5, 8)
     n, k0 = g.positions, coarse_entries
+    unit = float(laplace_scale(64))  # the scale a decoder derives from mean-|symbol| code 64
     rng = np.random.default_rng(seed)
     coarse = np.arange(n) % k0
     w = LayerWriter()
     w.uniform(k0 - 1, 256)
     w.uniform(np.full(channels, 64), 256)
-    w.laplace(np.zeros((k0, channels)), np.ones((k0, channels)))
+    w.laplace(np.zeros((k0, channels)), np.full((k0, channels), unit))
     IndexMapCoder(g.latent_shape).encode(w, coarse, np.full(n, k0), np.zeros(n))
     w.uniform(np.full(k0, 64), 256)
     w.uniform(np.full(channels, 64), 256)
-    w.laplace(np.zeros((n, channels)), np.ones((n, channels)))
+    w.laplace(np.zeros((n, channels)), np.full((n, channels), unit))
     layer0 = w.getvalue()
     w = LayerWriter()
     kids = np.full(k0, children)
     w.uniform(kids - 1, 256)
     IndexMapCoder(g.latent_shape).encode(w, rng.integers(0, children, n), kids[coarse], coarse)
     w.uniform(np.full(channels, 64), 256)
-    w.laplace(np.zeros((k0 * children, channels)), np.ones((k0 * children, channels)))
+    w.laplace(np.zeros((k0 * children, channels)), np.full((k0 * children, channels), unit))
     return [layer0, w.getvalue()]
 
 
@@ -299,7 +301,7 @@ def corpus_cases(seeds: dict[str, bytes]) -> list[Case]:
                   "backend id 2 does not match preset 'default'"))
     cases.append(("preset-unknown", edit_header(base, "<B", 6, 77), ALL, "unknown preset id 77"))
     cases.append(("preset-zero", edit_header(base, "<B", 6, 0), ALL, "unknown preset id 0"))
-    for version in (0, 2, 255):
+    for version in (0, 1, 3, 255):
         cases.append((f"version-{version}", edit_header(base, "<B", 4, version), ALL,
                       f"unsupported stream version {version}"))
     cases.append(("magic-wrong", b"\x89VCN" + base[4:], ALL, "wrong magic"))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from vcm_plugin.errors import VCMError
 
 MAGIC = b"\x89VCM"
-VERSION = 1
+VERSION = 2  # 2: moment-matched Laplace scales (version-1 streams decode differently)
 MAX_LAYERS = 16
 _FIXED = struct.Struct("<4sBBBBII8s")
 _ENTRY = struct.Struct("<III")
@@ -91,7 +91,10 @@ def parse_header(blob: bytes, max_pixels: int) -> Header:
     if magic != MAGIC:
         raise VCMError(f"not a VCM stream: wrong magic bytes {magic!r}")
     if version != VERSION:
-        raise VCMError(f"unsupported stream version {version} (this reader knows {VERSION})")
+        hint = "; it was written by an older vcm_plugin: re-encode the image" if (
+            0 < version < VERSION) else ""
+        raise VCMError(f"unsupported stream version {version} (this reader knows {VERSION})"
+                       f"{hint}")
     if not 1 <= n <= MAX_LAYERS:
         raise VCMError(f"bad layer count {n} (must be 1..{MAX_LAYERS})")
     size = header_size(n)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vcm_plugin.codec.backends.base import LatentBackend
-from vcm_plugin.codec.entropy import LayerReader, LayerWriter, code_to_scale, scale_to_code
+from vcm_plugin.codec.entropy import LayerReader, LayerWriter, laplace_scale, scale_to_code
 from vcm_plugin.codec.palette import PaletteChain, build_chain
 from vcm_plugin.codec.pseudo_labels import content_classes
 from vcm_plugin.errors import VCMError
@@ -124,28 +124,29 @@ def deadzone_quantise(values: np.ndarray, step: float, deadzone: float) -> np.nd
     return (np.sign(values) * np.maximum(mag, 0)).astype(np.int32)
 
 
-def _write_scales(writer: LayerWriter, scales: np.ndarray) -> np.ndarray:
-    codes = scale_to_code(scales)
+def _write_scales(writer: LayerWriter, mean_abs: np.ndarray) -> np.ndarray:
+    """Mean magnitudes as side information, one log-coded byte each; returns the codes."""
+    codes = scale_to_code(mean_abs)
     writer.uniform(codes, 256)
-    return code_to_scale(codes)
+    return codes
 
 
 def _read_scales(reader: LayerReader, count: int) -> np.ndarray:
-    return code_to_scale(reader.uniform(count, 256))
+    return reader.uniform(count, 256)
 
 
 def _mean_abs(values: np.ndarray, axis=None) -> np.ndarray:
-    return np.abs(values).mean(axis=axis) + 0.02
+    return np.abs(values).mean(axis=axis) + 0.005
 
 
 def _code_values(writer: LayerWriter, symbols: np.ndarray) -> None:
     """Small tables (palettes, corrections): per-column Laplace scale as side information."""
-    scales = _write_scales(writer, _mean_abs(symbols, axis=0))
+    scales = laplace_scale(_write_scales(writer, _mean_abs(symbols, axis=0)))
     writer.laplace(symbols, np.broadcast_to(scales, symbols.shape))
 
 
 def _read_values(reader: LayerReader, rows: int, cols: int) -> np.ndarray:
-    scales = _read_scales(reader, cols)
+    scales = laplace_scale(_read_scales(reader, cols))
     return reader.laplace(np.broadcast_to(scales, (rows, cols))).reshape(rows, cols)
 
 
@@ -208,28 +209,35 @@ class IndexMapCoder:
         return self._walk(alphabets, groups, None, lambda p, _s: reader.categorical(p))
 
 
-def _residual_scales(magnitudes: np.ndarray, index: np.ndarray, entries: int):
-    """Per-entry x per-channel Laplace scales (the palette doubles as an entropy model)."""
-    channel = _mean_abs(magnitudes, axis=0)
-    rel = (np.abs(magnitudes) / channel).mean(axis=1)
+def _residual_magnitudes(symbols: np.ndarray, index: np.ndarray, entries: int):
+    """Mean |symbol| factored as per-entry (relative) x per-channel: the palette doubles as
+    an entropy model."""
+    channel = _mean_abs(symbols, axis=0)
+    rel = (np.abs(symbols) / channel).mean(axis=1)
     count = np.bincount(index, minlength=entries)
     entry = (np.bincount(index, weights=rel, minlength=entries) + 0.5) / (count + 0.5)
     return entry, channel
 
 
+def _residual_scales(entry_codes: np.ndarray, channel_codes: np.ndarray,
+                     index: np.ndarray) -> np.ndarray:
+    """Laplace scale per (position, channel): log codes add where the means multiply
+    (entry codes are relative, centred on code 64 = 1.0)."""
+    return laplace_scale(entry_codes[index][:, None] + channel_codes[None, :] - 64)
+
+
 def _write_residual(writer: LayerWriter, symbols: np.ndarray, index: np.ndarray,
                     entries: int) -> None:
-    entry, channel = _residual_scales(symbols, index, entries)
-    entry = _write_scales(writer, entry)
-    channel = _write_scales(writer, channel)
-    writer.laplace(symbols, entry[index][:, None] * channel[None, :])
+    entry, channel = _residual_magnitudes(symbols, index, entries)
+    scales = _residual_scales(_write_scales(writer, entry), _write_scales(writer, channel),
+                              index)
+    writer.laplace(symbols, scales)
 
 
 def _read_residual(reader: LayerReader, index: np.ndarray, entries: int, channels: int):
     entry = _read_scales(reader, entries)
     channel = _read_scales(reader, channels)
-    scales = entry[index][:, None] * channel[None, :]
-    return reader.laplace(scales).reshape(len(index), channels)
+    return reader.laplace(_residual_scales(entry, channel, index)).reshape(len(index), channels)
 
 
 @dataclass
