@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.errors import VCMError
 
 
@@ -43,20 +44,6 @@ def _png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if "A" in im.mode or "transparency" in im.info:
-                raise VCMError(f"{path} has an alpha channel, which VCM does not code; "
-                               "flatten it first")
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise VCMError(f"cannot read image {path}: {exc}") from None
-
-
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -68,7 +55,7 @@ def cmd_encode(args) -> None:
     from vcm_plugin import Codec
 
     codec = Codec.from_preset(args.preset)
-    blob = codec.encode(_read_image(args.input))
+    blob = codec.encode(read_rgb(args.input))
     _write_atomic(args.output, blob, args.overwrite)
     info = codec.inspect(blob)
     print(f"{args.output}: {len(blob)} bytes, {info['num_layers']} layers "

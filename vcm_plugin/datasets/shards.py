@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.datasets.layouts import Sample, meta_files, scan
 from vcm_plugin.errors import VCMError
 
@@ -134,21 +135,6 @@ def _source_hash_only(sample: Sample) -> str | None:
 
 
 # ------------------------------------------------------------------------------ one shard
-def _decode_image(data: bytes, path: str):
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            if "A" in im.mode or "transparency" in im.info:
-                raise VCMError(f"{path} has an alpha channel, which VCM does not code; "
-                               "flatten it first")
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise VCMError(f"cannot read image {path}: {e}") from None
-
-
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
@@ -175,7 +161,7 @@ def encode_shard(task: ShardTask) -> dict[str, Any]:
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for sample in task.samples:
                 digest, blobs = _source_hash(sample)
-                img = _decode_image(blobs["image"], sample.image)
+                img = read_rgb(blobs["image"], sample.image)
                 blob = codec.encode(img)
                 info = codec.inspect(blob)
                 entry = {"key": sample.key, "source": sample.image, "source_sha256": digest,

@@ -20,6 +20,7 @@ import numpy as np
 
 from vcm_plugin.codec import container
 from vcm_plugin.codec.api import Codec
+from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.edge.client import EdgeClient, ServerError, ServerUnavailable
 from vcm_plugin.edge.store import FrameKey
 from vcm_plugin.errors import VCMError
@@ -55,13 +56,7 @@ def iter_frames(source: str | Path, every: int = 1, limit: int | None = None
 
 
 def _read_image(path: Path) -> tuple[str, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return path.name, np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise VCMError(f"cannot read image {path}: {exc}") from None
+    return path.name, read_rgb(path)
 
 
 def _read_video(path: Path) -> Iterator[tuple[str, np.ndarray]]:
