@@ -70,6 +70,11 @@ def test_layer0_byte_range_is_a_prefix(codec, photo):
     np.testing.assert_array_equal(partial, codec.decode(blob, layers=1))
 
 
+def test_config_hash_is_the_one_streams_carry(codec, photo):
+    assert codec.config_hash == codec.inspect(codec.encode(photo))["config_hash"]
+    assert codec.config_hash != Codec.from_preset("tae").config_hash
+
+
 def test_cut_stream_decodes_complete_layers(codec, photo):
     blob = codec.encode(photo)
     info = codec.inspect(blob)

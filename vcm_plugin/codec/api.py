@@ -116,6 +116,12 @@ class Codec:
         return container.pack(BACKEND_IDS[backend.name], self.preset.preset_id, w, h,
                               self._hash(self.preset, backend), payloads)
 
+    @property
+    def config_hash(self) -> str:
+        """Hex hash of this preset's configuration and backend identity, as ``inspect``
+        reports it for the streams this codec writes."""
+        return self._hash(self.preset, _backend(self.preset.backend)).hex()
+
     @staticmethod
     def _hash(preset: Preset, backend: LatentBackend) -> bytes:
         return preset.config_hash(backend.identity())

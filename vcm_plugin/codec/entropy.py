@@ -36,7 +36,7 @@ def _exact_laplace_scales() -> np.ndarray:
     solving for b with E|s| = m = 2**((code - 64) / 8) matches the model to the symbols' mean
     magnitude. Using m itself as the scale (what the first streams did) underestimates b badly
     for sparse symbols (m = 0.03 -> b = 0.03 instead of 0.14) and made every non-zero symbol
-    cost ~15 bits; moment matching halved the latent-refinement layers (README, ablations).
+    cost ~15 bits.
     Decimal rather than numpy: numpy's log/exp dispatch to CPU-specific SIMD code that need
     not round alike on every machine, and a one-ulp change in a scale can shift a quantised
     probability and desynchronise the range decoder.
