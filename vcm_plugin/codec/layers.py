@@ -25,6 +25,7 @@ from vcm_plugin.codec.backends.base import LatentBackend
 from vcm_plugin.codec.entropy import LayerReader, LayerWriter, laplace_scale, scale_to_code
 from vcm_plugin.codec.palette import PaletteChain, build_chain
 from vcm_plugin.codec.pseudo_labels import content_classes
+from vcm_plugin.codec.threads import codec_threads
 from vcm_plugin.errors import VCMError
 
 MAX_PALETTE = 256
@@ -95,8 +96,9 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if image.shape[:2] == (height, width):
         return image
     t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None]
-    out = F.interpolate(t, size=(height, width), mode="bicubic", align_corners=False,
-                        antialias=True)
+    with codec_threads():
+        out = F.interpolate(t, size=(height, width), mode="bicubic", align_corners=False,
+                            antialias=True)
     return out[0].permute(1, 2, 0).numpy().astype(image.dtype)
 
 

@@ -15,6 +15,7 @@ import torch
 
 from vcm_plugin.codec import weights
 from vcm_plugin.codec.backends.taef2 import build_decoder, build_encoder
+from vcm_plugin.codec.threads import codec_threads
 
 
 def load_pca() -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +41,7 @@ class TAEBackend:
             torch.load(paths["taef2_encoder.pth"], weights_only=True, map_location="cpu"))
         self._decoder.load_state_dict(
             torch.load(paths["taef2_decoder.pth"], weights_only=True, map_location="cpu"))
-        # channels-last convolutions: faster oneDNN kernels on AVX-512 CPUs (eval.bench_speed)
+        # channels-last convolutions: faster oneDNN kernels (eval.bench_speed)
         self._encoder.eval().to(memory_format=torch.channels_last)
         self._decoder.eval().to(memory_format=torch.channels_last)
         self._mean, self._basis = load_pca()
@@ -53,7 +54,7 @@ class TAEBackend:
     def raw_latent(self, image: np.ndarray) -> np.ndarray:
         """Unrotated TAEF2 latent; used to fit the PCA basis."""
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float()
-        with torch.inference_mode():
+        with torch.inference_mode(), codec_threads():
             z = self._encoder(x.contiguous(memory_format=torch.channels_last))[0]
             return z.contiguous().numpy().astype(np.float64)
 
@@ -67,6 +68,6 @@ class TAEBackend:
         c, h, w = latent.shape
         z = latent.reshape(c, -1).T.astype(np.float64) @ self._basis.T + self._mean
         z = torch.from_numpy(z.T.reshape(1, c, h, w).astype(np.float32))
-        with torch.inference_mode():
+        with torch.inference_mode(), codec_threads():
             y = self._decoder(z.contiguous(memory_format=torch.channels_last))[0]
         return y.clamp(0, 1).permute(1, 2, 0).contiguous().numpy().astype(np.float32)
