@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -24,14 +25,15 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eval.bd_rate import bd_rate, bd_rate_note
 from eval.codecs import BASELINES, BaselineCodec, VcmCodec, make_codec
 from eval.datasets import Item, load_rgb
+from eval.levels import LEVELS, MetricReport, analyse_metric, level_target
 from eval.tasks import TASKS, Task, make_task
 from vcm_plugin import VCMError
 
@@ -41,6 +43,11 @@ BD_METHOD = ("Bjontegaard delta rate of vcm vs each baseline (negative = vcm nee
              "Pareto front of each curve, PCHIP of log10(bpp) over the metric, exact integral "
              "over the overlapping metric range (eval/bd_rate.py)")
 NO_VCM_HI_BPP = 1.5  # upper bpp target for the baselines when vcm is not evaluated
+LEVELS_METHOD = ("rate at fixed accuracy: first bpp at which a curve's Pareto front reaches "
+                 "L x the uncompressed metric (lower-is-better: metric <= uncompressed / L), "
+                 "log(bpp) interpolated linearly in the metric between the two front points "
+                 "around it; null when never reached (eval/levels.py); rate_ratio_vs = vcm bpp "
+                 "/ baseline bpp")
 
 
 # --------------------------------------------------------------------------- settings choice
@@ -191,33 +198,65 @@ def _row(task: Task, codec: str, setting: str, rec: dict[str, Any], nbytes: int,
     return row
 
 
-def _bd_rates(curves: dict[str, list[dict[str, Any]]], higher: bool) -> dict[str, float | None]:
-    if "vcm" not in curves:
-        return {}
-    v = curves["vcm"]
-    out: dict[str, float | None] = {}
-    for name, pts in curves.items():
-        if name == "vcm":
-            continue
-        r = bd_rate([p["bpp"] for p in pts], [p["metric"] for p in pts],
-                    [p["bpp"] for p in v], [p["metric"] for p in v], higher_is_better=higher)
-        out[name] = None if r is None else round(r, 3)
+def _analyses(task: Task, curves: dict[str, list[dict[str, Any]]],
+              orig: dict[str, float]) -> dict[str, MetricReport]:
+    """The primary metric's analysis (key ``metric`` in the points), then every secondary
+    metric's (its own key), each with BD-rates and rates at the accuracy levels."""
+    out = {task.metric: analyse_metric(curves, task.metric, "metric", task.higher_is_better,
+                                       orig[task.metric], task.levels_note(task.metric))}
+    for name, higher in task.secondary_metrics().items():
+        out[name] = analyse_metric(curves, name, name, higher, orig[name],
+                                   task.levels_note(name))
     return out
 
 
-def _bd_notes(curves: dict[str, list[dict[str, Any]]], higher: bool) -> dict[str, str]:
-    """For every baseline whose BD-rate is null: why."""
-    if "vcm" not in curves:
+def _extend_to_top_level(task: Task, codecs: list[Any], items: list[Item],
+                         recs: list[dict[str, Any]], args: argparse.Namespace,
+                         ) -> dict[str, list[int]]:
+    """Add the next higher grid quality to every baseline whose curve does not reach the top
+    accuracy level (95 % of the uncompressed primary metric), round after round, so that every
+    baseline's rate at that level is measured, not missing for want of a setting."""
+    orig = task.aggregate(items, [r["original"]["result"] for r in recs])[task.metric]
+    if task.levels_note(task.metric) is not None or not math.isfinite(orig):
         return {}
-    v = curves["vcm"]
-    notes = {}
-    for name, pts in curves.items():
-        if name != "vcm":
-            note = bd_rate_note([p["bpp"] for p in pts], [p["metric"] for p in pts],
-                                [p["bpp"] for p in v], [p["metric"] for p in v], higher)
-            if note:
-                notes[name] = note.replace("anchor", name).replace("test", "vcm")
-    return notes
+    target = level_target(orig, max(LEVELS), task.higher_is_better)
+
+    def meets(m: float) -> bool:
+        return m >= target if task.higher_is_better else m <= target
+
+    pending = [c for c in codecs if isinstance(c, BaselineCodec)
+               and not any(meets(p["metric"]) for p in _curve(task, items, recs, c.name, []))]
+    added: dict[str, list[int]] = {}
+    while True:
+        todo = [(c, next(q for q in c.candidates if q > max(c.settings))) for c in pending
+                if max(c.candidates) > max(c.settings)]
+        if not todo:
+            return added
+        if not args.quiet:
+            print("[settings] below the top accuracy level; adding " + ", ".join(
+                f"{c.name} q={q}" for c, q in todo), file=sys.stderr)
+        new = _score_items(args, task, [(c.name, args.preset, [q]) for c, q in todo], items,
+                           score_original=False)
+        pending = []
+        for c, q in todo:
+            c.settings.append(q)
+            added.setdefault(c.name, []).append(q)
+            for rec, extra in zip(recs, new, strict=True):
+                rec["points"][c.name].extend(extra["points"][c.name])
+            point = task.aggregate(items, [e["points"][c.name][0][2] for e in new])
+            if not meets(float(point[task.metric])):
+                pending.append(c)
+
+
+def _score_items(args: argparse.Namespace, task: Task, specs: list[tuple], items: list[Item],
+                 score_original: bool = True) -> list[dict[str, Any]]:
+    """Run the per-image worker over the set with the chosen engine."""
+    if args.engine == "ray":
+        return _run_items_ray(args.task, task.options, specs, items, args.workers,
+                              args.threads, args.quiet, args.ray_address, score_original)
+    workers = max(1, min(args.workers, len(items)))
+    return _run_items(args.task, task.options, specs, items, workers, args.threads, args.quiet,
+                      score_original)
 
 
 # --------------------------------------------------------------------------- driver
@@ -272,31 +311,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise VCMError(f"unknown engine {args.engine!r}; choose local or ray")
     if args.ray_address and args.engine != "ray":
         raise VCMError("--ray-address needs --engine ray")
-    if args.engine == "ray":
-        recs = _run_items_ray(args.task, task.options, specs, items, args.workers,
-                              args.threads, args.quiet, args.ray_address)
-    else:
-        workers = max(1, min(args.workers, len(items)))
-        recs = _run_items(args.task, task.options, specs, items, workers, args.threads,
-                          args.quiet)
+    recs = _score_items(args, task, specs, items)
+    plan["extended"] = _extend_to_top_level(task, codecs, items, recs, args)
 
     rows: list[dict[str, Any]] = []
     curves = {c.name: _curve(task, items, recs, c.name, rows) for c in codecs}
     orig = task.aggregate(items, [r["original"]["result"] for r in recs])
+    reports = _analyses(task, curves, orig)
+    primary = reports[task.metric]
     for r in recs:
         rows.append(_row(task, "original", "-", r, r["original"]["bytes"],
                          r["original"]["result"]))
     total_px = sum(r["pixels"] for r in recs)
     summary = {
         "task": task.name, "metric": task.metric, "higher_is_better": task.higher_is_better,
-        "curves": curves, "bd_rate_vs": _bd_rates(curves, task.higher_is_better),
-        "bd_rate_notes": _bd_notes(curves, task.higher_is_better),
+        "curves": curves, "bd_rate_vs": primary.bd_rate_vs,
+        "bd_rate_notes": primary.bd_rate_notes,
+        "accuracy_levels": list(LEVELS), "accuracy_targets": primary.targets,
+        "rate_at_accuracy": primary.rate_at_accuracy, "rate_ratio_vs": primary.rate_ratio_vs,
+        "levels_note": primary.levels_note,
+        "by_metric": {name: asdict(r) for name, r in reports.items()},
         "original": {"metric": float(orig[task.metric]),
                      "bpp": sum(r["original"]["bytes"] for r in recs) * 8 / total_px,
                      **{k: float(v) for k, v in orig.items() if k != task.metric}},
         "data": str(data.resolve()), "num_images": len(items), "pixels": total_px,
         "preset": args.preset, "model": task.describe(), "settings_probe": plan,
-        "bd_rate_method": BD_METHOD, "code_version": code_version(),
+        "bd_rate_method": BD_METHOD, "levels_method": LEVELS_METHOD,
+        "code_version": code_version(),
         "command": "python -m eval.rate_accuracy " + " ".join(args.argv),
         "seconds": round(time.time() - t0, 1),
     }
@@ -305,29 +346,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from eval.plot import plot_summary
 
     plot_summary(summary, out / "rate_accuracy.png")
+    for name in reports:
+        if name != task.metric:
+            plot_summary(summary, out / f"rate_accuracy_{_slug(name)}.png", metric=name)
     if not args.quiet:
         _print_table(summary)
     return summary
 
 
+def _slug(metric: str) -> str:
+    """File-name form of a metric name: ``mask fidelity (pose)`` → ``mask-fidelity-pose``."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", metric.lower()).strip("-")
+
+
 def _run_items(task_name: str, options: dict[str, Any], specs: list[tuple], items: list[Item],
-               workers: int, threads: int, quiet: bool) -> list[dict[str, Any]]:
+               workers: int, threads: int, quiet: bool,
+               score_original: bool = True) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
     bar = tqdm(total=len(items), desc="images", unit="img", disable=quiet, file=sys.stderr)
+    work = functools.partial(_process_item, score_original=score_original)
     try:
         if workers == 1:
             _init_worker(task_name, options, specs, threads)
             recs = []
             for it in items:
-                recs.append(_process_item(it))
+                recs.append(work(it))
                 bar.update()
             return recs
         ctx = mp.get_context("spawn")  # torch/OpenMP state does not survive fork safely
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(task_name, options, specs, threads)) as ex:
             recs = []
-            for r in ex.map(_process_item, items, chunksize=1):
+            for r in ex.map(work, items, chunksize=1):
                 recs.append(r)
                 bar.update()
             return recs
@@ -345,7 +398,7 @@ def _ray_item(task_name: str, options: dict[str, Any], specs: list[tuple], threa
 
 def _run_items_ray(task_name: str, options: dict[str, Any], specs: list[tuple],
                    items: list[Item], workers: int, threads: int, quiet: bool,
-                   address: str | None) -> list[dict[str, Any]]:
+                   address: str | None, score_original: bool = True) -> list[dict[str, Any]]:
     """Fan images x codecs out as Ray tasks (each codec's settings stay in one task: vcm's
     operating points all come from one encode) and merge them into the records the local
     pool returns. ``workers`` sizes a local Ray instance; ``address`` joins a cluster, whose
@@ -358,7 +411,7 @@ def _run_items_ray(task_name: str, options: dict[str, Any], specs: list[tuple],
         remote = ray.remote(num_cpus=threads or 1)(_ray_item)
         where = {}
         for i, item in enumerate(items):
-            for spec in [None, *specs]:  # None: the uncompressed original alone
+            for spec in [None, *specs] if score_original else specs:  # None: the original
                 ref = remote.remote(task_name, options, [] if spec is None else [spec],
                                     threads, item, spec is None)
                 where[ref] = (i, None if spec is None else spec[0])
@@ -372,7 +425,7 @@ def _run_items_ray(task_name: str, options: dict[str, Any], specs: list[tuple],
             bar.close()
     recs = []
     for i in range(len(items)):
-        rec = parts[(i, None)]
+        rec = parts[(i, None if score_original else specs[0][0])]
         for spec in specs:
             rec["points"][spec[0]] = parts[(i, spec[0])]["points"][spec[0]]
         recs.append(rec)
@@ -412,6 +465,9 @@ def _print_table(s: dict[str, Any]) -> None:
     for name, v in s["bd_rate_vs"].items():
         note = s.get("bd_rate_notes", {}).get(name, "not computable")
         print(f"  BD-rate vcm vs {name}: " + (f"n/a ({note})" if v is None else f"{v:+.2f} %"))
+    from eval.report import levels_lines
+
+    print("\n".join(levels_lines(s)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -447,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--landmark-model", default="dlib", choices=["dlib", "face_alignment"],
                    help="landmarks: dlib 68-point (default) or face_alignment FAN")
     p.add_argument("--metric", default="haarpsi",
-                   help="quality: haarpsi (default), ms-ssim, psnr, lpips, dists")
+                   help="quality: haarpsi (default), ms-ssim, ssimulacra2, psnr, lpips, dists")
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
     return p
 

@@ -16,7 +16,7 @@ import pytest
 from eval.bd_rate import bd_rate
 from eval.paths import REPO_ROOT
 from eval.rate_accuracy import main
-from eval.report import bd_table
+from eval.report import bd_table, results_table
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 CODECS = "vcm,jpeg,webp,avif,jxl"
@@ -56,7 +56,38 @@ def _check_outputs(out: Path, task: str) -> dict:
     assert task in bd_table([summary])  # report renders and re-checks every BD-rate
     png = (out / "rate_accuracy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    _check_levels(summary, out)
     return summary
+
+
+SECONDARY = {"detection": set(), "landmarks": set(),
+             "segmentation": {"person IoU", "mask fidelity (selfie)",
+                              "mask fidelity (selfie-landscape)", "mask fidelity (pose)"},
+             "quality": {"haarpsi", "ssimulacra2", "psnr"}}  # primary ms-ssim in CASES
+
+
+def _check_levels(summary: dict, out: Path) -> None:
+    """The rate-at-accuracy keys (issue 13) for the primary metric and every secondary one."""
+    levels = ["0.8", "0.9", "0.95"]
+    assert summary["accuracy_levels"] == [0.8, 0.9, 0.95]
+    assert list(summary["accuracy_targets"]) == levels
+    assert set(summary["rate_at_accuracy"]) == set(CODECS.split(","))
+    for v in summary["rate_at_accuracy"].values():
+        assert list(v) == levels and all(x is None or x > 0 for x in v.values())
+    assert set(summary["rate_ratio_vs"]) == {"jpeg", "webp", "avif", "jxl"}
+    for name, v in summary["rate_ratio_vs"].items():
+        for k in levels:
+            vcm, base = summary["rate_at_accuracy"]["vcm"][k], summary["rate_at_accuracy"][name][k]
+            assert v[k] == (None if vcm is None or base is None else pytest.approx(vcm / base))
+    assert "extended" in summary["settings_probe"]
+    by = summary["by_metric"]
+    assert set(by) == {summary["metric"]} | SECONDARY[summary["task"]]
+    assert by[summary["metric"]]["rate_at_accuracy"] == summary["rate_at_accuracy"]
+    for r in by.values():
+        assert {"bd_rate_vs", "rate_at_accuracy", "rate_ratio_vs", "targets"} <= r.keys()
+        assert set(r["bd_rate_vs"]) == {"jpeg", "webp", "avif", "jxl"}
+    assert len(list(out.glob("rate_accuracy_*.png"))) == len(by) - 1  # one plot per metric
+    assert summary["task"] in results_table([summary])  # README table renders, re-checks
 
 
 @pytest.mark.parametrize("task", list(CASES))
@@ -70,6 +101,11 @@ def test_smoke_two_images(task: str, tmp_path: Path) -> None:
     assert s["num_images"] == 2
     if task == "quality":
         assert s["metric"] == "ms-ssim" and s["higher_is_better"]
+        assert s["by_metric"]["psnr"]["targets"] == {} and s["by_metric"]["psnr"]["levels_note"]
+        assert s["original"]["ssimulacra2"] == pytest.approx(100.0)
+    if task == "segmentation":
+        assert s["metric"] == "mask fidelity" and s["original"]["metric"] == 1.0
+        assert 0 <= s["original"]["person IoU"] <= 1
     if task == "landmarks":
         assert s["metric"] == "NME" and not s["higher_is_better"]
         assert 0 < s["original"]["metric"] < 15  # dlib on clean HELEN faces: a few per cent

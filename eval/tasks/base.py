@@ -47,3 +47,13 @@ class Task:
     def describe(self) -> str:
         """One line naming the model used (goes into summary.json)."""
         return type(self).__name__
+
+    def secondary_metrics(self) -> dict[str, bool]:
+        """Metrics of ``aggregate`` besides ``self.metric`` that get their own curve analysis
+        (BD-rates, rates at accuracy levels, a plot): name → higher is better."""
+        return {}
+
+    def levels_note(self, metric: str) -> str | None:
+        """Why ``metric`` has no accuracy levels relative to its uncompressed value (``None``:
+        it has them)."""
+        return None

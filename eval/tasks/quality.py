@@ -1,16 +1,21 @@
-"""Human-view quality of the decoded image against the original: PSNR, MS-SSIM, HaarPSI.
+"""Human-view quality of the decoded image against the original: HaarPSI, MS-SSIM,
+SSIMULACRA2, PSNR.
 
-All three are computed (piq, on RGB in [0, 1]) and written to per_image.csv; ``--metric``
-picks the one summarised (default ``haarpsi``). The set's number is the mean over images
-(PSNR: mean of per-image dB, the CompressAI/Kodak convention). LPIPS and DISTS need VGG16 and
-their own weights in ``$TORCH_HOME/hub/checkpoints`` (piq would download them, which is not
-possible here); they are computed when those files are present and skipped with a message
-otherwise. MS-SSIM needs images of at least 161 px per side; smaller images get NaN.
+All four are computed (piq on RGB in [0, 1]; SSIMULACRA2 by the ``ssimulacra2`` package, a
+numpy port of libjxl's tool) and each gets its own curve, BD-rates and rates at accuracy
+levels in ``summary.json`` → ``by_metric``; ``--metric`` picks the primary one (default
+``haarpsi``). The set's number is the mean over images (PSNR: mean of per-image dB, the
+CompressAI/Kodak convention). PSNR has no accuracy levels: the original against itself is
+infinite (100 dB here by convention), so "95 % of uncompressed" means nothing. LPIPS and
+DISTS need VGG16 and their own weights in ``$TORCH_HOME/hub/checkpoints`` (piq would download
+them, which is not possible here); they are computed when those files are present and skipped
+with a message otherwise. MS-SSIM needs images of at least 161 px per side; smaller images get NaN.
 """
 
 from __future__ import annotations
 
 import sys
+from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +25,42 @@ from eval.datasets import Item, read_quality
 from eval.tasks.base import Task
 from vcm_plugin import VCMError
 
-__all__ = ["QualityTask", "psnr", "LEARNED_WEIGHTS"]
+__all__ = ["QualityTask", "psnr", "ssimulacra2", "LEARNED_WEIGHTS"]
 
-METRICS = ("haarpsi", "ms-ssim", "psnr", "lpips", "dists")
+METRICS = ("haarpsi", "ms-ssim", "ssimulacra2", "psnr", "lpips", "dists")
 # file names piq's load_state_dict_from_url / torchvision would look for in hub/checkpoints
 LEARNED_WEIGHTS = {
     "lpips": ("vgg16-397923af.pth", "lpips_weights.pt"),
     "dists": ("vgg16-397923af.pth", "dists_weights.pt"),
 }
-_HIGHER = {"haarpsi": True, "ms-ssim": True, "psnr": True, "lpips": False, "dists": False}
+_HIGHER = {"haarpsi": True, "ms-ssim": True, "ssimulacra2": True, "psnr": True,
+           "lpips": False, "dists": False}
+_NO_LEVELS = {"psnr": "PSNR of the original against itself is infinite (100 dB by "
+                      "convention): no fraction of it is an accuracy level",
+              "lpips": "a distance (0 for the original): no fraction of it is a level",
+              "dists": "a distance (0 for the original): no fraction of it is a level"}
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR (dB) of two uint8 images; 100 dB for identical images."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return 100.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def ssimulacra2(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIMULACRA2 score of ``b`` against the reference ``a`` (uint8 RGB; 100 = identical)."""
+    import io
+
+    from PIL import Image
+    from ssimulacra2 import compute_ssimulacra2
+
+    def ppm(x: np.ndarray) -> io.BytesIO:  # the package reads files; PPM costs no coding
+        f = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(x), "RGB").save(f, format="PPM")
+        f.seek(0)
+        return f
+
+    return float(compute_ssimulacra2(ppm(a), ppm(b)))
 
 
 def _learned_available(name: str) -> tuple[bool, list[Path]]:
@@ -75,7 +101,15 @@ class QualityTask(Task):
 
     def describe(self) -> str:
         extra = f" + {', '.join(self.learned)}" if self.learned else ""
-        return f"piq PSNR / MS-SSIM / HaarPSI{extra}; summarised: {self.metric}"
+        return (f"piq PSNR / MS-SSIM / HaarPSI, ssimulacra2 {_version('ssimulacra2')}{extra}; "
+                f"primary: {self.metric}")
+
+    def secondary_metrics(self) -> dict[str, bool]:
+        return {m: _HIGHER[m] for m in ("haarpsi", "ms-ssim", "ssimulacra2", "psnr",
+                                         *self.learned) if m != self.metric}
+
+    def levels_note(self, metric: str) -> str | None:
+        return _NO_LEVELS.get(metric)
 
     def setup(self) -> None:
         import piq
@@ -104,7 +138,7 @@ class QualityTask(Task):
         t = self._torch
         x = t.from_numpy(np.array(ref)).permute(2, 0, 1)[None].float() / 255
         y = t.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
-        out: dict[str, Any] = {"psnr": psnr(ref, img)}
+        out: dict[str, Any] = {"psnr": psnr(ref, img), "ssimulacra2": ssimulacra2(ref, img)}
         with t.inference_mode():
             out["haarpsi"] = float(self._piq.haarpsi(x, y, data_range=1.0))
             if min(ref.shape[:2]) > 160:
@@ -116,6 +150,6 @@ class QualityTask(Task):
         return out
 
     def aggregate(self, items: list[Item], results: list[dict[str, Any]]) -> dict[str, float]:
-        keys = ["haarpsi", "ms-ssim", "psnr", *self.learned]
+        keys = ["haarpsi", "ms-ssim", "ssimulacra2", "psnr", *self.learned]
         return {k: float(np.nanmean([r[k] for r in results])) if results else float("nan")
                 for k in keys}
