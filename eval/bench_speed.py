@@ -1,6 +1,7 @@
 """Speed benchmark: vcm presets against Pillow's AVIF, WebP, JPEG and JPEG XL.
 
     python -m eval.bench_speed --out runs/speed [--threads 2] [--repeats 5]
+    python -m eval.bench_speed --out runs/speed-gpu --device cuda --batches 1,32
 
 For 640x480 and 1280x720 photos (COCO val2017 images from ../shared/data resized, or
 scikit-image's astronaut when the data is absent) and each preset: encode, layer-0 decode,
@@ -9,6 +10,10 @@ recorded. Baselines run in the same process at a mid quality, so the ratios in
 ``speed.json`` (ours / AVIF encode) compare like with like on one machine. Also the cost per
 image of the training transform (encode + decode, and decode only when the stream cache
 already holds the image), and the peak RSS of the process.
+
+``--device cuda`` runs the generator on the GPU and measures throughput instead: images/s of
+``encode_batch`` and layer-0 ``decode_batch`` over batches of distinct photos of one size
+(``--batches``); quantisation, entropy coding and the AVIF texture layers stay on the CPU.
 """
 
 from __future__ import annotations
@@ -34,16 +39,22 @@ SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
 BASELINE_QUALITY = {"avif": 30, "webp": 50, "jpeg": 50, "jxl": 50}
 
 
-def photo(size: tuple[int, int]) -> np.ndarray:
+def photos(size: tuple[int, int], count: int = 1) -> list[np.ndarray]:
+    """``count`` distinct photos resized to ``size`` (COCO val2017, or skimage's samples)."""
     coco = REPO_ROOT.parent / "shared" / "data" / "coco-val2017" / "images"
     paths = sorted(coco.rglob("*.jpg")) if coco.is_dir() else []
     if paths:
-        img = Image.open(paths[0]).convert("RGB")
+        images = [Image.open(paths[i % len(paths)]).convert("RGB") for i in range(count)]
     else:
         from skimage import data
 
-        img = Image.fromarray(data.astronaut())
-    return np.asarray(img.resize(size, Image.Resampling.LANCZOS))
+        samples = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+        images = [Image.fromarray(samples[i % len(samples)]) for i in range(count)]
+    return [np.asarray(im.resize(size, Image.Resampling.LANCZOS)) for im in images]
+
+
+def photo(size: tuple[int, int]) -> np.ndarray:
+    return photos(size)[0]
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -60,8 +71,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench_vcm(preset: str, img: np.ndarray, repeats: int) -> dict:
-    codec = Codec.from_preset(preset)
+def bench_vcm(preset: str, img: np.ndarray, repeats: int, device: str = "cpu") -> dict:
+    codec = Codec.from_preset(preset, device=device)
     blob = codec.encode(img)
     info = codec.inspect(blob)
     pixels = img.shape[0] * img.shape[1]
@@ -105,6 +116,55 @@ def bench_baselines(img: np.ndarray, repeats: int) -> dict:
     return out
 
 
+def bench_throughput(preset: str, size: tuple[int, int], batch: int, repeats: int,
+                     device: str) -> dict:
+    """images/s of batched encode and layer-0 decode on ``device`` (median of ``repeats``)."""
+    codec = Codec.from_preset(preset, device=device)
+    images = photos(size, batch)
+    blobs = codec.encode_batch(images)
+
+    def synced(fn: Callable[[], object]) -> Callable[[], object]:
+        def call() -> object:
+            out = fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            return out
+        return call
+
+    encode_s = median_seconds(synced(lambda: codec.encode_batch(images)), repeats)
+    decode_s = median_seconds(synced(lambda: codec.decode_batch(blobs, layers=1)), repeats)
+    return {"batch": batch, "encode_s": encode_s, "decode_layer0_s": decode_s,
+            "encode_images_per_s": batch / encode_s,
+            "decode_layer0_images_per_s": batch / decode_s}
+
+
+def run_device(presets: list[str], repeats: int, threads: int, device: str,
+               batches: list[int]) -> dict:
+    torch.set_num_threads(threads)
+    report = {"device": device, "torch_threads": torch.get_num_threads(), "repeats": repeats,
+              "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+              "cpu": platform.processor() or platform.machine(), "throughput": []}
+    for name, size in SIZES.items():
+        for preset in presets:
+            for batch in batches:
+                row = bench_throughput(preset, size, batch, repeats, device)
+                report["throughput"].append({"size": name, "preset": preset, **row})
+                print(f"{name} {preset} batch {batch}: encode "
+                      f"{row['encode_images_per_s']:.1f} img/s, layer-0 decode "
+                      f"{row['decode_layer0_images_per_s']:.1f} img/s", flush=True)
+    return report
+
+
+def throughput_table(report: dict) -> str:
+    lines = [f"device: {report['device']} ({report['gpu'] or report['cpu']})", "",
+             "| size | preset | batch | encode images/s | layer-0 decode images/s |",
+             "|---|---|---|---|---|"]
+    for r in report["throughput"]:
+        lines.append(f"| {r['size']} | {r['preset']} | {r['batch']} | "
+                     f"{r['encode_images_per_s']:.1f} | {r['decode_layer0_images_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
 def run(presets: list[str], repeats: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     report = {"torch_threads": torch.get_num_threads(), "repeats": repeats,
@@ -146,15 +206,25 @@ def table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--presets", default="default,tae")
+    parser.add_argument("--presets", default="tae,fast")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu: latency table against the baselines; cuda: throughput")
+    parser.add_argument("--batches", default="1,32", help="batch sizes for --device cuda")
     args = parser.parse_args(argv)
-    report = run(args.presets.split(","), args.repeats, args.threads)
+    presets = args.presets.split(",")
+    if args.device == "cpu":
+        report = run(presets, args.repeats, args.threads)
+        text = table(report)
+    else:
+        batches = [int(b) for b in args.batches.split(",")]
+        report = run_device(presets, args.repeats, args.threads, args.device, batches)
+        text = throughput_table(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps(report, indent=2))
-    (args.out / "speed.md").write_text(table(report) + "\n")
-    print(table(report))
+    (args.out / "speed.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

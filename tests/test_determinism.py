@@ -1,5 +1,6 @@
-"""A good stream decodes to the same pixels everywhere: across processes, torch thread counts and
-DataLoader workers (spawn and fork); the same image encodes to the same bytes. The codec's torch
+"""A good stream decodes to the same pixels everywhere on the CPU: across processes, torch
+thread counts and DataLoader workers (spawn and fork); the same image encodes to the same bytes
+(GPU against CPU: tests/test_gpu.py). The codec's torch
 work runs on one intra-op thread whatever the caller set (``vcm_plugin.codec.threads``), so
 this holds for both presets and any image size. The entropy-coded part (index maps, palette
 splits, latent symbols) is checked against digests committed with the seed streams, so a CPU or
@@ -64,13 +65,13 @@ def digests(threads: int | None = None) -> dict[str, str]:
         torch.set_num_threads(threads)
     try:
         out = {}
-        codec = Codec()
+        codec = Codec(device="cpu")
         for name, blob in _seeds().items():
             n = codec.inspect(blob)["num_layers"]
             for k in range(1, n + 1):
                 out[f"{name}/{k}"] = _sha(codec.decode(blob, layers=k))
-        for preset in ("default", "tae"):
-            enc = Codec.from_preset(preset)
+        for preset in ("fast", "tae"):
+            enc = Codec.from_preset(preset, device="cpu")
             for i, img in enumerate(_encode_images()):
                 out[f"encode/{preset}/{i}"] = _sha(enc.encode(img))
         return out
@@ -102,8 +103,8 @@ def test_photo_sized_encodes_and_decodes_across_thread_counts():
     img = data.astronaut()
     old = torch.get_num_threads()
     try:
-        for preset in ("default", "tae"):
-            codec = Codec.from_preset(preset)
+        for preset in ("fast", "tae"):
+            codec = Codec.from_preset(preset, device="cpu")
             torch.set_num_threads(1)
             blob = codec.encode(img)
             one = codec.decode(blob)
@@ -130,7 +131,7 @@ class SeedDecodes(torch.utils.data.Dataset):
 
     def __init__(self) -> None:
         self.blobs = list(_seeds().items())
-        self.codec = Codec()
+        self.codec = Codec(device="cpu")
 
     def __len__(self) -> int:
         return len(self.blobs)

@@ -50,7 +50,7 @@ def test_short_fuzz_run(tmp_path):
 
 
 def test_pixel_limit_is_configurable():
-    blob = (DATA / "seeds" / "default-17x23-photo.vcm").read_bytes()
+    blob = (DATA / "seeds" / "fast-17x23-photo.vcm").read_bytes()
     with pytest.raises(VCMError, match="exceeds the pixel limit 390"):
         Codec(max_pixels=390).decode(blob)
     assert Codec(max_pixels=391).decode(blob).shape == (17, 23, 3)
@@ -87,14 +87,14 @@ def _hostile_cases() -> list[tuple[str, bytes, Codec]]:
     mm = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mm)
     seeds = mm.load_seeds()
-    base, tae = seeds["default-17x23-photo"], seeds["tae-9x40-noise"]
+    base, tae = seeds["fast-17x23-photo"], seeds["tae-9x40-noise"]
     small = Codec(max_pixels=1 << 18)  # 512 x 512
     cases = [
         ("huge-dims", mm.edit_header(base, "<II", 8, 0xFFFFFFFF, 0xFFFFFFFF), small),
         ("over-limit", mm.edit_header(base, "<II", 8, 513, 512), small),
         ("thin-over-grid", mm.edit_header(base, "<II", 8, 1 << 18, 1), small),
         ("thin-within-grid", mm.repack(base, mm.payloads(base), width=65536, height=4), small),
-        ("default-at-limit", mm.repack(base, mm.payloads(base), width=512, height=512), small),
+        ("fast-at-limit", mm.repack(base, mm.payloads(base), width=512, height=512), small),
         ("tae-at-limit", mm.repack(tae, mm.payloads(tae), width=512, height=512), small),
         ("split-bomb-256x256", mm.repack(base, mm.crafted_split_layers(256, 256, 256, 256),
                                          width=256, height=256), small),

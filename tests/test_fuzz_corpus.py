@@ -79,7 +79,7 @@ def test_length_past_end_of_last_layer_is_a_truncated_stream(codec):
     """The last layer's length past the end reads as a cut stream: the layers before it decode,
     with a warning, and asking for the missing layer is a named error."""
     seeds = _script().load_seeds()
-    base = seeds["default-17x23-photo"]
+    base = seeds["fast-17x23-photo"]
     m = _script()
     n = m.num_layers(base)
     bad = m.edit_entry(base, n - 1, 1, m.entry(base, n - 1)[1] + 1000)
@@ -93,7 +93,7 @@ def test_length_past_end_of_last_layer_is_a_truncated_stream(codec):
 
 def test_every_cut_of_a_stream(codec):
     """Each prefix: header cuts are named errors, cuts inside a layer decode what is complete."""
-    base = _script().load_seeds()["default-3x97-photo"]
+    base = _script().load_seeds()["fast-3x97-photo"]
     layer_ends = [o + n for o, n in zip(codec.inspect(base)["layer_offsets"],
                                         codec.inspect(base)["layer_bytes"], strict=True)]
     for cut in range(len(base)):
@@ -120,7 +120,7 @@ def test_corpus_is_what_the_script_builds(tmp_path):
 
 def test_seeds_decode(codec):
     seeds = _script().load_seeds()
-    assert {k.split("-")[0] for k in seeds} == {"default", "tae"}
+    assert {k.split("-")[0] for k in seeds} == {"fast", "tae"}
     for name, blob in seeds.items():
         h, w = (int(v) for v in name.split("-")[1].split("x"))
         assert codec.decode(blob).shape == (h, w, 3), name

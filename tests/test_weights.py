@@ -62,3 +62,33 @@ def test_missing_weights_message(tmp_path, monkeypatch):
     message = str(raised.value)
     assert "VCM_WEIGHTS_DIR" in message and "taef2_decoder.pth" in message
     assert "vcm weights fetch" in message
+
+
+def test_weights_ship_in_the_package(monkeypatch, tmp_path):
+    """No $VCM_WEIGHTS_DIR, an empty user cache: the package's own verified copies are used."""
+    monkeypatch.delenv("VCM_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(weights, "cache_dir", lambda: tmp_path / "empty-cache")
+    paths = weights.find("taef2")
+    assert {p.parent for p in paths.values()} == {weights.package_dir()}
+    assert (weights.package_dir() / "LICENSE.taesd-MIT.txt").read_text().startswith("MIT")
+
+
+def test_user_cache_overrides_package(monkeypatch, tmp_path, shared_dir):
+    monkeypatch.delenv("VCM_WEIGHTS_DIR", raising=False)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for wf in weights.REGISTRY["taef2"]:
+        shutil.copy(shared_dir / "models" / wf.name, cache / wf.name)
+    monkeypatch.setattr(weights, "cache_dir", lambda: cache)
+    assert {p.parent for p in weights.find("taef2").values()} == {cache}
+
+
+def test_corrupt_weights_are_refused(monkeypatch, tmp_path, shared_dir):
+    for wf in weights.REGISTRY["taef2"]:
+        shutil.copy(shared_dir / "models" / wf.name, tmp_path / wf.name)
+    with open(tmp_path / "taef2_decoder.pth", "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\xff" * 8)
+    monkeypatch.setenv("VCM_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(VCMError, match="taef2_decoder.pth: sha256"):
+        weights.find("taef2")

@@ -30,9 +30,9 @@ CORPUS = HERE / "malformed"
 
 #: (preset, height, width, content): odd sizes, 1x1, thin, flat, noise, photo.
 SEED_SPECS = [
-    ("default", 1, 1, "photo"), ("default", 2, 3, "noise"), ("default", 3, 97, "photo"),
-    ("default", 17, 23, "photo"), ("default", 48, 64, "photo"), ("default", 40, 9, "flat"),
-    ("default", 31, 45, "noise"), ("default", 96, 72, "photo"),
+    ("fast", 1, 1, "photo"), ("fast", 2, 3, "noise"), ("fast", 3, 97, "photo"),
+    ("fast", 17, 23, "photo"), ("fast", 48, 64, "photo"), ("fast", 40, 9, "flat"),
+    ("fast", 31, 45, "noise"), ("fast", 96, 72, "photo"),
     ("tae", 1, 1, "photo"), ("tae", 17, 23, "photo"), ("tae", 48, 64, "photo"),
     ("tae", 9, 40, "noise"),
 ]
@@ -237,7 +237,7 @@ Case = tuple[str, bytes, tuple[str, ...], str]  # name, stream, calls that must 
 
 
 def corpus_cases(seeds: dict[str, bytes]) -> list[Case]:
-    base = seeds["default-17x23-photo"]
+    base = seeds["fast-17x23-photo"]
     tae = seeds["tae-17x23-photo"]
     n = num_layers(base)
     hend = header_end(base)
@@ -298,7 +298,7 @@ def corpus_cases(seeds: dict[str, bytes]) -> list[Case]:
     # ids: backend, preset, version, magic, layer count, configuration
     cases.append(("backend-unknown", edit_header(base, "<B", 5, 9), ALL, "unknown backend id 9"))
     cases.append(("backend-mismatch", edit_header(base, "<B", 5, 2), ALL,
-                  "backend id 2 does not match preset 'default'"))
+                  "backend id 2 does not match preset 'fast'"))
     cases.append(("preset-unknown", edit_header(base, "<B", 6, 77), ALL, "unknown preset id 77"))
     cases.append(("preset-zero", edit_header(base, "<B", 6, 0), ALL, "unknown preset id 0"))
     for version in (0, 1, 3, 255):
@@ -310,7 +310,7 @@ def corpus_cases(seeds: dict[str, bytes]) -> list[Case]:
         cases.append((f"count-{count}", edit_header(base, "<B", 7, count), ALL,
                       f"bad layer count {count}"))
     cases.append(("count-more-than-preset", repack(base, payloads(base) + [b"extra"]), ALL,
-                  f"declares {n + 1} layers; preset 'default' has {n}"))
+                  f"declares {n + 1} layers; preset 'fast' has {n}"))
     cases.append(("config-hash", edit_header(base, "<B", 16, base[16] ^ 0xFF), ("decode",),
                   "config hash mismatch"))
     cases.append(("tae-preset-on-default-layers", repack(base, payloads(base), backend=2,

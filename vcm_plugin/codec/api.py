@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from vcm_plugin.codec import container
 from vcm_plugin.codec.backends import BACKEND_IDS, create
@@ -18,9 +20,10 @@ from vcm_plugin.codec.layers import (
     Source,
     State,
     TextureResidual,
+    render,
     semantic_image,
 )
-from vcm_plugin.codec.presets import PRESET_BY_ID, Preset, get_preset
+from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESET_BY_ID, Preset, get_preset
 from vcm_plugin.errors import VCMError
 
 #: Default decompression-bomb guard, as Pillow's ``Image.MAX_IMAGE_PIXELS``.
@@ -36,9 +39,31 @@ class TruncatedStreamWarning(UserWarning):
 
 
 @functools.cache
-def _backend(name: str) -> LatentBackend:
-    """Backends are stateless after loading, so one instance per process serves every Codec."""
-    return create(name)
+def _backend(name: str, device: str = "cpu") -> LatentBackend:
+    """Backends are stateless after loading, so one instance per process and device serves
+    every Codec."""
+    return create(name, device)
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"``: CUDA when a GPU is usable here, else the CPU; ``"cpu"``; ``"cuda[:N]"``.
+
+    A DataLoader worker forked from a process that already uses CUDA cannot use it, so
+    ``"auto"`` picks the CPU there rather than failing inside the worker.
+    """
+    if device == "auto":
+        usable = torch.cuda.is_available() and not torch.cuda._is_in_bad_fork()
+        return "cuda" if usable else "cpu"
+    if device == "cpu":
+        return device
+    if isinstance(device, str) and device.split(":")[0] == "cuda":
+        if not torch.cuda.is_available():
+            raise VCMError(f"device {device!r} asked for, but torch sees no CUDA device here")
+        try:
+            return str(torch.device(device))
+        except RuntimeError:
+            raise VCMError(f"bad device {device!r}") from None
+    raise VCMError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
 
 
 def _bricks(preset: Preset) -> list:
@@ -78,49 +103,83 @@ class Codec:
     """Scalable codec bound to one preset for encoding; decodes streams of any known preset.
 
     ``max_pixels`` bounds the image size a stream may declare (decompression-bomb guard).
+    ``device`` is where the generator networks run (``"auto"``: CUDA when present); the rest
+    (quantisation, entropy coding, resizing) runs on the CPU, so a stream written on a GPU
+    carries symbols a CPU decodes exactly, and pixels differ between devices only by the
+    networks' float rounding (README, Assumptions).
     """
 
-    def __init__(self, preset: str = "default", max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    def __init__(self, preset: str = DEFAULT_PRESET, max_pixels: int = MAX_IMAGE_PIXELS,
+                 device: str = "auto") -> None:
         self.preset = get_preset(preset)
         self.max_pixels = int(max_pixels)
+        resolve_device(device)  # refuse a bad choice now, not at the first encode
+        self._device = device
+
+    @property
+    def device(self) -> str:
+        """Resolved in the process that uses the codec: a Codec built where CUDA works and
+        handed to a forked DataLoader worker runs on the CPU there instead of failing."""
+        return resolve_device(self._device)
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> Codec:
         return cls(name, **kwargs)
 
     def __repr__(self) -> str:
-        return f"Codec(preset={self.preset.name!r}, max_pixels={self.max_pixels})"
+        return (f"Codec(preset={self.preset.name!r}, max_pixels={self.max_pixels}, "
+                f"device={self.device!r})")
 
     @property
     def num_layers(self) -> int:
         return self.preset.num_layers
 
-    def encode(self, img: np.ndarray) -> bytes:
-        """HxWx3 uint8 RGB -> one layered stream."""
+    def _backend_of(self, preset: Preset) -> LatentBackend:
+        return _backend(preset.backend, self.device)
+
+    def _check_image(self, img: np.ndarray) -> np.ndarray:
         img = as_rgb(img)
         h, w = img.shape[:2]
         if h * w > self.max_pixels:
             raise VCMError(f"image {w}x{h} exceeds the pixel limit {self.max_pixels}")
         if max(h, w) > 0xFFFFFFFF:
             raise VCMError(f"image {w}x{h} too large for the container")
-        backend = _backend(self.preset.backend)
-        geometry = Geometry.of(w, h, self.preset.semantic_scale, backend.factor)
-        semantic = semantic_image(img.astype(np.float64), geometry)
-        latent = backend.encode(semantic)
-        source = Source(img.astype(np.float64), semantic,
-                        latent.reshape(latent.shape[0], -1).T.astype(np.float64))
-        state = State(geometry, backend)
-        payloads = []
+        return img
+
+    def encode(self, img: np.ndarray) -> bytes:
+        """HxWx3 uint8 RGB -> one layered stream."""
+        return self.encode_batch([img])[0]
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[bytes]:
+        """Streams of several images, the generator run once per batch of equal sizes (on a
+        GPU; on the CPU image by image, so each stream equals ``encode``'s)."""
+        images = [self._check_image(img) for img in images]
+        backend = self._backend_of(self.preset)
+        geometries = [Geometry.of(img.shape[1], img.shape[0], self.preset.semantic_scale,
+                                  backend.factor) for img in images]
+        semantics = [semantic_image(img.astype(np.float64), g)
+                     for img, g in zip(images, geometries, strict=True)]
+        latents = backend.encode_batch(semantics)
+        sources = [Source(img.astype(np.float64), sem,
+                          z.reshape(z.shape[0], -1).T.astype(np.float64))
+                   for img, sem, z in zip(images, semantics, latents, strict=True)]
+        states = [State(g, backend) for g in geometries]
+        payloads: list[list[bytes]] = [[] for _ in images]
         for brick in _bricks(self.preset):
-            payloads.append(brick.encode(source, state) or b"\x00\x00\x00\x00")
-        return container.pack(BACKEND_IDS[backend.name], self.preset.preset_id, w, h,
-                              self._hash(self.preset, backend), payloads)
+            if getattr(brick, "reads_pixels", False):
+                render(states)
+            for source, state, out in zip(sources, states, payloads, strict=True):
+                out.append(brick.encode(source, state) or b"\x00\x00\x00\x00")
+        config_hash = self._hash(self.preset, backend)
+        return [container.pack(BACKEND_IDS[backend.name], self.preset.preset_id,
+                               g.width, g.height, config_hash, out)
+                for g, out in zip(geometries, payloads, strict=True)]
 
     @property
     def config_hash(self) -> str:
         """Hex hash of this preset's configuration and backend identity, as ``inspect``
         reports it for the streams this codec writes."""
-        return self._hash(self.preset, _backend(self.preset.backend)).hex()
+        return self._hash(self.preset, self._backend_of(self.preset)).hex()
 
     @staticmethod
     def _hash(preset: Preset, backend: LatentBackend) -> bytes:
@@ -147,20 +206,44 @@ class Codec:
         A stream cut inside a layer decodes the complete layers before the cut and warns
         with ``TruncatedStreamWarning``; corrupt data raises VCMError.
         """
+        return self._decode_many([blob], layers, stacklevel=3)[0]
+
+    def decode_batch(self, blobs: Sequence[bytes], layers: int | None = None) -> list[np.ndarray]:
+        """``decode`` of several streams, the generator run once per batch of equal sizes (on
+        a GPU; on the CPU stream by stream, so each image equals ``decode``'s)."""
+        return self._decode_many(blobs, layers, stacklevel=3)
+
+    def _decode_many(self, blobs: Sequence[bytes], layers: int | None,
+                     stacklevel: int) -> list[np.ndarray]:
+        jobs = [self._start_decode(bytes(blob), layers, stacklevel + 1) for blob in blobs]
+        for step in range(max((len(bricks) for *_, bricks in jobs), default=0)):
+            active = [(state, blob, header, bricks[step])
+                      for state, blob, header, bricks in jobs if step < len(bricks)]
+            if any(getattr(brick, "reads_pixels", False) for *_, brick in active):
+                render([state for state, *_ in active])
+            for state, blob, header, brick in active:
+                brick.decode(state, container.layer_payload(blob, header, step), step)
+        render([state for state, *_ in jobs])
+        return [np.clip(np.round(state.image()), 0, 255).astype(np.uint8)
+                for state, *_ in jobs]
+
+    def _start_decode(self, blob: bytes, layers: int | None, stacklevel: int):
+        """Validate one stream; its empty state and the bricks ``layers`` asks for."""
         header, preset = self._open(blob)
-        blob = bytes(blob)
         present = container.complete_layers(blob, header)
         if layers is None:
             if present < header.num_layers:
                 warnings.warn(f"stream truncated: decoded {present} of {header.num_layers} layers",
-                              TruncatedStreamWarning, stacklevel=2)
-            layers = present
+                              TruncatedStreamWarning, stacklevel=stacklevel)
+            count = present
         elif not isinstance(layers, (int, np.integer)) or layers < 1:
             raise VCMError(f"layers must be a positive integer, got {layers!r}")
         elif layers > present:
             raise VCMError(f"asked for {layers} layers but the stream has {present} complete "
                            f"layer(s) of {header.num_layers}")
-        backend = _backend(preset.backend)
+        else:
+            count = int(layers)
+        backend = self._backend_of(preset)
         if header.config_hash != self._hash(preset, backend):
             raise VCMError(f"stream was written by a different configuration of preset "
                            f"'{preset.name}' (config hash mismatch)")
@@ -175,10 +258,7 @@ class Codec:
                 f"{int(grid)} pixels, over {_GRID_SLACK}x the pixel limit {self.max_pixels} "
                 "(raise max_pixels if this stream is trusted)"
             )
-        state = State(geometry, backend)
-        for i, brick in enumerate(_bricks(preset)[:layers]):
-            brick.decode(state, container.layer_payload(blob, header, i), i)
-        return np.clip(np.round(state.image()), 0, 255).astype(np.uint8)
+        return State(geometry, backend), blob, header, _bricks(preset)[:count]
 
     def inspect(self, blob: bytes) -> dict:
         """Header facts without decoding pixels."""

@@ -14,6 +14,7 @@ residuals), then ``TextureResidual`` layers (full-resolution detail in the pixel
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,12 +113,32 @@ def semantic_image(image: np.ndarray, geometry: Geometry) -> np.ndarray:
     return np.clip(np.pad(small, pad, mode="edge"), 0.0, 1.0)
 
 
-def latent_to_pixels(state: State) -> np.ndarray:
+def _latent_grid(state: State) -> np.ndarray:
+    h, w = state.geometry.latent_shape
+    return state.latent.T.reshape(-1, h, w).astype(np.float32)
+
+
+def _full_size(state: State, small: np.ndarray) -> np.ndarray:
     g = state.geometry
-    h, w = g.latent_shape
-    latent = state.latent.T.reshape(-1, h, w).astype(np.float32)
-    small = state.backend.decode(latent)[: g.semantic_height, : g.semantic_width]
+    small = small[: g.semantic_height, : g.semantic_width]
     return resize(small.astype(np.float64), g.height, g.width) * 255.0
+
+
+def latent_to_pixels(state: State) -> np.ndarray:
+    return _full_size(state, state.backend.decode(_latent_grid(state)))
+
+
+def render(states: Sequence[State]) -> None:
+    """Fill in the pixels of every state that has none, one generator batch per backend: the
+    batched form of ``State.image`` (a GPU decodes equal shapes together)."""
+    by_backend: dict[int, list[State]] = {}
+    for state in states:
+        if state.pixels is None:
+            by_backend.setdefault(id(state.backend), []).append(state)
+    for group in by_backend.values():
+        smalls = group[0].backend.decode_batch([_latent_grid(s) for s in group])
+        for state, small in zip(group, smalls, strict=True):
+            state.pixels = _full_size(state, small)
 
 
 def deadzone_quantise(values: np.ndarray, step: float, deadzone: float) -> np.ndarray:
@@ -368,6 +389,8 @@ class TextureResidual:
 
     quality: int
     speed: int = 6
+    #: coded against the pixels of what came before, so a batch renders them first (``render``)
+    reads_pixels = True
 
     def encode(self, src: Source, state: State) -> bytes:
         current = state.image()

@@ -29,6 +29,9 @@ class Preset:
     refine_steps: tuple[float, ...]  # one latent refinement layer per step, coarse to fine
     texture_qualities: tuple[int, ...]  # one AVIF texture layer per quality, coarse to fine
     deadzone: float = 0.2
+    #: The name this preset had when its streams were first written; it enters the config hash,
+    #: so a rename keeps old streams decoding (the DCT preset was called "default" until 0.2).
+    hash_name: str | None = None
 
     @property
     def num_layers(self) -> int:
@@ -36,16 +39,21 @@ class Preset:
         return 1 + splits + len(self.refine_steps) + len(self.texture_qualities)
 
     def config_hash(self, backend_identity: str) -> bytes:
-        text = json.dumps(asdict(self), sort_keys=True) + backend_identity
+        fields = asdict(self)
+        fields["name"] = fields.pop("hash_name") or self.name
+        text = json.dumps(fields, sort_keys=True) + backend_identity
         return hashlib.blake2b(text.encode(), digest_size=8).digest()
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("default", 1, "dct", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
+        # training-free DCT latent: no weights, fast; far less accurate for analytics
+        Preset("fast", 1, "dct", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
                content_classes=4, palette_step=0.5, index_penalty=0.5, semantic_step=1.5,
-               split_step=0.5, refine_steps=(0.75,), texture_qualities=(25, 50)),
+               split_step=0.5, refine_steps=(0.75,), texture_qualities=(25, 50),
+               hash_name="default"),
+        # the TAEF2 generator latent (weights ship in the package): the accurate one
         Preset("tae", 2, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
                content_classes=4, palette_step=0.25, index_penalty=0.5, semantic_step=3.0,
                split_step=0.25, refine_steps=(1.5, 0.75), texture_qualities=(25, 50),
@@ -53,10 +61,16 @@ PRESETS: dict[str, Preset] = {
     )
 }
 PRESET_BY_ID = {p.preset_id: p for p in PRESETS.values()}
+#: What ``Codec()``, the CLI and every integration use when no preset is named.
+DEFAULT_PRESET = "tae"
+#: Names that are not presets of their own; "default" follows ``DEFAULT_PRESET`` (before 0.2
+#: it named the DCT preset, now "fast").
+PRESET_ALIASES = {"default": DEFAULT_PRESET}
 
 
 def get_preset(name: str) -> Preset:
     try:
-        return PRESETS[name]
-    except KeyError:
-        raise VCMError(f"unknown preset '{name}'; known: {', '.join(PRESETS)}") from None
+        return PRESETS[PRESET_ALIASES.get(name, name)]
+    except (KeyError, TypeError):
+        known = ", ".join([*PRESETS, *PRESET_ALIASES])
+        raise VCMError(f"unknown preset {name!r}; known: {known}") from None

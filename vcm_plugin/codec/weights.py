@@ -1,11 +1,14 @@
 """Weights registry: one table of name -> file, public URL, sha256; lookup and verified fetch.
 
-Lookup: ``$VCM_WEIGHTS_DIR`` when set; otherwise ``../shared/models`` beside the repository
-(the development layout), then the user cache dir that ``vcm weights fetch`` fills.
+Lookup: ``$VCM_WEIGHTS_DIR`` alone when set (an explicit choice); otherwise the user cache dir
+that ``vcm weights fetch`` fills, when it holds every file, then the copies shipped inside the
+package (TAEF2 is MIT and 2 x 2.7 MB, so ``Codec()`` works offline with nothing downloaded).
+Every file's sha256 is checked before it is loaded.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -42,24 +45,33 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("vcm_plugin")) / "weights"
 
 
+def package_dir() -> Path:
+    """The weights shipped as package data (with their licence text)."""
+    return Path(__file__).resolve().parent / "assets" / "weights"
+
+
 def search_dirs() -> list[Path]:
     """``$VCM_WEIGHTS_DIR`` alone when set (an explicit choice); else the defaults."""
     if os.environ.get("VCM_WEIGHTS_DIR"):
         return [Path(os.environ["VCM_WEIGHTS_DIR"])]
-    dirs = []
-    shared = Path(__file__).resolve().parents[3] / "shared" / "models"
-    if shared.is_dir():
-        dirs.append(shared)
-    dirs.append(cache_dir())
-    return dirs
+    return [cache_dir(), package_dir()]
 
 
 def find(model: str) -> dict[str, Path]:
-    """Paths of every file of ``model``; VCMError naming the variable and files if absent."""
+    """Verified paths of every file of ``model``, from the first directory that holds them all.
+
+    VCMError names the variable and the files when none does, and names the file whose sha256
+    differs from the registry's (a corrupt or foreign file is never loaded in its place).
+    """
     files = REGISTRY[model]
     for directory in search_dirs():
         paths = {f.name: directory / f.name for f in files}
         if all(p.is_file() for p in paths.values()):
+            for wf in files:
+                got = _verified_sha256(paths[wf.name], paths[wf.name].stat().st_mtime_ns)
+                if got != wf.sha256:
+                    raise VCMError(f"{paths[wf.name]}: sha256 {got} != expected {wf.sha256} "
+                                   f"(replace it, or run `vcm weights fetch {model}`)")
             return paths
     names = ", ".join(f.name for f in files)
     looked = ", ".join(str(d) for d in search_dirs())
@@ -67,6 +79,12 @@ def find(model: str) -> dict[str, Path]:
         f"weights for '{model}' not found: need {names} in $VCM_WEIGHTS_DIR "
         f"(looked in {looked}); run `vcm weights fetch {model}` to download them"
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _verified_sha256(path: Path, mtime_ns: int) -> str:
+    """Hash once per file version and process: every Codec loads the same two files."""
+    return sha256_of(path)
 
 
 def sha256_of(path: Path) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ _CODECS: dict[str, Codec] = {}
 _CODECS_LOCK = threading.Lock()
 
 
-def get_codec(preset: str = "default") -> Codec:
+def get_codec(preset: str = DEFAULT_PRESET) -> Codec:
     """One codec per preset and process: the ``tae`` preset loads weights, so build it once."""
     if not isinstance(preset, str) or not preset:
         raise VCMError(f"preset must be a non-empty string, got {preset!r}")
@@ -49,7 +50,7 @@ def get_codec(preset: str = "default") -> Codec:
         if codec is None:
             from vcm_plugin import Codec
 
-            codec = Codec() if preset == "default" else Codec.from_preset(preset)
+            codec = Codec.from_preset(preset)
             _CODECS[preset] = codec
         return codec
 
@@ -362,7 +363,7 @@ def decode_layers(blob: bytes, layers: int | None, codec: Codec | None = None,
     return out
 
 
-def roundtrip(img: np.ndarray, layers: int | None = 1, preset: str = "default", *,
+def roundtrip(img: np.ndarray, layers: int | None = 1, preset: str = DEFAULT_PRESET, *,
               channel_order: str = "rgb", cache: StreamCache | None = None,
               details: dict[str, Any] | None = None) -> np.ndarray:
     """Encode then decode ``layers`` layers; same shape, dtype and channel order as the input.

@@ -14,6 +14,7 @@ from typing import Any
 import albumentations as A
 import numpy as np
 
+from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.integrations._core import (
     LayerSpec,
     check_cache,
@@ -35,7 +36,8 @@ class VCMCompression(A.ImageOnlyTransform):
         layers: layers decoded: ``1`` = semantic layer only (what an edge camera sends to
             analytics), ``k`` = the first k layers, ``None`` = all, ``(low, high)`` = a count
             drawn uniformly per image (inclusive), clamped to the layers the stream holds.
-        preset: codec preset (``"default"`` is training-free and fast).
+        preset: codec preset (the generator preset by default; ``"fast"`` is the DCT one:
+            quicker, far less accurate for analytics).
         channel_order: ``"rgb"`` (the Albumentations convention) or ``"bgr"`` — ultralytics
             hands its Albumentations hook OpenCV BGR images.
         cache: ``False``; ``True`` to keep encoded streams in memory keyed by image content;
@@ -46,7 +48,7 @@ class VCMCompression(A.ImageOnlyTransform):
     Targets: image. Image types: uint8, float32 (in [0, 1]).
     """
 
-    def __init__(self, layers: LayerSpec = 1, preset: str = "default",
+    def __init__(self, layers: LayerSpec = 1, preset: str = DEFAULT_PRESET,
                  channel_order: str = "rgb", cache: bool | str = False, p: float = 0.5) -> None:
         super().__init__(p=check_p(p))
         self.layers = check_layers(layers)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
     VCM_MAGIC,
@@ -51,7 +52,7 @@ class VCMFaceAlignment:
     stream prefix) and ``source`` ("stream" or "image").
     """
 
-    def __init__(self, fa: Any, layers: int | None = 1, preset: str = "default") -> None:
+    def __init__(self, fa: Any, layers: int | None = 1, preset: str = DEFAULT_PRESET) -> None:
         if not hasattr(fa, "get_landmarks_from_image"):
             raise VCMError(
                 f"fa must be a face_alignment.FaceAlignment, got {type(fa).__name__}"
@@ -67,7 +68,7 @@ class VCMFaceAlignment:
 
     @classmethod
     def create(cls, landmarks_type: Any = "2D", device: str = "cpu", layers: int | None = 1,
-               preset: str = "default", **fa_kwargs: Any) -> VCMFaceAlignment:
+               preset: str = DEFAULT_PRESET, **fa_kwargs: Any) -> VCMFaceAlignment:
         """Build the ``FaceAlignment`` too. ``landmarks_type``: "2D", "2.5D", "3D" or the enum;
         ``fa_kwargs`` go to ``FaceAlignment`` (``face_detector``, ``flip_input`` ...);
         ``compile`` defaults to False (torch.compile costs minutes on a CPU)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
     CacheSpec,
@@ -30,7 +31,7 @@ from vcm_plugin.integrations._core import (
 __all__ = ["VCMTransform", "vcm_roundtrip"]
 
 
-def vcm_roundtrip(img: np.ndarray, layers: LayerSpec = 1, preset: str = "default", *,
+def vcm_roundtrip(img: np.ndarray, layers: LayerSpec = 1, preset: str = DEFAULT_PRESET, *,
                   channel_order: str = "rgb", cache: CacheSpec = False,
                   rng: random.Random | None = None) -> np.ndarray:
     """Encode ``img`` and decode ``layers`` layers: what a receiver of that operating point sees.
@@ -55,7 +56,7 @@ class VCMTransform:
     ``torchvision.transforms.Compose`` like any other transform.
     """
 
-    def __init__(self, layers: LayerSpec = 1, preset: str = "default", p: float = 1.0,
+    def __init__(self, layers: LayerSpec = 1, preset: str = DEFAULT_PRESET, p: float = 1.0,
                  cache: CacheSpec = False, seed: int | None = None) -> None:
         self.layers = check_layers(layers)
         self.preset = preset

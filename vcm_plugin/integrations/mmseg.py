@@ -109,6 +109,7 @@ from mmcv.transforms import BaseTransform  # noqa: E402
 from mmcv.transforms.utils import cache_randomness  # noqa: E402
 from mmengine.registry import TRANSFORMS  # noqa: E402
 
+from vcm_plugin.codec.presets import DEFAULT_PRESET  # noqa: E402
 from vcm_plugin.integrations._core import (  # noqa: E402
     LayerSpec,
     check_cache,
@@ -143,7 +144,7 @@ class VCMCompress(BaseTransform):
         channel_order: ``'bgr'`` (what ``LoadImageFromFile`` produces) or ``'rgb'``.
     """
 
-    def __init__(self, layers: LayerSpec = 1, preset: str = "default", p: float = 1.0,
+    def __init__(self, layers: LayerSpec = 1, preset: str = DEFAULT_PRESET, p: float = 1.0,
                  cache: bool | str = False, channel_order: str = "bgr") -> None:
         super().__init__()
         self.layers = check_layers(layers)

@@ -7,7 +7,7 @@
     im.info["num_layers"]                 # layers in the stream
     im.layers = 1                         # optional, before the pixels are touched:
     im.load()                             # decode the semantic layer only (default: all)
-    Image.open("photo.png").save("photo.vcm", preset="default", layers=None)
+    Image.open("photo.png").save("photo.vcm", preset="tae", layers=None)
 
 Fewer layers: set ``im.layers = k`` after ``Image.open`` and before any pixel access (the way
 ICNS uses ``im.size``), or call ``open_vcm(path, layers=k)``. Only the bytes of those layers are
@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from PIL import Image, ImageFile
 
+from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
     VCM_MAGIC,
@@ -105,7 +106,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     unknown = sorted(set(params) - {"preset", "layers"})
     if unknown:
         raise VCMError(f"unknown VCM save options {unknown}; valid: preset, layers")
-    preset = params.get("preset", "default")
+    preset = params.get("preset", DEFAULT_PRESET)
     layers = check_layers(params.get("layers"), "layers")
     if isinstance(layers, tuple):
         raise VCMError("save(layers=...) must be an int or None, not a range")

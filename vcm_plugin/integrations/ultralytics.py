@@ -28,6 +28,7 @@ from ultralytics.data.augment import Compose, Format
 from ultralytics.models.yolo.detect import DetectionPredictor, DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 
+from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
     LayerSpec,
@@ -82,7 +83,7 @@ class VCMOptions:
     """
 
     layers: LayerSpec = 1
-    preset: str = "default"
+    preset: str = DEFAULT_PRESET
     p: float = 1.0
     val: bool = False
     cache: bool | str = False
@@ -284,7 +285,7 @@ class VCMPredictorMixin:
     """
 
     vcm_layers: ClassVar[int | None] = 1
-    vcm_preset: ClassVar[str] = "default"
+    vcm_preset: ClassVar[str] = DEFAULT_PRESET
 
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None,
                  _callbacks: dict[str, list[Callable[..., Any]]] | None = None) -> None:
@@ -298,7 +299,7 @@ class VCMPredictorMixin:
         super().__init__(cfg, overrides, _callbacks)  # type: ignore[call-arg]
 
     @classmethod
-    def with_options(cls, layers: int | None = 1, preset: str = "default") -> type[Any]:
+    def with_options(cls, layers: int | None = 1, preset: str = DEFAULT_PRESET) -> type[Any]:
         """``model.predict(src, predictor=VCMDetectionPredictor.with_options(layers=2))``.
 
         Returns the same class for the same options, so ultralytics keeps reusing its predictor.
@@ -331,7 +332,7 @@ class VCMDetectionPredictor(VCMPredictorMixin, DetectionPredictor):
     """``model.predict(source, predictor=VCMDetectionPredictor)`` runs on the semantic layer."""
 
 
-def add_vcm_callback(model: Any, layers: int | None = 1, preset: str = "default") -> Any:
+def add_vcm_callback(model: Any, layers: int | None = 1, preset: str = DEFAULT_PRESET) -> Any:
     """Any-task alternative to the predictor subclass: an ``on_predict_batch_start`` callback
     that replaces each batch image by its decode. Returns the model (chainable)."""
     if isinstance(check_layers(layers), tuple):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +22,14 @@ class LatentBackend(Protocol):
     def encode(self, image: np.ndarray) -> np.ndarray: ...
 
     def decode(self, latent: np.ndarray) -> np.ndarray: ...
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``encode`` of each image; a GPU backend runs equal shapes as one batch."""
+        ...
+
+    def decode_batch(self, latents: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``decode`` of each latent; a GPU backend runs equal shapes as one batch."""
+        ...
 
     def identity(self) -> str:
         """A string that changes whenever decoded pixels would (weights, transforms)."""

@@ -8,6 +8,8 @@ is a perceptually even step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 BLOCK = 8
@@ -70,7 +72,8 @@ class DCTBackend:
     factor = BLOCK
     channels = _LUMA_KEEP + 2 * _CHROMA_KEEP
 
-    def __init__(self, base_step: float = 2.0) -> None:
+    def __init__(self, base_step: float = 2.0, device: str = "cpu") -> None:
+        self.device = device  # numpy arithmetic: always the CPU, whatever the codec's device
         self._d = dct_matrix()
         zz = zigzag()
         self._keep = [zz[:_LUMA_KEEP], zz[:_CHROMA_KEEP], zz[:_CHROMA_KEEP]]
@@ -111,3 +114,9 @@ class DCTBackend:
         ycc = np.stack(planes, axis=-1)
         ycc[..., 0] += 0.5
         return np.clip(ycc_to_rgb(ycc), 0.0, 1.0).astype(np.float32)
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [self.encode(image) for image in images]
+
+    def decode_batch(self, latents: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [self.decode(latent) for latent in latents]
