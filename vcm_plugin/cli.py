@@ -1,7 +1,11 @@
-"""`vcm` command line: encode, decode, info, demo, encode-dataset, weights fetch.
+"""vcm command line: encode, decode, info, demo, encode-dataset, weights fetch, edge.
 
-Errors print one line to stderr and exit with status 1 (2 for usage errors); no traceback.
-Existing output files are never replaced unless ``--overwrite`` is given.
+Every error, usage errors included, prints one line (``vcm: error: ...``) to stderr and exits
+with status 1; a warning prints one ``vcm: warning: ...`` line. Outputs are written to a
+temporary name and renamed, with the umask's permissions; an existing output is never replaced
+without ``--overwrite``, the input never, and a missing output directory is an error unless
+``--parents`` is given. A reader that closes stdout early (``vcm info x.vcm | head``) ends the
+command quietly with status 1.
 """
 
 from __future__ import annotations
@@ -10,37 +14,65 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
+import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
 from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.errors import VCMError
+from vcm_plugin.fileio import write_atomic
+
+# decode's output formats: Pillow format name and save options (JPEG near-transparent, WebP
+# lossless: the decoded picture is what was asked for, not a second lossy generation of it)
+IMAGE_FORMATS = {"png": ("PNG", {}), "jpeg": ("JPEG", {"quality": 95}),
+                 "webp": ("WEBP", {"lossless": True}), "tiff": ("TIFF", {}), "bmp": ("BMP", {})}
+FORMAT_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp",
+                    ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp"}
 
 
-def _write_atomic(path: Path, data: bytes, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise VCMError(f"{path} exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors like every other error: one line, status 1."""
+
+    def error(self, message: str) -> NoReturn:
+        raise VCMError(f"{message} (see '{self.prog} --help')")
 
 
-def _png_bytes(img: np.ndarray) -> bytes:
+def _check_parent(path: Path, parents: bool) -> None:
+    parent = path.absolute().parent
+    if parents or parent.is_dir():
+        return
+    what = "is not a directory" if parent.exists() else "does not exist"
+    raise VCMError(f"{parent} {what}; create it first or pass --parents")
+
+
+def _check_output(output: Path, source: Path, overwrite: bool, parents: bool) -> None:
+    """Refuse, before any work is done, to ruin a file or to invent directories."""
+    if output.is_dir():
+        raise VCMError(f"{output} is a directory; name the output file")
+    if output.exists() and source.exists() and os.path.samefile(output, source):
+        raise VCMError(f"{output} is the input file; write the output elsewhere")
+    if output.exists() and not overwrite:
+        raise VCMError(f"{output} exists; pass --overwrite to replace it")
+    _check_parent(output, parents)
+
+
+def _write_output(path: Path, data: bytes, parents: bool) -> None:
+    if parents:
+        path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
+
+
+def _image_bytes(img: np.ndarray, fmt: str = "png") -> bytes:
     import io
 
     from PIL import Image
 
+    pil_format, options = IMAGE_FORMATS[fmt]
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
+    Image.fromarray(img).save(buf, format=pil_format, **options)
     return buf.getvalue()
 
 
@@ -54,19 +86,34 @@ def _read_bytes(path: Path) -> bytes:
 def cmd_encode(args) -> None:
     from vcm_plugin import Codec
 
+    _check_output(args.output, args.input, args.overwrite, args.parents)
+    img = read_rgb(args.input)
     codec = Codec.from_preset(args.preset)
-    blob = codec.encode(read_rgb(args.input))
-    _write_atomic(args.output, blob, args.overwrite)
+    blob = codec.encode(img)
+    _write_output(args.output, blob, args.parents)
     info = codec.inspect(blob)
     print(f"{args.output}: {len(blob)} bytes, {info['num_layers']} layers "
           f"{info['layer_bytes']}", file=sys.stderr)
 
 
+def output_format(output: Path, requested: str | None) -> str:
+    """The image format decode writes: ``--format``, else the output name's extension."""
+    if requested:
+        return requested
+    suffix = output.suffix.lower()
+    if suffix not in FORMAT_BY_SUFFIX:
+        raise VCMError(f"cannot tell an image format from the name {output.name!r}: use "
+                       f"{', '.join(FORMAT_BY_SUFFIX)} or pass --format")
+    return FORMAT_BY_SUFFIX[suffix]
+
+
 def cmd_decode(args) -> None:
     from vcm_plugin import Codec
 
+    fmt = output_format(args.output, args.format)
+    _check_output(args.output, args.input, args.overwrite, args.parents)
     img = Codec().decode(_read_bytes(args.input), layers=args.layers)
-    _write_atomic(args.output, _png_bytes(img), args.overwrite)
+    _write_output(args.output, _image_bytes(img, fmt), args.parents)
 
 
 def cmd_info(args) -> None:
@@ -104,6 +151,10 @@ def cmd_demo(args) -> None:
 
     from vcm_plugin import Codec
 
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise VCMError(f"{out} exists and is not a directory")
+    _check_parent(out, args.parents)
     original = data.astronaut()
     codec = Codec.from_preset(args.preset)
     start = time.perf_counter()
@@ -111,7 +162,6 @@ def cmd_demo(args) -> None:
     encode_s = time.perf_counter() - start
     info = codec.inspect(blob)
     pixels = original.shape[0] * original.shape[1]
-    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     rows, images, labels = [], [original], ["original"]
     for k in range(1, info["num_layers"] + 1):
@@ -122,16 +172,15 @@ def cmd_demo(args) -> None:
         rows.append({"layers": k, "layer_bytes": info["layer_bytes"][k - 1], "total_bytes": size,
                      "bpp": size * 8 / pixels, "psnr_db": psnr(img, original),
                      "decode_s": decode_s})
-        _write_atomic(out / f"layers_{k}.png", _png_bytes(img), overwrite=True)
+        write_atomic(out / f"layers_{k}.png", _image_bytes(img))
         images.append(img)
         labels.append(f"{k} layer(s): {size * 8 / pixels:.3f} bpp, {rows[-1]['psnr_db']:.1f} dB")
-    _write_atomic(out / "astronaut.vcm", blob, overwrite=True)
-    _write_atomic(out / "contact_sheet.png", _png_bytes(contact_sheet(images, labels)),
-                  overwrite=True)
+    write_atomic(out / "astronaut.vcm", blob)
+    write_atomic(out / "contact_sheet.png", _image_bytes(contact_sheet(images, labels)))
     report = {"image": "skimage.data.astronaut", "width": original.shape[1],
               "height": original.shape[0], "preset": codec.preset.name,
               "encode_s": encode_s, "layers": rows}
-    _write_atomic(out / "report.json", json.dumps(report, indent=2).encode(), overwrite=True)
+    write_atomic(out / "report.json", json.dumps(report, indent=2).encode())
     for row in rows:
         print(f"layers={row['layers']}: {row['total_bytes']:7d} B  {row['bpp']:.3f} bpp  "
               f"{row['psnr_db']:.2f} dB")
@@ -141,6 +190,7 @@ def cmd_demo(args) -> None:
 def cmd_encode_dataset(args) -> None:
     from vcm_plugin.datasets import encode_dataset
 
+    _check_parent(args.dst, args.parents)
     report = encode_dataset(args.src, args.dst, preset=args.preset, engine=args.engine,
                             shard_size=args.shard_size, workers=args.workers,
                             ray_address=args.ray_address, layout=args.layout,
@@ -157,42 +207,65 @@ def cmd_weights_fetch(args) -> None:
         print(path)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from vcm_plugin.codec.presets import PRESETS
+PARENTS_HELP = "create missing parent directories of the output (default: refuse)"
 
-    parser = argparse.ArgumentParser(prog="vcm", description=__doc__.splitlines()[0])
+
+def build_parser() -> argparse.ArgumentParser:
+    from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
+
+    preset_help = f"codec preset (default: {DEFAULT_PRESET})"
+    parser = _Parser(prog="vcm", description=__doc__.splitlines()[0],
+                     epilog="Errors print one 'vcm: error: ...' line and exit with status 1.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("encode", help="image -> layered .vcm stream")
-    p.add_argument("input", type=Path)
-    p.add_argument("output", type=Path)
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    p.add_argument("--overwrite", action="store_true")
+    p = sub.add_parser("encode", help="image -> layered .vcm stream",
+                       description="Encode an image file (8/16-bit, gray, palette, CMYK; EXIF "
+                       "orientation applied; alpha refused) into a layered .vcm stream.")
+    p.add_argument("input", type=Path, help="image file Pillow can read")
+    p.add_argument("output", type=Path, help="stream to write (.vcm)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help=preset_help)
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--parents", action="store_true", help=PARENTS_HELP)
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help=".vcm stream -> PNG")
-    p.add_argument("input", type=Path)
-    p.add_argument("output", type=Path)
+    p = sub.add_parser("decode", help=".vcm stream -> image file",
+                       description="Decode a .vcm stream (or its first K layers) into an image "
+                       "in the format OUTPUT's extension names: PNG, JPEG (quality 95), WebP "
+                       "(lossless), TIFF or BMP.")
+    p.add_argument("input", type=Path, help=".vcm stream to decode")
+    p.add_argument("output", type=Path,
+                   help=f"image to write; its extension ({', '.join(FORMAT_BY_SUFFIX)}) "
+                        "picks the format unless --format is given")
     p.add_argument("--layers", type=int, default=None, help="layers to decode (default: all)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--format", choices=sorted(IMAGE_FORMATS), default=None,
+                   help="image format to write, whatever OUTPUT's extension")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--parents", action="store_true", help=PARENTS_HELP)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("info", help="print a stream's header as JSON")
-    p.add_argument("input", type=Path)
+    p.add_argument("input", type=Path, help=".vcm stream to describe")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="encode a sample photo, decode every layer count")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    p.add_argument("--out", type=Path, default=Path("vcm-demo"))
+    p = sub.add_parser("demo", help="encode a sample photo, decode every layer count",
+                       description="Encode skimage's astronaut photo, decode it at every layer "
+                       "count and write layers_K.png, contact_sheet.png, report.json and "
+                       "astronaut.vcm into the output folder (replacing its own earlier files).")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help=preset_help)
+    p.add_argument("--out", type=Path, default=Path("vcm-demo"),
+                   help="output folder (default: ./vcm-demo)")
+    p.add_argument("--parents", action="store_true", help=PARENTS_HELP)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("encode-dataset", help="data set -> resumable shards of layered streams",
                        description="Encode a YOLO (images/ + labels/), VOC (JPEGImages/ + "
                        "SegmentationClass/) or plain image folder into tar shards of .vcm "
-                       "streams with their labels and an index; a rerun skips verified shards.")
-    p.add_argument("src", type=Path)
-    p.add_argument("dst", type=Path)
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
+                       "streams with their labels and an index; a rerun skips verified shards. "
+                       "A failed run removes what it created, except finished shards.")
+    p.add_argument("src", type=Path, help="data set folder to read")
+    p.add_argument("dst", type=Path,
+                   help="shard folder to write: new, empty, or one this command wrote")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help=preset_help)
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local: a process pool; ray: Ray tasks (default: local)")
     p.add_argument("--ray-address", default=None,
@@ -201,14 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=64, help="streams per shard (default 64)")
     p.add_argument("--workers", type=int, default=None,
                    help="local pool processes / local Ray CPUs (default: all cores)")
-    p.add_argument("--layout", default="auto", choices=["auto", "yolo", "voc", "folder"])
+    p.add_argument("--layout", default="auto", choices=["auto", "yolo", "voc", "folder"],
+                   help="data set layout (default: detected)")
+    p.add_argument("--parents", action="store_true", help="create missing parents of DST")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_encode_dataset)
 
     p = sub.add_parser("weights", help="manage backend weights")
     wsub = p.add_subparsers(dest="weights_command", required=True)
     f = wsub.add_parser("fetch", help="download weights with sha256 verification")
-    f.add_argument("model", nargs="?", default="taef2")
+    f.add_argument("model", nargs="?", default="taef2", help="weights to fetch (default: taef2)")
     f.add_argument("--dest", type=Path, default=None, help="default: the user cache dir")
     f.add_argument("--base-url", default=None, help="mirror serving the files by name")
     f.set_defaults(func=cmd_weights_fetch)
@@ -219,16 +294,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. a stream cut inside a layer) as one line, not Python's source dump."""
+    print(f"vcm: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except VCMError as exc:
-        print(f"vcm: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("vcm: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        try:
+            args = build_parser().parse_args(argv)
+            args.func(args)
+            sys.stdout.flush()  # a closed pipe surfaces here, not at interpreter exit
+        except VCMError as exc:
+            print(f"vcm: error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("vcm: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:
+            # the reader went away (| head): Python's recipe (docs of `signal`, "Note on
+            # SIGPIPE") points stdout at devnull so the exit-time flush stays quiet
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     return 0
 
 

@@ -1,5 +1,8 @@
 """Reading an image file for encoding: one rule for the CLI, the data-set encoder and the edge
-camera (RGB out, grayscale promoted, alpha refused rather than silently flattened)."""
+camera. Out comes 8-bit RGB with the picture's content intact, or a VCMError naming what could
+not be kept: EXIF orientation is applied, 16-bit samples are scaled (not clipped) to 8 bits,
+grayscale, 1-bit, palette, CMYK and YCbCr are converted, and alpha is refused rather than
+silently flattened."""
 
 from __future__ import annotations
 
@@ -10,18 +13,35 @@ import numpy as np
 
 from vcm_plugin.errors import VCMError
 
+# modes Pillow converts to RGB without losing what the samples mean
+_TO_RGB = {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr"}
+# 16-bit unsigned samples (PPM/PGM with maxval > 255 open as "I", scaled to 0..65535)
+_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def _to_rgb(im, file_format: str | None, label: str) -> np.ndarray:
+    if im.has_transparency_data:
+        raise VCMError(f"{label} has an alpha channel (mode {im.mode}), which VCM does not "
+                       "code; flatten it first")
+    if im.mode in _SIXTEEN_BIT or (im.mode == "I" and file_format == "PPM"):
+        gray16 = np.asarray(im).astype(np.uint32)
+        gray8 = ((gray16 + 128) // 257).astype(np.uint8)  # round(v / 257): 65535 -> 255
+        return np.repeat(gray8[:, :, None], 3, axis=2)
+    if im.mode not in _TO_RGB:
+        raise VCMError(f"{label}: mode {im.mode} has no defined 8-bit RGB meaning "
+                       "(e.g. 32-bit integer, float or CIELAB samples); save it as 8- or "
+                       "16-bit RGB or grayscale first")
+    return np.asarray(im.convert("RGB"))
+
 
 def read_rgb(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
     """HxWx3 uint8 from a path or the file's bytes (``name`` labels bytes in messages)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             im.load()
-            if "A" in im.mode or "transparency" in im.info:
-                raise VCMError(f"{label} has an alpha channel, which VCM does not code; "
-                               "flatten it first")
-            return np.asarray(im.convert("RGB"))
+            return _to_rgb(ImageOps.exif_transpose(im), im.format, label)
     except (UnidentifiedImageError, OSError) as exc:
         raise VCMError(f"cannot read image {label}: {exc}") from None
