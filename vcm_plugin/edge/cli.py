@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 from vcm_plugin.errors import VCMError
@@ -66,20 +67,26 @@ def cmd_push(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from vcm_plugin.codec.api import Codec
     from vcm_plugin.edge.camera import iter_frames
-    from vcm_plugin.edge.loadtest import run_load
+    from vcm_plugin.edge.loadtest import BENCH_PREFIX, check_bench_store, run_load
 
+    store = check_bench_store(args.server, allow_live=args.allow_live_store)
     codec = Codec.from_preset(args.preset)
     streams = [codec.encode(img) for _, img in iter_frames(args.source, limit=args.distinct)]
     result = run_load(args.server, streams, n=args.n, concurrency=args.concurrency,
-                      layers_first=args.layers_first)
+                      cam_prefix=BENCH_PREFIX, layers_first=args.layers_first)
     print(json.dumps(result, indent=2), flush=True)
+    print(f"vcm edge bench: {result['uploads']} frame(s) stored under cameras "
+          f"{BENCH_PREFIX}0..{BENCH_PREFIX}{args.concurrency - 1} of the store {store}; to "
+          f"remove them, stop the server and delete those camera folders "
+          f"(e.g. rm -r {store}/{BENCH_PREFIX}*)", file=sys.stderr, flush=True)
     if result["errors"]:
         raise VCMError(f"{len(result['errors'])} client(s) failed: {result['errors'][0]}")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``vcm edge ...`` on the ``vcm`` command's subparsers."""
-    from vcm_plugin.codec.presets import PRESETS
+    from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
+    from vcm_plugin.edge.loadtest import BENCH_PREFIX
 
     edge = sub.add_parser("edge", help="edge-camera pipeline: serve, worker, push, bench")
     esub = edge.add_subparsers(dest="edge_command", required=True)
@@ -88,10 +95,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = esub.add_parser("serve", help="run the HTTP service over a frame store")
     p.add_argument("--store", required=True,
                    help="folder or fsspec URL where frames are kept (e.g. ./edge-store)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8750, help="0 picks a free port")
-    p.add_argument("--max-upload-mb", type=int, default=64)
-    p.add_argument("--access-log", action="store_true")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
+                   "127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8750, help="port (default 8750; 0 picks a free "
+                   "one)")
+    p.add_argument("--max-upload-mb", type=int, default=64,
+                   help="largest accepted upload in MiB (default 64)")
+    p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
 
     p = esub.add_parser("worker", help="analytics: detect on layer 0 of new frames")
@@ -100,8 +110,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="yolov5n (default, from $VCM_WEIGHTS_DIR or ../shared/models), "
                         "any ultralytics weights path, or module:factory")
     p.add_argument("--layers", type=int, default=1, help="layers to fetch (default 1: layer 0)")
-    p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--conf", type=float, default=0.25,
+                   help="detection confidence threshold (default 0.25)")
+    p.add_argument("--imgsz", type=int, default=640,
+                   help="detector input size in pixels (default 640)")
     p.add_argument("--batch", type=int, default=4, help="frames leased per claim")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
@@ -115,7 +127,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", type=Path, help="folder of images, an image, or a video file")
     p.add_argument("--server", default=env_url, help=f"service URL (default {env_url})")
     p.add_argument("--cam", required=True, help="camera id (letters, digits, _ and -)")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                   help=f"codec preset (default: {DEFAULT_PRESET})")
     p.add_argument("--texture", default="after", choices=["after", "on-request", "never"],
                    help="texture layers: after layer 0 of queued frames (default), only "
                         "when a viewer asks, or never")
@@ -129,13 +142,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="seconds to keep retrying while the server is down")
     p.set_defaults(func=cmd_push)
 
-    p = esub.add_parser("bench", help="bounded upload load test against a running service")
+    p = esub.add_parser("bench", help="bounded upload load test against a running service",
+                        description="Upload N pre-encoded frames from C concurrent clients "
+                        f"as cameras {BENCH_PREFIX}0, {BENCH_PREFIX}1, ... Run it against a "
+                        "scratch server: the frames stay in its store and a worker would "
+                        "analyse them. A store holding other cameras' frames is refused unless "
+                        "--allow-live-store.")
     p.add_argument("source", type=Path, help="images to encode once and upload repeatedly")
-    p.add_argument("--server", default=env_url)
+    p.add_argument("--server", default=env_url, help=f"service URL (default {env_url})")
     p.add_argument("--n", type=int, default=500, help="uploads in all")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
     p.add_argument("--distinct", type=int, default=4, help="distinct images to encode")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                   help=f"codec preset (default: {DEFAULT_PRESET})")
     p.add_argument("--layers-first", action="store_true",
                    help="upload layer 0, then the texture layers, as two requests")
+    p.add_argument("--allow-live-store", action="store_true",
+                   help="upload even if the store holds frames of other cameras (they then "
+                        "queue behind the bench frames for analytics)")
     p.set_defaults(func=cmd_bench)

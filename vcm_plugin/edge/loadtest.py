@@ -12,6 +12,30 @@ import time
 import numpy as np
 
 from vcm_plugin.edge.client import EdgeClient
+from vcm_plugin.errors import VCMError
+
+BENCH_PREFIX = "bench-"  # `vcm edge bench` cameras: bench-0, bench-1, ... (easy to find and delete)
+
+
+def check_bench_store(url: str, allow_live: bool = False, prefix: str = BENCH_PREFIX) -> str:
+    """The server's store URL, after refusing (unless ``allow_live``) a store that holds
+    frames of cameras other than the bench's own: the load test's frames would stay there,
+    and a running worker would analyse them ahead of the real ones."""
+    client = EdgeClient(url, role="loadtest", retry_for=10.0)
+    try:
+        store = client.health()["store"]
+        cameras = client.request("GET", "/cameras").json()["cameras"]
+    finally:
+        client.close()
+    live = [c["id"] for c in cameras if not c["id"].startswith(prefix)]
+    if live and not allow_live:
+        shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
+        raise VCMError(f"the store of {url} ({store}) holds frames of other cameras ({shown}); "
+                       "a load test would add its frames there for the worker to analyse. "
+                       "Run it against a scratch server (vcm edge serve --store "
+                       "/tmp/vcm-bench-store --port 8751, then --server "
+                       "http://127.0.0.1:8751) or pass --allow-live-store")
+    return store
 
 
 def run_load(url: str, streams: list[bytes], n: int = 500, concurrency: int = 8,
