@@ -130,7 +130,9 @@ BASELINES: dict[str, type[BaselineCodec]] = {
 
 
 class VcmCodec:
-    """The layered codec: one encode per image, every layer-count prefix is a point.
+    """The layered codec: one encode per image, every operating point is a point. Its bytes
+    are what a reader fetches for it, ``Codec.view``: the header plus the layers the point
+    needs (a prefix in version-2 streams; a texture layer alone in the generator preset's).
 
     (The harness fills a missing ``layers=k`` of an image whose stream has fewer layers with
     its full stream, so every curve point covers every image.)
@@ -142,7 +144,7 @@ class VcmCodec:
         from vcm_plugin import Codec
 
         self.preset = preset
-        self.codec = Codec() if preset == "default" else Codec.from_preset(preset)
+        self.codec = Codec.from_preset(preset, device="cpu")
 
     def label(self, k: int) -> str:
         return f"layers={k}"
@@ -151,15 +153,14 @@ class VcmCodec:
         return len(self.codec.inspect(blob)["layer_bytes"])
 
     def sizes(self, img: np.ndarray) -> list[int]:
-        """Stream size of every layer prefix k=1..N (used to place the baselines)."""
+        """Bytes of every operating point k=1..N (used to place the baselines)."""
         blob = self.codec.encode(img)
-        n = self.num_layers(blob)
-        return [len(self.codec.truncate(blob, layers=k)) for k in range(1, n + 1)]
+        return list(self.codec.inspect(blob)["point_bytes"])
 
     def points(self, img: np.ndarray) -> Iterator[Point]:
         blob = self.codec.encode(img)
         for k in range(1, self.num_layers(blob) + 1):
-            part = self.codec.truncate(blob, layers=k)
+            part = self.codec.view(blob, layers=k)
             yield Point(self.label(k), len(part), self.codec.decode(part, layers=k))
 
     def __repr__(self) -> str:

@@ -179,3 +179,83 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(VCMError, match="no CUDA device"):
             Codec(device="cuda")
+
+
+@pytest.fixture(scope="module")
+def tae_stream() -> tuple[Codec, np.ndarray, bytes]:
+    from skimage import data
+
+    img = np.ascontiguousarray(data.astronaut()[100:164, 180:276])
+    codec = Codec("tae", device="cpu")
+    return codec, img, codec.encode(img)
+
+
+def test_generator_stream_layout(tae_stream):
+    """Version 3: four latent layers in a prefix chain, then texture layers that each code the
+    photo and need nothing; every operating point's bytes are the header plus its layers."""
+    codec, img, blob = tae_stream
+    info = codec.inspect(blob)
+    assert info["version"] == 3 and info["num_layers"] == 8
+    assert info["layer_roles"] == ["semantic", "splits", "refinement", "refinement"] + \
+        ["texture"] * 4
+    assert info["point_layers"] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [4], [5], [6], [7]]
+    for k in range(1, 9):
+        assert info["point_bytes"][k - 1] == info["header_bytes"] + sum(
+            info["layer_bytes"][i] for i in info["point_layers"][k - 1])
+    assert info["decodable_points"] == list(range(1, 9))
+    errors = [np.abs(codec.decode(blob, layers=k).astype(int) - img).mean() for k in (5, 6, 7, 8)]
+    assert errors == sorted(errors, reverse=True)  # each texture quality is closer to the photo
+
+
+def test_a_view_is_its_point_alone(tae_stream):
+    codec, _, blob = tae_stream
+    info = codec.inspect(blob)
+    for k in range(1, 9):
+        view = codec.view(blob, layers=k)
+        assert len(view) == codec.inspect(view)["point_bytes"][k - 1]
+        assert codec.inspect(view)["decodable_points"][-1] == k
+        np.testing.assert_array_equal(codec.decode(view), codec.decode(blob, layers=k))
+    view = codec.view(blob, layers=6)  # one texture layer: the latent layers are absent
+    assert [n > 0 for n in codec.inspect(view)["layer_bytes"]] == [i == 5 for i in range(8)]
+    assert len(view) < info["point_bytes"][3]  # cheaper than the latent layers for a viewer
+    with pytest.raises(VCMError, match=r"decodable operating points: 6\)"):
+        codec.decode(view, layers=2)
+    with pytest.raises(VCMError, match="operating points"):
+        codec.view(view, layers=3)
+
+
+def test_cut_generator_stream_decodes_the_best_complete_point(tae_stream):
+    codec, _, blob = tae_stream
+    info = codec.inspect(blob)
+    cut = info["layer_offsets"][6] + 5  # inside the third texture layer
+    with pytest.warns(TruncatedStreamWarning, match="decoded 6 of 8"):
+        out = codec.decode(blob[:cut])
+    np.testing.assert_array_equal(out, codec.decode(blob, layers=6))
+
+
+def test_bad_version3_tables_are_refused(tae_stream):
+    from vcm_plugin.codec import container
+
+    codec, _, blob = tae_stream
+    header = container.parse_header(blob, 1 << 30)
+    payloads = [container.layer_payload(blob, header, i) for i in range(header.num_layers)]
+    args = (header.backend_id, header.preset_id, header.width, header.height,
+            header.config_hash)
+    with pytest.raises(VCMError, match="earlier layers only"):
+        container.pack(*args, payloads, (0, 1, 3, 7, 0, 0, 0, 1 << 7))
+    # a table that claims a texture layer needs the latent layers: not this preset's rules
+    wrong = container.pack(*args, payloads, container.prefix_needs(8))
+    with pytest.raises(VCMError, match="do not match preset 'tae'"):
+        codec.decode(wrong)
+    # hand-edited entries: a forward mask, an absent layer with a CRC
+    entry = 24 + 7 * 14
+    forward = bytearray(blob)
+    forward[entry + 12:entry + 14] = (1 << 7).to_bytes(2, "little")
+    bad_crc = bytearray(codec.view(blob, layers=6))
+    bad_crc[24 + 8:24 + 12] = (1234).to_bytes(4, "little")
+    for bad, message in ((forward, "needs layers at or after itself"),
+                         (bad_crc, "absent .* but has CRC")):
+        size = container.header_size(8, 3)
+        bad[size - 4:size] = (__import__("zlib").crc32(bytes(bad[:size - 4]))).to_bytes(4, "little")
+        with pytest.raises(VCMError, match=message):
+            codec.inspect(bytes(bad))

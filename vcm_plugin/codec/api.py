@@ -19,6 +19,7 @@ from vcm_plugin.codec.layers import (
     SemanticPalette,
     Source,
     State,
+    TexturePhoto,
     TextureResidual,
     render,
     semantic_image,
@@ -68,13 +69,20 @@ def resolve_device(device: str) -> str:
 
 def _bricks(preset: Preset) -> list:
     p = preset
+    texture = TexturePhoto if p.texture_coding == "photo" else TextureResidual
     return [
         SemanticPalette(p.coarse_entries, p.fine_entries, p.palette_step, p.semantic_step,
                         p.deadzone, p.index_penalty, p.content_classes),
         *([] if p.split_step is None else [PaletteSplits(p.split_step)]),
         *(LatentRefinement(step, p.deadzone) for step in p.refine_steps),
-        *(TextureResidual(quality) for quality in p.texture_qualities),
+        *(texture(quality) for quality in p.texture_qualities),
     ]
+
+
+def _needs(bricks: list) -> tuple[int, ...]:
+    """Per layer, the bit mask of the earlier layers it is coded against."""
+    return tuple(0 if getattr(b, "standalone", False) else (1 << i) - 1
+                 for i, b in enumerate(bricks))
 
 
 def as_rgb(img) -> np.ndarray:
@@ -165,14 +173,15 @@ class Codec:
                    for img, sem, z in zip(images, semantics, latents, strict=True)]
         states = [State(g, backend) for g in geometries]
         payloads: list[list[bytes]] = [[] for _ in images]
-        for brick in _bricks(self.preset):
+        bricks = _bricks(self.preset)
+        for brick in bricks:
             if getattr(brick, "reads_pixels", False):
                 render(states)
             for source, state, out in zip(sources, states, payloads, strict=True):
                 out.append(brick.encode(source, state) or b"\x00\x00\x00\x00")
         config_hash = self._hash(self.preset, backend)
         return [container.pack(BACKEND_IDS[backend.name], self.preset.preset_id,
-                               g.width, g.height, config_hash, out)
+                               g.width, g.height, config_hash, out, _needs(bricks))
                 for g, out in zip(geometries, payloads, strict=True)]
 
     @property
@@ -201,10 +210,12 @@ class Codec:
         return header, preset
 
     def decode(self, blob: bytes, layers: int | None = None) -> np.ndarray:
-        """Decode the first ``layers`` layers (all present ones by default) -> HxWx3 uint8.
+        """Decode operating point ``layers`` (the highest whose layers are present by default)
+        -> HxWx3 uint8. Point k is layer k - 1 and the layers it needs (``inspect``'s
+        ``point_layers``): the first k layers in a version-2 stream.
 
-        A stream cut inside a layer decodes the complete layers before the cut and warns
-        with ``TruncatedStreamWarning``; corrupt data raises VCMError.
+        A stream cut inside a layer decodes the highest complete point and warns with
+        ``TruncatedStreamWarning``; corrupt data raises VCMError.
         """
         return self._decode_many([blob], layers, stacklevel=3)[0]
 
@@ -215,32 +226,36 @@ class Codec:
 
     def _decode_many(self, blobs: Sequence[bytes], layers: int | None,
                      stacklevel: int) -> list[np.ndarray]:
-        jobs = [self._start_decode(bytes(blob), layers, stacklevel + 1) for blob in blobs]
-        for step in range(max((len(bricks) for *_, bricks in jobs), default=0)):
-            active = [(state, blob, header, bricks[step])
-                      for state, blob, header, bricks in jobs if step < len(bricks)]
-            if any(getattr(brick, "reads_pixels", False) for *_, brick in active):
+        jobs = [self._start_decode(blob, layers, stacklevel + 1) for blob in blobs]
+        for step in range(max((len(steps) for *_, steps in jobs), default=0)):
+            active = [(state, blob, header, steps[step])
+                      for state, blob, header, steps in jobs if step < len(steps)]
+            if any(getattr(brick, "reads_pixels", False) for *_, (_, brick) in active):
                 render([state for state, *_ in active])
-            for state, blob, header, brick in active:
-                brick.decode(state, container.layer_payload(blob, header, step), step)
+            for state, blob, header, (index, brick) in active:
+                brick.decode(state, container.layer_payload(blob, header, index), index)
         render([state for state, *_ in jobs])
         return [np.clip(np.round(state.image()), 0, 255).astype(np.uint8)
                 for state, *_ in jobs]
 
     def _start_decode(self, blob: bytes, layers: int | None, stacklevel: int):
-        """Validate one stream; its empty state and the bricks ``layers`` asks for."""
+        """Validate one stream; its empty state and the (index, brick) steps of the point."""
         header, preset = self._open(blob)
-        present = container.complete_layers(blob, header)
+        blob = bytes(blob)
+        points = container.decodable_points(blob, header)
         if layers is None:
-            if present < header.num_layers:
-                warnings.warn(f"stream truncated: decoded {present} of {header.num_layers} layers",
-                              TruncatedStreamWarning, stacklevel=stacklevel)
-            count = present
+            if len(blob) < header.prefix_end(header.num_layers):
+                warnings.warn(f"stream truncated: decoded {points[-1]} of {header.num_layers} "
+                              "layers", TruncatedStreamWarning, stacklevel=stacklevel)
+            count = points[-1]
         elif not isinstance(layers, (int, np.integer)) or layers < 1:
             raise VCMError(f"layers must be a positive integer, got {layers!r}")
-        elif layers > present:
-            raise VCMError(f"asked for {layers} layers but the stream has {present} complete "
-                           f"layer(s) of {header.num_layers}")
+        elif layers not in points:
+            complete = container.complete_layers(blob, header)
+            others = "" if points == list(range(1, complete + 1)) else (
+                f" (decodable operating points: {_ranges(points)})")
+            raise VCMError(f"asked for {layers} layers but the stream has {complete} complete "
+                           f"layer(s) of {header.num_layers}{others}")
         else:
             count = int(layers)
         backend = self._backend_of(preset)
@@ -258,30 +273,70 @@ class Codec:
                 f"{int(grid)} pixels, over {_GRID_SLACK}x the pixel limit {self.max_pixels} "
                 "(raise max_pixels if this stream is trusted)"
             )
-        return State(geometry, backend), blob, header, _bricks(preset)[:count]
+        bricks = _bricks(preset)
+        if header.needs != _needs(bricks)[:header.num_layers]:
+            raise VCMError(f"layer needs {header.needs} do not match preset '{preset.name}'")
+        steps = [(i, bricks[i]) for i in header.point_layers(count)]
+        return State(geometry, backend), blob, header, steps
 
     def inspect(self, blob: bytes) -> dict:
-        """Header facts without decoding pixels."""
+        """Header facts without decoding pixels, including which layers make each operating
+        point (``point_layers``) and the bytes a reader fetches for it (``point_bytes``)."""
         header, preset = self._open(blob)
-        present = container.complete_layers(bytes(blob), header)
+        blob = bytes(blob)
+        present = container.complete_layers(blob, header)
+        bricks = _bricks(preset)[:header.num_layers]
         return {
             "width": header.width,
             "height": header.height,
             "backend": _BACKEND_NAMES[header.backend_id],
             "preset": preset.name,
+            "version": header.version,
             "num_layers": header.num_layers,
             "complete_layers": present,
+            "decodable_points": container.decodable_points(blob, header),
             "header_bytes": header.size,
             "layer_bytes": list(header.lengths),
             "layer_offsets": list(header.offsets),
+            "layer_roles": [_ROLES[type(b)] for b in bricks],
+            "point_layers": [header.point_layers(k) for k in range(1, header.num_layers + 1)],
+            "point_bytes": [header.point_bytes(k) for k in range(1, header.num_layers + 1)],
             "total_bytes": header.prefix_end(header.num_layers),
             "config_hash": header.config_hash.hex(),
         }
 
     def truncate(self, blob: bytes, layers: int) -> bytes:
-        """A valid stream of the first ``layers`` layers (no re-encoding)."""
+        """A valid stream of the first ``layers`` layers (no re-encoding); it holds every
+        operating point up to ``layers``."""
         header, _ = self._open(blob)
         present = container.complete_layers(bytes(blob), header)
         if not isinstance(layers, (int, np.integer)) or not 1 <= layers <= present:
             raise VCMError(f"layers must be in 1..{present}, got {layers!r}")
         return container.truncate(bytes(blob), header, int(layers))
+
+    def view(self, blob: bytes, layers: int) -> bytes:
+        """A valid stream of operating point ``layers`` alone: the header and the layers it
+        needs (``inspect()["point_layers"]``), every other layer absent. For a texture point
+        of the generator preset that is one layer: what a viewer fetches."""
+        header, _ = self._open(blob)
+        points = container.decodable_points(bytes(blob), header)
+        if not isinstance(layers, (int, np.integer)) or layers not in points:
+            raise VCMError(f"layers must be one of the stream's operating points "
+                           f"{_ranges(points)}, got {layers!r}")
+        return container.view(bytes(blob), header, int(layers))
+
+
+#: What each layer carries, as ``inspect()["layer_roles"]`` names it.
+_ROLES = {SemanticPalette: "semantic", PaletteSplits: "splits", LatentRefinement: "refinement",
+          TextureResidual: "texture-residual", TexturePhoto: "texture"}
+
+
+def _ranges(points: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1..3, 5' for messages."""
+    spans: list[list[int]] = []
+    for k in points:
+        if spans and k == spans[-1][1] + 1:
+            spans[-1][1] = k
+        else:
+            spans.append([k, k])
+    return ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in spans)

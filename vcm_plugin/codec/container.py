@@ -9,10 +9,18 @@ Layout (little endian)::
     width, height                           u32, u32
     config hash                             8 bytes (blake2b of the preset configuration)
     n x (offset, length, crc32)             u32 each; offsets from the start of the stream
+        version 3 adds a u16 per entry: the bit mask of earlier layers this one needs
     header crc32                            u32 over every byte above
     layer payloads                          contiguous, in order
 
 A reader can fetch layer 0 alone with one byte-range request: ``[0, offset_0 + length_0)``.
+
+Version 2 layers each need every layer before them, so an operating point is a prefix. Version 3
+records what each layer needs, so an operating point is a layer and its needs (a viewer can
+fetch the header and one texture layer by byte range and skip the analytics refinements), and
+a layer may be absent (length 0): ``view`` streams carry one operating point's layers only.
+A stream whose layers form a plain prefix chain is written as version 2, byte for byte as
+before.
 """
 
 from __future__ import annotations
@@ -24,16 +32,23 @@ from dataclasses import dataclass
 from vcm_plugin.errors import VCMError
 
 MAGIC = b"\x89VCM"
-VERSION = 2  # 2: moment-matched Laplace scales (version-1 streams decode differently)
+VERSION = 3  # 3: per-layer needs and absent layers; 2: moment-matched Laplace scales
+VERSIONS = (2, 3)  # read; version-1 streams decode differently and are refused
 MAX_LAYERS = 16
 _FIXED = struct.Struct("<4sBBBBII8s")
-_ENTRY = struct.Struct("<III")
+_ENTRIES = {2: struct.Struct("<III"), 3: struct.Struct("<IIIH")}
 _CRC = struct.Struct("<I")
+_EMPTY_CRC = zlib.crc32(b"")
 
 
-def header_size(num_layers: int) -> int:
+def header_size(num_layers: int, version: int = 2) -> int:
     """Bytes before the first layer payload."""
-    return _FIXED.size + num_layers * _ENTRY.size + _CRC.size
+    return _FIXED.size + num_layers * _ENTRIES[version].size + _CRC.size
+
+
+def prefix_needs(num_layers: int) -> tuple[int, ...]:
+    """Version 2's rule: every layer needs all layers before it."""
+    return tuple((1 << i) - 1 for i in range(num_layers))
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,12 @@ class Header:
     offsets: tuple[int, ...]
     lengths: tuple[int, ...]
     crcs: tuple[int, ...]
+    version: int = 2
+    needs: tuple[int, ...] = ()  # per layer, the bit mask of earlier layers it needs
+
+    def __post_init__(self) -> None:
+        if not self.needs:
+            object.__setattr__(self, "needs", prefix_needs(len(self.lengths)))
 
     @property
     def num_layers(self) -> int:
@@ -53,27 +74,49 @@ class Header:
 
     @property
     def size(self) -> int:
-        return header_size(self.num_layers)
+        return header_size(self.num_layers, self.version)
 
     def prefix_end(self, layers: int) -> int:
-        """End offset of the first ``layers`` layers (the byte range a client fetches)."""
+        """End offset of the first ``layers`` layers (a byte range that holds every operating
+        point up to ``layers``, since layers only need earlier ones)."""
         return self.size if layers == 0 else self.offsets[layers - 1] + self.lengths[layers - 1]
+
+    def point_layers(self, layers: int) -> list[int]:
+        """Indices of the layers operating point ``layers`` decodes: layer ``layers - 1`` and
+        everything it needs, in stream order."""
+        top = layers - 1
+        mask = self.needs[top] | (1 << top)
+        return [i for i in range(self.num_layers) if mask >> i & 1]
+
+    def point_bytes(self, layers: int) -> int:
+        """What a reader fetches for operating point ``layers``: the header plus its layers."""
+        return self.size + sum(self.lengths[i] for i in self.point_layers(layers))
 
 
 def pack(
     backend_id: int, preset_id: int, width: int, height: int, config_hash: bytes,
-    layers: list[bytes],
+    layers: list[bytes], needs: tuple[int, ...] | None = None,
 ) -> bytes:
-    """Serialise a header and its layers into one stream."""
-    if not 1 <= len(layers) <= MAX_LAYERS:
-        raise VCMError(f"a stream holds 1..{MAX_LAYERS} layers, got {len(layers)}")
-    start = header_size(len(layers))
+    """Serialise a header and its layers into one stream; an empty payload is an absent layer.
+
+    ``needs`` (per layer, a bit mask of earlier layers) defaults to the prefix chain, which is
+    written as version 2; anything else, or an absent layer, as version 3.
+    """
+    n = len(layers)
+    if not 1 <= n <= MAX_LAYERS:
+        raise VCMError(f"a stream holds 1..{MAX_LAYERS} layers, got {n}")
+    needs = prefix_needs(n) if needs is None else tuple(needs)
+    if len(needs) != n or any(m >> i for i, m in enumerate(needs)):
+        raise VCMError(f"bad layer needs {needs}: one mask per layer, earlier layers only")
+    version = 2 if needs == prefix_needs(n) and all(layers) else 3
+    entry = _ENTRIES[version]
     table = bytearray()
-    offset = start
-    for payload in layers:
-        table += _ENTRY.pack(offset, len(payload), zlib.crc32(payload))
+    offset = header_size(n, version)
+    for payload, mask in zip(layers, needs, strict=True):
+        fields = (offset, len(payload), zlib.crc32(payload)) + ((mask,) if version == 3 else ())
+        table += entry.pack(*fields)
         offset += len(payload)
-    head = _FIXED.pack(MAGIC, VERSION, backend_id, preset_id, len(layers), width, height,
+    head = _FIXED.pack(MAGIC, version, backend_id, preset_id, n, width, height,
                        config_hash) + bytes(table)
     return head + _CRC.pack(zlib.crc32(head)) + b"".join(layers)
 
@@ -90,14 +133,15 @@ def parse_header(blob: bytes, max_pixels: int) -> Header:
     magic, version, backend_id, preset_id, n, width, height, chash = _FIXED.unpack_from(blob)
     if magic != MAGIC:
         raise VCMError(f"not a VCM stream: wrong magic bytes {magic!r}")
-    if version != VERSION:
+    if version not in VERSIONS:
         hint = "; it was written by an older vcm_plugin: re-encode the image" if (
-            0 < version < VERSION) else ""
-        raise VCMError(f"unsupported stream version {version} (this reader knows {VERSION})"
+            0 < version < min(VERSIONS)) else ""
+        known = " and ".join(str(v) for v in VERSIONS)
+        raise VCMError(f"unsupported stream version {version} (this reader knows {known})"
                        f"{hint}")
     if not 1 <= n <= MAX_LAYERS:
         raise VCMError(f"bad layer count {n} (must be 1..{MAX_LAYERS})")
-    size = header_size(n)
+    size = header_size(n, version)
     if len(blob) < size:
         raise VCMError(f"truncated header: {len(blob)} bytes, the layer table needs {size}")
     (stored_crc,) = _CRC.unpack_from(blob, size - _CRC.size)
@@ -110,35 +154,62 @@ def parse_header(blob: bytes, max_pixels: int) -> Header:
             f"image size {width}x{height} exceeds the pixel limit {max_pixels} "
             "(raise max_pixels if this stream is trusted)"
         )
-    entries = [_ENTRY.unpack_from(blob, _FIXED.size + i * _ENTRY.size) for i in range(n)]
+    entry = _ENTRIES[version]
+    entries = [entry.unpack_from(blob, _FIXED.size + i * entry.size) for i in range(n)]
     expected = size
-    for i, (offset, length, _crc) in enumerate(entries):
+    for i, (offset, length, crc, *mask) in enumerate(entries):
         if offset != expected:
             raise VCMError(f"layer {i} starts at byte {offset}, expected {expected}: "
                            "layers must be contiguous and in order")
-        if length == 0:
+        if length == 0 and version == 2:
             raise VCMError(f"layer {i} has length 0")
+        if length == 0 and crc != _EMPTY_CRC:
+            raise VCMError(f"layer {i} is absent (length 0) but has CRC {crc:#x}")
+        if mask and mask[0] >> i:
+            raise VCMError(f"layer {i} needs layers at or after itself (mask {mask[0]:#x})")
         expected = offset + length
-    offsets, lengths, crcs = (tuple(col) for col in zip(*entries, strict=True))
-    return Header(backend_id, preset_id, width, height, chash, offsets, lengths, crcs)
+    offsets, lengths, crcs = (tuple(col) for col in zip(*(e[:3] for e in entries), strict=True))
+    needs = tuple(e[3] for e in entries) if version == 3 else prefix_needs(n)
+    return Header(backend_id, preset_id, width, height, chash, offsets, lengths, crcs, version,
+                  needs)
+
+
+def present_layers(blob: bytes, header: Header) -> list[bool]:
+    """Per layer: are its bytes here (not cut off, not absent)? A corrupt one raises."""
+    present = []
+    for i in range(header.num_layers):
+        end = header.offsets[i] + header.lengths[i]
+        if header.lengths[i] == 0 or end > len(blob):
+            present.append(False)
+            continue
+        if zlib.crc32(blob[header.offsets[i]:end]) != header.crcs[i]:
+            raise VCMError(f"layer {i} CRC mismatch: the layer is corrupt")
+        present.append(True)
+    return present
+
+
+def decodable_points(blob: bytes, header: Header) -> list[int]:
+    """The operating points (layer counts) whose layers are all present, ascending."""
+    present = present_layers(blob, header)
+    points = [k for k in range(1, header.num_layers + 1)
+              if all(present[i] for i in header.point_layers(k))]
+    if not points:
+        raise VCMError(
+            f"stream truncated inside layer 0: {len(blob)} bytes, layer 0 ends at byte "
+            f"{header.prefix_end(1)}" if not present[0] else
+            "no operating point of this stream has all its layers")
+    return points
 
 
 def complete_layers(blob: bytes, header: Header) -> int:
     """How many leading layers are fully present; a corrupt present layer raises VCMError."""
-    count = 0
-    for i in range(header.num_layers):
-        end = header.offsets[i] + header.lengths[i]
-        if end > len(blob):
-            break
-        if zlib.crc32(blob[header.offsets[i]:end]) != header.crcs[i]:
-            raise VCMError(f"layer {i} CRC mismatch: the layer is corrupt")
-        count += 1
-    if count == 0:
+    present = present_layers(blob, header)
+    if header.lengths[0] and not present[0]:
         raise VCMError(
             f"stream truncated inside layer 0: {len(blob)} bytes, layer 0 ends at byte "
             f"{header.prefix_end(1)}"
         )
-    return count
+    return present.index(False) if False in present else len(present)
 
 
 def layer_payload(blob: bytes, header: Header, index: int) -> bytes:
@@ -149,4 +220,16 @@ def truncate(blob: bytes, header: Header, layers: int) -> bytes:
     """A valid stream holding the first ``layers`` layers, with a rewritten header."""
     payloads = [layer_payload(blob, header, i) for i in range(layers)]
     return pack(header.backend_id, header.preset_id, header.width, header.height,
-                header.config_hash, payloads)
+                header.config_hash, payloads, header.needs[:layers])
+
+
+def view(blob: bytes, header: Header, layers: int) -> bytes:
+    """A valid stream of operating point ``layers`` alone: its layers, every other absent (a
+    point that is a prefix of the stream is just that prefix)."""
+    keep = set(header.point_layers(layers))
+    if keep == set(range(layers)):
+        return truncate(blob, header, layers)
+    payloads = [layer_payload(blob, header, i) if i in keep else b""
+                for i in range(header.num_layers)]
+    return pack(header.backend_id, header.preset_id, header.width, header.height,
+                header.config_hash, payloads, header.needs)

@@ -29,6 +29,10 @@ class Preset:
     refine_steps: tuple[float, ...]  # one latent refinement layer per step, coarse to fine
     texture_qualities: tuple[int, ...]  # one AVIF texture layer per quality, coarse to fine
     deadzone: float = 0.2
+    #: "residual": each texture layer codes the residual against everything before it (0.1);
+    #: "photo": each codes the photo itself and needs no other layer (a viewer's operating
+    #: point is the header plus that one layer).
+    texture_coding: str = "residual"
     #: The name this preset had when its streams were first written; it enters the config hash,
     #: so a rename keeps old streams decoding (the DCT preset was called "default" until 0.2).
     hash_name: str | None = None
@@ -41,9 +45,15 @@ class Preset:
     def config_hash(self, backend_identity: str) -> bytes:
         fields = asdict(self)
         fields["name"] = fields.pop("hash_name") or self.name
+        for key, value in _ADDED_FIELDS.items():  # 0.1's hashes did not have them
+            if fields[key] == value:
+                del fields[key]
         text = json.dumps(fields, sort_keys=True) + backend_identity
         return hashlib.blake2b(text.encode(), digest_size=8).digest()
 
+
+#: Fields added after streams were first written, with the value those streams imply.
+_ADDED_FIELDS = {"texture_coding": "residual"}
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -53,11 +63,19 @@ PRESETS: dict[str, Preset] = {
                content_classes=4, palette_step=0.5, index_penalty=0.5, semantic_step=1.5,
                split_step=0.5, refine_steps=(0.75,), texture_qualities=(25, 50),
                hash_name="default"),
-        # the TAEF2 generator latent (weights ship in the package): the accurate one
-        Preset("tae", 2, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
+        # the TAEF2 generator latent (weights ship in the package): the accurate one. Four
+        # latent layers for analytics, then four texture layers that each code the photo at
+        # one AVIF quality and need nothing else (README: "Stream layout").
+        Preset("tae", 3, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
                content_classes=4, palette_step=0.25, index_penalty=0.5, semantic_step=3.0,
-               split_step=0.25, refine_steps=(1.5, 0.75), texture_qualities=(25, 50),
-               deadzone=0.35),
+               split_step=0.25, refine_steps=(1.5, 0.75), texture_qualities=(20, 35, 50, 70),
+               deadzone=0.35, texture_coding="photo"),
+        # 0.1's generator preset: texture layers code the residual against the layers before
+        # (a person's view cost +76 % over AVIF); kept so its streams decode
+        Preset("tae-residual", 2, "tae", semantic_scale=0.5, coarse_entries=8,
+               fine_entries=32, content_classes=4, palette_step=0.25, index_penalty=0.5,
+               semantic_step=3.0, split_step=0.25, refine_steps=(1.5, 0.75),
+               texture_qualities=(25, 50), deadzone=0.35, hash_name="tae"),
     )
 }
 PRESET_BY_ID = {p.preset_id: p for p in PRESETS.values()}

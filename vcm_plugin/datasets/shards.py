@@ -16,6 +16,9 @@ Output directory (``DST``)::
 Resuming: a shard counts as done when its manifest parses, names the same preset, codec
 configuration and keys, the source files still hash the same, and the tar's size and sha256
 match. Anything else (no manifest, a truncated or flipped tar, changed sources) is re-encoded.
+A run that fails (an unreadable image, Ray unreachable, Ctrl-C) removes the files it created,
+and DST itself if it created it, except the shards it finished and the job file that lets a
+rerun resume them.
 
 Why this shape: one function, :func:`encode_shard`, does one shard from a picklable
 :class:`ShardTask` and returns its manifest, so the ``local`` engine (a process pool) and the
@@ -31,9 +34,9 @@ import io
 import json
 import os
 import re
+import shutil
 import sys
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,8 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from vcm_plugin.codec.imagefile import read_rgb
+from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.datasets.layouts import Sample, meta_files, scan
 from vcm_plugin.errors import VCMError
+from vcm_plugin.fileio import write_atomic
 
 __all__ = ["ENGINES", "FORMAT", "ShardTask", "encode_dataset", "encode_shard", "verify_shard"]
 
@@ -52,15 +57,6 @@ JOB_FILE = "vcm-shards.json"
 INDEX_FILE = "index.json"
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.(tar|json)$")
 _TMP_RE = re.compile(r"^\.(shard-\d{5,}\.(tar|json)|index\.json|vcm-shards\.json)\..*\.part$")
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
 
 
 def shard_name(i: int) -> str:
@@ -84,21 +80,6 @@ def _sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; shards are shared data
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -361,8 +342,57 @@ def plan(samples: list[Sample], shard_size: int, dst: Path, preset: str) -> list
             for i in range(0, len(samples), shard_size)]
 
 
+def _run_engine(engine: str, todo: list[ShardTask], workers: int | None,
+                ray_address: str | None, manifests: dict[str, dict[str, Any]],
+                done_images: int, total_images: int, progress: bool) -> None:
+    """Encode the shards of ``todo``, adding each manifest to ``manifests`` as it lands."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_images, initial=done_images, unit="img", desc=f"encode ({engine})",
+               disable=not progress, file=sys.stderr)
+
+    def on_done(manifest: dict[str, Any]) -> None:
+        manifests[Path(manifest["shard"]).stem] = manifest
+        bar.update(len(manifest["members"]))
+
+    try:
+        if engine == "local":
+            _run_local(todo, workers or os.cpu_count() or 1, on_done)
+        else:
+            _run_ray(todo, workers, ray_address, on_done)
+    finally:
+        bar.close()
+
+
+def _topmost_missing(path: Path) -> Path | None:
+    """The outermost directory that creating ``path`` would create (None: it exists)."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
+def _undo(dst: Path, created_root: Path | None, found: set[str], saved: dict[str, bytes],
+          finished: set[str]) -> None:
+    """After a failed run, leave DST as it was found: remove what this run created and put
+    back the job file and index it replaced. Shards it finished stay, with the job file that
+    makes a rerun resume them (an interrupted long run should not lose its work)."""
+    keep = {f"{name}.{ext}" for name in finished for ext in ("tar", "json")}
+    if keep:
+        keep.add(JOB_FILE)
+    elif created_root is not None:
+        shutil.rmtree(created_root, ignore_errors=True)
+        return
+    for p in dst.iterdir():
+        if p.name not in found and p.name not in keep:
+            p.unlink(missing_ok=True)
+    if not keep:
+        for name, data in saved.items():
+            write_atomic(dst / name, data)
+
+
 def encode_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
-                   preset: str = "default", engine: str = "local", shard_size: int = 64,
+                   preset: str = DEFAULT_PRESET, engine: str = "local", shard_size: int = 64,
                    workers: int | None = None, ray_address: str | None = None,
                    layout: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Encode every image of ``src`` into shards in ``dst``; returns a report
@@ -375,7 +405,7 @@ def encode_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     t0 = time.perf_counter()
     from vcm_plugin.codec.presets import get_preset
 
-    get_preset(preset)
+    preset = get_preset(preset).name  # an alias ("default") names the same shards as its preset
     if engine not in ENGINES:
         raise VCMError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
@@ -393,45 +423,37 @@ def encode_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
            "source": str(src_p), "num_samples": len(samples),
            "num_shards": -(-len(samples) // shard_size)}
     _check_dst(dst_p, job)
+    created_root = _topmost_missing(dst_p)
+    found = set() if created_root else set(os.listdir(dst_p))
+    saved = {name: (dst_p / name).read_bytes() for name in (JOB_FILE, INDEX_FILE)
+             if name in found}
     dst_p.mkdir(parents=True, exist_ok=True)
-    write_atomic(dst_p / JOB_FILE, _json_bytes(job))
-    _cleanup(dst_p, job["num_shards"])
-
-    tasks = plan(samples, shard_size, dst_p, preset)
-    config = _codec_config(preset)
     manifests: dict[str, dict[str, Any]] = {}
-    todo = []
-    for t in tasks:
-        m = verify_shard(dst_p, t, config)
-        if m is None:
-            todo.append(t)
-        else:
-            manifests[t.name] = m
-    skipped = sorted(manifests)
-    if todo:
-        (dst_p / INDEX_FILE).unlink(missing_ok=True)  # stale until this run completes
-
-    from tqdm import tqdm
-
-    done_images = sum(len(t.samples) for t in tasks if t.name in manifests)
-    bar = tqdm(total=len(samples), initial=done_images, unit="img", desc=f"encode ({engine})",
-               disable=not progress, file=sys.stderr)
-
-    def on_done(manifest: dict[str, Any]) -> None:
-        manifests[Path(manifest["shard"]).stem] = manifest
-        bar.update(len(manifest["members"]))
-
+    todo: list[ShardTask] = []
     try:
-        if engine == "local":
-            _run_local(todo, workers or os.cpu_count() or 1, on_done)
-        else:
-            _run_ray(todo, workers, ray_address, on_done)
-    finally:
-        bar.close()
-
-    index = dict(job, meta=meta_files(src_p),
-                 shards=[manifests[t.name] for t in tasks])
-    write_atomic(dst_p / INDEX_FILE, _json_bytes(index))
+        write_atomic(dst_p / JOB_FILE, _json_bytes(job))
+        tasks = plan(samples, shard_size, dst_p, preset)
+        config = _codec_config(preset)
+        for t in tasks:
+            m = verify_shard(dst_p, t, config)
+            if m is None:
+                todo.append(t)
+            else:
+                manifests[t.name] = m
+        skipped = sorted(manifests)
+        if todo:
+            (dst_p / INDEX_FILE).unlink(missing_ok=True)  # stale until this run completes
+        _run_engine(engine, todo, workers, ray_address, manifests,
+                    sum(len(t.samples) for t in tasks if t.name in manifests),
+                    len(samples), progress)
+        index = dict(job, meta=meta_files(src_p),
+                     shards=[manifests[t.name] for t in tasks])
+        write_atomic(dst_p / INDEX_FILE, _json_bytes(index))
+        _cleanup(dst_p, job["num_shards"])  # after success: a failed run keeps the old index's
+    except BaseException:
+        finished = {t.name for t in todo if t.name in manifests}
+        _undo(dst_p, created_root, found, saved, finished)
+        raise
     return {"engine": engine, "images": len(samples), "shards": len(tasks),
             "encoded": sorted(t.name for t in todo), "skipped": skipped,
             "seconds": time.perf_counter() - t0, "index": str(dst_p / INDEX_FILE)}
