@@ -168,13 +168,18 @@ def cmd_demo(args) -> None:
         start = time.perf_counter()
         img = codec.decode(blob, layers=k)
         decode_s = time.perf_counter() - start
-        size = len(codec.truncate(blob, k))
-        rows.append({"layers": k, "layer_bytes": info["layer_bytes"][k - 1], "total_bytes": size,
+        size = info["point_bytes"][k - 1]  # what a reader fetches: header + needed layers
+        role = info["layer_roles"][k - 1]
+        audience = "person" if role.startswith("texture") else "analytics"
+        rows.append({"layers": k, "role": role, "audience": audience,
+                     "needs_layers": info["point_layers"][k - 1],
+                     "layer_bytes": info["layer_bytes"][k - 1], "total_bytes": size,
                      "bpp": size * 8 / pixels, "psnr_db": psnr(img, original),
                      "decode_s": decode_s})
         write_atomic(out / f"layers_{k}.png", _image_bytes(img))
         images.append(img)
-        labels.append(f"{k} layer(s): {size * 8 / pixels:.3f} bpp, {rows[-1]['psnr_db']:.1f} dB")
+        labels.append(f"{k} ({audience}): {size} B, {size * 8 / pixels:.3f} bpp, "
+                      f"{rows[-1]['psnr_db']:.1f} dB")
     write_atomic(out / "astronaut.vcm", blob)
     write_atomic(out / "contact_sheet.png", _image_bytes(contact_sheet(images, labels)))
     report = {"image": "skimage.data.astronaut", "width": original.shape[1],
@@ -182,8 +187,8 @@ def cmd_demo(args) -> None:
               "encode_s": encode_s, "layers": rows}
     write_atomic(out / "report.json", json.dumps(report, indent=2).encode())
     for row in rows:
-        print(f"layers={row['layers']}: {row['total_bytes']:7d} B  {row['bpp']:.3f} bpp  "
-              f"{row['psnr_db']:.2f} dB")
+        print(f"layers={row['layers']} ({row['audience']}, needs {row['needs_layers']}): "
+              f"{row['total_bytes']:7d} B  {row['bpp']:.3f} bpp  {row['psnr_db']:.2f} dB")
     print(f"wrote {out}/ (layers_*.png, contact_sheet.png, report.json, astronaut.vcm)")
 
 
