@@ -278,3 +278,25 @@ def test_cli_errors_are_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert r.stderr.strip().startswith("vcm: error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_viewer_fetches_one_operating_point(server, photo):
+    """A texture point of the generator preset reads the header and one layer: the server
+    answers ?view=1 with exactly Codec.view's bytes and counts only those as served."""
+    codec = Codec("tae", device="cpu")
+    blob = codec.encode(photo)
+    info = codec.inspect(blob)
+    client = EdgeClient(server.url)
+    frame = client.upload("viewcam", 5, blob)
+    assert client.info(frame["id"])["point_layers"] == info["point_layers"]
+    before = client.info(frame["id"])["served_bytes"].get("viewer", 0)
+    for k in (1, 4, 6, 8):
+        got = client.view(frame["id"], layers=k)
+        assert got.body == codec.view(blob, layers=k)
+        assert got.headers["x-vcm-view-layers"] == ",".join(map(str, info["point_layers"][k - 1]))
+        np.testing.assert_array_equal(codec.decode(got.body), codec.decode(blob, layers=k))
+    served = client.info(frame["id"])["served_bytes"]["viewer"] - before
+    assert served == sum(info["point_bytes"][k - 1] for k in (1, 4, 6, 8))
+    assert info["point_bytes"][5] < info["total_bytes"] // 3  # one texture layer, not the rest
+    png = _decode_png(client.image(frame["id"], layers=6))
+    np.testing.assert_array_equal(png, codec.decode(blob, layers=6))

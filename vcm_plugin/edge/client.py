@@ -154,6 +154,12 @@ class EdgeClient:
         return self.request("GET", f"/frames/{frame_id}", query={"layers": layers, "wait": wait},
                             headers=headers)
 
+    def view(self, frame_id: str, layers: int, wait: float | None = None) -> Response:
+        """Operating point ``layers`` alone: the header and the layers it needs (for a texture
+        point of the generator preset, one layer), as a stream ``Codec.decode`` reads."""
+        return self.request("GET", f"/frames/{frame_id}",
+                            query={"layers": layers, "wait": wait, "view": 1})
+
     def image(self, frame_id: str, layers: int | None = None, wait: float | None = None
               ) -> bytes:
         return self.request("GET", f"/frames/{frame_id}/image",

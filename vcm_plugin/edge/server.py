@@ -8,6 +8,8 @@ Routes::
 
     POST /cameras/{cam}/frames?ts=US         upload a stream prefix of whole layers (201)
     POST /frames/{id}/layers?offset=N        append the next layers (bytes from offset N)
+    GET  /frames/{id}?layers=k&view=1        operating point k alone: header + the layers it
+                                             needs (X-VCM-View-Layers), e.g. one texture layer
     GET  /frames/{id}?layers=k[&wait=s]      stream prefix of k layers (default: all stored;
                                              missing ones are requested from the camera);
                                              honours Range
@@ -37,6 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
+from vcm_plugin.codec import container
 from vcm_plugin.codec.api import Codec
 from vcm_plugin.edge.metrics import Metrics
 from vcm_plugin.edge.store import DETECTIONS, FrameKey, FrameStore, check_camera
@@ -381,15 +384,34 @@ class EdgeServer:
         return want
 
     def _count(self, request: web.Request, meta: FrameMeta, start: int, stop: int) -> None:
+        self._served(request, meta, meta.layout.bytes_per_layer(start, stop))
+
+    def _served(self, request: web.Request, meta: FrameMeta, per_layer: list[int]) -> None:
         client = request.headers.get("X-VCM-Client", "viewer")[:32]
-        self.metrics.served(client, meta.layout.bytes_per_layer(start, stop))
-        meta.served[client] += stop - start
+        self.metrics.served(client, per_layer)
+        meta.served[client] += sum(per_layer)
         if client == "worker":
-            self.metrics.analytics_bytes_read += stop - start
+            self.metrics.analytics_bytes_read += sum(per_layer)
+
+    def _read_view(self, meta: FrameMeta, layers: int) -> bytes:
+        """Operating point ``layers`` alone (``Codec.view``), read from the store by range:
+        the header plus the layers it needs; a texture point skips the analytics layers."""
+        h = meta.layout.header
+        parts = dict(zip(h.point_layers(layers),
+                         (self.store.read(meta.key, a, b)
+                          for a, b in meta.layout.point_ranges(layers)), strict=True))
+        if sorted(parts) == list(range(layers)):  # a prefix is its own view
+            return container.truncate(b"".join(
+                [self.store.read(meta.key, 0, h.size), *parts.values()]), h, layers)
+        payloads = [parts.get(i, b"") for i in range(h.num_layers)]
+        return container.pack(h.backend_id, h.preset_id, h.width, h.height, h.config_hash,
+                              payloads, h.needs)
 
     async def get_frame(self, request: web.Request) -> web.Response:
         meta = self._meta(request)
         k = await self._layers(request, meta)
+        if request.query.get("view") == "1":
+            return await self._get_view(request, meta, k)
         size = meta.layout.end(k)
         rng = parse_range(request.headers.get("Range"), size)
         start, stop = rng or (0, size)
@@ -408,12 +430,20 @@ class EdgeServer:
         return web.Response(body=data, status=206 if rng else 200, headers=headers,
                             content_type=STREAM_TYPE)
 
+    async def _get_view(self, request: web.Request, meta: FrameMeta, k: int) -> web.Response:
+        data = await self._run(self._read_view, meta, k)
+        self._served(request, meta, meta.layout.view_per_layer(k))
+        layers = ",".join(map(str, meta.layout.header.point_layers(k)))
+        return web.Response(body=data, content_type=STREAM_TYPE,
+                            headers={"X-VCM-Layers": str(k), "X-VCM-View-Layers": layers,
+                                     "X-VCM-Num-Layers": str(meta.layout.num_layers),
+                                     "ETag": f'"{meta.key.id}-view-{k}"'})
+
     async def get_image(self, request: web.Request) -> web.Response:
         meta = self._meta(request)
         k = await self._layers(request, meta)
-        size = meta.layout.end(k)
-        data = await self._run(self.store.read, meta.key, 0, size)
-        self._count(request, meta, 0, size)
+        data = await self._run(self._read_view, meta, k)  # only the layers the point reads
+        self._served(request, meta, meta.layout.view_per_layer(k))
         png = await self._run(self._png, data, k, cpu=True)
         return web.Response(body=png, content_type="image/png",
                             headers={"X-VCM-Layers": str(k)})

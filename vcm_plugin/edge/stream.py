@@ -52,11 +52,28 @@ class Layout:
             lo = hi
         return out
 
+    def point_ranges(self, layers: int) -> list[tuple[int, int]]:
+        """Byte ranges of the layers operating point ``layers`` reads (the header aside)."""
+        h = self.header
+        return [(h.offsets[i], h.offsets[i] + h.lengths[i]) for i in h.point_layers(layers)]
+
+    def view_per_layer(self, layers: int) -> list[int]:
+        """Bytes of a view of point ``layers`` in each layer (the header counted with the
+        first layer read, as ``bytes_per_layer`` counts it with layer 0)."""
+        h = self.header
+        needed = h.point_layers(layers)
+        out = [h.lengths[i] if i in needed else 0 for i in range(self.num_layers)]
+        out[needed[0]] += h.point_bytes(layers) - sum(out)
+        return out
+
     def describe(self) -> dict:
+        points = range(1, self.num_layers + 1)
         return {"num_layers": self.num_layers, "stored_layers": self.stored_layers,
                 "bytes": self.size, "complete": self.complete,
                 "width": self.header.width, "height": self.header.height,
-                "layer_ends": [self.end(k) for k in range(1, self.num_layers + 1)]}
+                "layer_ends": [self.end(k) for k in points],
+                "point_layers": [self.header.point_layers(k) for k in points],
+                "point_bytes": [self.header.point_bytes(k) for k in points]}
 
 
 def read_header(probe: bytes) -> container.Header:
