@@ -41,7 +41,9 @@ def test_pillow_plugin_save_open_all_and_fewer_layers(kodak, tmp_path):
         assert im.format == "VCM" and im.size == (192, 128) and im.mode == "RGB"
         assert im.info["num_layers"] == n
         np.testing.assert_array_equal(np.asarray(im), codec.decode(blob))
-        assert im.info["layers_decoded"] == n and im.info["preset"] == "default"
+        assert im.info["layers_decoded"] == n and im.info["preset"] == "tae"
+        assert im.info["point_layers"] == codec.inspect(blob)["point_layers"]
+        assert im.info["point_layers"][-1] == [n - 1]  # a person's view: one texture layer
 
     with Image.open(path) as im:  # the documented way to ask for fewer
         im.layers = 1

@@ -46,9 +46,11 @@ def _accept(prefix: bytes) -> bool:
 
 
 class VCMImageFile(ImageFile.ImageFile):
-    """A ``.vcm`` stream opened by Pillow. ``layers``: how many layers ``load()`` decodes
-    (None = all); ``info``: ``num_layers``, ``layer_bytes``, and after loading
-    ``layers_decoded``, ``preset``, ``backend``."""
+    """A ``.vcm`` stream opened by Pillow. ``layers``: which operating point ``load()``
+    decodes (None = all layers present); ``info``: ``num_layers``, ``layer_bytes``,
+    ``point_layers`` (per operating point, the layers it reads: in the generator preset a
+    texture point is one layer), and after loading ``layers_decoded``, ``preset``,
+    ``backend``."""
 
     format = FORMAT
     format_description = "VCM scalable image for machine vision (vcm_plugin)"
@@ -65,6 +67,8 @@ class VCMImageFile(ImageFile.ImageFile):
         self.layers: int | None = None
         self.info["num_layers"] = header.num_layers
         self.info["layer_bytes"] = list(header.lengths)
+        self.info["point_layers"] = [header.point_layers(k)
+                                     for k in range(1, header.num_layers + 1)]
         self.tile = [ImageFile._Tile("vcm", (0, 0, *self.size), 0, None)]
 
     def load(self) -> Any:
