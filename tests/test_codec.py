@@ -259,3 +259,21 @@ def test_bad_version3_tables_are_refused(tae_stream):
         bad[size - 4:size] = (__import__("zlib").crc32(bytes(bad[:size - 4]))).to_bytes(4, "little")
         with pytest.raises(VCMError, match=message):
             codec.inspect(bytes(bad))
+
+
+def test_byte_budget_keeps_the_best_fit(tae_stream):
+    codec, _, blob = tae_stream
+    info = codec.inspect(blob)
+    for k in range(1, 9):
+        prefix = codec.truncate(blob, layers=k)
+        assert codec.truncate(blob, max_bytes=len(prefix)) == prefix
+        assert len(codec.truncate(blob, max_bytes=len(prefix) + 1)) == len(prefix) or k == 8
+        view_bytes = info["point_bytes"][k - 1]
+        fits = max(j for j in range(1, 9) if info["point_bytes"][j - 1] <= view_bytes)
+        assert codec.view(blob, max_bytes=view_bytes) == codec.view(blob, layers=fits)
+    with pytest.raises(VCMError, match="below the smallest operating point"):
+        codec.truncate(blob, max_bytes=10)
+    with pytest.raises(VCMError, match="not both"):
+        codec.view(blob, layers=2, max_bytes=10_000)
+    with pytest.raises(VCMError, match="positive integer"):
+        codec.truncate(blob, max_bytes=-5)

@@ -305,25 +305,50 @@ class Codec:
             "config_hash": header.config_hash.hex(),
         }
 
-    def truncate(self, blob: bytes, layers: int) -> bytes:
+    def truncate(self, blob: bytes, layers: int | None = None, *,
+                 max_bytes: int | None = None) -> bytes:
         """A valid stream of the first ``layers`` layers (no re-encoding); it holds every
-        operating point up to ``layers``."""
+        operating point up to ``layers``. ``max_bytes`` instead: the longest such prefix
+        that fits (rate control for a link or a store with a byte budget)."""
         header, _ = self._open(blob)
         present = container.complete_layers(bytes(blob), header)
+        if max_bytes is not None:
+            if layers is not None:
+                raise VCMError("give layers or max_bytes, not both")
+            layers = _largest_within({k: len(container.truncate(bytes(blob), header, k))
+                                      for k in range(1, present + 1)}, max_bytes)
         if not isinstance(layers, (int, np.integer)) or not 1 <= layers <= present:
             raise VCMError(f"layers must be in 1..{present}, got {layers!r}")
         return container.truncate(bytes(blob), header, int(layers))
 
-    def view(self, blob: bytes, layers: int) -> bytes:
+    def view(self, blob: bytes, layers: int | None = None, *,
+             max_bytes: int | None = None) -> bytes:
         """A valid stream of operating point ``layers`` alone: the header and the layers it
         needs (``inspect()["point_layers"]``), every other layer absent. For a texture point
-        of the generator preset that is one layer: what a viewer fetches."""
+        of the generator preset that is one layer: what a viewer fetches. ``max_bytes``
+        instead: the highest operating point whose view fits."""
         header, _ = self._open(blob)
         points = container.decodable_points(bytes(blob), header)
+        if max_bytes is not None:
+            if layers is not None:
+                raise VCMError("give layers or max_bytes, not both")
+            layers = _largest_within({k: len(container.view(bytes(blob), header, k))
+                                      for k in points}, max_bytes)
         if not isinstance(layers, (int, np.integer)) or layers not in points:
             raise VCMError(f"layers must be one of the stream's operating points "
                            f"{_ranges(points)}, got {layers!r}")
         return container.view(bytes(blob), header, int(layers))
+
+
+def _largest_within(sizes: dict[int, int], max_bytes: int) -> int:
+    """The largest key whose size fits ``max_bytes``; VCMError naming the smallest size."""
+    if not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1:
+        raise VCMError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    fits = [k for k, size in sizes.items() if size <= max_bytes]
+    if not fits:
+        raise VCMError(f"max_bytes={max_bytes} is below the smallest operating point "
+                       f"({min(sizes.values())} bytes)")
+    return max(fits)
 
 
 #: What each layer carries, as ``inspect()["layer_roles"]`` names it.
