@@ -281,6 +281,7 @@ def code_version() -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate, write the three outputs into ``args.out`` and return the summary."""
     t0 = time.time()
+    version = code_version()  # at the start: the workers import the code as it is now
     names = [c.strip() for c in args.codecs.split(",") if c.strip()]
     if not names:
         raise VCMError("--codecs is empty")
@@ -337,7 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(data.resolve()), "num_images": len(items), "pixels": total_px,
         "preset": args.preset, "model": task.describe(), "settings_probe": plan,
         "bd_rate_method": BD_METHOD, "levels_method": LEVELS_METHOD,
-        "code_version": code_version(),
+        "code_version": version,
         "command": "python -m eval.rate_accuracy " + " ".join(args.argv),
         "seconds": round(time.time() - t0, 1),
     }
