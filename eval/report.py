@@ -18,7 +18,7 @@ from typing import Any
 from eval.bd_rate import bd_rate
 from eval.levels import analyse_metric
 
-__all__ = ["bd_table", "curve_table", "levels_lines", "main", "results_table"]
+__all__ = ["bd_table", "curve_table", "levels_lines", "main", "points_list", "results_table"]
 
 BASELINE_NAMES = {"avif": "AVIF", "jpeg": "JPEG", "webp": "WebP", "jxl": "JPEG XL"}
 
@@ -105,8 +105,8 @@ def levels_lines(s: dict[str, Any]) -> list[str]:
             cells = ", ".join(f"{c} {_bpp(v[k])}" for c, v in r["rate_at_accuracy"].items())
             ratio = ", ".join(f"{c} {'n/a' if v[k] is None else f'{v[k]:.2f}'}"
                               for c, v in r["rate_ratio_vs"].items())
-            lines.append(f"    {float(k):.0%} (metric {'>=' if r['higher_is_better'] else '<='} "
-                         f"{t:.4g}): bpp {cells}")
+            op = ">=" if r["higher_is_better"] else "<="
+            lines.append(f"    {float(k) * 100:.0f} % (metric {op} {t:.4g}): bpp {cells}")
             lines.append(f"        vcm bpp / baseline bpp: {ratio}")
     return lines
 
@@ -124,10 +124,10 @@ def results_table(summaries: list[dict[str, Any]], base: str = "avif") -> str:
     vcm's bpp over ``base``'s bpp at each accuracy level (with both bpp)."""
     others = [b for b in BASELINE_NAMES if b != base]
     levels = [float(x) for x in summaries[0].get("accuracy_levels", [0.8, 0.9, 0.95])]
+    b_name = BASELINE_NAMES[base]
     head = (["run (images)", "metric (uncompressed)", f"BD-rate vs {BASELINE_NAMES[base]}"]
             + [f"vs {BASELINE_NAMES[b]}" for b in others]
-            + [f"vcm / {BASELINE_NAMES[base]} bpp at {lv:.0%} (vcm / {BASELINE_NAMES[base]})"
-               for lv in levels])
+            + [f"vcm / {b_name} bpp at {lv * 100:.0f} % (vcm / {b_name})" for lv in levels])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summaries:
         run = (f"{s['task']}, {s.get('preset', 'default')}, {Path(s['data']).name} "
@@ -142,6 +142,20 @@ def results_table(summaries: list[dict[str, Any]], base: str = "avif") -> str:
             better = "↑" if r["higher_is_better"] else "↓"
             lines.append(f"| {run} | {name} {better} ({r['original']:.4g}) | "
                          + " | ".join(bd + lv) + " |")
+    return "\n".join(lines)
+
+
+def points_list(summaries: list[dict[str, Any]], codecs: tuple[str, ...] = ("vcm", "avif"),
+                ) -> str:
+    """One bullet per run: the primary metric's points (bpp → metric) of ``codecs``."""
+    lines = []
+    for s in summaries:
+        curves = "; ".join(
+            f"{BASELINE_NAMES.get(c, c)}: " + ", ".join(
+                f"{p['bpp']:.3f} → {p['metric']:.3g}" for p in s["curves"][c])
+            for c in codecs if c in s["curves"])
+        lines.append(f"* {s['task']}, {s.get('preset', 'default')}, {Path(s['data']).name} — "
+                     f"{s['metric']} (uncompressed {s['original']['metric']:.3g}): {curves}")
     return "\n".join(lines)
 
 
@@ -167,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     summaries = [_load(p) for p in paths]
     if readme:
         print(results_table(summaries))
+        print()
+        print(points_list(summaries))
         return 0
     print(bd_table(summaries))
     print()
