@@ -145,6 +145,10 @@ def results_table(summaries: list[dict[str, Any]], base: str = "avif") -> str:
     return "\n".join(lines)
 
 
+def _num(m: float) -> str:
+    return f"{m:.3f}" if abs(m) < 2 else f"{m:.2f}"
+
+
 def points_list(summaries: list[dict[str, Any]], codecs: tuple[str, ...] = ("vcm", "avif"),
                 ) -> str:
     """One bullet per run: the primary metric's points (bpp → metric) of ``codecs``."""
@@ -152,7 +156,7 @@ def points_list(summaries: list[dict[str, Any]], codecs: tuple[str, ...] = ("vcm
     for s in summaries:
         curves = "; ".join(
             f"{BASELINE_NAMES.get(c, c)}: " + ", ".join(
-                f"{p['bpp']:.3f} → {p['metric']:.3g}" for p in s["curves"][c])
+                f"{p['bpp']:.3f} → {_num(p['metric'])}" for p in s["curves"][c])
             for c in codecs if c in s["curves"])
         lines.append(f"* {s['task']}, {s.get('preset', 'default')}, {Path(s['data']).name} — "
                      f"{s['metric']} (uncompressed {s['original']['metric']:.3g}): {curves}")
