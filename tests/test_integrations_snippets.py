@@ -1,13 +1,13 @@
 """Every usage snippet of the integrations runs as written.
 
-Collects the ```python blocks of ``vcm_plugin/integrations/README.md`` (and those of the
-top-level ``README.md`` that use ``vcm_plugin.integrations``) and executes each one from a
-sandbox laid out like a checkout: ``configs/`` of this repo, and a ``../shared`` whose coco128
-is a private copy (ultralytics writes label caches next to the data; the real ../shared must
-stay untouched) and whose other sets link to the real ones (only read). Outputs (``runs/``,
-``*.vcm``) land in the sandbox. face-alignment's FAN weights cannot be downloaded here: a
-randomly initialised checkpoint of the right name is put in a temporary
-``$TORCH_HOME/hub/checkpoints`` (plumbing only: its landmarks are meaningless).
+Collects the ```python blocks of ``vcm_plugin/integrations/README.md`` and executes each one,
+in order, from a sandbox laid out like a checkout: ``configs/`` of this repo, and a
+``../shared`` whose coco128 is a private copy (ultralytics writes label caches next to the
+data; the real ../shared must stay untouched) and whose other sets link to the real ones (only
+read). Outputs (``runs/``, ``*.vcm``) land in the sandbox. face-alignment's FAN weights cannot
+be downloaded here: a randomly initialised checkpoint of the right name is put in a temporary
+``$TORCH_HOME/hub/checkpoints`` (plumbing only: its landmarks are meaningless). The top-level
+README's snippets run in ``tests/test_readme_snippets.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
-DOCS = [REPO / "vcm_plugin" / "integrations" / "README.md", REPO / "README.md"]
+DOC = REPO / "vcm_plugin" / "integrations" / "README.md"
 SECTIONS = {"ultralytics": "ultralytics", "mmseg": "mmseg", "face-alignment": "face_alignment",
             "generic": "generic", "pillow": "pillow"}
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
@@ -38,25 +38,17 @@ FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
 
 def _snippets() -> list:
     found = []
-    for doc in DOCS:
-        if not doc.is_file():
+    text = DOC.read_text()
+    section, counts = "misc", {}
+    for m in re.finditer(r"^(#{1,6} [^\n]*)$|^```python\n(.*?)^```", text, re.M | re.S):
+        if m.group(1):
+            title = m.group(1).lower()
+            section = next((v for k, v in SECTIONS.items() if k in title), section)
             continue
-        text = doc.read_text()
-        section, counts = "misc", {}
-        own = doc.parent.name == "integrations"
-        for m in re.finditer(r"^(#{1,6} [^\n]*)$|^```python\n(.*?)^```", text, re.M | re.S):
-            if m.group(1):
-                title = m.group(1).lower()
-                section = next((v for k, v in SECTIONS.items() if k in title), section)
-                continue
-            code = m.group(2)
-            if not own and "vcm_plugin.integrations" not in code:
-                continue
-            counts[section] = counts.get(section, 0) + 1
-            line = text[: m.start()].count("\n") + 2
-            prefix = "" if own else "readme-"
-            found.append(pytest.param(code, f"{doc.name}:{line}",
-                                      id=f"{prefix}{section}-{counts[section]}"))
+        counts[section] = counts.get(section, 0) + 1
+        line = text[: m.start()].count("\n") + 2
+        found.append(pytest.param(m.group(2), f"{DOC.name}:{line}",
+                                  id=f"{section}-{counts[section]}"))
     return found
 
 
