@@ -213,6 +213,6 @@ def test_ultralytics_bad_options_raise_vcmerror(data_yaml, tmp_path):
     with pytest.raises(VCMError, match="range"):
         VCMDetectionPredictor.with_options(layers=(1, 2))
     t = VCMCompression(layers=(1, 3), p=0.5)
-    assert repr(t) == ("VCMCompression(p=0.5, layers=(1, 3), preset='default', "
+    assert repr(t) == ("VCMCompression(p=0.5, layers=(1, 3), preset='tae', "
                        "channel_order='rgb', cache=False)")
     assert math.isclose(t.p, 0.5)

@@ -9,20 +9,26 @@ Three hooks, one per idiom ultralytics users already know:
   ``VCMTrainer.with_options(...)``.
 * ``VCMDetectionPredictor`` / ``add_vcm_callback`` / ``predict_streams`` — inference on the
   semantic layer, from images or directly from ``.vcm`` streams.
+* ``enable_vcm_files()`` — ``.vcm`` files wherever ultralytics reads image files (``predict``
+  on a file, folder or glob; ``train`` / ``val`` data sets of ``.vcm`` images).
 
 ultralytics hands images around as OpenCV BGR uint8; everything here converts for the codec.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
+import threading
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 from ultralytics.data.augment import Compose, Format
 from ultralytics.models.yolo.detect import DetectionPredictor, DetectionTrainer
@@ -54,11 +60,21 @@ __all__ = [
     "VCMTrainer",
     "add_vcm_callback",
     "decode_stream_bgr",
+    "disable_vcm_files",
+    "enable_vcm_files",
     "install_vcm",
     "predict_streams",
 ]
 
 _STAGES = ("load", "final")
+
+
+def _fixed_layers(layers: Any) -> int | None:
+    """Prediction and file reading decode one layer count per image, not a sampled range."""
+    spec = check_layers(layers)
+    if isinstance(spec, tuple):
+        raise VCMError("prediction and file reading decode a fixed layer count, not a range")
+    return spec
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,15 +193,23 @@ def _roundtrip_bgr(img: np.ndarray, o: VCMOptions) -> np.ndarray:
 
 
 class _VCMLoadImage:
-    """Wraps ``dataset.load_image``: the stored picture as the receiver decodes it."""
+    """Wraps ``dataset.load_image``: the stored picture as the receiver decodes it. A ``.vcm``
+    file is decoded at the sampled layer count directly (re-encoding a decode would compress
+    it twice)."""
 
     def __init__(self, load_image: Callable[..., Any], options: VCMOptions) -> None:
         self.load_image = load_image
         self.options = options
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        im, hw0, hw = self.load_image(*args, **kwargs)
-        return _roundtrip_bgr(im, self.options), hw0, hw
+    def __call__(self, i: int, *args: Any, **kwargs: Any) -> Any:
+        o = self.options
+        if self.load_image.__self__.im_files[i].lower().endswith(VCM_SUFFIX):
+            if o.p < 1.0 and random.random() >= o.p:
+                return self.load_image(i, *args, **kwargs)
+            with _reading_layers(sample_layers(o.layers)):
+                return self.load_image(i, *args, **kwargs)
+        im, hw0, hw = self.load_image(i, *args, **kwargs)
+        return _roundtrip_bgr(im, o), hw0, hw
 
 
 class _VCMBuildTransforms:
@@ -237,7 +261,9 @@ class VCMTrainer(DetectionTrainer):
     ``model.train(data=..., trainer=VCMTrainer, vcm_layers=(1, 4), vcm_cache=True)``; keys:
     ``vcm`` (a YAML file or dict of options), ``vcm_layers``, ``vcm_preset``, ``vcm_p``,
     ``vcm_val``, ``vcm_cache``, ``vcm_stage`` (see ``VCMOptions``). The options used are written
-    to ``<save_dir>/vcm.yaml`` beside ``args.yaml``.
+    to ``<save_dir>/vcm.yaml`` beside ``args.yaml``. Data sets of ``.vcm`` images work as they
+    are (it calls ``enable_vcm_files()`` unless already enabled); with ``stage="load"`` each
+    ``.vcm`` image is decoded at the sampled layer count instead of being round-tripped.
     """
 
     vcm_defaults: ClassVar[dict[str, Any]] = {}
@@ -247,6 +273,7 @@ class VCMTrainer(DetectionTrainer):
         overrides = dict(overrides or {})
         self.vcm = _pop_options(overrides, self.vcm_defaults)
         super().__init__(cfg, overrides, _callbacks)
+        _ensure_vcm_files()
         if RANK in {-1, 0}:
             YAML.save(Path(self.save_dir) / "vcm.yaml", self.vcm.as_dict())
         self.add_callback("on_train_epoch_end", _log_vcm_stats)
@@ -290,13 +317,11 @@ class VCMPredictorMixin:
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None,
                  _callbacks: dict[str, list[Callable[..., Any]]] | None = None) -> None:
         overrides = dict(overrides or {})
-        layers = check_layers(overrides.pop("vcm_layers", self.vcm_layers))
-        if isinstance(layers, tuple):
-            raise VCMError("prediction decodes a fixed layer count, not a range")
-        self.vcm_layers = layers
+        self.vcm_layers = _fixed_layers(overrides.pop("vcm_layers", self.vcm_layers))
         self.vcm_preset = overrides.pop("vcm_preset", self.vcm_preset)
         get_codec(self.vcm_preset)
         super().__init__(cfg, overrides, _callbacks)  # type: ignore[call-arg]
+        _ensure_vcm_files()
 
     @classmethod
     def with_options(cls, layers: int | None = 1, preset: str = DEFAULT_PRESET) -> type[Any]:
@@ -304,15 +329,14 @@ class VCMPredictorMixin:
 
         Returns the same class for the same options, so ultralytics keeps reusing its predictor.
         """
-        if isinstance(check_layers(layers), tuple):
-            raise VCMError("prediction decodes a fixed layer count, not a range")
+        _fixed_layers(layers)
         get_codec(preset)
         return _predictor_class(cls, layers, preset)
 
     def preprocess(self, im: Any) -> Any:
         if isinstance(im, list):
-            im[:] = [roundtrip(x, self.vcm_layers, self.vcm_preset, channel_order="bgr")
-                     for x in im]
+            paths = self.batch[0] if getattr(self, "batch", None) else [""] * len(im)
+            im[:] = [self._vcm_image(x, os.fspath(p)) for x, p in zip(im, paths, strict=True)]
         else:  # torch tensor source: N x 3 x H x W, RGB, float in [0, 1]
             import torch
 
@@ -322,6 +346,17 @@ class VCMPredictorMixin:
         return super().preprocess(im)  # type: ignore[misc]
 
 
+    def _vcm_image(self, img: np.ndarray, path: str) -> np.ndarray:
+        """A ``.vcm`` file is already a decode: read it again at this predictor's layer count
+        if the file reader used another; any other image is round-tripped."""
+        if not path.lower().endswith(VCM_SUFFIX):
+            return roundtrip(img, self.vcm_layers, self.vcm_preset, channel_order="bgr")
+        reader = _reader()
+        if reader is not None and reader.layers == self.vcm_layers:
+            return img
+        return decode_stream_bgr(path, self.vcm_layers, gray=img.shape[2] == 1)
+
+
 @cache
 def _predictor_class(base: type[Any], layers: int | None, preset: str) -> type[Any]:
     return type(base.__name__, (base,), {
@@ -329,14 +364,14 @@ def _predictor_class(base: type[Any], layers: int | None, preset: str) -> type[A
 
 
 class VCMDetectionPredictor(VCMPredictorMixin, DetectionPredictor):
-    """``model.predict(source, predictor=VCMDetectionPredictor)`` runs on the semantic layer."""
+    """``model.predict(source, predictor=VCMDetectionPredictor)`` runs on the semantic layer;
+    ``.vcm`` sources (files, folders, globs) are decoded at that layer count, not re-encoded."""
 
 
 def add_vcm_callback(model: Any, layers: int | None = 1, preset: str = DEFAULT_PRESET) -> Any:
     """Any-task alternative to the predictor subclass: an ``on_predict_batch_start`` callback
     that replaces each batch image by its decode. Returns the model (chainable)."""
-    if isinstance(check_layers(layers), tuple):
-        raise VCMError("prediction decodes a fixed layer count, not a range")
+    _fixed_layers(layers)
     get_codec(preset)
 
     def on_predict_batch_start(predictor: Any) -> None:
@@ -348,12 +383,20 @@ def add_vcm_callback(model: Any, layers: int | None = 1, preset: str = DEFAULT_P
     return model
 
 
-def decode_stream_bgr(source: bytes | str | os.PathLike[str],
-                      layers: int | None = 1) -> np.ndarray:
-    """Decode the first ``layers`` layers of a ``.vcm`` stream to an OpenCV BGR array; from a
-    file only those layers' bytes are read."""
+def decode_stream_bgr(source: bytes | str | os.PathLike[str], layers: int | None = 1,
+                      gray: bool = False) -> np.ndarray:
+    """Decode the first ``layers`` layers of a ``.vcm`` stream to an OpenCV BGR array (HxWx1
+    if ``gray``), as ultralytics' ``imread`` returns images; from a file only those layers'
+    bytes are read, and errors name the file."""
     blob = read_stream(source, layers)
-    rgb = decode_layers(blob, layers)  # a Codec decodes streams of every preset
+    try:
+        rgb = decode_layers(blob, layers)  # a Codec decodes streams of every preset
+    except VCMError as e:
+        if isinstance(source, (str, os.PathLike)):
+            raise VCMError(f"{os.fspath(source)}: {e}") from e
+        raise
+    if gray:
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None]
     return np.ascontiguousarray(rgb[..., ::-1])
 
 
@@ -362,8 +405,7 @@ def predict_streams(model: Any, streams: Iterable[bytes | str | os.PathLike[str]
     """``model.predict`` straight from ``.vcm`` streams (bytes or paths), decoding only the
     layers it needs (default: the semantic layer). Returns the ultralytics ``Results`` list,
     with ``path`` set to the stream's file name where one was given."""
-    if isinstance(check_layers(layers), tuple):
-        raise VCMError("prediction decodes a fixed layer count, not a range")
+    _fixed_layers(layers)
     sources = list(streams)
     if not sources:
         return []
@@ -376,3 +418,100 @@ def predict_streams(model: Any, streams: Iterable[bytes | str | os.PathLike[str]
         if isinstance(s, (str, os.PathLike)):
             r.path = os.fspath(s)
     return results
+
+
+# --------------------------------------------------------------------------------------------
+# .vcm files wherever ultralytics reads image files
+
+#: The operating point ``.vcm`` files are decoded at when ``enable_vcm_files`` is given no
+#: count: every layer present. Change it here once the codec names an analytics point.
+DEFAULT_FILE_LAYERS: int | None = None
+
+VCM_SUFFIX = ".vcm"
+#: Modules that bind ultralytics' ``imread`` by name (8.4): the predict loaders, the data set
+#: loads and checks, and the modules later imports take it from.
+IMREAD_MODULES = ("ultralytics.utils.patches", "ultralytics.utils", "ultralytics.data.utils",
+                  "ultralytics.data.base", "ultralytics.data.loaders", "ultralytics.data.dataset")
+_UNSET = object()
+_OVERRIDE = threading.local()  # VCMTrainer's per-image layer count, in the loading thread
+
+
+class _VCMImread:
+    """ultralytics' ``imread`` that decodes ``.vcm`` files with the codec (BGR, as cv2 would)
+    and hands every other file to the original unchanged."""
+
+    def __init__(self, original: Callable[..., Any], layers: int | None) -> None:
+        self.original = original
+        self.layers = layers
+
+    def __repr__(self) -> str:
+        return f"VCMImread(layers={layers_repr(self.layers)})"
+
+    def __call__(self, filename: str | os.PathLike[str],
+                 flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+        if not os.fspath(filename).lower().endswith(VCM_SUFFIX):
+            return self.original(filename, flags)
+        layers = getattr(_OVERRIDE, "layers", _UNSET)
+        return decode_stream_bgr(filename, self.layers if layers is _UNSET else layers,
+                            gray=flags == cv2.IMREAD_GRAYSCALE)
+
+
+def _reader() -> _VCMImread | None:
+    from ultralytics.utils import patches
+
+    return patches.imread if isinstance(patches.imread, _VCMImread) else None
+
+
+def enable_vcm_files(layers: int | None = DEFAULT_FILE_LAYERS) -> None:
+    """Let ultralytics read ``.vcm`` files wherever it reads image files: ``predict`` on a
+    file, a folder or a glob, ``train`` / ``val`` on data sets whose images are ``.vcm``.
+
+    ``layers``: the operating point decoded (None: every layer present; the default is
+    ``DEFAULT_FILE_LAYERS``). Calling it again changes the count. What it patches, process-wide
+    until ``disable_vcm_files()``: adds ``"vcm"`` to ``ultralytics.data.utils.IMG_FORMATS``
+    (the set every loader filters file names with) and rebinds ``imread`` in
+    ``IMREAD_MODULES`` to a reader that decodes ``.vcm`` files and calls the original for every
+    other file; it also registers the Pillow plugin (ultralytics checks data set images with
+    Pillow). Forked DataLoader workers inherit it.
+    """
+    layers = _fixed_layers(layers)
+    from ultralytics.data.utils import IMG_FORMATS
+    from ultralytics.utils import patches
+
+    import vcm_plugin.integrations.pillow  # noqa: F401  (data set checks open images with PIL)
+
+    original = patches.imread.original if isinstance(patches.imread, _VCMImread) \
+        else patches.imread
+    reader = _VCMImread(original, layers)
+    IMG_FORMATS.add(VCM_SUFFIX[1:])
+    for name in IMREAD_MODULES:
+        importlib.import_module(name).imread = reader
+
+
+def disable_vcm_files() -> None:
+    """Undo ``enable_vcm_files``: the original ``imread`` everywhere, ``"vcm"`` out of
+    ``IMG_FORMATS`` (the Pillow plugin stays registered)."""
+    reader = _reader()
+    if reader is None:
+        return
+    from ultralytics.data.utils import IMG_FORMATS
+
+    IMG_FORMATS.discard(VCM_SUFFIX[1:])
+    for name in IMREAD_MODULES:
+        importlib.import_module(name).imread = reader.original
+
+
+def _ensure_vcm_files() -> None:
+    """What the trainer and predictors call: enable at the default count unless enabled."""
+    if _reader() is None:
+        enable_vcm_files()
+
+
+@contextmanager
+def _reading_layers(layers: int | None) -> Any:
+    """Decode ``.vcm`` files read in this thread at ``layers`` while the block runs."""
+    _OVERRIDE.layers = layers
+    try:
+        yield
+    finally:
+        del _OVERRIDE.layers
