@@ -71,15 +71,16 @@ def test_pillow_plugin_save_options_modes_and_files_objects(kodak, tmp_path):
         im.load()
     assert Codec().inspect(buf.getvalue())["num_layers"] == 2
 
-    for mode in ("L", "RGBA", "P"):
+    for mode in ("L", "P", "CMYK"):
         p = tmp_path / f"{mode}.vcm"
         kodak.convert(mode).save(p)
         with Image.open(p) as im:
             assert im.mode == "RGB" and im.size == kodak.size
             im.load()
 
-    with pytest.raises(VCMError, match="quality"):
+    with pytest.raises(VCMError, match="valid: preset, layers") as err:
         kodak.save(tmp_path / "bad.vcm", quality=50)
+    assert "layers=k" in str(err.value)
     with pytest.raises(VCMError, match="preset"):
         kodak.save(tmp_path / "bad.vcm", preset="no-such")
 
@@ -98,3 +99,93 @@ def test_pillow_plugin_save_options_modes_and_files_objects(kodak, tmp_path):
     kodak.save(png, format="PNG")
     png.seek(0)
     assert Image.open(png).format == "PNG"
+
+
+def test_pillow_plugin_refuses_transparency_like_the_codec(kodak, tmp_path):
+    from PIL import Image
+
+    import vcm_plugin.integrations.pillow  # noqa: F401
+    from vcm_plugin import Codec, VCMError
+
+    with pytest.raises(VCMError, match="alpha"):  # what the codec does with an RGBA array
+        Codec("fast").encode(np.asarray(kodak.convert("RGBA")))
+    p_transparent = kodak.convert("P")
+    p_transparent.info["transparency"] = 0
+    for im in (kodak.convert("RGBA"), kodak.convert("LA"), p_transparent):
+        with pytest.raises(VCMError, match=f"alpha channel \\(mode {im.mode}\\)"):
+            im.save(tmp_path / "alpha.vcm", preset="fast")
+    kodak.convert("RGBA").convert("RGB").save(tmp_path / "ok.vcm", preset="fast")
+    assert Image.open(tmp_path / "ok.vcm").size == kodak.size
+
+
+def test_pillow_plugin_truncated_file_raises_unless_load_truncated_images(kodak, tmp_path):
+    from PIL import Image, ImageFile
+
+    import vcm_plugin.integrations.pillow  # noqa: F401
+    from vcm_plugin import Codec
+    from vcm_plugin.codec.api import TruncatedStreamWarning
+
+    codec = Codec("fast")
+    blob = codec.encode(np.asarray(kodak))
+    info = codec.inspect(blob)
+    cut = tmp_path / "cut.vcm"
+    cut.write_bytes(blob[: info["layer_offsets"][3] + 5])  # 3 complete layers of 5
+
+    with Image.open(cut) as im, pytest.raises(OSError, match="image file is truncated"):
+        im.load()
+    # a PNG cut short behaves the same way: Pillow's own rule
+    png = tmp_path / "cut.png"
+    kodak.save(png)
+    png.write_bytes(png.read_bytes()[:-200])
+    with Image.open(png) as im, pytest.raises(OSError, match="truncated"):
+        im.load()
+
+    with Image.open(cut) as im:  # the layers asked for are complete: no error
+        im.layers = 2
+        np.testing.assert_array_equal(np.asarray(im), codec.decode(blob, layers=2))
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        with Image.open(cut) as im, pytest.warns(TruncatedStreamWarning, match="3 of 5"):
+            im.load()
+        assert im.info["layers_decoded"] == 3
+        np.testing.assert_array_equal(np.asarray(im), codec.decode(blob, layers=3))
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def test_pillow_plugin_applies_exif_orientation_before_encoding(kodak, tmp_path):
+    from PIL import Image, ImageOps
+
+    import vcm_plugin.integrations.pillow  # noqa: F401
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    jpg = tmp_path / "rotated.jpg"
+    kodak.save(jpg, exif=exif, quality=95)
+    with Image.open(jpg) as im:
+        upright = ImageOps.exif_transpose(im)
+        im.save(tmp_path / "rotated.vcm", preset="fast")
+    with Image.open(tmp_path / "rotated.vcm") as out:
+        assert out.size == upright.size == kodak.size[::-1]
+        err = np.abs(np.asarray(out, dtype=float) - np.asarray(upright, dtype=float)).mean()
+        assert err < 12  # the same picture, upright (a sideways one differs by far more)
+
+
+def test_pillow_plugin_draft_and_thumbnail_keep_the_chosen_point(kodak, tmp_path):
+    from PIL import Image
+
+    import vcm_plugin.integrations.pillow  # noqa: F401
+
+    path = tmp_path / "k.vcm"
+    kodak.save(path, preset="fast")
+    with Image.open(path) as im:
+        assert im.draft("RGB", (48, 32)) is None  # documented: no cheaper draft decode
+        im.thumbnail((48, 32))
+        assert im.size == (48, 32) and im.info["layers_decoded"] == 5
+    with Image.open(path) as im:
+        im.layers = 1  # the way to decode fewer layers
+        im.thumbnail((48, 32))
+        assert im.info["layers_decoded"] == 1
+    with Image.open(path) as im:
+        assert im.reduce(2).size == (96, 64) and im.info["layers_decoded"] == 5

@@ -11,18 +11,38 @@
 
 Fewer layers: set ``im.layers = k`` after ``Image.open`` and before any pixel access (the way
 ICNS uses ``im.size``), or call ``open_vcm(path, layers=k)``. Only the bytes of those layers are
-read from the file. ``save`` keywords: ``preset`` (codec preset) and ``layers`` (keep only the
-first k layers of the encoded stream). Alpha and palettes are not part of the format: images
-are converted to RGB before encoding.
+read from the file.
+
+Behaves like Pillow's own formats where they have a rule:
+
+* A file cut short inside the layers asked for raises ``OSError`` ("image file is truncated")
+  on load, unless ``ImageFile.LOAD_TRUNCATED_IMAGES`` is set: then the highest operating point
+  whose layers are complete is decoded, with a ``TruncatedStreamWarning``.
+* ``save`` refuses images with transparency (RGBA, LA, PA, P/L/RGB with a transparency key)
+  with ``VCMError``, as ``Codec.encode`` refuses RGBA arrays and ``vcm encode`` refuses such
+  files (the same rule, ``vcm_plugin.codec.imagefile``): the format has no alpha, and dropping
+  it silently would change the picture. Gray, palette, CMYK and 16-bit images become RGB.
+* ``save`` applies the EXIF orientation first (``ImageOps.exif_transpose``): the stream keeps
+  no EXIF, so the pixels are stored upright.
+* ``save`` keywords: ``preset`` (codec preset) and ``layers`` (keep only the first k layers).
+  There is no ``quality``: one stream holds every operating point; ``quality=`` raises a
+  ``VCMError`` that says so and names the valid options.
+* ``draft()`` and ``reduce()`` do not pick fewer layers: every operating point decodes at full
+  size, and fewer layers is not the cheap path on the default preset (its full point is one
+  AVIF texture layer, ~0.04 s for a Kodak image; the latent points run the generator,
+  ~2-3 s on a CPU). ``thumbnail()`` therefore decodes the point set in ``im.layers``.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import IO, Any
 
-from PIL import Image, ImageFile
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
+from vcm_plugin.codec.api import TruncatedStreamWarning
+from vcm_plugin.codec.imagefile import _to_rgb
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
@@ -30,6 +50,7 @@ from vcm_plugin.integrations._core import (
     check_layers,
     decode_layers,
     get_codec,
+    num_layers,
     read_header,
     read_prefix,
 )
@@ -39,6 +60,7 @@ __all__ = ["VCMImageFile", "open_vcm", "register"]
 FORMAT = "VCM"
 EXTENSION = ".vcm"
 MIME = "image/x-vcm"
+SAVE_OPTIONS = ("preset", "layers")
 
 
 def _accept(prefix: bytes) -> bool:
@@ -91,6 +113,18 @@ class _VCMDecoder(ImageFile.PyDecoder):
         self.fd.seek(0)
         self.fd.read(len(head))  # the header bytes were kept from _open
         blob = read_prefix(self.fd, layers, head, header)
+        wanted = header.num_layers if layers is None else min(layers, header.num_layers)
+        complete = num_layers(blob)
+        if complete < wanted:
+            if not ImageFile.LOAD_TRUNCATED_IMAGES:
+                raise OSError(f"image file is truncated ({complete} of the {wanted} layers "
+                              "asked for are complete; set ImageFile.LOAD_TRUNCATED_IMAGES to "
+                              "decode those)")
+            if complete < 1:
+                raise OSError("image file is truncated (no complete layer)")
+            warnings.warn(f"VCM file truncated: decoded {complete} of {wanted} layers",
+                          TruncatedStreamWarning, stacklevel=2)
+            layers = complete
         meta = get_codec().inspect(blob)
         details: dict[str, Any] = {}
         arr = decode_layers(blob, layers, details=details)  # a Codec decodes every preset
@@ -104,19 +138,22 @@ class _VCMDecoder(ImageFile.PyDecoder):
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    import numpy as np
-
     params = im.encoderinfo
-    unknown = sorted(set(params) - {"preset", "layers"})
+    unknown = sorted(set(params) - set(SAVE_OPTIONS))
     if unknown:
-        raise VCMError(f"unknown VCM save options {unknown}; valid: preset, layers")
+        hint = (" (a VCM stream holds every operating point: keep fewer with layers=k)"
+                if "quality" in unknown else "")
+        raise VCMError(f"unknown VCM save options {unknown}{hint}; valid: "
+                       f"{', '.join(SAVE_OPTIONS)}")
     preset = params.get("preset", DEFAULT_PRESET)
     layers = check_layers(params.get("layers"), "layers")
     if isinstance(layers, tuple):
         raise VCMError("save(layers=...) must be an int or None, not a range")
-    rgb = im if im.mode == "RGB" else im.convert("RGB")
     codec = get_codec(preset)
-    blob = codec.encode(np.asarray(rgb))
+    if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        im = ImageOps.exif_transpose(im)  # the stream keeps no EXIF: store the pixels upright
+    # the rule `vcm encode` and the data-set encoder apply: alpha refused, 16-bit scaled
+    blob = codec.encode(_to_rgb(im, im.format, "image"))
     if layers is not None and layers < codec.inspect(blob)["num_layers"]:
         blob = codec.truncate(blob, layers=layers)
     fp.write(blob)
