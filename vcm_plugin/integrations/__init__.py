@@ -4,7 +4,9 @@
   (torchvision-style, PIL/tensor in → same type out). No extra dependency.
 * ``vcm_plugin.integrations.albumentations`` — ``VCMCompression`` (like ``A.ImageCompression``).
 * ``vcm_plugin.integrations.ultralytics`` — ``VCMCompression``, ``VCMTrainer``,
-  ``VCMDetectionPredictor``, ``add_vcm_callback``, ``predict_streams``.
+  ``VCMDetectionPredictor``, ``add_vcm_callback``, ``predict_streams``, ``enable_vcm_files``
+  (``.vcm`` files wherever ultralytics reads images).
+* ``vcm_plugin.integrations.torchvision`` — ``VCMImageFolder`` (``ImageFolder`` of ``.vcm``).
 * ``vcm_plugin.integrations.mmseg`` — ``VCMCompress`` in the OpenMMLab ``TRANSFORMS`` registry
   (plus the ``mmcv.ops`` shim ``mmcv-lite`` needs).
 * ``vcm_plugin.integrations.mmseg_shards`` — ``VCMShardSegDataset``, ``LoadVCMShardImage``,
