@@ -11,7 +11,9 @@
 #   Runner.from_cfg(cfg).train()            # or mmseg's tools/train.py with this file
 #
 # Data: a VOC2012 layout (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/*.txt).
-# Point VCM_VOC_ROOT at it; the default is the small public val set beside the repo.
+# Point VCM_VOC_ROOT at it; the default is the small public val set beside the repo, which has
+# only ImageSets/Segmentation/val.txt: as shipped the example trains and validates on those 13
+# images (a smoke run). With a full VOC set, VCM_VOC_TRAIN_SPLIT=ImageSets/Segmentation/train.txt.
 _base_ = [
     'mmseg::_base_/models/fast_scnn.py',
     'mmseg::_base_/datasets/pascal_voc12.py',
@@ -23,6 +25,8 @@ _base_ = [
 custom_imports = dict(imports=['vcm_plugin.integrations.mmseg'], allow_failed_imports=False)
 
 data_root = '{{$VCM_VOC_ROOT:../shared/data/voc2012-seg-val}}'
+train_split = '{{$VCM_VOC_TRAIN_SPLIT:ImageSets/Segmentation/val.txt}}'
+val_split = 'ImageSets/Segmentation/val.txt'
 crop_size = (512, 512)
 num_classes = 21
 norm_cfg = dict(type='BN', requires_grad=True, momentum=0.01)  # SyncBN needs a process group
@@ -66,10 +70,12 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 
+# batch_size >= 2: FastSCNN's BatchNorm needs more than one value per channel when training
+# (the InfiniteSampler of the iteration-based schedule never yields a short last batch).
 train_dataloader = dict(
     batch_size=4, num_workers=2,
-    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+    dataset=dict(data_root=data_root, ann_file=train_split, pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=1, num_workers=2,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline))
+    dataset=dict(data_root=data_root, ann_file=val_split, pipeline=test_pipeline))
 test_dataloader = val_dataloader
