@@ -68,7 +68,7 @@ def test_torchvision_style_transform_keeps_input_type(photo):
     from vcm_plugin.integrations.generic import VCMTransform, vcm_roundtrip
 
     t = VCMTransform(layers=1)
-    assert repr(t) == "VCMTransform(layers=1, preset='default', p=1.0, cache=False)"
+    assert repr(t) == "VCMTransform(layers=1, preset='tae', p=1.0, cache=False)"
     expected = vcm_roundtrip(photo, layers=1)
 
     pil = t(Image.fromarray(photo))
@@ -146,9 +146,9 @@ def test_stream_cache_memory_and_disk(photo, tmp_path):
     assert stats()["encodes"] == 1
     assert len(list(d.glob("*/*.vcm"))) == 1
     other = StreamCache(d)  # e.g. another DataLoader worker, or the next run
-    key = StreamCache.key(photo, "default")
+    key = StreamCache.key(photo, "tae")
     assert other.get(key) is not None and other.hits == 1
-    assert StreamCache.key(photo, "tae") != key
+    assert StreamCache.key(photo, "fast") != key
     mem = StreamCache(max_bytes=10)
     mem.put("k", b"x" * 100)  # larger than the budget: not kept
     assert mem.get("k") is None and len(mem) == 0

@@ -148,7 +148,7 @@ def test_mmseg_bad_options_raise_vcmerror(cfg):
         with pytest.raises(VCMError):
             TRANSFORMS.build(dict(type="VCMCompress", **bad))
     t = TRANSFORMS.build(dict(type="VCMCompress", layers=[1, 2], p=0.5))
-    assert repr(t) == ("VCMCompress(layers=(1, 2), preset='default', p=0.5, cache=False, "
+    assert repr(t) == ("VCMCompress(layers=(1, 2), preset='tae', p=0.5, cache=False, "
                        "channel_order='bgr')")
 
 
