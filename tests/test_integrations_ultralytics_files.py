@@ -72,6 +72,10 @@ def test_predict_without_enabling_finds_nothing(vcm_data):
     """The failure the issue reports, kept as the baseline the fix is measured against."""
     from ultralytics import YOLO
 
+    from vcm_plugin.integrations.ultralytics import disable_vcm_files
+
+    disable_vcm_files()  # earlier tests (VCMTrainer, predictors) enable it for the process
+
     with pytest.raises(FileNotFoundError, match="No images or videos found"):
         YOLO("yolov8n.yaml").predict(str(vcm_data / "images"), imgsz=64, device="cpu",
                                      verbose=False)
