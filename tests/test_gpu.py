@@ -9,9 +9,6 @@ tests/test_codec.py.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -26,14 +23,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 #: 1 level in at most 0.006 % of values, for every layer count; bound rounded up.
 MAX_LEVELS = 1
 MAX_SHARE = 0.0005
-
-
-def _entropy_digest(blob: bytes) -> str:
-    path = Path(__file__).resolve().parent / "data" / "make_malformed.py"
-    spec = importlib.util.spec_from_file_location("make_malformed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.entropy_digest(blob)
 
 
 def _photos() -> list[np.ndarray]:
@@ -60,12 +49,10 @@ def test_cpu_stream_decodes_on_gpu_within_bound(preset):
 
 
 def test_gpu_stream_decodes_on_cpu_within_bound():
-    """Written on the GPU, read on the CPU: the symbols parse the same (the range decoder
-    runs on the CPU for both) and the texture layers, coded against the GPU's generator
-    decode, land within the bound of what the GPU itself decodes."""
+    """Written on the GPU, read on the CPU: every layer count lands within the bound of what
+    the GPU itself decodes, and the GPU-written stream is as faithful as a CPU-written one."""
     cpu, gpu = Codec("tae", device="cpu"), Codec("tae", device="cuda")
     blob = gpu.encode(_photos()[0])
-    assert _entropy_digest(blob) == _entropy_digest(bytes(blob))
     for k in range(1, gpu.inspect(blob)["num_layers"] + 1):
         _within_bound(gpu.decode(blob, layers=k), cpu.decode(blob, layers=k))
     cpu_blob = cpu.encode(_photos()[0])

@@ -395,10 +395,7 @@ class TextureResidual:
     def encode(self, src: Source, state: State) -> bytes:
         current = state.image()
         offset = np.clip(np.round(src.image - current) + 128, 0, 255).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(offset).save(buffer, format="AVIF", quality=self.quality,
-                                     speed=self.speed)
-        payload = buffer.getvalue()
+        payload = _write_avif(offset, self.quality, self.speed)
         self._apply(state, payload, layer=-1)
         return payload
 
@@ -409,6 +406,13 @@ class TextureResidual:
     def _apply(state: State, payload: bytes, layer: int) -> None:
         residual = _read_avif(payload, state.geometry, layer) - 128.0
         state.pixels = state.image() + residual
+
+
+def _write_avif(pixels: np.ndarray, quality: int, speed: int) -> bytes:
+    """One texture layer's payload: (H, W, 3) uint8 through Pillow's libavif."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="AVIF", quality=quality, speed=speed)
+    return buffer.getvalue()
 
 
 def _read_avif(payload: bytes, geometry: Geometry, layer: int) -> np.ndarray:
@@ -442,10 +446,7 @@ class TexturePhoto:
 
     def encode(self, src: Source, state: State) -> bytes:
         photo = np.clip(np.round(src.image), 0, 255).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(photo).save(buffer, format="AVIF", quality=self.quality,
-                                    speed=self.speed)
-        payload = buffer.getvalue()
+        payload = _write_avif(photo, self.quality, self.speed)
         self.decode(state, payload, layer=-1)
         return payload
 
