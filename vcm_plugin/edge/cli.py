@@ -22,17 +22,52 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def _size(text: str) -> int:
+    """'500000', '64M', '2G' -> bytes (K/M/G/T are powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("B")
+    scale = units.get(text[-1:], 1)
+    digits = text[:-1] if text[-1:] in units else text
+    if not digits.isascii() or not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 500M, 20G)")
+    return int(digits) * scale
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    from vcm_plugin.edge.auth import client_token
+
+    return client_token(args.token_file)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     try:
-        from vcm_plugin.edge.server import serve
+        from vcm_plugin.edge.server import ServerLimits, serve
     except ImportError as exc:
         raise VCMError(f"vcm edge serve needs aiohttp ({exc}): pip install aiohttp") from None
+    from vcm_plugin.edge.auth import TOKENS_FILE_ENV, TokenTable
     from vcm_plugin.edge.store import FrameStore
 
+    tokens_file = args.tokens_file or os.environ.get(TOKENS_FILE_ENV)
+    tokens = TokenTable.load(tokens_file) if tokens_file else None
+    limits = ServerLimits(
+        max_upload=args.max_upload_mb << 20, max_pixels=args.max_pixels,
+        max_connections=args.max_connections, header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout, decode_threads=args.decode_threads,
+        decode_queue=args.decode_queue, keep_days=args.keep_days, max_bytes=args.max_bytes,
+        allow_origins=tuple(args.allow_origin))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = FrameStore(args.store)
-    asyncio.run(serve(store, args.host, args.port, access_log=args.access_log,
-                      max_upload=args.max_upload_mb << 20))
+    asyncio.run(serve(store, args.host, args.port, access_log=args.access_log, limits=limits,
+                      tokens=tokens))
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    from vcm_plugin.edge.auth import add_token
+
+    token = add_token(args.tokens_file, args.name, args.role, args.cameras)
+    print(token, flush=True)
+    print(f"vcm edge token: {args.role} token {args.name!r} added to {args.tokens_file}; give "
+          "it to the client in a file (--token-file) or $VCM_EDGE_TOKEN", file=sys.stderr)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -42,7 +77,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     _threads(args.threads)
     detector = load_detector(args.model, conf=args.conf, imgsz=args.imgsz)
-    client = EdgeClient(args.server, role="worker", retry_for=args.retry_for)
+    client = EdgeClient(args.server, role="worker", retry_for=args.retry_for,
+                        token=_token(args))
     worker = Worker(client, detector, layers=args.layers, batch=args.batch)
     print(f"vcm edge worker: {detector!r} on layers={args.layers} from {args.server}",
           flush=True)
@@ -59,7 +95,8 @@ def cmd_push(args: argparse.Namespace) -> None:
     _threads(args.threads)
     check_camera(args.cam)
     frames = iter_frames(args.source, every=args.every, limit=args.limit)
-    client = EdgeClient(args.server, role="camera", retry_for=args.retry_for)
+    client = EdgeClient(args.server, role="camera", retry_for=args.retry_for,
+                        token=_token(args))
     camera = Camera(client, args.cam, Codec.from_preset(args.preset), texture=args.texture)
     print(json.dumps(camera.run(frames, linger=args.linger)), flush=True)
 
@@ -69,11 +106,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from vcm_plugin.edge.camera import iter_frames
     from vcm_plugin.edge.loadtest import BENCH_PREFIX, check_bench_store, run_load
 
-    store = check_bench_store(args.server, allow_live=args.allow_live_store)
+    token = _token(args)
+    store = check_bench_store(args.server, allow_live=args.allow_live_store, token=token)
     codec = Codec.from_preset(args.preset)
     streams = [codec.encode(img) for _, img in iter_frames(args.source, limit=args.distinct)]
     result = run_load(args.server, streams, n=args.n, concurrency=args.concurrency,
-                      cam_prefix=BENCH_PREFIX, layers_first=args.layers_first)
+                      cam_prefix=BENCH_PREFIX, layers_first=args.layers_first, token=token)
     print(json.dumps(result, indent=2), flush=True)
     print(f"vcm edge bench: {result['uploads']} frame(s) stored under cameras "
           f"{BENCH_PREFIX}0..{BENCH_PREFIX}{args.concurrency - 1} of the store {store}; to "
@@ -101,8 +139,41 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "one)")
     p.add_argument("--max-upload-mb", type=int, default=64,
                    help="largest accepted upload in MiB (default 64)")
+    p.add_argument("--tokens-file", default=None,
+                   help="JSON file of bearer tokens and their roles (default: "
+                        "$VCM_EDGE_TOKENS_FILE; none: open, loopback only; see docs/edge.md)")
+    p.add_argument("--max-pixels", type=int, default=3840 * 2160,
+                   help="largest frame accepted, in pixels (default 8294400, 4K UHD)")
+    p.add_argument("--max-connections", type=int, default=256,
+                   help="open connections (default 256; the next gets 503)")
+    p.add_argument("--header-timeout", type=float, default=15.0,
+                   help="seconds a connection has to send a request's headers (default 15)")
+    p.add_argument("--body-timeout", type=float, default=60.0,
+                   help="seconds an upload body may take (default 60)")
+    p.add_argument("--decode-threads", type=int, default=1,
+                   help="PNG decodes at once (default 1)")
+    p.add_argument("--decode-queue", type=int, default=4,
+                   help="decodes that may wait; beyond, 503 + Retry-After (default 4)")
+    p.add_argument("--keep-days", type=float, default=None,
+                   help="retention: delete frames received more than D days ago")
+    p.add_argument("--max-bytes", type=_size, default=None,
+                   help="retention: delete the oldest frames while the store holds more "
+                        "(e.g. 20G)")
+    p.add_argument("--allow-origin", action="append", default=[],
+                   help="a browser origin allowed besides the service's own (e.g. the "
+                        "https:// name of a TLS reverse proxy); repeatable")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
+
+    p = esub.add_parser("token", help="create a bearer token and add it to a tokens file")
+    p.add_argument("--tokens-file", required=True, help="the server's tokens file (created "
+                   "with mode 600 if missing)")
+    p.add_argument("--name", required=True, help="who holds it (shown in the byte accounting)")
+    p.add_argument("--role", required=True, choices=["camera", "analytics", "viewer", "admin"])
+    p.add_argument("--cameras", nargs="+", default=None,
+                   help="camera role: the camera ids it may upload (a trailing * matches a "
+                        "prefix)")
+    p.set_defaults(func=cmd_token)
 
     p = esub.add_parser("worker", help="analytics: detect on layer 0 of new frames")
     p.add_argument("--server", default=env_url, help=f"service URL (default {env_url})")
@@ -121,6 +192,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="stop after S seconds without new frames (default: run forever)")
     p.add_argument("--retry-for", type=float, default=300.0,
                    help="seconds to keep retrying while the server is down")
+    p.add_argument("--token-file", default=None,
+                   help="file holding this client's bearer token (default: "
+                        "$VCM_EDGE_TOKEN_FILE, else $VCM_EDGE_TOKEN)")
     p.set_defaults(func=cmd_worker)
 
     p = esub.add_parser("push", help="camera: encode images or video frames and upload")
@@ -140,6 +214,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--retry-for", type=float, default=300.0,
                    help="seconds to keep retrying while the server is down")
+    p.add_argument("--token-file", default=None,
+                   help="file holding this client's bearer token (default: "
+                        "$VCM_EDGE_TOKEN_FILE, else $VCM_EDGE_TOKEN)")
     p.set_defaults(func=cmd_push)
 
     p = esub.add_parser("bench", help="bounded upload load test against a running service",
@@ -160,4 +237,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-live-store", action="store_true",
                    help="upload even if the store holds frames of other cameras (they then "
                         "queue behind the bench frames for analytics)")
+    p.add_argument("--token-file", default=None,
+                   help="file holding this client's bearer token (default: "
+                        "$VCM_EDGE_TOKEN_FILE, else $VCM_EDGE_TOKEN)")
     p.set_defaults(func=cmd_bench)

@@ -61,7 +61,8 @@ class EdgeClient:
     """One base URL, one keep-alive connection per thread, retries inside ``retry_for`` s."""
 
     def __init__(self, url: str, role: str = "viewer", timeout: float = 60.0,
-                 retry_for: float = 60.0, backoff: Backoff | None = None) -> None:
+                 retry_for: float = 60.0, backoff: Backoff | None = None,
+                 token: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise VCMError(f"bad server URL {url!r}: expected http://HOST:PORT")
@@ -70,6 +71,7 @@ class EdgeClient:
         self.prefix = parts.path.rstrip("/")
         self.role, self.timeout, self.retry_for = role, timeout, retry_for
         self.backoff = backoff or Backoff()
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -112,7 +114,7 @@ class EdgeClient:
         """Send one request, retrying transport errors and 429/5xx-busy answers."""
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
-        hdrs = {"X-VCM-Client": self.role, **(headers or {})}
+        hdrs = {"X-VCM-Client": self.role, **self._auth, **(headers or {})}
         if body is not None:
             hdrs.setdefault("Content-Type", "application/octet-stream")
         budget = self.retry_for if retry_for is None else retry_for
@@ -185,6 +187,15 @@ class EdgeClient:
 
     def frames(self, cam: str, **query: Any) -> list[dict]:
         return self.request("GET", f"/cameras/{cam}/frames", query=query).json()["frames"]
+
+    def report_undecodable(self, frame_id: str) -> dict:
+        """Tell the server layer 0 of this frame does not decode (it checks, then keeps the
+        frame out of analytics)."""
+        return self.request("POST", f"/frames/{frame_id}/undecodable", b"",
+                            ok=(200, 409)).json()
+
+    def delete(self, frame_id: str) -> None:
+        self.request("DELETE", f"/frames/{frame_id}", ok=(204,))
 
     def metrics(self) -> dict:
         return self.request("GET", "/metrics").json()

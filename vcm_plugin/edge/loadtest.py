@@ -17,11 +17,12 @@ from vcm_plugin.errors import VCMError
 BENCH_PREFIX = "bench-"  # `vcm edge bench` cameras: bench-0, bench-1, ... (easy to find and delete)
 
 
-def check_bench_store(url: str, allow_live: bool = False, prefix: str = BENCH_PREFIX) -> str:
+def check_bench_store(url: str, allow_live: bool = False, prefix: str = BENCH_PREFIX,
+                      token: str | None = None) -> str:
     """The server's store URL, after refusing (unless ``allow_live``) a store that holds
     frames of cameras other than the bench's own: the load test's frames would stay there,
     and a running worker would analyse them ahead of the real ones."""
-    client = EdgeClient(url, role="loadtest", retry_for=10.0)
+    client = EdgeClient(url, role="loadtest", retry_for=10.0, token=token)
     try:
         store = client.health()["store"]
         cameras = client.request("GET", "/cameras").json()["cameras"]
@@ -39,7 +40,8 @@ def check_bench_store(url: str, allow_live: bool = False, prefix: str = BENCH_PR
 
 
 def run_load(url: str, streams: list[bytes], n: int = 500, concurrency: int = 8,
-             cam_prefix: str = "load", layers_first: bool = False) -> dict:
+             cam_prefix: str = "load", layers_first: bool = False,
+             token: str | None = None) -> dict:
     """Upload ``n`` frames (stream ``i % len(streams)``) from ``concurrency`` threads, each
     its own camera and keep-alive connection; returns frames/s and latency percentiles.
     ``layers_first`` sends layer 0 and then the texture layers as two requests per frame."""
@@ -52,7 +54,7 @@ def run_load(url: str, streams: list[bytes], n: int = 500, concurrency: int = 8,
     base_ts = time.time_ns() // 1000
 
     def client_loop(c: int) -> None:
-        client = EdgeClient(url, role="loadtest", retry_for=30.0)
+        client = EdgeClient(url, role="loadtest", retry_for=30.0, token=token)
         cam = f"{cam_prefix}{c}"
         try:
             for i in range(c, n, concurrency):

@@ -6,10 +6,21 @@ the Prometheus text format so the usual scrapers work.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, defaultdict, deque
 
 import numpy as np
+
+#: Distinct client names kept apart in the counters; later names add to ``OTHER``.
+MAX_CLIENTS = 64
+OTHER = "_other"
+
+
+def label(value: str) -> str:
+    """A Prometheus label value, escaped as the text format requires (backslash, quote,
+    newline), so a client name can never break the scrape."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class Samples:
@@ -21,6 +32,9 @@ class Samples:
         self.total = 0.0
 
     def add(self, value: float) -> None:
+        """Record one value; a NaN or infinity is dropped (it would poison every mean)."""
+        if not math.isfinite(value):
+            return
         self.values.append(float(value))
         self.count += 1
         self.total += float(value)
@@ -50,10 +64,15 @@ class Metrics:
         self.analytics_bytes_read = 0
         self.analytics_layer0_bytes = 0
 
-    def served(self, client: str, per_layer: list[int]) -> None:
+    def served(self, client: str, per_layer: list[int]) -> str:
+        """Count bytes served; returns the client label used (``_other`` once
+        :data:`MAX_CLIENTS` names are taken, so the label set stays bounded)."""
+        if client not in self.served_by_client and len(self.served_by_client) >= MAX_CLIENTS:
+            client = OTHER
         for i, n in enumerate(per_layer):
             self.served_per_layer[i] += n
         self.served_by_client[client] += sum(per_layer)
+        return client
 
     def request(self, route: str, status: int, seconds: float) -> None:
         self.requests[f"{route} {status}"] += 1
@@ -82,10 +101,10 @@ class Metrics:
         lines += [f'vcm_edge_bytes_served_total{{layer="{i}"}} {n}'
                   for i, n in enumerate(self.served_per_layer) if n]
         lines.append("# TYPE vcm_edge_client_bytes_served_total counter")
-        lines += [f'vcm_edge_client_bytes_served_total{{client="{c}"}} {n}'
+        lines += [f'vcm_edge_client_bytes_served_total{{client="{label(c)}"}} {n}'
                   for c, n in sorted(self.served_by_client.items())]
         lines.append("# TYPE vcm_edge_frames_total counter")
-        lines += [f'vcm_edge_frames_total{{event="{e}"}} {n}'
+        lines += [f'vcm_edge_frames_total{{event="{label(e)}"}} {n}'
                   for e, n in sorted(self.frames.items())]
         lines.append("# TYPE vcm_edge_upload_bytes_total counter")
         lines.append(f"vcm_edge_upload_bytes_total {self.upload_bytes}")

@@ -23,9 +23,14 @@ from vcm_plugin.edge.stream import HEADER_PROBE, Layout, read_header
 from vcm_plugin.errors import VCMError
 
 _CAM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
-_STEM = re.compile(r"\d{16}")
+_STEM = re.compile(r"[0-9]{16}")
+#: A frame id: camera, '-', the timestamp in ASCII digits without leading zeros (one spelling
+#: per frame: ``int()`` would also take '٣', ' 7 ', '1_000' and '007').
+_ID = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_-]{0,63})-(0|[1-9][0-9]{0,15})")
 FRAME = ".vcm"
 DETECTIONS = ".json"
+QUARANTINE = ".quarantine"  # why a frame that does not decode is kept out of analytics
+SUFFIXES = (FRAME, DETECTIONS, QUARANTINE)
 
 
 def check_camera(cam: str) -> str:
@@ -53,10 +58,11 @@ class FrameKey:
 
     @classmethod
     def parse(cls, frame_id: str) -> FrameKey:
-        cam, _, ts = frame_id.rpartition("-")
-        if not cam or not ts.isdigit():
-            raise VCMError(f"bad frame id {frame_id!r}: expected CAMERA-TIMESTAMP")
-        return cls(cam, int(ts))
+        m = _ID.fullmatch(frame_id or "")
+        if m is None:
+            raise VCMError(f"bad frame id {frame_id[:100]!r}: expected CAMERA-TIMESTAMP (the "
+                           "timestamp in ASCII digits, no leading zeros)")
+        return cls(m.group(1), int(m.group(2)))
 
     def __str__(self) -> str:
         return self.id
@@ -108,6 +114,23 @@ class FrameStore:
         with self._lock:
             self.bytes_written += len(data)
 
+    def begin(self, key: FrameKey, copy_from: int = 0) -> Upload:
+        """A temp file for an upload that streams in (:class:`Upload`); ``copy_from`` bytes of
+        the stored frame are copied first (an append rewrites prefix + new layers)."""
+        return Upload(self, key, copy_from)
+
+    def delete(self, key: FrameKey) -> int:
+        """Remove a frame and its side files; returns the bytes freed."""
+        freed = 0
+        for suffix in SUFFIXES:
+            path = self.path(key, suffix)
+            try:
+                freed += int(self.fs.size(path))
+                self.fs.rm(path)
+            except FileNotFoundError:
+                continue
+        return freed
+
     @staticmethod
     def _write_local(tmp: str, final: str, data: bytes) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -125,8 +148,9 @@ class FrameStore:
         finally:
             os.close(dir_fd)
 
-    def write_json(self, key: FrameKey, obj: dict) -> None:
-        self.write(key, json.dumps(obj, separators=(",", ":")).encode(), DETECTIONS)
+    def write_json(self, key: FrameKey, obj: dict, suffix: str = DETECTIONS) -> None:
+        self.write(key, json.dumps(obj, separators=(",", ":"), allow_nan=False).encode(),
+                   suffix)
 
     # -- reading -------------------------------------------------------------------------
     def read(self, key: FrameKey, start: int = 0, end: int | None = None) -> bytes:
@@ -158,9 +182,9 @@ class FrameStore:
     def size(self, key: FrameKey) -> int:
         return int(self.fs.size(self.path(key)))
 
-    def read_json(self, key: FrameKey) -> dict | None:
+    def read_json(self, key: FrameKey, suffix: str = DETECTIONS) -> dict | None:
         try:
-            return json.loads(self.fs.cat_file(self.path(key, DETECTIONS)))
+            return json.loads(self.fs.cat_file(self.path(key, suffix)))
         except FileNotFoundError:
             return None
 
@@ -196,3 +220,78 @@ class FrameStore:
 
     def all_frames(self) -> list[FrameKey]:
         return [k for cam in self.cameras() for k in self.frames(cam)]
+
+
+class Upload:
+    """One upload on its way into the store: bytes are appended to a temp file as they
+    arrive (memory stays one chunk), then :meth:`commit` makes it visible atomically and
+    durably, or :meth:`abort` removes it. A local store writes the temp file beside the frame
+    (the rename is then atomic); any other filesystem spools to a local temp file and moves
+    it in with ``put_file`` + ``mv``."""
+
+    def __init__(self, store: FrameStore, key: FrameKey, copy_from: int = 0) -> None:
+        import tempfile
+
+        self.store, self.key, self.size = store, key, 0
+        final = store.path(key)
+        self.folder = final.rsplit("/", 1)[0]
+        if store.local:
+            os.makedirs(self.folder, exist_ok=True)
+            self.tmp = f"{self.folder}/.{key.ts:016d}{FRAME}.{uuid.uuid4().hex}.part"
+            self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        else:
+            self.fd, self.tmp = tempfile.mkstemp(prefix="vcm-upload-", suffix=".part")
+        try:
+            if copy_from:
+                for start in range(0, copy_from, 1 << 20):
+                    self.write(store.read(key, start, min(copy_from, start + (1 << 20))))
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.size += len(data)
+
+    def read(self, start: int, stop: int) -> bytes:
+        """Bytes already written (to compare a re-sent upload with the stored frame)."""
+        return os.pread(self.fd, stop - start, start) if self.fd >= 0 else b""
+
+    def commit(self) -> None:
+        store, final = self.store, self.store.path(self.key)
+        try:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            if store.local:
+                os.replace(self.tmp, final)
+                dir_fd = os.open(self.folder, os.O_RDONLY)
+                try:  # the rename itself durable: an acknowledged frame survives power loss
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            else:
+                remote = f"{self.folder}/.{self.key.ts:016d}{FRAME}.{uuid.uuid4().hex}.part"
+                store.fs.makedirs(self.folder, exist_ok=True)
+                try:
+                    store.fs.put_file(self.tmp, remote)
+                    store.fs.mv(remote, final)
+                finally:
+                    if store.fs.exists(remote):
+                        store.fs.rm(remote)
+        finally:
+            self.abort()
+        with store._lock:
+            store.bytes_written += self.size
+
+    def abort(self) -> None:
+        """Drop the temp file (after commit: only the local spool of a remote store)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass

@@ -7,6 +7,7 @@ layer table, never from re-parsing bytes here.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 from vcm_plugin.codec import container
@@ -97,3 +98,126 @@ def validate_stream(blob: bytes, codec: Codec | None = None) -> Layout:
         raise VCMError(f"upload ends inside layer {layers}: {len(blob)} bytes, layer {layers} "
                        f"ends at byte {header.prefix_end(layers + 1)}; send whole layers")
     return Layout(header, layers)
+
+
+#: Largest header + layer 0 an upload may carry: layer 0 is validated (and later decoded) from
+#: memory, so it is bounded apart from the texture layers, which stream to disk.
+MAX_LAYER0_BYTES = 4 << 20
+
+
+def analytics_layers(info: dict) -> int:
+    """The operating point analytics reads, from ``Codec.inspect``: a key naming an analytics
+    point when the codec reports one (an int point, or the list of layers it reads), else
+    layer 0 alone. One function so the analytics role's limit follows the codec."""
+    for name, value in info.items():
+        if "analytics" not in name:
+            continue
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and value >= 1:
+            return value
+        if isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return max(value) + 1
+    return 1
+
+
+class StreamCheck:
+    """Validate an upload as its bytes arrive, so only header + layer 0 sit in memory.
+
+    Header and layer 0 go through :func:`validate_stream` (preset, header CRC, layer-0 CRC);
+    each later layer's CRC is computed incrementally and a bad one, a cut inside a layer or
+    bytes after the last layer are refused. ``resume`` continues after a stored prefix (an
+    append): its header + layer 0 bytes and its stored size.
+    """
+
+    def __init__(self, codec: Codec, resume: tuple[bytes, int] | None = None,
+                 max_layer0: int = MAX_LAYER0_BYTES) -> None:
+        self.codec, self.max_layer0 = codec, max_layer0
+        self.head = bytearray()
+        self.header: container.Header | None = None
+        self.pos = 0
+        self.info: dict | None = None
+        self._crc = 0
+        if resume is not None:
+            head, stored = resume
+            self.head = bytearray(head)
+            self._parse_head()
+            self.pos = stored
+
+    def _parse_head(self) -> None:
+        if self.header is None:
+            self.header = container.parse_header(bytes(self.head), self.codec.max_pixels)
+            end1 = self.header.prefix_end(1)
+            if end1 > self.max_layer0:
+                raise VCMError(f"header + layer 0 is {end1} bytes, over the limit of "
+                               f"{self.max_layer0} bytes")
+        end1 = self.header.prefix_end(1)
+        if len(self.head) >= end1:
+            del self.head[end1:]
+            validate_stream(bytes(self.head), self.codec)
+            self.info = self.codec.inspect(bytes(self.head))
+
+    def _head_wanted(self) -> int:
+        """Bytes of ``head`` needed for the next parsing step."""
+        fixed = container._FIXED.size  # magic .. config hash: enough to read version, n
+        if self.header is not None:
+            return self.header.prefix_end(1)
+        if len(self.head) < fixed:
+            return fixed
+        version, n = self.head[4], self.head[7]
+        try:
+            return max(fixed, container.header_size(n, version))
+        except KeyError:  # unknown version: parse_header says so
+            return fixed
+
+    def feed(self, data: bytes) -> None:
+        """The next bytes of the upload; raises VCMError as soon as they are wrong."""
+        view = memoryview(data)
+        while self.info is None and view:  # still collecting header + layer 0
+            want = self._head_wanted()
+            take = max(0, want - len(self.head))
+            self.head += view[:take]
+            self.pos += min(take, len(view))
+            view = view[take:]
+            if len(self.head) >= want and (self.header is not None
+                                           or want == self._head_wanted()):
+                self._parse_head()
+        if view:
+            self._layers(view)
+
+    def _layers(self, view: memoryview) -> None:
+        h = self.header
+        assert h is not None
+        end = h.prefix_end(h.num_layers)
+        while view:
+            if self.pos >= end:
+                raise VCMError(f"unexpected bytes after the last layer (stream ends at byte "
+                               f"{end})")
+            i = next(i for i in range(h.num_layers)
+                     if h.offsets[i] <= self.pos < h.offsets[i] + h.lengths[i])
+            stop = h.offsets[i] + h.lengths[i]
+            part = view[: stop - self.pos]
+            self._crc = zlib.crc32(part, self._crc)
+            self.pos += len(part)
+            view = view[len(part):]
+            if self.pos == stop:
+                if self._crc != h.crcs[i]:
+                    raise VCMError(f"layer {i} CRC mismatch: the layer is corrupt")
+                self._crc = 0
+
+    def finish(self) -> Layout:
+        """The stored layout once every byte is in; raises VCMError for a cut upload."""
+        if self.info is None:
+            if self.header is None and self.head:
+                self.header = container.parse_header(bytes(self.head), self.codec.max_pixels)
+            validate_stream(bytes(self.head), self.codec)  # says what is missing
+            raise VCMError("upload ends inside layer 0")  # not reached: the line above raises
+        h = self.header
+        assert h is not None
+        layers = max(k for k in range(1, h.num_layers + 1) if h.prefix_end(k) <= self.pos)
+        if self.pos != h.prefix_end(layers):
+            raise VCMError(f"upload ends inside layer {layers}: {self.pos} bytes, layer "
+                           f"{layers} ends at byte {h.prefix_end(layers + 1)}; send whole "
+                           "layers")
+        return Layout(h, layers)

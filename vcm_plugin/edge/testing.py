@@ -28,19 +28,22 @@ class ServerProcess:
     """``vcm edge serve`` in a child process; ``url`` once it listens. Output goes to ``log``."""
 
     def __init__(self, store: str | os.PathLike[str], log: str | os.PathLike[str],
-                 port: int = 0, host: str = "127.0.0.1", timeout: float = 120.0) -> None:
+                 port: int = 0, host: str = "127.0.0.1", timeout: float = 120.0,
+                 args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        """``args``: more ``vcm edge serve`` options (``--tokens-file F``, limits, ...)."""
         self.store, self.log, self.port, self.host = str(store), Path(log), port, host
+        self.args, self.env = tuple(args), dict(env or {})
         self.timeout = timeout
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self._starts = 0
 
     def start(self) -> ServerProcess:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 vcm_command("edge", "serve", "--store", self.store, "--host", self.host,
-                            "--port", str(self.port)),
+                            "--port", str(self.port), *self.args),
                 stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:

@@ -40,7 +40,12 @@ class Worker:
         t0 = time.perf_counter()
         resp = self.client.frame(frame_id, layers=self.layers)
         t1 = time.perf_counter()
-        img = self.codec.decode(resp.body, layers=self.layers)
+        try:
+            img = self.codec.decode(resp.body, layers=self.layers)
+        except VCMError:  # the server checks and quarantines it: never leased again
+            if self.layers == 1:
+                self.client.report_undecodable(frame_id)
+            raise
         t2 = time.perf_counter()
         boxes = self.detector(img)
         t3 = time.perf_counter()

@@ -1,0 +1,237 @@
+"""The viewer page served at ``GET /``: cameras, a time-ordered strip of frames showing the
+analytics picture with the worker's boxes, and "Full quality" to pull the texture layers.
+
+Why plain HTML + a little JS from the same process: nothing to build or host apart, and the
+page is the same origin as the API, so no CORS is needed (none is offered). The page holds no
+data: every call it makes carries the viewer's bearer token (typed in, or given once in the
+URL fragment ``#token=...``, which browsers never send to a server) and images are fetched
+with ``fetch`` and shown from blob URLs, so the token never appears in a URL or a log.
+"""
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>vcm edge viewer</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 0; background: #16181c; color: #e8e8e8; }
+  header { display: flex; gap: 1em; align-items: center; padding: .6em 1em;
+           background: #22252b; flex-wrap: wrap; }
+  header h1 { font-size: 1.1em; margin: 0; }
+  #status { color: #aab; }
+  #status.error { color: #ff8a80; }
+  nav { padding: .5em 1em; display: flex; gap: .4em; flex-wrap: wrap; }
+  nav button { background: #2d3139; color: inherit; border: 1px solid #444; padding: .3em .8em;
+               border-radius: 4px; cursor: pointer; }
+  nav button[aria-pressed=true] { background: #3d6fb6; border-color: #3d6fb6; }
+  #strip { display: flex; gap: .8em; overflow-x: auto; padding: .5em 1em 1em; }
+  figure.frame { margin: 0; flex: 0 0 auto; width: 320px; background: #22252b;
+                 border-radius: 6px; overflow: hidden; }
+  .pic { position: relative; background: #000; min-height: 120px; }
+  .pic img { display: block; width: 100%; height: auto; }
+  .pic svg { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; }
+  .pic rect { fill: none; stroke: #ffd54f; stroke-width: 2; vector-effect: non-scaling-stroke; }
+  .pic text { fill: #ffd54f; font-size: 14px; paint-order: stroke; stroke: #000;
+              stroke-width: 3px; }
+  figcaption { padding: .4em .6em; display: flex; flex-direction: column; gap: .3em; }
+  figcaption .meta { color: #aab; font-size: .9em; }
+  figure[data-quality=full] .quality { color: #9ccc65; }
+  button.full { align-self: flex-start; }
+  input { background: #111; color: inherit; border: 1px solid #444; padding: .3em; }
+</style>
+</head>
+<body>
+<header>
+  <h1>vcm edge</h1>
+  <form id="login"><input id="token" type="password" autocomplete="off"
+    placeholder="viewer token" aria-label="viewer token"> <button>Use token</button></form>
+  <span id="status" role="status"></span>
+</header>
+<nav id="cameras" aria-label="cameras"></nav>
+<main><div id="strip" aria-label="frames, oldest first"></div></main>
+<script src="/viewer.js"></script>
+</body>
+</html>
+"""
+
+SCRIPT = r"""
+"use strict";
+const TOKEN_KEY = "vcm-edge-token";
+const state = { token: null, cam: null, urls: [] };
+
+function takeToken() {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (m) {  // given once in the fragment (never sent to a server); keep it for this tab only
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  state.token = sessionStorage.getItem(TOKEN_KEY);
+}
+
+function status(text, error = false) {
+  const el = document.getElementById("status");
+  el.textContent = text;
+  el.className = error ? "error" : "";
+}
+
+async function api(path, wanted = "json") {
+  const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
+  const r = await fetch(path, { headers, credentials: "omit" });
+  if (!r.ok) {
+    let message = r.status + " " + r.statusText;
+    try { message = (await r.json()).error || message; } catch (e) { /* not JSON */ }
+    const err = new Error(message);
+    err.status = r.status;
+    throw err;
+  }
+  return wanted === "blob" ? r.blob() : r.json();
+}
+
+function el(tag, attrs = {}, text = "") {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text) e.textContent = text;
+  return e;
+}
+
+function svgEl(tag, attrs) {
+  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  return e;
+}
+
+function when(ts) {
+  return new Date(ts / 1000).toISOString().replace("T", " ").replace("Z", " UTC");
+}
+
+async function showImage(fig, frame, layers, wait) {
+  const q = "layers=" + layers + (wait ? "&wait=" + wait : "");
+  const blob = await api("/frames/" + encodeURIComponent(frame.id) + "/image?" + q, "blob");
+  const url = URL.createObjectURL(blob);
+  state.urls.push(url);
+  const img = fig.querySelector("img");
+  await new Promise((resolve, reject) => {
+    img.onload = resolve;
+    img.onerror = () => reject(new Error("the image did not load"));
+    img.src = url;
+  });
+  img.dataset.layers = String(layers);
+}
+
+async function drawBoxes(fig, frame) {
+  let det;
+  try {
+    det = await api("/frames/" + encodeURIComponent(frame.id) + "/detections");
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    fig.querySelector(".boxes-count").textContent = "analytics pending";
+    return;
+  }
+  // boxes are in pixels of the image the worker analysed (its width/height), drawn to scale
+  const w = det.width || frame.width, h = det.height || frame.height;
+  const svg = fig.querySelector("svg");
+  svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+  for (const b of det.boxes) {
+    const [x1, y1, x2, y2] = b.xyxy;
+    svg.appendChild(svgEl("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1,
+                                    class: "box" }));
+    const t = svgEl("text", { x: x1 + 2, y: Math.max(14, y1 - 3) });
+    t.textContent = (b.name || b.cls || "") + (b.conf != null ? " " + b.conf.toFixed(2) : "");
+    svg.appendChild(t);
+  }
+  fig.querySelector(".boxes-count").textContent = det.boxes.length + " box(es) by " +
+      (det.analyst || det.model || "the worker");
+}
+
+function frameCard(frame) {
+  const fig = el("figure", { class: "frame", "data-id": frame.id, "data-quality": "analytics" });
+  const pic = el("div", { class: "pic" });
+  pic.appendChild(el("img", { alt: "frame " + frame.id }));
+  pic.appendChild(svgEl("svg", { preserveAspectRatio: "none", "aria-hidden": "true" }));
+  fig.appendChild(pic);
+  const cap = el("figcaption");
+  cap.appendChild(el("span", {}, when(frame.ts)));
+  const a = frame.analytics_layers;
+  cap.appendChild(el("span", { class: "meta quality" },
+      "analytics picture: " + a + " of " + frame.num_layers + " layer(s), " +
+      frame.point_bytes[a - 1] + " B"));
+  cap.appendChild(el("span", { class: "meta boxes-count" }, ""));
+  const full = el("button", { class: "full", type: "button" }, "Full quality");
+  full.addEventListener("click", () => fullQuality(fig, frame, full));
+  cap.appendChild(full);
+  fig.appendChild(cap);
+  return fig;
+}
+
+async function fullQuality(fig, frame, button) {
+  button.disabled = true;
+  fig.dataset.quality = "loading";
+  status("fetching the texture layers of " + frame.id + " ...");
+  try {  // asks the camera for the texture if the server does not hold it yet
+    await showImage(fig, frame, frame.num_layers, 20);
+    fig.dataset.quality = "full";
+    fig.querySelector(".quality").textContent = "full quality: " + frame.num_layers +
+        " layer(s), " + frame.layer_ends[frame.num_layers - 1] + " B";
+    button.remove();
+    status("full quality: " + frame.id);
+  } catch (e) {
+    fig.dataset.quality = "analytics";
+    button.disabled = false;
+    status(e.status === 409 ? "the camera has not sent the texture yet; try again"
+                            : "full quality failed: " + e.message, true);
+  }
+}
+
+async function loadFrames(cam) {
+  state.cam = cam;
+  for (const b of document.querySelectorAll("#cameras button"))
+    b.setAttribute("aria-pressed", String(b.dataset.cam === cam));
+  for (const u of state.urls.splice(0)) URL.revokeObjectURL(u);
+  const strip = document.getElementById("strip");
+  strip.replaceChildren();
+  const { frames } = await api("/cameras/" + encodeURIComponent(cam) + "/frames?limit=50");
+  for (const frame of frames) {
+    const fig = frameCard(frame);
+    strip.appendChild(fig);
+    showImage(fig, frame, frame.analytics_layers, 0)
+      .then(() => { fig.dataset.loaded = "1"; })
+      .catch((e) => status("frame " + frame.id + ": " + e.message, true));
+    drawBoxes(fig, frame).catch((e) => status("detections " + frame.id + ": " + e.message, true));
+  }
+  status(frames.length + " frame(s) of camera " + cam);
+}
+
+async function loadCameras() {
+  const nav = document.getElementById("cameras");
+  nav.replaceChildren();
+  let cameras;
+  try {
+    ({ cameras } = await api("/cameras"));
+  } catch (e) {
+    status(e.status === 401 ? "enter a viewer token" : e.message, true);
+    return;
+  }
+  for (const c of cameras) {
+    const b = el("button", { type: "button", "data-cam": c.id, "aria-pressed": "false" },
+                 c.id + " (" + c.frames + ")");
+    b.addEventListener("click", () => loadFrames(c.id).catch((e) => status(e.message, true)));
+    nav.appendChild(b);
+  }
+  const wanted = new URLSearchParams(location.search).get("cam");
+  const first = cameras.find((c) => c.id === wanted) || cameras[0];
+  if (first) await loadFrames(first.id);
+  else status("no frames yet");
+}
+
+document.getElementById("login").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const value = document.getElementById("token").value.trim();
+  if (value) sessionStorage.setItem(TOKEN_KEY, value);
+  document.getElementById("token").value = "";
+  state.token = sessionStorage.getItem(TOKEN_KEY);
+  loadCameras();
+});
+takeToken();
+loadCameras();
+"""
