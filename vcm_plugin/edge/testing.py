@@ -78,3 +78,33 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def http_call(url: str, method: str, path: str, token: str | None = None,
+              headers: dict[str, str] | None = None, body: bytes | None = None,
+              timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
+    """One raw request (no retries): (status, lower-cased headers, body). For tests that
+    check exact HTTP behaviour, which :class:`~vcm_plugin.edge.client.EdgeClient` hides."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    hdrs = dict(headers or {})
+    if token:
+        hdrs["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request(method, path, body=body, headers=hdrs)
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory (``VmRSS``) or its peak (``VmHWM``) in KiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise VCMError(f"no {field} for process {pid}")
