@@ -1266,7 +1266,7 @@ class EdgeServer:
 
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; connect-src 'self'; "
-                               "img-src 'self' blob:; style-src 'unsafe-inline'; "
+                               "img-src 'self' blob: data:; style-src 'unsafe-inline'; "
                                "frame-ancestors 'none'",
     "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",

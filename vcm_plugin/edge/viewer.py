@@ -14,6 +14,7 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>vcm edge viewer</title>
+<link rel="icon" href="data:,">
 <style>
   body { font: 14px/1.4 system-ui, sans-serif; margin: 0; background: #16181c; color: #e8e8e8; }
   header { display: flex; gap: 1em; align-items: center; padding: .6em 1em;

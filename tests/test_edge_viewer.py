@@ -1,0 +1,144 @@
+"""Issue 17, the viewer page in a real headless browser (Chromium through Playwright).
+
+A camera keeps its texture layers (``--texture on-request``); the page, given a viewer token
+in the URL fragment, shows the camera's frames oldest first as analytics pictures with the
+worker's boxes; "Full quality" on one frame makes the server ask the camera for the texture,
+and the full picture replaces the analytics one. A screenshot is kept in docs/."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vcm_plugin import Codec
+from vcm_plugin.edge.auth import add_token
+from vcm_plugin.edge.camera import Camera
+from vcm_plugin.edge.client import EdgeClient
+from vcm_plugin.edge.testing import ServerProcess, http_call
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("VCM_CHROMIUM", "/usr/bin/chromium")
+DOC_SCREENSHOT = REPO / "docs" / "edge-viewer.png"  # refreshed with VCM_UPDATE_SCREENSHOT=1
+FRAMES = 4
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    if not (shutil.which(CHROMIUM) or Path(CHROMIUM).is_file()):
+        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium; "
+                    "or set VCM_CHROMIUM); .ci/run installs it")
+    return CHROMIUM
+
+
+def until(page, predicate: str, timeout: float = 60.0) -> None:
+    """Poll a JS predicate from here: the page's CSP (no eval) rules out wait_for_function."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(predicate):
+        assert time.monotonic() < deadline, f"timed out waiting for {predicate}"
+        time.sleep(0.1)
+
+
+def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, shared_dir):
+    from playwright.sync_api import sync_playwright
+
+    shot = DOC_SCREENSHOT if os.environ.get("VCM_UPDATE_SCREENSHOT") else tmp_path / "v.png"
+
+    f = tmp_path / "tokens.json"
+    tokens = {"camera": add_token(f, "lobby-cam", "camera", ["lobby"]),
+              "analytics": add_token(f, "worker", "analytics"),
+              "viewer": add_token(f, "alice", "viewer")}
+    paths = sorted((shared_dir / "data" / "coco-val2017" / "images").glob("*.jpg"))[:FRAMES]
+    images = [np.asarray(Image.open(p).convert("RGB").resize((320, 240))) for p in paths]
+    with ServerProcess(tmp_path / "store", tmp_path / "server.log",
+                       args=("--tokens-file", str(f))) as srv:
+        camera = Camera(EdgeClient(srv.url, role="camera", token=tokens["camera"]), "lobby",
+                        Codec.from_preset("fast"), texture="on-request")
+        runner = threading.Thread(target=camera.run,
+                                  args=(iter([(str(i), im) for i, im in enumerate(images)]),),
+                                  kwargs={"linger": 120.0}, daemon=True)
+        runner.start()
+        viewer = EdgeClient(srv.url, token=tokens["viewer"])
+        deadline = time.monotonic() + 60
+        while len(viewer.frames("lobby")) < FRAMES and time.monotonic() < deadline:
+            time.sleep(0.1)
+        frames = viewer.frames("lobby")
+        assert len(frames) == FRAMES and all(fr["stored_layers"] == 1 for fr in frames)
+        worker = EdgeClient(srv.url, token=tokens["analytics"])
+        for i, fr in enumerate(frames):  # frame i gets i + 1 boxes
+            boxes = [{"xyxy": [8 + 78 * j, 40, 74 + 78 * j, 200], "conf": 0.9, "cls": 0,
+                      "name": "person"} for j in range(i + 1)]
+            worker.put_detections(fr["id"], {"boxes": boxes, "width": 320, "height": 240})
+        target = frames[1]
+        errors: list[str] = []
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 560})
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error"
+                        else None)
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(f"{srv.url}/#token={tokens['viewer']}")
+                until(page, "() => document.querySelectorAll("
+                      f"'figure.frame[data-loaded=\"1\"]').length === {FRAMES}")
+                assert "token" not in page.url  # the fragment is dropped once read
+                ids = page.eval_on_selector_all("figure.frame", "els => els.map(e => e.dataset.id)")
+                assert ids == [fr["id"] for fr in frames]  # time order, oldest first
+                until(page, "() => [...document.querySelectorAll('figure.frame')].every("
+                      "f => f.querySelectorAll('rect').length > 0)")
+                rects = page.eval_on_selector_all(
+                    "figure.frame", "els => els.map(e => e.querySelectorAll('rect').length)")
+                assert rects == [1, 2, 3, 4]
+                widths = page.eval_on_selector_all(
+                    "figure.frame img", "els => els.map(e => e.naturalWidth)")
+                assert widths == [320] * FRAMES
+                layers = page.eval_on_selector_all(
+                    "figure.frame img", "els => els.map(e => e.dataset.layers)")
+                assert layers == ["1"] * FRAMES  # the analytics picture
+                card = page.locator(f'figure.frame[data-id="{target["id"]}"]')
+                card.get_by_role("button", name="Full quality").click()
+                page.wait_for_selector(f'figure.frame[data-id="{target["id"]}"]'
+                                       '[data-quality="full"]', timeout=60_000)
+                assert card.locator("img").get_attribute("data-layers") == str(
+                    target["num_layers"])
+                shown = page.evaluate(  # the pixels on screen, read back through a canvas
+                    "(id) => { const img = document.querySelector("
+                    "`figure.frame[data-id=\"${id}\"] img`); const c = document.createElement("
+                    "'canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight; "
+                    "const g = c.getContext('2d'); g.drawImage(img, 0, 0); return Array.from("
+                    "g.getImageData(0, 0, c.width, c.height).data); }", target["id"])
+                page.screenshot(path=str(shot))
+                browser.close()
+        finally:
+            camera.stop()
+            runner.join(30)
+        # the camera sent the texture because a viewer asked; the page shows exactly the
+        # full-quality picture the server decodes from every layer
+        info = viewer.info(target["id"])
+        assert info["complete"] and info["served_bytes"]["alice"] > info["layer_ends"][0]
+        others = [viewer.info(fr["id"]) for fr in frames if fr["id"] != target["id"]]
+        assert all(o["stored_layers"] == 1 for o in others)  # nobody asked for those
+        status, _, png = http_call(srv.url, "GET", f"/frames/{target['id']}/image?layers="
+                                   f"{target['num_layers']}", tokens["viewer"])
+        assert status == 200
+        full = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        on_screen = np.asarray(shown, np.uint8).reshape(full.shape[0], full.shape[1], 4)
+        np.testing.assert_array_equal(on_screen[..., :3], full)
+        analytics = np.asarray(Image.open(io.BytesIO(http_call(
+            srv.url, "GET", f"/frames/{target['id']}/image?layers=1", tokens["viewer"])[2])))
+        assert np.abs(analytics.astype(int) - full).mean() > 0.5  # the swap changed the picture
+    assert not errors, errors
+    assert shot.stat().st_size > 10_000
+    print(f"\nviewer page: {FRAMES} frames, full quality of {target['id']} "
+          f"({json.dumps(info['layer_ends'])}); screenshot {shot}")
