@@ -247,3 +247,27 @@ def test_tokens_are_never_command_line_arguments():
         assert r.returncode == 0
         assert "--token " not in r.stdout and "--token\n" not in r.stdout
         assert ("--tokens-file" if sub == "serve" else "--token-file") in r.stdout
+
+
+def test_bench_with_and_without_a_token(env, tmp_path, capsys, photo, monkeypatch):
+    """`vcm edge bench` against a service with tokens: a one-line error without a token, and
+    the bench cameras' uploads with a camera token for bench-* (from $VCM_EDGE_TOKEN)."""
+    from PIL import Image
+
+    from vcm_plugin.cli import main
+
+    srv, tokens, end1 = env
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(photo[:48, :64]).save(frames / "f.png")
+    bench = ["edge", "bench", str(frames), "--n", "4", "--concurrency", "2", "--distinct", "1",
+             "--preset", FAST, "--server", srv.url, "--allow-live-store"]
+    monkeypatch.delenv("VCM_EDGE_TOKEN", raising=False)
+    monkeypatch.delenv("VCM_EDGE_TOKEN_FILE", raising=False)
+    assert main(bench) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vcm: error:") and err.count("\n") == 1 and "--token-file" in err
+    monkeypatch.setenv("VCM_EDGE_TOKEN", tokens["camera2"])
+    assert main(bench) == 0
+    listed = json.loads(http_call(srv.url, "GET", "/cameras", tokens["viewer"])[2])
+    assert {"id": "bench-0", "frames": 2} in listed["cameras"]

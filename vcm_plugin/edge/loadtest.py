@@ -24,7 +24,11 @@ def check_bench_store(url: str, allow_live: bool = False, prefix: str = BENCH_PR
     and a running worker would analyse them ahead of the real ones."""
     client = EdgeClient(url, role="loadtest", retry_for=10.0, token=token)
     try:
-        store = client.health()["store"]
+        health = client.health()
+        if "store" not in health:  # a bare /health: the server wants a token
+            raise VCMError(f"{url} requires a token: give --token-file PATH (a camera token "
+                           f"for cameras {prefix}*) or set $VCM_EDGE_TOKEN")
+        store = health["store"]
         cameras = client.request("GET", "/cameras").json()["cameras"]
     finally:
         client.close()
