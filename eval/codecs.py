@@ -134,16 +134,23 @@ class VcmCodec:
     are what a reader fetches for it, ``Codec.view``: the header plus the layers the point
     needs (a prefix in version-2 streams; a texture layer alone in the generator preset's).
 
+    ``points="viewer"`` keeps only the points meant for a person (``inspect()["viewer_points"]``:
+    the texture layers of the generator preset), which is what the quality task scores: a
+    person's view is a viewer point, the latent and analytics points are for models.
+
     (The harness fills a missing ``layers=k`` of an image whose stream has fewer layers with
     its full stream, so every curve point covers every image.)
     """
 
     name = "vcm"
 
-    def __init__(self, preset: str = "default") -> None:
+    def __init__(self, preset: str = "default", points: str = "all") -> None:
         from vcm_plugin import Codec
 
+        if points not in ("all", "viewer"):
+            raise VCMError(f"points must be 'all' or 'viewer', got {points!r}")
         self.preset = preset
+        self.which = points
         self.codec = Codec.from_preset(preset, device="cpu")
 
     def label(self, k: int) -> str:
@@ -152,25 +159,31 @@ class VcmCodec:
     def num_layers(self, blob: bytes) -> int:
         return len(self.codec.inspect(blob)["layer_bytes"])
 
+    def _ks(self, info: dict) -> list[int]:
+        if self.which == "viewer" and info["viewer_points"]:
+            return list(info["viewer_points"])
+        return list(range(1, info["num_layers"] + 1))
+
     def sizes(self, img: np.ndarray) -> list[int]:
-        """Bytes of every operating point k=1..N (used to place the baselines)."""
-        blob = self.codec.encode(img)
-        return list(self.codec.inspect(blob)["point_bytes"])
+        """Bytes of every evaluated operating point, ascending k (to place the baselines)."""
+        info = self.codec.inspect(self.codec.encode(img))
+        return [info["point_bytes"][k - 1] for k in self._ks(info)]
 
     def points(self, img: np.ndarray) -> Iterator[Point]:
         blob = self.codec.encode(img)
-        for k in range(1, self.num_layers(blob) + 1):
+        for k in self._ks(self.codec.inspect(blob)):
             part = self.codec.view(blob, layers=k)
             yield Point(self.label(k), len(part), self.codec.decode(part, layers=k))
 
     def __repr__(self) -> str:
-        return f"VcmCodec(preset={self.preset!r})"
+        return f"VcmCodec(preset={self.preset!r}, points={self.which!r})"
 
 
-def make_codec(name: str, preset: str = "default") -> BaselineCodec | VcmCodec:
+def make_codec(name: str, preset: str = "default",
+               vcm_points: str = "all") -> BaselineCodec | VcmCodec:
     """Build a codec by name; unknown names raise VCMError listing the known ones."""
     if name == "vcm":
-        return VcmCodec(preset)
+        return VcmCodec(preset, vcm_points)
     if name in BASELINES:
         return BASELINES[name]()
     known = ", ".join(["vcm", *BASELINES])

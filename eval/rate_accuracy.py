@@ -138,7 +138,7 @@ def _init_worker(task_name: str, options: dict[str, Any], codec_specs: list[tupl
         spec_key = repr((name, preset, settings))
         c = _STATE["codec_cache"].get(spec_key)
         if c is None:
-            c = make_codec(name, preset)
+            c = make_codec(name, preset, _STATE["task"].vcm_points)
             if settings is not None:
                 c.settings = list(settings)
             _STATE["codec_cache"][spec_key] = c
@@ -302,7 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "landmark_model": args.landmark_model, "metric": args.metric}
     task = make_task(args.task, options)
     items = task.items(data, args.limit)
-    codecs = [make_codec(n, args.preset) for n in names]
+    codecs = [make_codec(n, args.preset, task.vcm_points) for n in names]
     plan = plan_settings(codecs, items, overrides, args.num_settings, quiet=args.quiet)
     specs = [(c.name, args.preset, getattr(c, "settings", None) if c.name != "vcm" else None)
              for c in codecs]

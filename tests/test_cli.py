@@ -106,7 +106,8 @@ def test_usage_errors_exit_1_with_one_line(capsys, args):
 def test_usage_error_in_a_real_process():
     result = vcm("decode", "in.vcm", "x.png", "--layers", "abc")
     assert result.returncode == 1 and result.stderr == (
-        "vcm: error: argument --layers: invalid int value: 'abc' (see 'vcm decode --help')\n")
+        "vcm: error: argument --layers: expected a layer count >= 1 or 'analytics', got 'abc' "
+        "(see 'vcm decode --help')\n")
 
 
 def test_help_describes_every_argument():

@@ -37,8 +37,15 @@ def test_pillow_plugin_save_open_all_and_fewer_layers(kodak, tmp_path):
     n = codec.inspect(blob)["num_layers"]
     assert n >= 2
 
-    with Image.open(path) as im:  # every layer by default
+    with Image.open(path) as im:  # the preset's analytics point by default
         assert im.format == "VCM" and im.size == (192, 128) and im.mode == "RGB"
+        point = codec.inspect(blob)["analytics_point"]
+        assert im.info["analytics_point"] == point
+        np.testing.assert_array_equal(np.asarray(im), codec.decode(blob, layers="analytics"))
+        assert im.info["layers_decoded"] == point
+
+    with Image.open(path) as im:  # every layer
+        im.layers = None
         assert im.info["num_layers"] == n
         np.testing.assert_array_equal(np.asarray(im), codec.decode(blob))
         assert im.info["layers_decoded"] == n and im.info["preset"] == "tae"
@@ -132,6 +139,7 @@ def test_pillow_plugin_truncated_file_raises_unless_load_truncated_images(kodak,
     cut.write_bytes(blob[: info["layer_offsets"][3] + 5])  # 3 complete layers of 5
 
     with Image.open(cut) as im, pytest.raises(OSError, match="image file is truncated"):
+        im.layers = None  # every layer: the fast preset's analytics point is layer 0
         im.load()
     # a PNG cut short behaves the same way: Pillow's own rule
     png = tmp_path / "cut.png"
@@ -146,7 +154,8 @@ def test_pillow_plugin_truncated_file_raises_unless_load_truncated_images(kodak,
 
     ImageFile.LOAD_TRUNCATED_IMAGES = True
     try:
-        with Image.open(cut) as im, pytest.warns(TruncatedStreamWarning, match="3 of 5"):
+        with Image.open(cut) as im, pytest.warns(TruncatedStreamWarning, match="3 of the 5"):
+            im.layers = None
             im.load()
         assert im.info["layers_decoded"] == 3
         np.testing.assert_array_equal(np.asarray(im), codec.decode(blob, layers=3))
@@ -167,6 +176,7 @@ def test_pillow_plugin_applies_exif_orientation_before_encoding(kodak, tmp_path)
         upright = ImageOps.exif_transpose(im)
         im.save(tmp_path / "rotated.vcm", preset="fast")
     with Image.open(tmp_path / "rotated.vcm") as out:
+        out.layers = None  # the full picture, not the analytics point
         assert out.size == upright.size == kodak.size[::-1]
         err = np.abs(np.asarray(out, dtype=float) - np.asarray(upright, dtype=float)).mean()
         assert err < 12  # the same picture, upright (a sideways one differs by far more)
@@ -181,11 +191,16 @@ def test_pillow_plugin_draft_and_thumbnail_keep_the_chosen_point(kodak, tmp_path
     kodak.save(path, preset="fast")
     with Image.open(path) as im:
         assert im.draft("RGB", (48, 32)) is None  # documented: no cheaper draft decode
+        im.thumbnail((48, 32))  # the analytics point, as without the thumbnail
+        assert im.size == (48, 32) and im.info["layers_decoded"] == im.info["analytics_point"]
+    with Image.open(path) as im:
+        im.layers = None  # every layer
         im.thumbnail((48, 32))
-        assert im.size == (48, 32) and im.info["layers_decoded"] == 5
+        assert im.info["layers_decoded"] == 5
     with Image.open(path) as im:
         im.layers = 1  # the way to decode fewer layers
         im.thumbnail((48, 32))
         assert im.info["layers_decoded"] == 1
     with Image.open(path) as im:
+        im.layers = None
         assert im.reduce(2).size == (96, 64) and im.info["layers_decoded"] == 5

@@ -90,6 +90,8 @@ def cmd_encode(args) -> None:
     img = read_rgb(args.input)
     codec = Codec.from_preset(args.preset)
     blob = codec.encode(img)
+    if args.max_bytes is not None:  # rate control: the longest prefix that fits the budget
+        blob = codec.truncate(blob, max_bytes=args.max_bytes)
     _write_output(args.output, blob, args.parents)
     info = codec.inspect(blob)
     print(f"{args.output}: {len(blob)} bytes, {info['num_layers']} layers "
@@ -215,6 +217,29 @@ def cmd_weights_fetch(args) -> None:
 PARENTS_HELP = "create missing parent directories of the output (default: refuse)"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _point(text: str) -> int | str:
+    """``--layers``: a layer count or the name of the preset's analytics point."""
+    from vcm_plugin.codec.presets import ANALYTICS
+
+    if text == ANALYTICS:
+        return ANALYTICS
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a layer count >= 1 or {ANALYTICS!r}, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
 
@@ -229,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="image file Pillow can read")
     p.add_argument("output", type=Path, help="stream to write (.vcm)")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help=preset_help)
+    p.add_argument("--max-bytes", type=_positive_int, default=None, metavar="N",
+                   help="byte budget: keep the longest prefix of layers that fits in N bytes "
+                   "(an error if even layer 0 does not)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--parents", action="store_true", help=PARENTS_HELP)
     p.set_defaults(func=cmd_encode)
@@ -241,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path,
                    help=f"image to write; its extension ({', '.join(FORMAT_BY_SUFFIX)}) "
                         "picks the format unless --format is given")
-    p.add_argument("--layers", type=int, default=None, help="layers to decode (default: all)")
+    p.add_argument("--layers", type=_point, default=None,
+                   help="operating point to decode: a layer count K or 'analytics' (the "
+                   "preset's analytics point); default: the highest the stream holds")
     p.add_argument("--format", choices=sorted(IMAGE_FORMATS), default=None,
                    help="image format to write, whatever OUTPUT's extension")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")

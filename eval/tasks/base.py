@@ -25,6 +25,8 @@ class Task:
     name: str = ""
     metric: str = ""
     higher_is_better: bool = True
+    #: which vcm operating points the task scores: "all", or "viewer" (a person's views)
+    vcm_points: str = "all"
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})

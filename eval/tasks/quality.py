@@ -75,6 +75,7 @@ class QualityTask(Task):
     """Full-reference quality of decoded images (a folder of images, no ground truth)."""
 
     name = "quality"
+    vcm_points = "viewer"  # what a person looks at: the viewer points, not the analytics ones
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)

@@ -24,7 +24,14 @@ from vcm_plugin.codec.layers import (
     render,
     semantic_image,
 )
-from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESET_BY_ID, Preset, get_preset
+from vcm_plugin.codec.presets import (
+    ANALYTICS,
+    DEFAULT_PRESET,
+    PRESET_BY_ID,
+    Preset,
+    get_preset,
+)
+from vcm_plugin.codec.roi import Roi, focus
 from vcm_plugin.errors import VCMError
 
 #: Default decompression-bomb guard, as Pillow's ``Image.MAX_IMAGE_PIXELS``.
@@ -75,6 +82,7 @@ def _bricks(preset: Preset) -> list:
                         p.deadzone, p.index_penalty, p.content_classes),
         *([] if p.split_step is None else [PaletteSplits(p.split_step)]),
         *(LatentRefinement(step, p.deadzone) for step in p.refine_steps),
+        *(TexturePhoto(quality, blur) for quality, blur in p.analytics_textures),
         *(texture(quality) for quality in p.texture_qualities),
     ]
 
@@ -154,14 +162,23 @@ class Codec:
             raise VCMError(f"image {w}x{h} too large for the container")
         return img
 
-    def encode(self, img: np.ndarray) -> bytes:
-        """HxWx3 uint8 RGB -> one layered stream."""
-        return self.encode_batch([img])[0]
+    def encode(self, img: np.ndarray, roi: Roi | None = None) -> bytes:
+        """HxWx3 uint8 RGB -> one layered stream. ``roi`` (an HxW mask or a list of
+        ``(x0, y0, x1, y1)`` boxes): spend each layer's bits inside the region
+        (``vcm_plugin.codec.roi``); decoders need nothing to read such a stream."""
+        return self.encode_batch([img], None if roi is None else [roi])[0]
 
-    def encode_batch(self, images: Sequence[np.ndarray]) -> list[bytes]:
+    def encode_batch(self, images: Sequence[np.ndarray],
+                     rois: Sequence[Roi | None] | None = None) -> list[bytes]:
         """Streams of several images, the generator run once per batch of equal sizes (on a
-        GPU; on the CPU image by image, so each stream equals ``encode``'s)."""
+        GPU; on the CPU image by image, so each stream equals ``encode``'s). ``rois``: one
+        region (or None) per image, as ``encode``'s ``roi``."""
         images = [self._check_image(img) for img in images]
+        if rois is not None:
+            if len(rois) != len(images):
+                raise VCMError(f"{len(rois)} rois for {len(images)} images")
+            images = [img if roi is None else focus(img, roi)
+                      for img, roi in zip(images, rois, strict=True)]
         backend = self._backend_of(self.preset)
         geometries = [Geometry.of(img.shape[1], img.shape[0], self.preset.semantic_scale,
                                   backend.factor) for img in images]
@@ -209,22 +226,25 @@ class Codec:
                            f"'{preset.name}' has {preset.num_layers}")
         return header, preset
 
-    def decode(self, blob: bytes, layers: int | None = None) -> np.ndarray:
+    def decode(self, blob: bytes, layers: int | str | None = None) -> np.ndarray:
         """Decode operating point ``layers`` (the highest whose layers are present by default)
         -> HxWx3 uint8. Point k is layer k - 1 and the layers it needs (``inspect``'s
-        ``point_layers``): the first k layers in a version-2 stream.
+        ``point_layers``): the first k layers in a version-2 stream. ``"analytics"``: the
+        preset's analytics point (``inspect()["analytics_point"]``), or the highest point below
+        it that the stream holds.
 
         A stream cut inside a layer decodes the highest complete point and warns with
         ``TruncatedStreamWarning``; corrupt data raises VCMError.
         """
         return self._decode_many([blob], layers, stacklevel=3)[0]
 
-    def decode_batch(self, blobs: Sequence[bytes], layers: int | None = None) -> list[np.ndarray]:
+    def decode_batch(self, blobs: Sequence[bytes],
+                     layers: int | str | None = None) -> list[np.ndarray]:
         """``decode`` of several streams, the generator run once per batch of equal sizes (on
         a GPU; on the CPU stream by stream, so each image equals ``decode``'s)."""
         return self._decode_many(blobs, layers, stacklevel=3)
 
-    def _decode_many(self, blobs: Sequence[bytes], layers: int | None,
+    def _decode_many(self, blobs: Sequence[bytes], layers: int | str | None,
                      stacklevel: int) -> list[np.ndarray]:
         jobs = [self._start_decode(blob, layers, stacklevel + 1) for blob in blobs]
         for step in range(max((len(steps) for *_, steps in jobs), default=0)):
@@ -238,11 +258,12 @@ class Codec:
         return [np.clip(np.round(state.image()), 0, 255).astype(np.uint8)
                 for state, *_ in jobs]
 
-    def _start_decode(self, blob: bytes, layers: int | None, stacklevel: int):
+    def _start_decode(self, blob: bytes, layers: int | str | None, stacklevel: int):
         """Validate one stream; its empty state and the (index, brick) steps of the point."""
         header, preset = self._open(blob)
         blob = bytes(blob)
         points = container.decodable_points(blob, header)
+        layers = _named_point(layers, preset, points)
         if layers is None:
             if len(blob) < header.prefix_end(header.num_layers):
                 warnings.warn(f"stream truncated: decoded {points[-1]} of {header.num_layers} "
@@ -298,20 +319,23 @@ class Codec:
             "header_bytes": header.size,
             "layer_bytes": list(header.lengths),
             "layer_offsets": list(header.offsets),
-            "layer_roles": [_ROLES[type(b)] for b in bricks],
+            "layer_roles": [_role(b) for b in bricks],
             "point_layers": [header.point_layers(k) for k in range(1, header.num_layers + 1)],
             "point_bytes": [header.point_bytes(k) for k in range(1, header.num_layers + 1)],
+            "analytics_point": min(preset.analytics_point, header.num_layers),
+            "viewer_points": [k for k, b in enumerate(bricks, 1) if _role(b) in _VIEWER_ROLES],
             "total_bytes": header.prefix_end(header.num_layers),
             "config_hash": header.config_hash.hex(),
         }
 
-    def truncate(self, blob: bytes, layers: int | None = None, *,
+    def truncate(self, blob: bytes, layers: int | str | None = None, *,
                  max_bytes: int | None = None) -> bytes:
         """A valid stream of the first ``layers`` layers (no re-encoding); it holds every
         operating point up to ``layers``. ``max_bytes`` instead: the longest such prefix
         that fits (rate control for a link or a store with a byte budget)."""
-        header, _ = self._open(blob)
+        header, preset = self._open(blob)
         present = container.complete_layers(bytes(blob), header)
+        layers = _named_point(layers, preset, list(range(1, present + 1)))
         if max_bytes is not None:
             if layers is not None:
                 raise VCMError("give layers or max_bytes, not both")
@@ -321,14 +345,15 @@ class Codec:
             raise VCMError(f"layers must be in 1..{present}, got {layers!r}")
         return container.truncate(bytes(blob), header, int(layers))
 
-    def view(self, blob: bytes, layers: int | None = None, *,
+    def view(self, blob: bytes, layers: int | str | None = None, *,
              max_bytes: int | None = None) -> bytes:
         """A valid stream of operating point ``layers`` alone: the header and the layers it
         needs (``inspect()["point_layers"]``), every other layer absent. For a texture point
         of the generator preset that is one layer: what a viewer fetches. ``max_bytes``
         instead: the highest operating point whose view fits."""
-        header, _ = self._open(blob)
+        header, preset = self._open(blob)
         points = container.decodable_points(bytes(blob), header)
+        layers = _named_point(layers, preset, points)
         if max_bytes is not None:
             if layers is not None:
                 raise VCMError("give layers or max_bytes, not both")
@@ -338,6 +363,34 @@ class Codec:
             raise VCMError(f"layers must be one of the stream's operating points "
                            f"{_ranges(points)}, got {layers!r}")
         return container.view(bytes(blob), header, int(layers))
+
+
+def resolve_point(layers: int | str | None, header: container.Header) -> int:
+    """The operating point a reader wants, from the header alone (before fetching layers):
+    ``None`` the highest, ``"analytics"`` the stream's preset's analytics point, ``k`` at most
+    the stream's layer count."""
+    if layers == ANALYTICS:
+        preset = PRESET_BY_ID.get(header.preset_id)
+        if preset is None:
+            raise VCMError(f"unknown preset id {header.preset_id} in stream")
+        layers = preset.analytics_point
+    elif isinstance(layers, str):
+        raise VCMError(f"layers must be a positive integer or {ANALYTICS!r}, got {layers!r}")
+    return header.num_layers if layers is None else min(int(layers), header.num_layers)
+
+
+def _named_point(layers, preset: Preset, points: list[int]):
+    """``"analytics"`` -> the preset's analytics point, or the highest point below it among
+    ``points`` (a stream cut or viewed to fewer layers); anything else passes unchanged."""
+    if not isinstance(layers, str):
+        return layers
+    if layers != ANALYTICS:
+        raise VCMError(f"layers must be a positive integer or {ANALYTICS!r}, got {layers!r}")
+    below = [k for k in points if k <= preset.analytics_point]
+    if not below:
+        raise VCMError(f"the stream holds no operating point at or below the analytics point "
+                       f"{preset.analytics_point} of preset '{preset.name}'")
+    return below[-1]
 
 
 def _largest_within(sizes: dict[int, int], max_bytes: int) -> int:
@@ -354,6 +407,14 @@ def _largest_within(sizes: dict[int, int], max_bytes: int) -> int:
 #: What each layer carries, as ``inspect()["layer_roles"]`` names it.
 _ROLES = {SemanticPalette: "semantic", PaletteSplits: "splits", LatentRefinement: "refinement",
           TextureResidual: "texture-residual", TexturePhoto: "texture"}
+#: Roles whose points are meant for a person (``inspect()["viewer_points"]``).
+_VIEWER_ROLES = ("texture", "texture-residual")
+
+
+def _role(brick) -> str:
+    if isinstance(brick, TexturePhoto) and brick.blur > 0:
+        return "texture-analytics"
+    return _ROLES[type(brick)]
 
 
 def _ranges(points: list[int]) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from vcm_plugin.codec.backends.base import LatentBackend
 from vcm_plugin.codec.entropy import LayerReader, LayerWriter, laplace_scale, scale_to_code
@@ -437,15 +437,23 @@ class TexturePhoto:
     Why not a residual against the generator decode (``TextureResidual``): on Kodak that cost
     +77.6 % HaarPSI BD-rate against AVIF alone, the photo itself after layer 0 +5.7 %
     (issue 15); the generator's prediction costs more than it saves.
+
+    ``blur`` > 0 (an analytics texture): the encoder low-passes the photo (Gaussian, that many
+    pixels) before AVIF. Detectors barely notice, AVIF spends far fewer bits on it: on
+    coco-val2017 YOLOv5n kept 92 % of its mAP at 0.24 bpp where plain AVIF needs 0.34
+    (README, "Operating points"). Decoding is the same; only the encoder knows the blur.
     """
 
     quality: int
+    blur: float = 0.0
     speed: int = 6
     #: needs no earlier layer (the container records it; a view fetches this layer alone)
     standalone = True
 
     def encode(self, src: Source, state: State) -> bytes:
         photo = np.clip(np.round(src.image), 0, 255).astype(np.uint8)
+        if self.blur > 0:
+            photo = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(self.blur)))
         payload = _write_avif(photo, self.quality, self.speed)
         self.decode(state, payload, layer=-1)
         return payload

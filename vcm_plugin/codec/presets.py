@@ -33,18 +33,29 @@ class Preset:
     #: "photo": each codes the photo itself and needs no other layer (a viewer's operating
     #: point is the header plus that one layer).
     texture_coding: str = "residual"
+    #: Analytics texture layers, after the latent ones and before the viewer's: (AVIF quality,
+    #: Gaussian blur in pixels) each, coding the low-passed photo (``TexturePhoto.blur``).
+    analytics_textures: tuple[tuple[int, float], ...] = ()
     #: The name this preset had when its streams were first written; it enters the config hash,
     #: so a rename keeps old streams decoding (the DCT preset was called "default" until 0.2).
     hash_name: str | None = None
+    #: The operating point analytics should read (``layers="analytics"``): the smallest that
+    #: kept >= 90 % of the uncompressed detector mAP on the public sets (README, "Operating
+    #: points"). Advice, not a decoding rule: it stays out of the config hash, so re-measuring
+    #: it never orphans a stream.
+    analytics_point: int = 1
 
     @property
     def num_layers(self) -> int:
         splits = 0 if self.split_step is None else 1
-        return 1 + splits + len(self.refine_steps) + len(self.texture_qualities)
+        return (1 + splits + len(self.refine_steps) + len(self.analytics_textures)
+                + len(self.texture_qualities))
 
     def config_hash(self, backend_identity: str) -> bytes:
         fields = asdict(self)
         fields["name"] = fields.pop("hash_name") or self.name
+        for key in _NOT_HASHED:
+            del fields[key]
         for key, value in _ADDED_FIELDS.items():  # 0.1's hashes did not have them
             if fields[key] == value:
                 del fields[key]
@@ -53,7 +64,11 @@ class Preset:
 
 
 #: Fields added after streams were first written, with the value those streams imply.
-_ADDED_FIELDS = {"texture_coding": "residual"}
+_ADDED_FIELDS = {"texture_coding": "residual", "analytics_textures": ()}
+#: Fields that do not change how a stream decodes.
+_NOT_HASHED = ("analytics_point",)
+#: ``layers="analytics"``: the stream's preset's ``analytics_point``.
+ANALYTICS = "analytics"
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -62,7 +77,7 @@ PRESETS: dict[str, Preset] = {
         Preset("fast", 1, "dct", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
                content_classes=4, palette_step=0.5, index_penalty=0.5, semantic_step=1.5,
                split_step=0.5, refine_steps=(0.75,), texture_qualities=(25, 50),
-               hash_name="default"),
+               hash_name="default", analytics_point=5),
         # the TAEF2 generator latent (weights ship in the package): the accurate one. Four
         # latent layers for analytics, then four texture layers that each code the photo at
         # one AVIF quality and need nothing else (README: "Stream layout").

@@ -18,11 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from vcm_plugin.codec.api import resolve_point
+from vcm_plugin.codec.container import MAX_LAYERS, header_size, parse_header
+from vcm_plugin.codec.presets import ANALYTICS
 from vcm_plugin.errors import VCMError
 
 __all__ = ["ShardDataset"]
 
-LayersArg = int | tuple[int, int] | list[int] | set[int] | None
+LayersArg = int | str | tuple[int, int] | list[int] | set[int] | None
 
 
 def _check_layers(layers: Any) -> tuple[str, tuple[int, ...]]:
@@ -35,6 +38,8 @@ def _check_layers(layers: Any) -> tuple[str, tuple[int, ...]]:
 
     if layers is None:
         return "all", ()
+    if layers == ANALYTICS:
+        return "analytics", ()
     if ok(layers):
         return "fixed", (int(layers),)
     if isinstance(layers, (tuple, list, set, frozenset, range)) and layers and \
@@ -45,8 +50,8 @@ def _check_layers(layers: Any) -> tuple[str, tuple[int, ...]]:
                 raise VCMError(f"layers range must satisfy low <= high, got {layers!r}")
             return "range", values
         return "choice", tuple(sorted(set(values)))
-    raise VCMError("layers must be None (all), an int >= 1, a (low, high) pair or a set of "
-                   f"ints >= 1 to draw from, got {layers!r}")
+    raise VCMError(f"layers must be None (all), {ANALYTICS!r}, an int >= 1, a (low, high) pair "
+                   f"or a set of ints >= 1 to draw from, got {layers!r}")
 
 
 class ShardDataset:
@@ -54,7 +59,8 @@ class ShardDataset:
 
     Args:
         root: the shard directory (holds ``index.json``).
-        layers: ``None`` = every layer; ``k`` = the first k layers (1 = the semantic layer);
+        layers: ``None`` = every layer; ``"analytics"`` = the preset's analytics point;
+            ``k`` = the first k layers (1 = the semantic layer);
             ``(low, high)`` (or ``[low, high]``) = a count drawn per item from low..high;
             ``{k1, k2, ...}`` = drawn from the set. Counts above what a stream holds are
             clamped to it.
@@ -127,6 +133,8 @@ class ShardDataset:
         n = self.num_layers(i)
         if self._mode == "all":
             return n
+        if self._mode == "analytics":
+            return self._analytics_point(i)
         if self._mode == "fixed":
             return min(self._values[0], n)
         rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
@@ -135,6 +143,12 @@ class ShardDataset:
         else:
             k = rng.choice(self._values)
         return min(k, n)
+
+    def _analytics_point(self, i: int) -> int:
+        """Item ``i``'s analytics point, from its stream header (the preset names it)."""
+        shard, m = self.items[i]
+        head = self._read(shard, m["offset"], min(m["length"], header_size(MAX_LAYERS)))
+        return resolve_point(ANALYTICS, parse_header(head, max_pixels=1 << 62))
 
     def _read(self, shard: str, offset: int, length: int) -> bytes:
         try:
@@ -148,9 +162,11 @@ class ShardDataset:
                            "encode-dataset")
         return data
 
-    def stream(self, i: int, layers: int | None = None) -> bytes:
+    def stream(self, i: int, layers: int | str | None = None) -> bytes:
         """The bytes of item ``i``'s stream up to ``layers`` layers (all if None): the header
         and those layers only, read as one byte range."""
+        if layers == ANALYTICS:
+            layers = self._analytics_point(i)
         shard, m = self.items[i]
         n = len(m["layer_bytes"])
         k = n if layers is None else min(int(layers), n)
@@ -165,8 +181,11 @@ class ShardDataset:
         lab = m["labels"].get(suffix)
         return None if lab is None else self._read(shard, lab["offset"], lab["length"])
 
-    def load(self, i: int, layers: int | None = None) -> tuple[np.ndarray, int, int]:
-        """(image, layers decoded, stream bytes read) for item ``i``; ``layers`` None = all."""
+    def load(self, i: int, layers: int | str | None = None) -> tuple[np.ndarray, int, int]:
+        """(image, layers decoded, stream bytes read) for item ``i``; ``layers`` None = all,
+        ``"analytics"`` = its preset's analytics point."""
+        if layers == ANALYTICS:
+            layers = self._analytics_point(i)
         if self._codec is None:
             from vcm_plugin import Codec
 

@@ -3,13 +3,15 @@ the stream cache and the counters.
 
 Why one module: each framework wants a different *shape* (an Albumentations transform, an
 OpenMMLab ``BaseTransform``, a Pillow plugin ...) around the same few operations, and the
-options must mean the same thing everywhere (``layers=1`` is always "semantic layer only").
+options must mean the same thing everywhere (``layers="analytics"``, the default, is always the
+preset's analytics operating point; ``layers=1`` always "semantic layer only").
 Nothing here imports a framework.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import threading
@@ -22,7 +24,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from vcm_plugin.codec.presets import DEFAULT_PRESET
+from vcm_plugin.codec.api import resolve_point
+from vcm_plugin.codec.presets import ANALYTICS, DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 
 if TYPE_CHECKING:
@@ -33,9 +36,10 @@ try:
 except ImportError:  # pragma: no cover - the container is part of the package
     VCM_MAGIC = b"\x89VCM"
 
-LayerSpec = int | tuple[int, int] | None
-"""``None``: every layer; ``k``: the first k layers (1 = semantic layer only); ``(lo, hi)``: a
-k drawn uniformly from lo..hi (inclusive) for each image."""
+LayerSpec = int | tuple[int, int] | str | None
+"""``"analytics"``: the preset's analytics operating point (``Codec.inspect``); ``None``: every
+layer; ``k``: operating point k (1 = semantic layer only); ``(lo, hi)``: a k drawn uniformly
+from lo..hi (inclusive) for each image."""
 
 _CODECS: dict[str, Codec] = {}
 _CODECS_LOCK = threading.Lock()
@@ -57,10 +61,11 @@ def get_codec(preset: str = DEFAULT_PRESET) -> Codec:
 
 def check_layers(layers: Any, name: str = "layers") -> LayerSpec:
     """Validate a layer spec once, at construction, so a typo fails before training starts."""
-    if layers is None:
-        return None
+    if layers is None or layers == ANALYTICS:
+        return layers
     if isinstance(layers, bool):
-        raise VCMError(f"{name} must be an int >= 1, a (low, high) pair or None, got {layers!r}")
+        raise VCMError(f"{name} must be an int >= 1, a (low, high) pair, {ANALYTICS!r} or "
+                       f"None, got {layers!r}")
     if isinstance(layers, (int, np.integer)):
         if layers < 1:
             raise VCMError(f"{name} must be >= 1 (1 = semantic layer only), got {layers}")
@@ -74,7 +79,8 @@ def check_layers(layers: Any, name: str = "layers") -> LayerSpec:
         if not 1 <= low <= high:
             raise VCMError(f"{name} range must satisfy 1 <= low <= high, got ({low}, {high})")
         return (low, high)
-    raise VCMError(f"{name} must be an int >= 1, a (low, high) pair or None, got {layers!r}")
+    raise VCMError(f"{name} must be an int >= 1, a (low, high) pair, {ANALYTICS!r} or None, "
+                   f"got {layers!r}")
 
 
 def check_p(p: Any) -> float:
@@ -91,7 +97,7 @@ def check_channel_order(order: Any) -> str:
     return order
 
 
-def sample_layers(layers: LayerSpec, rng: random.Random | None = None) -> int | None:
+def sample_layers(layers: LayerSpec, rng: random.Random | None = None) -> int | str | None:
     """Draw the operating point for one image."""
     if isinstance(layers, tuple):
         return (rng or random).randint(layers[0], layers[1])
@@ -334,22 +340,38 @@ def encode_cached(rgb: np.ndarray, preset: str, cache: StreamCache | None) -> by
     return blob
 
 
+def decodable_points(blob: bytes, codec: Codec | None = None) -> list[int]:
+    """Operating points whose layers are all in ``blob`` (none when layer 0 is cut short)."""
+    try:
+        return list((codec or get_codec()).inspect(blob)["decodable_points"])
+    except VCMError:
+
+        head, header = read_header(io.BytesIO(blob))
+        if len(blob) >= header.prefix_end(1):
+            raise  # corrupt, not merely short
+        return []
+
+
 def num_layers(blob: bytes, codec: Codec | None = None) -> int:
     """Complete layers present in a stream (header and CRCs only, no pixel decoding)."""
     info = (codec or get_codec()).inspect(blob)
     return int(info.get("complete_layers", info.get("num_layers", len(info["layer_bytes"]))))
 
 
-def decode_layers(blob: bytes, layers: int | None, codec: Codec | None = None,
+def decode_layers(blob: bytes, layers: int | str | None, codec: Codec | None = None,
                   details: dict[str, Any] | None = None) -> np.ndarray:
-    """Decode ``layers`` layers, clamped to what the stream holds (a (1, 4) range on a 3-layer
-    preset simply tops out at 3). ``details``, when given, receives ``layers`` (decoded),
-    ``num_layers`` (in the stream) and ``bytes`` (the size of the stream prefix decoded: what a
-    receiver of this operating point was sent)."""
+    """Decode operating point ``layers``, clamped to what the stream holds (a (1, 4) range on a
+    3-layer preset simply tops out at 3). ``details``, when given, receives ``layers``
+    (decoded), ``num_layers`` (in the stream) and ``bytes`` (what a receiver of this operating
+    point was sent: ``Codec.view``)."""
     codec = codec or get_codec()
     info = codec.inspect(blob)
-    n = int(info.get("complete_layers", info.get("num_layers", len(info["layer_bytes"]))))
-    k = n if layers is None else min(layers, n)
+    n = int(info["num_layers"])
+    points = info["decodable_points"]
+    if layers == ANALYTICS:
+        layers = info["analytics_point"]
+    below = [p for p in points if layers is None or p <= layers]
+    k = below[-1] if below else layers
     t0 = time.perf_counter()
     out = codec.decode(blob, layers=k)
     dt = time.perf_counter() - t0
@@ -358,15 +380,17 @@ def decode_layers(blob: bytes, layers: int | None, codec: Codec | None = None,
         _STATS.decode_s += dt
         _STATS.layers_used[k] = _STATS.layers_used.get(k, 0) + 1
     if details is not None:
-        sent = len(blob) if k == n else len(codec.truncate(blob, layers=k))
+        sent = len(codec.view(blob, layers=k))
         details.update(layers=k, num_layers=n, bytes=sent)
     return out
 
 
-def roundtrip(img: np.ndarray, layers: int | None = 1, preset: str = DEFAULT_PRESET, *,
+def roundtrip(img: np.ndarray, layers: int | str | None = ANALYTICS,
+              preset: str = DEFAULT_PRESET, *,
               channel_order: str = "rgb", cache: StreamCache | None = None,
               details: dict[str, Any] | None = None) -> np.ndarray:
-    """Encode then decode ``layers`` layers; same shape, dtype and channel order as the input.
+    """Encode then decode operating point ``layers``; same shape, dtype and channel order as
+    the input.
     ``details``: see ``decode_layers``."""
     rgb = to_uint8_rgb(img, channel_order)
     blob = encode_cached(rgb, preset, cache)
@@ -395,29 +419,45 @@ def read_header(f: BinaryIO) -> tuple[bytes, Any]:
     return head, container.parse_header(head, max_pixels=1 << 62)
 
 
-def read_prefix(f: BinaryIO, layers: int | None, head: bytes | None = None,
+def read_prefix(f: BinaryIO, layers: int | str | None, head: bytes | None = None,
                 header: Any = None) -> bytes:
-    """Read just the bytes of the first ``layers`` layers (all if None) from a file object.
+    """Read just the bytes operating point ``layers`` needs (all if None) from a file object.
 
-    Returns a valid stream of that many layers; a file cut short returns what is there, and
-    decoding it yields the complete layers it holds (the codec's truncated-stream rule).
+    Returns a valid stream of that point: the first k layers, or (a version-3 point that is
+    not a prefix, such as a texture point) the header plus the layers it reads, every other
+    layer absent (``Codec.view``). A file cut short returns what is there, and decoding it
+    yields the complete layers it holds (the codec's truncated-stream rule).
     """
     from vcm_plugin.codec import container
 
     if head is None or header is None:
         head, header = read_header(f)
-    k = header.num_layers if layers is None else min(layers, header.num_layers)
-    end = header.prefix_end(k)
-    blob = head[:end] + f.read(max(0, end - len(head)))
-    if len(blob) < end or k == header.num_layers:
-        return blob
-    # rewrite the header so the prefix is a complete, valid k-layer stream
-    return container.truncate(blob, header, k)
+    k = resolve_point(layers, header)
+    needed = header.point_layers(k)
+    if layers is None or needed == list(range(k)):  # None: the whole stream
+        end = header.prefix_end(k)
+        blob = head[:end] + f.read(max(0, end - len(head)))
+        if len(blob) < end or k == header.num_layers:
+            return blob
+        # rewrite the header so the prefix is a complete, valid k-layer stream
+        return container.truncate(blob, header, k)
+    sparse = bytearray(header.prefix_end(k))
+    sparse[:len(head)] = head[:len(sparse)]
+    for i in needed:  # seek to each layer the point reads; skip the rest
+        start, length = header.offsets[i], header.lengths[i]
+        f.seek(start)
+        data = f.read(length)
+        if len(data) < length:  # cut short: the prefix up to the cut, as for a prefix point
+            f.seek(len(head))
+            return head + f.read(max(0, header.prefix_end(k) - len(head)))
+        sparse[start:start + length] = data
+    return container.view(bytes(sparse), header, k)
 
 
 def read_stream(source: bytes | bytearray | memoryview | str | os.PathLike[str],
-                layers: int | None = None) -> bytes:
-    """The bytes needed to decode ``layers`` layers of a stream given as bytes or a path.
+                layers: int | str | None = None) -> bytes:
+    """The bytes needed to decode operating point ``layers`` of a stream given as bytes or a
+    path.
 
     Why: the container's layer table says where each layer ends, so a reader that wants the
     semantic layer reads the header and layer 0 and never touches the texture layers (the same
@@ -431,7 +471,9 @@ def read_stream(source: bytes | bytearray | memoryview | str | os.PathLike[str],
         blob = bytes(source)
         if layers is None:
             return blob
-        return blob if layers >= num_layers(blob) else get_codec().truncate(blob, layers=layers)
+        head, header = read_header(io.BytesIO(blob))
+        k = resolve_point(layers, header)
+        return blob if k >= num_layers(blob) else get_codec().view(blob, layers=k)
     if not isinstance(source, (str, os.PathLike)):
         raise VCMError(f"expected bytes or a path to a .vcm file, got {type(source).__name__}")
     path = Path(source)

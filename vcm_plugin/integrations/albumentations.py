@@ -16,6 +16,7 @@ import numpy as np
 
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.integrations._core import (
+    ANALYTICS,
     LayerSpec,
     check_cache,
     check_channel_order,
@@ -33,9 +34,10 @@ class VCMCompression(A.ImageOnlyTransform):
     """Compress → decompress with the VCM codec at a chosen or sampled operating point.
 
     Args:
-        layers: layers decoded: ``1`` = semantic layer only (what an edge camera sends to
-            analytics), ``k`` = the first k layers, ``None`` = all, ``(low, high)`` = a count
-            drawn uniformly per image (inclusive), clamped to the layers the stream holds.
+        layers: operating point decoded: ``"analytics"`` (default) = the preset's analytics
+            point, ``1`` = semantic layer only, ``k`` = point k, ``None`` = all,
+            ``(low, high)`` = a count drawn uniformly per image (inclusive), clamped to the
+            layers the stream holds.
         preset: codec preset (the generator preset by default; ``"fast"`` is the DCT one:
             quicker, far less accurate for analytics).
         channel_order: ``"rgb"`` (the Albumentations convention) or ``"bgr"`` — ultralytics
@@ -48,7 +50,7 @@ class VCMCompression(A.ImageOnlyTransform):
     Targets: image. Image types: uint8, float32 (in [0, 1]).
     """
 
-    def __init__(self, layers: LayerSpec = 1, preset: str = DEFAULT_PRESET,
+    def __init__(self, layers: LayerSpec = ANALYTICS, preset: str = DEFAULT_PRESET,
                  channel_order: str = "rgb", cache: bool | str = False, p: float = 0.5) -> None:
         super().__init__(p=check_p(p))
         self.layers = check_layers(layers)
@@ -67,6 +69,7 @@ class VCMCompression(A.ImageOnlyTransform):
             layers = self.py_random.randint(layers[0], layers[1])
         return {"layers": layers}
 
-    def apply(self, img: np.ndarray, layers: int | None = 1, **params: Any) -> np.ndarray:
+    def apply(self, img: np.ndarray,
+              layers: int | str | None = ANALYTICS, **params: Any) -> np.ndarray:
         return roundtrip(img, layers, self.preset, channel_order=self.channel_order,
                          cache=resolve_cache(self.cache))

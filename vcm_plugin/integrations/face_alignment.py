@@ -18,6 +18,7 @@ import numpy as np
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
+    ANALYTICS,
     VCM_MAGIC,
     check_layers,
     decode_layers,
@@ -44,7 +45,8 @@ class VCMFaceAlignment:
 
     Args:
         fa: a constructed ``face_alignment.FaceAlignment`` (build it as usual; see ``create``).
-        layers: layers decoded (1 = semantic layer only, None = all). A fixed count: landmark
+        layers: operating point decoded ("analytics" = the preset's analytics point, the
+            default; 1 = semantic layer only; None = all). A fixed count: landmark
             evaluation is per operating point.
         preset: codec preset used to round-trip ordinary images (streams carry their own).
 
@@ -52,7 +54,8 @@ class VCMFaceAlignment:
     stream prefix) and ``source`` ("stream" or "image").
     """
 
-    def __init__(self, fa: Any, layers: int | None = 1, preset: str = DEFAULT_PRESET) -> None:
+    def __init__(self, fa: Any,
+                 layers: int | str | None = ANALYTICS, preset: str = DEFAULT_PRESET) -> None:
         if not hasattr(fa, "get_landmarks_from_image"):
             raise VCMError(
                 f"fa must be a face_alignment.FaceAlignment, got {type(fa).__name__}"
@@ -67,7 +70,8 @@ class VCMFaceAlignment:
         get_codec(preset)
 
     @classmethod
-    def create(cls, landmarks_type: Any = "2D", device: str = "cpu", layers: int | None = 1,
+    def create(cls, landmarks_type: Any = "2D", device: str = "cpu",
+               layers: int | str | None = ANALYTICS,
                preset: str = DEFAULT_PRESET, **fa_kwargs: Any) -> VCMFaceAlignment:
         """Build the ``FaceAlignment`` too. ``landmarks_type``: "2D", "2.5D", "3D" or the enum;
         ``fa_kwargs`` go to ``FaceAlignment`` (``face_detector``, ``flip_input`` ...);

@@ -15,6 +15,7 @@ import numpy as np
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
+    ANALYTICS,
     CacheSpec,
     LayerSpec,
     check_cache,
@@ -31,14 +32,15 @@ from vcm_plugin.integrations._core import (
 __all__ = ["VCMTransform", "vcm_roundtrip"]
 
 
-def vcm_roundtrip(img: np.ndarray, layers: LayerSpec = 1, preset: str = DEFAULT_PRESET, *,
+def vcm_roundtrip(img: np.ndarray, layers: LayerSpec = ANALYTICS, preset: str = DEFAULT_PRESET, *,
                   channel_order: str = "rgb", cache: CacheSpec = False,
                   rng: random.Random | None = None) -> np.ndarray:
     """Encode ``img`` and decode ``layers`` layers: what a receiver of that operating point sees.
 
     ``img`` is HxWx3 (or HxW / HxWx1) uint8, or float in [0, 1]; the result has the same shape,
-    dtype and ``channel_order`` ('rgb' or 'bgr' for OpenCV arrays). ``layers=1`` is the
-    semantic layer only, ``None`` every layer, ``(lo, hi)`` a count drawn per call.
+    dtype and ``channel_order`` ('rgb' or 'bgr' for OpenCV arrays). ``layers="analytics"``
+    (default) is the preset's analytics point, ``layers=1`` the semantic layer only, ``None``
+    every layer, ``(lo, hi)`` a count drawn per call.
     """
     spec = check_layers(layers)
     channel_order = check_channel_order(channel_order)
@@ -56,7 +58,7 @@ class VCMTransform:
     ``torchvision.transforms.Compose`` like any other transform.
     """
 
-    def __init__(self, layers: LayerSpec = 1, preset: str = DEFAULT_PRESET, p: float = 1.0,
+    def __init__(self, layers: LayerSpec = ANALYTICS, preset: str = DEFAULT_PRESET, p: float = 1.0,
                  cache: CacheSpec = False, seed: int | None = None) -> None:
         self.layers = check_layers(layers)
         self.preset = preset

@@ -111,6 +111,7 @@ from mmengine.registry import TRANSFORMS  # noqa: E402
 
 from vcm_plugin.codec.presets import DEFAULT_PRESET  # noqa: E402
 from vcm_plugin.integrations._core import (  # noqa: E402
+    ANALYTICS,
     LayerSpec,
     check_cache,
     check_channel_order,
@@ -135,7 +136,8 @@ class VCMCompress(BaseTransform):
     is sent: for rate-accuracy bookkeeping).
 
     Args:
-        layers: 1 = semantic layer only; k; None = all; ``(low, high)`` (a tuple or list from a
+        layers: "analytics" (default) = the preset's analytics point; 1 = semantic layer only;
+            k; None = all; ``(low, high)`` (a tuple or list from a
             config) = drawn per sample, clamped to the layers the stream holds.
         preset: codec preset.
         p: probability of applying the transform.
@@ -144,7 +146,7 @@ class VCMCompress(BaseTransform):
         channel_order: ``'bgr'`` (what ``LoadImageFromFile`` produces) or ``'rgb'``.
     """
 
-    def __init__(self, layers: LayerSpec = 1, preset: str = DEFAULT_PRESET, p: float = 1.0,
+    def __init__(self, layers: LayerSpec = ANALYTICS, preset: str = DEFAULT_PRESET, p: float = 1.0,
                  cache: bool | str = False, channel_order: str = "bgr") -> None:
         super().__init__()
         self.layers = check_layers(layers)

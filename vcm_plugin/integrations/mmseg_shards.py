@@ -40,6 +40,7 @@ from mmseg.datasets import BaseSegDataset  # noqa: E402
 from vcm_plugin.datasets import ShardDataset  # noqa: E402
 from vcm_plugin.errors import VCMError  # noqa: E402
 from vcm_plugin.integrations._core import (  # noqa: E402
+    ANALYTICS,
     check_channel_order,
     check_layers,
     layers_repr,
@@ -111,13 +112,14 @@ class LoadVCMShardImage(BaseTransform):
     ``vcm_bytes`` (stream bytes read).
 
     Args:
-        layers: 1 = semantic layer only; k; None = all; ``(low, high)`` drawn per sample
+        layers: "analytics" (default) = the preset's analytics point; 1 = semantic layer
+            only; k; None = all; ``(low, high)`` drawn per sample
             (``np.random``, which mmengine seeds per worker). Clamped to the stream's layers.
         channel_order: ``'bgr'`` (default, what mmseg pipelines expect) or ``'rgb'``.
         to_float32: as ``LoadImageFromFile``.
     """
 
-    def __init__(self, layers: Any = 1, channel_order: str = "bgr",
+    def __init__(self, layers: Any = ANALYTICS, channel_order: str = "bgr",
                  to_float32: bool = False) -> None:
         super().__init__()
         self.layers = check_layers(layers)
@@ -125,7 +127,7 @@ class LoadVCMShardImage(BaseTransform):
         self.to_float32 = bool(to_float32)
 
     @cache_randomness
-    def _layers(self) -> int | None:
+    def _layers(self) -> int | str | None:
         if isinstance(self.layers, tuple):
             return int(np.random.randint(self.layers[0], self.layers[1] + 1))
         return self.layers

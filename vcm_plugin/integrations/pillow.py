@@ -5,8 +5,10 @@
 
     im = Image.open("photo.vcm")          # lazy: only the header is read
     im.info["num_layers"]                 # layers in the stream
+    im.info["analytics_point"]            # the preset's analytics operating point
     im.layers = 1                         # optional, before the pixels are touched:
-    im.load()                             # decode the semantic layer only (default: all)
+    im.load()                             # decode the semantic layer only (default: the
+                                          # analytics point; im.layers = None: every layer)
     Image.open("photo.png").save("photo.vcm", preset="tae", layers=None)
 
 Fewer layers: set ``im.layers = k`` after ``Image.open`` and before any pixel access (the way
@@ -46,13 +48,15 @@ from vcm_plugin.codec.imagefile import _to_rgb
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
+    ANALYTICS,
     VCM_MAGIC,
     check_layers,
+    decodable_points,
     decode_layers,
     get_codec,
-    num_layers,
     read_header,
     read_prefix,
+    resolve_point,
 )
 
 __all__ = ["VCMImageFile", "open_vcm", "register"]
@@ -69,7 +73,8 @@ def _accept(prefix: bytes) -> bool:
 
 class VCMImageFile(ImageFile.ImageFile):
     """A ``.vcm`` stream opened by Pillow. ``layers``: which operating point ``load()``
-    decodes (None = all layers present); ``info``: ``num_layers``, ``layer_bytes``,
+    decodes (``"analytics"``, the default: the preset's analytics point; None = all layers
+    present); ``info``: ``analytics_point``, ``num_layers``, ``layer_bytes``,
     ``point_layers`` (per operating point, the layers it reads: in the generator preset a
     texture point is one layer), and after loading ``layers_decoded``, ``preset``,
     ``backend``."""
@@ -86,7 +91,8 @@ class VCMImageFile(ImageFile.ImageFile):
         self._vcm = (head, header)
         self._size = (header.width, header.height)
         self._mode = "RGB"
-        self.layers: int | None = None
+        self.layers: int | str | None = ANALYTICS
+        self.info["analytics_point"] = resolve_point(ANALYTICS, header)
         self.info["num_layers"] = header.num_layers
         self.info["layer_bytes"] = list(header.lengths)
         self.info["point_layers"] = [header.point_layers(k)
@@ -113,18 +119,19 @@ class _VCMDecoder(ImageFile.PyDecoder):
         self.fd.seek(0)
         self.fd.read(len(head))  # the header bytes were kept from _open
         blob = read_prefix(self.fd, layers, head, header)
-        wanted = header.num_layers if layers is None else min(layers, header.num_layers)
-        complete = num_layers(blob)
-        if complete < wanted:
+        wanted = resolve_point(layers, header)
+        points = decodable_points(blob)
+        if wanted not in points:
+            below = [k for k in points if k < wanted]
             if not ImageFile.LOAD_TRUNCATED_IMAGES:
-                raise OSError(f"image file is truncated ({complete} of the {wanted} layers "
-                              "asked for are complete; set ImageFile.LOAD_TRUNCATED_IMAGES to "
-                              "decode those)")
-            if complete < 1:
+                raise OSError(f"image file is truncated (operating point {wanted} asked for; "
+                              f"complete points: {points or 'none'}; set "
+                              "ImageFile.LOAD_TRUNCATED_IMAGES to decode the highest of them)")
+            if not below:
                 raise OSError("image file is truncated (no complete layer)")
-            warnings.warn(f"VCM file truncated: decoded {complete} of {wanted} layers",
-                          TruncatedStreamWarning, stacklevel=2)
-            layers = complete
+            warnings.warn(f"VCM file truncated: decoded operating point {below[-1]} of the "
+                          f"{wanted} asked for", TruncatedStreamWarning, stacklevel=2)
+            layers = below[-1]
         meta = get_codec().inspect(blob)
         details: dict[str, Any] = {}
         arr = decode_layers(blob, layers, details=details)  # a Codec decodes every preset
@@ -154,13 +161,15 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         im = ImageOps.exif_transpose(im)  # the stream keeps no EXIF: store the pixels upright
     # the rule `vcm encode` and the data-set encoder apply: alpha refused, 16-bit scaled
     blob = codec.encode(_to_rgb(im, im.format, "image"))
-    if layers is not None and layers < codec.inspect(blob)["num_layers"]:
+    if layers == ANALYTICS or (layers is not None and layers < codec.inspect(blob)["num_layers"]):
         blob = codec.truncate(blob, layers=layers)
     fp.write(blob)
 
 
-def open_vcm(fp: str | os.PathLike[str] | IO[bytes], layers: int | None = None) -> Image.Image:
-    """``Image.open`` for a ``.vcm`` stream, decoding only the first ``layers`` layers."""
+def open_vcm(fp: str | os.PathLike[str] | IO[bytes],
+             layers: int | str | None = ANALYTICS) -> Image.Image:
+    """``Image.open`` for a ``.vcm`` stream, decoding operating point ``layers`` and reading
+    only the bytes of the layers it needs."""
     im = Image.open(fp, formats=[FORMAT])
     assert isinstance(im, VCMImageFile)
     im.layers = layers

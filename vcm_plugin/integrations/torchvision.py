@@ -16,7 +16,13 @@ from typing import Any
 from PIL import Image
 from torchvision.datasets import DatasetFolder
 
-from vcm_plugin.integrations._core import LayerSpec, check_layers, layers_repr, sample_layers
+from vcm_plugin.integrations._core import (
+    ANALYTICS,
+    LayerSpec,
+    check_layers,
+    layers_repr,
+    sample_layers,
+)
 from vcm_plugin.integrations.pillow import EXTENSION, open_vcm
 
 __all__ = ["VCMImageFolder", "VCMLoader"]
@@ -27,7 +33,7 @@ class VCMLoader:
     k, ``(low, high)`` = drawn per image. Reads only those layers' bytes. A plain object, so
     DataLoader workers (fork or spawn) receive it."""
 
-    def __init__(self, layers: LayerSpec = None) -> None:
+    def __init__(self, layers: LayerSpec = ANALYTICS) -> None:
         self.layers = check_layers(layers)
 
     def __repr__(self) -> str:
@@ -44,7 +50,7 @@ class VCMImageFolder(DatasetFolder):
     arguments are ``ImageFolder``'s.
     """
 
-    def __init__(self, root: str | os.PathLike[str], layers: LayerSpec = None,
+    def __init__(self, root: str | os.PathLike[str], layers: LayerSpec = ANALYTICS,
                  transform: Callable[..., Any] | None = None,
                  target_transform: Callable[..., Any] | None = None,
                  allow_empty: bool = False) -> None:

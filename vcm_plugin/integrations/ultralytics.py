@@ -37,6 +37,7 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
+    ANALYTICS,
     LayerSpec,
     check_cache,
     check_layers,
@@ -69,7 +70,7 @@ __all__ = [
 _STAGES = ("load", "final")
 
 
-def _fixed_layers(layers: Any) -> int | None:
+def _fixed_layers(layers: Any) -> int | str | None:
     """Prediction and file reading decode one layer count per image, not a sampled range."""
     spec = check_layers(layers)
     if isinstance(spec, tuple):
@@ -86,7 +87,8 @@ class VCMOptions:
     """What ``VCMTrainer`` does to each image.
 
     Attributes:
-        layers: 1 = semantic layer only; k; None = all; (low, high) sampled per image.
+        layers: "analytics" = the preset's analytics point (default); 1 = semantic layer
+            only; k; None = all; (low, high) sampled per image.
         preset: codec preset.
         p: probability that an image is round-tripped.
         val: also round-trip validation images (evaluate on what the edge sends).
@@ -98,7 +100,7 @@ class VCMOptions:
             never repeats, so the cache cannot help there.
     """
 
-    layers: LayerSpec = 1
+    layers: LayerSpec = ANALYTICS
     preset: str = DEFAULT_PRESET
     p: float = 1.0
     val: bool = False
@@ -311,7 +313,7 @@ class VCMPredictorMixin:
     saved or plotted output) shows exactly what the model saw.
     """
 
-    vcm_layers: ClassVar[int | None] = 1
+    vcm_layers: ClassVar[int | str | None] = ANALYTICS
     vcm_preset: ClassVar[str] = DEFAULT_PRESET
 
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None,
@@ -324,7 +326,8 @@ class VCMPredictorMixin:
         _ensure_vcm_files()
 
     @classmethod
-    def with_options(cls, layers: int | None = 1, preset: str = DEFAULT_PRESET) -> type[Any]:
+    def with_options(cls, layers: int | str | None = ANALYTICS,
+                     preset: str = DEFAULT_PRESET) -> type[Any]:
         """``model.predict(src, predictor=VCMDetectionPredictor.with_options(layers=2))``.
 
         Returns the same class for the same options, so ultralytics keeps reusing its predictor.
@@ -358,17 +361,18 @@ class VCMPredictorMixin:
 
 
 @cache
-def _predictor_class(base: type[Any], layers: int | None, preset: str) -> type[Any]:
+def _predictor_class(base: type[Any], layers: int | str | None, preset: str) -> type[Any]:
     return type(base.__name__, (base,), {
         "vcm_layers": layers, "vcm_preset": preset, "__module__": base.__module__})
 
 
 class VCMDetectionPredictor(VCMPredictorMixin, DetectionPredictor):
-    """``model.predict(source, predictor=VCMDetectionPredictor)`` runs on the semantic layer;
+    """``model.predict(source, predictor=VCMDetectionPredictor)`` runs on the analytics point;
     ``.vcm`` sources (files, folders, globs) are decoded at that layer count, not re-encoded."""
 
 
-def add_vcm_callback(model: Any, layers: int | None = 1, preset: str = DEFAULT_PRESET) -> Any:
+def add_vcm_callback(model: Any,
+                     layers: int | str | None = ANALYTICS, preset: str = DEFAULT_PRESET) -> Any:
     """Any-task alternative to the predictor subclass: an ``on_predict_batch_start`` callback
     that replaces each batch image by its decode. Returns the model (chainable)."""
     _fixed_layers(layers)
@@ -383,7 +387,7 @@ def add_vcm_callback(model: Any, layers: int | None = 1, preset: str = DEFAULT_P
     return model
 
 
-def decode_stream_bgr(source: bytes | str | os.PathLike[str], layers: int | None = 1,
+def decode_stream_bgr(source: bytes | str | os.PathLike[str], layers: int | str | None = ANALYTICS,
                       gray: bool = False) -> np.ndarray:
     """Decode the first ``layers`` layers of a ``.vcm`` stream to an OpenCV BGR array (HxWx1
     if ``gray``), as ultralytics' ``imread`` returns images; from a file only those layers'
@@ -401,7 +405,7 @@ def decode_stream_bgr(source: bytes | str | os.PathLike[str], layers: int | None
 
 
 def predict_streams(model: Any, streams: Iterable[bytes | str | os.PathLike[str]],
-                    layers: int | None = 1, **predict_kwargs: Any) -> list[Any]:
+                    layers: int | str | None = ANALYTICS, **predict_kwargs: Any) -> list[Any]:
     """``model.predict`` straight from ``.vcm`` streams (bytes or paths), decoding only the
     layers it needs (default: the semantic layer). Returns the ultralytics ``Results`` list,
     with ``path`` set to the stream's file name where one was given."""
@@ -425,7 +429,7 @@ def predict_streams(model: Any, streams: Iterable[bytes | str | os.PathLike[str]
 
 #: The operating point ``.vcm`` files are decoded at when ``enable_vcm_files`` is given no
 #: count: every layer present. Change it here once the codec names an analytics point.
-DEFAULT_FILE_LAYERS: int | None = None
+DEFAULT_FILE_LAYERS: int | str | None = ANALYTICS
 
 VCM_SUFFIX = ".vcm"
 #: Modules that bind ultralytics' ``imread`` by name (8.4): the predict loaders, the data set
@@ -440,7 +444,7 @@ class _VCMImread:
     """ultralytics' ``imread`` that decodes ``.vcm`` files with the codec (BGR, as cv2 would)
     and hands every other file to the original unchanged."""
 
-    def __init__(self, original: Callable[..., Any], layers: int | None) -> None:
+    def __init__(self, original: Callable[..., Any], layers: int | str | None) -> None:
         self.original = original
         self.layers = layers
 
@@ -462,14 +466,15 @@ def _reader() -> _VCMImread | None:
     return patches.imread if isinstance(patches.imread, _VCMImread) else None
 
 
-def enable_vcm_files(layers: int | None = DEFAULT_FILE_LAYERS) -> None:
+def enable_vcm_files(layers: int | str | None = DEFAULT_FILE_LAYERS) -> None:
     """Let ultralytics read ``.vcm`` files wherever it reads image files: ``predict`` on a
     file, a folder or a glob, ``train`` / ``val`` on data sets whose images are ``.vcm``.
 
-    ``layers``: the operating point decoded (None: every layer present; the default is
-    ``DEFAULT_FILE_LAYERS``). Calling it again changes the count. What it patches, process-wide
-    until ``disable_vcm_files()``: adds ``"vcm"`` to ``ultralytics.data.utils.IMG_FORMATS``
-    (the set every loader filters file names with) and rebinds ``imread`` in
+    ``layers``: the operating point decoded (None: every layer present; the default,
+    ``DEFAULT_FILE_LAYERS``, is the preset's analytics point). Calling it again changes the
+    count. What it patches, process-wide until ``disable_vcm_files()``: adds ``"vcm"`` to
+    ``ultralytics.data.utils.IMG_FORMATS`` (the set every loader filters file names with) and
+    rebinds ``imread`` in
     ``IMREAD_MODULES`` to a reader that decodes ``.vcm`` files and calls the original for every
     other file; it also registers the Pillow plugin (ultralytics checks data set images with
     Pillow). Forked DataLoader workers inherit it.
@@ -508,7 +513,7 @@ def _ensure_vcm_files() -> None:
 
 
 @contextmanager
-def _reading_layers(layers: int | None) -> Any:
+def _reading_layers(layers: int | str | None) -> Any:
     """Decode ``.vcm`` files read in this thread at ``layers`` while the block runs."""
     _OVERRIDE.layers = layers
     try:
