@@ -16,6 +16,7 @@ from vcm_plugin import Codec, VCMError
 from vcm_plugin.codec import container
 from vcm_plugin.edge.auth import TokenTable, add_token
 from vcm_plugin.edge.server import ROUTE_ROLES
+from vcm_plugin.edge.stream import analytics_layers
 from vcm_plugin.edge.testing import ServerProcess, http_call, vcm_command
 
 FAST = "fast"
@@ -24,7 +25,18 @@ ROLES = ("camera", "camera2", "analytics", "viewer", "admin")
 
 @pytest.fixture(scope="module")
 def stream(photo) -> bytes:
-    return Codec.from_preset(FAST).encode(photo[:96, :128])
+    """The generator preset: texture layers above its analytics point, so the analytics
+    role's limit has something to refuse."""
+    return Codec.from_preset("tae", device="cpu").encode(photo[:96, :128])
+
+
+@pytest.fixture(scope="module")
+def points(stream) -> tuple[int, int]:
+    """(analytics point A, layer count N) of the test stream; A < N by construction."""
+    info = Codec.from_preset("tae", device="cpu").inspect(stream)
+    a, n = analytics_layers(info), info["num_layers"]
+    assert a < n, f"preset tae has no layer above its analytics point ({a} of {n})"
+    return a, n
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +65,7 @@ def env(tmp_path_factory, stream):
         srv.stop()
 
 
-def _cases(stream_len: int, end1: int) -> list[tuple[str, str, bytes | None, set[str]]]:
+def _cases(n: int, end1: int) -> list[tuple[str, str, bytes | None, set[str]]]:
     """(method, path, body, roles allowed) for every route of the service."""
     det = json.dumps({"boxes": [{"xyxy": [1, 2, 30, 40], "conf": 0.9, "name": "person"}],
                       "inference_s": 0.01}).encode()
@@ -69,11 +81,11 @@ def _cases(stream_len: int, end1: int) -> list[tuple[str, str, bytes | None, set
         ("GET", "/cameras/cam1/frames", None, {"camera", "viewer", "admin"}),
         ("GET", "/frames/cam1-1", None, {"analytics", "viewer", "admin"}),
         ("GET", "/frames/cam1-1?layers=1", None, {"analytics", "viewer", "admin"}),
-        ("GET", "/frames/cam1-1?layers=5", None, {"viewer", "admin"}),  # texture layers
-        ("GET", "/frames/cam1-1?layers=5&view=1", None, {"viewer", "admin"}),
-        ("HEAD", "/frames/cam1-1?layers=5", None, {"viewer", "admin"}),
+        ("GET", f"/frames/cam1-1?layers={n}", None, {"viewer", "admin"}),  # texture layers
+        ("GET", f"/frames/cam1-1?layers={n}&view=1", None, {"viewer", "admin"}),
+        ("HEAD", f"/frames/cam1-1?layers={n}", None, {"viewer", "admin"}),
         ("GET", "/frames/cam1-1/image?layers=1", None, {"analytics", "viewer", "admin"}),
-        ("GET", "/frames/cam1-1/image?layers=5", None, {"viewer", "admin"}),  # every layer
+        ("GET", f"/frames/cam1-1/image?layers={n}", None, {"viewer", "admin"}),
         ("GET", "/frames/cam1-1/info", None, {"camera", "analytics", "viewer", "admin"}),
         ("GET", "/frames/cam1-1/detections", None, {"analytics", "viewer", "admin"}),
         ("PUT", "/frames/cam1-1/detections", det, {"analytics"}),
@@ -86,9 +98,9 @@ def _cases(stream_len: int, end1: int) -> list[tuple[str, str, bytes | None, set
     ]
 
 
-def test_authorisation_matrix(env, stream):
+def test_authorisation_matrix(env, stream, points):
     srv, tokens, end1 = env
-    cases = _cases(len(stream), end1)
+    cases = _cases(points[1], end1)
     # every route of the server is in the matrix (a new route cannot skip it)
     routes = {(m, p.split("?")[0]) for m, p, *_ in cases}
     for (method, route) in ROUTE_ROLES:
@@ -134,25 +146,28 @@ def test_camera_writes_only_its_own_ids(env, stream):
     assert http_call(srv.url, "GET", "/frames/bench-3-5/info", tokens["camera2"])[0] == 200
 
 
-def test_analytics_reads_only_the_analytics_layers(env, stream):
+def test_analytics_reads_only_the_analytics_layers(env, stream, points):
     srv, tokens, end1 = env
+    a, n = points
+    end_a = container.parse_header(stream, 10**8).prefix_end(a)
     t = tokens["analytics"]
     status, headers, body = http_call(srv.url, "GET", "/frames/cam1-1", t)
-    assert status == 200 and body == stream[:end1] and headers["x-vcm-layers"] == "1"
-    for path in ("/frames/cam1-1?layers=2", "/frames/cam1-1/image?layers=2",
-                 "/frames/cam1-1?layers=3&view=1"):
+    assert status == 200 and body == stream[:end_a] and headers["x-vcm-layers"] == str(a)
+    assert http_call(srv.url, "GET", f"/frames/cam1-1?layers={a}&view=1", t)[0] == 200
+    for path in (f"/frames/cam1-1?layers={a + 1}", f"/frames/cam1-1/image?layers={n}",
+                 f"/frames/cam1-1?layers={n}&view=1"):
         assert http_call(srv.url, "GET", path, t)[0] == 403, path
     # a Range cannot reach past the analytics layers either: the representation ends there
     status, headers, body = http_call(srv.url, "GET", "/frames/cam1-1", t,
-                                      {"Range": f"bytes={end1 - 10}-{len(stream)}"})
-    assert status == 206 and body == stream[end1 - 10:end1]
-    assert headers["content-range"] == f"bytes {end1 - 10}-{end1 - 1}/{end1}"
+                                      {"Range": f"bytes={end_a - 10}-{len(stream)}"})
+    assert status == 206 and body == stream[end_a - 10:end_a]
+    assert headers["content-range"] == f"bytes {end_a - 10}-{end_a - 1}/{end_a}"
     # no layers= means what the role may read: the analytics picture for this token
     status, headers, _ = http_call(srv.url, "GET", "/frames/cam1-1/image", t)
-    assert status == 200 and headers["x-vcm-layers"] == "1"
+    assert status == 200 and headers["x-vcm-layers"] == str(a)
     # ?wait= does not lift the limit
     status, headers, body = http_call(srv.url, "GET", "/frames/cam1-1?wait=1", t)
-    assert status == 200 and len(body) == end1
+    assert status == 200 and len(body) == end_a
 
 
 def test_identity_for_byte_accounting_comes_from_the_token(env):

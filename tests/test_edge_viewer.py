@@ -105,7 +105,7 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
                 assert widths == [320] * FRAMES
                 layers = page.eval_on_selector_all(
                     "figure.frame img", "els => els.map(e => e.dataset.layers)")
-                assert layers == ["1"] * FRAMES  # the analytics picture
+                assert layers == ["1"] * FRAMES  # the analytics picture (layer 0 is stored)
                 card = page.locator(f'figure.frame[data-id="{target["id"]}"]')
                 card.get_by_role("button", name="Full quality").click()
                 page.wait_for_selector(f'figure.frame[data-id="{target["id"]}"]'

@@ -145,6 +145,12 @@ async function drawBoxes(fig, frame) {
       (det.analyst || det.model || "the worker");
 }
 
+function analyticsPoint(frame) {
+  // the analytics picture: the codec's analytics point, or what is stored if less (a
+  // camera that sent layer 0 first); never a request for texture
+  return Math.min(frame.analytics_layers, frame.stored_layers);
+}
+
 function frameCard(frame) {
   const fig = el("figure", { class: "frame", "data-id": frame.id, "data-quality": "analytics" });
   const pic = el("div", { class: "pic" });
@@ -153,7 +159,7 @@ function frameCard(frame) {
   fig.appendChild(pic);
   const cap = el("figcaption");
   cap.appendChild(el("span", {}, when(frame.ts)));
-  const a = frame.analytics_layers;
+  const a = analyticsPoint(frame);
   cap.appendChild(el("span", { class: "meta quality" },
       "analytics picture: " + a + " of " + frame.num_layers + " layer(s), " +
       frame.point_bytes[a - 1] + " B"));
@@ -195,7 +201,7 @@ async function loadFrames(cam) {
   for (const frame of frames) {
     const fig = frameCard(frame);
     strip.appendChild(fig);
-    showImage(fig, frame, frame.analytics_layers, 0)
+    showImage(fig, frame, analyticsPoint(frame), 0)
       .then(() => { fig.dataset.loaded = "1"; })
       .catch((e) => status("frame " + frame.id + ": " + e.message, true));
     drawBoxes(fig, frame).catch((e) => status("detections " + frame.id + ": " + e.message, true));
