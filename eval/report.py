@@ -18,7 +18,8 @@ from typing import Any
 from eval.bd_rate import bd_rate
 from eval.levels import analyse_metric
 
-__all__ = ["bd_table", "curve_table", "levels_lines", "main", "points_list", "results_table"]
+__all__ = ["bd_table", "curve_table", "levels_lines", "main", "operating_points_table",
+           "points_list", "results_table"]
 
 BASELINE_NAMES = {"avif": "AVIF", "jpeg": "JPEG", "webp": "WebP", "jxl": "JPEG XL"}
 
@@ -163,6 +164,39 @@ def points_list(summaries: list[dict[str, Any]], codecs: tuple[str, ...] = ("vcm
     return "\n".join(lines)
 
 
+def operating_points_table(summaries: list[dict[str, Any]]) -> str:
+    """Per preset: each operating point (layer count k) with its role and, per run, its bpp
+    and the share of the uncompressed model's metric it keeps (for lower-is-better metrics,
+    uncompressed / metric): what a user reads to pick ``layers=k``."""
+    from vcm_plugin.codec.api import layer_roles
+    from vcm_plugin.codec.presets import get_preset
+
+    blocks = []
+    for name in dict.fromkeys(s.get("preset", "default") for s in summaries):
+        runs = [s for s in summaries if s.get("preset", "default") == name]
+        preset = get_preset(name)
+        roles = layer_roles(preset)
+        head = ["k", "role"] + [f"{s['task']}, {Path(s['data']).name} ({s['metric']})"
+                                for s in runs]
+        lines = [f"**{name}** (analytics point: k = {preset.analytics_point})", "",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for k in range(1, len(roles) + 1):
+            cells = [str(k) + (" (analytics)" if k == preset.analytics_point else ""),
+                     roles[k - 1]]
+            for s in runs:
+                point = next((p for p in s["curves"]["vcm"] if p["setting"] == f"layers={k}"),
+                             None)
+                if point is None:
+                    cells.append("—")
+                    continue
+                orig, m = s["original"]["metric"], point["metric"]
+                share = m / orig if s["higher_is_better"] else orig / max(m, 1e-12)
+                cells.append(f"{point['bpp']:.3f} bpp, {100 * share:.0f} %")
+            lines.append("| " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def curve_table(s: dict[str, Any]) -> str:
     """Every point of every curve of one summary."""
     lines = [f"**{s['task']} — {Path(s['data']).name}** ({s['metric']}, "
@@ -187,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         print(results_table(summaries))
         print()
         print(points_list(summaries))
+        print()
+        print(operating_points_table(summaries))
         return 0
     print(bd_table(summaries))
     print()

@@ -37,7 +37,7 @@ def single_layer_preset(base: presets.Preset, step: float, index: int) -> str:
     """Register a one-layer variant of ``base`` coded at ``step``; returns its name."""
     variant = dataclasses.replace(base, name=f"{base.name}-single-{step:g}",
                                   preset_id=200 + index, semantic_step=step, split_step=None,
-                                  refine_steps=(), texture_qualities=())
+                                  refine_steps=(), analytics_textures=(), texture_qualities=())
     presets.PRESETS[variant.name] = variant
     presets.PRESET_BY_ID[variant.preset_id] = variant
     return variant.name

@@ -48,7 +48,13 @@ def test_layers_grow_and_psnr_rises(codec, kodak):
         sizes.append(len(codec.truncate(blob, k)))
         quality.append(psnr(codec.decode(blob, layers=k), kodak))
     assert all(a < b for a, b in zip(sizes, sizes[1:], strict=False))
-    assert all(b >= a - 0.05 for a, b in zip(quality, quality[1:], strict=False)), quality
+    # each ladder (latent layers, analytics textures, viewer textures) gets better point by
+    # point; the ladders interleave in bytes, not in layer order
+    roles = info["layer_roles"]
+    for ladder in ({"semantic", "splits", "refinement"}, {"texture-analytics"},
+                   {"texture", "texture-residual"}):
+        steps = [q for q, role in zip(quality, roles, strict=True) if role in ladder]
+        assert all(b >= a - 0.05 for a, b in zip(steps, steps[1:], strict=False)), (ladder, steps)
     assert quality[-1] > quality[0] + 5
     assert quality[-1] >= 30
 
@@ -191,34 +197,47 @@ def tae_stream() -> tuple[Codec, np.ndarray, bytes]:
 
 
 def test_generator_stream_layout(tae_stream):
-    """Version 3: four latent layers in a prefix chain, then texture layers that each code the
-    photo and need nothing; every operating point's bytes are the header plus its layers."""
+    """Version 3: four latent layers in a prefix chain, then texture layers (two analytics
+    ones, five for a viewer) that each code the photo and need nothing; every operating
+    point's bytes are what ``view`` writes: a header plus its layers."""
     codec, img, blob = tae_stream
     info = codec.inspect(blob)
-    assert info["version"] == 3 and info["num_layers"] == 8
+    n = 11
+    assert info["version"] == 3 and info["num_layers"] == n
     assert info["layer_roles"] == ["semantic", "splits", "refinement", "refinement"] + \
-        ["texture"] * 4
-    assert info["point_layers"] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [4], [5], [6], [7]]
-    for k in range(1, 9):
-        assert info["point_bytes"][k - 1] == info["header_bytes"] + sum(
+        ["texture-analytics"] * 2 + ["texture"] * 5
+    assert info["point_layers"] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]] + \
+        [[i] for i in range(4, n)]
+    assert info["viewer_points"] == [7, 8, 9, 10, 11] and info["analytics_point"] == 5
+    for k in range(1, n + 1):
+        assert info["point_bytes"][k - 1] == len(codec.view(blob, layers=k))
+        assert info["point_bytes"][k - 1] >= sum(
             info["layer_bytes"][i] for i in info["point_layers"][k - 1])
-    assert info["decodable_points"] == list(range(1, 9))
-    errors = [np.abs(codec.decode(blob, layers=k).astype(int) - img).mean() for k in (5, 6, 7, 8)]
+    assert info["decodable_points"] == list(range(1, n + 1))
+    errors = [np.abs(codec.decode(blob, layers=k).astype(int) - img).mean()
+              for k in info["viewer_points"]]
     assert errors == sorted(errors, reverse=True)  # each texture quality is closer to the photo
+    # an analytics texture codes the low-passed photo: fewer bytes than the photo itself at
+    # the same quality, and the blur is the encoder's alone (the decoder reads plain AVIF)
+    from vcm_plugin.codec.layers import _write_avif
+
+    quality = codec.preset.analytics_textures[-1][0]
+    assert info["layer_bytes"][5] < len(_write_avif(img, quality, 6))
 
 
 def test_a_view_is_its_point_alone(tae_stream):
     codec, _, blob = tae_stream
     info = codec.inspect(blob)
-    for k in range(1, 9):
+    n = info["num_layers"]
+    for k in range(1, n + 1):
         view = codec.view(blob, layers=k)
         assert len(view) == codec.inspect(view)["point_bytes"][k - 1]
         assert codec.inspect(view)["decodable_points"][-1] == k
         np.testing.assert_array_equal(codec.decode(view), codec.decode(blob, layers=k))
-    view = codec.view(blob, layers=6)  # one texture layer: the latent layers are absent
-    assert [n > 0 for n in codec.inspect(view)["layer_bytes"]] == [i == 5 for i in range(8)]
-    assert len(view) < info["point_bytes"][3]  # cheaper than the latent layers for a viewer
-    with pytest.raises(VCMError, match=r"decodable operating points: 6\)"):
+    view = codec.view(blob, layers=9)  # one texture layer: the latent layers are absent
+    assert [m > 0 for m in codec.inspect(view)["layer_bytes"]] == [i == 8 for i in range(n)]
+    assert len(view) < info["point_bytes"][3] * 3  # one layer, not the stream
+    with pytest.raises(VCMError, match=r"decodable operating points: 9\)"):
         codec.decode(view, layers=2)
     with pytest.raises(VCMError, match="operating points"):
         codec.view(view, layers=3)
@@ -227,10 +246,10 @@ def test_a_view_is_its_point_alone(tae_stream):
 def test_cut_generator_stream_decodes_the_best_complete_point(tae_stream):
     codec, _, blob = tae_stream
     info = codec.inspect(blob)
-    cut = info["layer_offsets"][6] + 5  # inside the third texture layer
-    with pytest.warns(TruncatedStreamWarning, match="decoded 6 of 8"):
+    cut = info["layer_offsets"][8] + 5  # inside the third viewer texture layer
+    with pytest.warns(TruncatedStreamWarning, match="decoded 8 of 11"):
         out = codec.decode(blob[:cut])
-    np.testing.assert_array_equal(out, codec.decode(blob, layers=6))
+    np.testing.assert_array_equal(out, codec.decode(blob, layers=8))
 
 
 def test_bad_version3_tables_are_refused(tae_stream):
@@ -238,24 +257,25 @@ def test_bad_version3_tables_are_refused(tae_stream):
 
     codec, _, blob = tae_stream
     header = container.parse_header(blob, 1 << 30)
-    payloads = [container.layer_payload(blob, header, i) for i in range(header.num_layers)]
+    n = header.num_layers
+    payloads = [container.layer_payload(blob, header, i) for i in range(n)]
     args = (header.backend_id, header.preset_id, header.width, header.height,
             header.config_hash)
     with pytest.raises(VCMError, match="earlier layers only"):
-        container.pack(*args, payloads, (0, 1, 3, 7, 0, 0, 0, 1 << 7))
+        container.pack(*args, payloads, (0, 1, 3, 7) + (0,) * (n - 5) + (1 << (n - 1),))
     # a table that claims a texture layer needs the latent layers: not this preset's rules
-    wrong = container.pack(*args, payloads, container.prefix_needs(8))
+    wrong = container.pack(*args, payloads, container.prefix_needs(n))
     with pytest.raises(VCMError, match="do not match preset 'tae'"):
         codec.decode(wrong)
     # hand-edited entries: a forward mask, an absent layer with a CRC
-    entry = 24 + 7 * 14
+    entry = 24 + (n - 1) * 14
     forward = bytearray(blob)
-    forward[entry + 12:entry + 14] = (1 << 7).to_bytes(2, "little")
-    bad_crc = bytearray(codec.view(blob, layers=6))
+    forward[entry + 12:entry + 14] = (1 << (n - 1)).to_bytes(2, "little")
+    bad_crc = bytearray(codec.view(blob, layers=9))
     bad_crc[24 + 8:24 + 12] = (1234).to_bytes(4, "little")
     for bad, message in ((forward, "needs layers at or after itself"),
                          (bad_crc, "absent .* but has CRC")):
-        size = container.header_size(8, 3)
+        size = container.header_size(n, 3)
         bad[size - 4:size] = (__import__("zlib").crc32(bytes(bad[:size - 4]))).to_bytes(4, "little")
         with pytest.raises(VCMError, match=message):
             codec.inspect(bytes(bad))
@@ -264,12 +284,13 @@ def test_bad_version3_tables_are_refused(tae_stream):
 def test_byte_budget_keeps_the_best_fit(tae_stream):
     codec, _, blob = tae_stream
     info = codec.inspect(blob)
-    for k in range(1, 9):
+    n = info["num_layers"]
+    for k in range(1, n + 1):
         prefix = codec.truncate(blob, layers=k)
         assert codec.truncate(blob, max_bytes=len(prefix)) == prefix
-        assert len(codec.truncate(blob, max_bytes=len(prefix) + 1)) == len(prefix) or k == 8
+        assert len(codec.truncate(blob, max_bytes=len(prefix) + 1)) == len(prefix) or k == n
         view_bytes = info["point_bytes"][k - 1]
-        fits = max(j for j in range(1, 9) if info["point_bytes"][j - 1] <= view_bytes)
+        fits = max(j for j in range(1, n + 1) if info["point_bytes"][j - 1] <= view_bytes)
         assert codec.view(blob, max_bytes=view_bytes) == codec.view(blob, layers=fits)
     with pytest.raises(VCMError, match="below the smallest operating point"):
         codec.truncate(blob, max_bytes=10)

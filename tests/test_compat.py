@@ -1,7 +1,8 @@
-"""Streams written by release 0.1.0 keep decoding: the DCT preset was called "default" (now
-"fast"), and the generator preset's texture layers coded residuals (now "tae-residual"; "tae"
-codes the photo itself in stream version 3). The two files in tests/data/compat were written
-by 0.1.0 and are never regenerated."""
+"""Streams written by earlier releases keep decoding: in 0.1.0 the DCT preset was called
+"default" (now "fast"), and the generator preset's texture layers coded residuals (now
+"tae-residual"); 0.2.0's generator preset (stream version 3, four texture layers) is now
+"tae-0.2". The files in tests/data/compat were written by those releases and are never
+regenerated."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from vcm_plugin.codec.presets import DEFAULT_PRESET, get_preset
 
 DATA = Path(__file__).resolve().parent / "data"
 OLD = {"fast": DATA / "compat" / "v0.1.0-default-48x64-photo.vcm",
-       "tae-residual": DATA / "compat" / "v0.1.0-tae-48x64-photo.vcm"}
+       "tae-residual": DATA / "compat" / "v0.1.0-tae-48x64-photo.vcm",
+       "tae-0.2": DATA / "compat" / "v0.2.0-tae-48x64-photo.vcm"}
 
 
 def _make_malformed():
@@ -31,7 +33,11 @@ def test_old_streams_decode_every_layer(preset):
     codec = Codec(device="cpu")  # the default preset decodes streams of every preset
     info = codec.inspect(blob)
     assert info["preset"] == preset and (info["width"], info["height"]) == (64, 48)
-    assert info["version"] == 2 and info["point_layers"][-1] == list(range(info["num_layers"]))
+    if preset == "tae-0.2":  # version 3: four latent layers, four standalone texture layers
+        assert info["version"] == 3 and info["point_layers"][-1] == [7]
+    else:
+        assert info["version"] == 2
+        assert info["point_layers"][-1] == list(range(info["num_layers"]))
     for k in range(1, info["num_layers"] + 1):
         assert codec.decode(blob, layers=k).shape == (48, 64, 3)
 

@@ -417,6 +417,11 @@ def _role(brick) -> str:
     return _ROLES[type(brick)]
 
 
+def layer_roles(preset: Preset) -> list[str]:
+    """What each layer of ``preset`` carries (``inspect()["layer_roles"]`` of a full stream)."""
+    return [_role(b) for b in _bricks(preset)]
+
+
 def _ranges(points: list[int]) -> str:
     """[1, 2, 3, 5] -> '1..3, 5' for messages."""
     spans: list[list[int]] = []

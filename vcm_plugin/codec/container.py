@@ -89,8 +89,13 @@ class Header:
         return [i for i in range(self.num_layers) if mask >> i & 1]
 
     def point_bytes(self, layers: int) -> int:
-        """What a reader fetches for operating point ``layers``: the header plus its layers."""
-        return self.size + sum(self.lengths[i] for i in self.point_layers(layers))
+        """What a reader fetches for operating point ``layers``: the size of ``view``'s stream,
+        a header plus the point's layers (a prefix point gets a version-2 header of its own
+        layers only)."""
+        needed = self.point_layers(layers)
+        if needed == list(range(layers)):
+            return header_size(layers, 2) + sum(self.lengths[:layers])
+        return header_size(self.num_layers, 3) + sum(self.lengths[i] for i in needed)
 
 
 def pack(

@@ -79,12 +79,22 @@ PRESETS: dict[str, Preset] = {
                split_step=0.5, refine_steps=(0.75,), texture_qualities=(25, 50),
                hash_name="default", analytics_point=5),
         # the TAEF2 generator latent (weights ship in the package): the accurate one. Four
-        # latent layers for analytics, then four texture layers that each code the photo at
-        # one AVIF quality and need nothing else (README: "Stream layout").
-        Preset("tae", 3, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
+        # latent layers (the low-rate analytics points), two analytics texture layers (the
+        # lightly low-passed photo in AVIF: detectors keep their mAP for fewer bits), then five
+        # viewer texture layers (the photo in AVIF, 0.1 to 1.6 bpp on Kodak). Every texture
+        # layer stands alone (README: "Stream layout").
+        Preset("tae", 4, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
+               content_classes=4, palette_step=0.25, index_penalty=0.5, semantic_step=3.0,
+               split_step=0.25, refine_steps=(1.5, 0.75),
+               analytics_textures=((30, 0.5), (40, 0.5)),
+               texture_qualities=(5, 20, 35, 50, 75), deadzone=0.35, texture_coding="photo",
+               analytics_point=5),
+        # 0.2's generator preset: four texture layers, no analytics textures; kept so its
+        # streams decode
+        Preset("tae-0.2", 3, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
                content_classes=4, palette_step=0.25, index_penalty=0.5, semantic_step=3.0,
                split_step=0.25, refine_steps=(1.5, 0.75), texture_qualities=(20, 35, 50, 70),
-               deadzone=0.35, texture_coding="photo"),
+               deadzone=0.35, texture_coding="photo", hash_name="tae", analytics_point=7),
         # 0.1's generator preset: texture layers code the residual against the layers before
         # (a person's view cost +76 % over AVIF); kept so its streams decode
         Preset("tae-residual", 2, "tae", semantic_scale=0.5, coarse_entries=8,
