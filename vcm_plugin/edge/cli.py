@@ -169,7 +169,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens-file", required=True, help="the server's tokens file (created "
                    "with mode 600 if missing)")
     p.add_argument("--name", required=True, help="who holds it (shown in the byte accounting)")
-    p.add_argument("--role", required=True, choices=["camera", "analytics", "viewer", "admin"])
+    p.add_argument("--role", required=True, choices=["camera", "analytics", "viewer", "admin"],
+                   help="camera: upload its own ids; analytics: claim, read the analytics "
+                        "layers, write detections; viewer: read; admin: read, delete, "
+                        "retention, metrics")
     p.add_argument("--cameras", nargs="+", default=None,
                    help="camera role: the camera ids it may upload (a trailing * matches a "
                         "prefix)")
