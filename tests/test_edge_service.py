@@ -55,7 +55,8 @@ def _decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def test_concurrent_cameras_worker_reads_only_layer0_viewer_gets_all(server, images, tmp_path):
+def test_concurrent_cameras_worker_reads_only_its_point_viewer_gets_all(server, images,
+                                                                       tmp_path):
     frames = list(iter_frames(images))
     worker_log = tmp_path / "worker.log"
     with open(worker_log, "wb") as out:  # the worker is its own process, started first
@@ -94,19 +95,22 @@ def test_concurrent_cameras_worker_reads_only_layer0_viewer_gets_all(server, ima
 
     viewer = EdgeClient(server.url, role="viewer")
     codec = Codec()
-    layer0_total = 0
+    point_total = 0
     for cam in cameras:
         listed = _frames(viewer, cam.cam)
         assert [f["id"] for f in listed] == [k.id for k in cam.streams]
         for key, blob in cam.streams.items():
             header = container.parse_header(blob, codec.max_pixels)
             layer0 = header.prefix_end(1)
-            layer0_total += layer0
+            info = codec.inspect(blob)
+            k = info["analytics_point"]
+            point = info["point_bytes"][k - 1]
+            point_total += point
             det = viewer.detections(key.id)
-            assert det["frame"] == key.id and det["layers"] == 1
+            assert det["frame"] == key.id and det["layers"] == k
             assert isinstance(det["boxes"], list)
-            assert det["bytes_read"] == layer0  # the worker read layer 0 and nothing else
-            assert viewer.info(key.id)["served_bytes"] == {"worker": layer0}
+            assert det["bytes_read"] == point  # the worker read its point and nothing else
+            assert viewer.info(key.id)["served_bytes"] == {"worker": point}
             # a viewer asking for every layer gets the whole stream, which decodes
             full = viewer.frame(key.id)
             assert full.status == 200 and full.body == blob
@@ -119,19 +123,22 @@ def test_concurrent_cameras_worker_reads_only_layer0_viewer_gets_all(server, ima
             assert part.headers["content-range"] == f"bytes 10-109/{layer0}"
     (cli_frame,) = _frames(viewer, "clicam")
     assert cli_frame["complete"] and cli_frame["layer_ends"][0] == cli_summary["layer0_bytes"]
-    assert viewer.detections(cli_frame["id"])["bytes_read"] == cli_summary["layer0_bytes"]
+    k = cli_frame["analytics_layers"]
+    assert cli_frame["layer_ends"][k - 1] == cli_summary["first_bytes"]  # the first upload
+    cli_point = cli_frame["point_bytes"][k - 1]
+    assert viewer.detections(cli_frame["id"])["bytes_read"] == cli_point
     assert len(viewer.frame(cli_frame["id"]).body) == cli_summary["total_bytes"]
-    layer0_total += cli_summary["layer0_bytes"]
+    point_total += cli_point
     analysed = CAMERAS * FRAMES_PER_CAMERA + 1
     metrics = viewer.metrics()
-    assert metrics["bytes_served_by_client"]["worker"] == layer0_total
-    assert metrics["analytics"]["bytes_read"] == metrics["analytics"]["layer0_bytes"]
+    assert metrics["bytes_served_by_client"]["worker"] == point_total
+    assert metrics["analytics"]["bytes_read"] == metrics["analytics"]["point_bytes"]
     assert metrics["analytics"]["latency_s"]["count"] == analysed
     assert metrics["frames"]["analysed"] == analysed
     total = sum(len(b) for cam in cameras for b in cam.streams.values())
     total += cli_summary["total_bytes"]
-    print(f"\nlayer-0 bytes fraction: {layer0_total / total:.3f} "
-          f"({layer0_total} of {total} B, {analysed} frames)")
+    print(f"\nanalytics-point bytes fraction: {point_total / total:.3f} "
+          f"({point_total} of {total} B, {analysed} frames)")
 
 
 def test_texture_layers_on_request(server, images):
@@ -145,7 +152,7 @@ def test_texture_layers_on_request(server, images):
     while not _frames(viewer, "lazycam") and time.monotonic() < deadline:
         time.sleep(0.1)
     (meta,) = _frames(viewer, "lazycam")
-    assert meta["stored_layers"] == 1  # only layer 0 went up
+    assert meta["stored_layers"] == meta["analytics_layers"]  # through the analytics point
     blob = next(iter(camera.streams.values()))
     with pytest.raises(ServerError) as err:
         viewer.frame(meta["id"], layers=meta["num_layers"])  # no wait: 409 + request recorded

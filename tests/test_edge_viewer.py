@@ -64,7 +64,7 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
     with ServerProcess(tmp_path / "store", tmp_path / "server.log",
                        args=("--tokens-file", str(f))) as srv:
         camera = Camera(EdgeClient(srv.url, role="camera", token=tokens["camera"]), "lobby",
-                        Codec.from_preset("fast"), texture="on-request")
+                        Codec.from_preset("tae", device="cpu"), texture="on-request")
         runner = threading.Thread(target=camera.run,
                                   args=(iter([(str(i), im) for i, im in enumerate(images)]),),
                                   kwargs={"linger": 120.0}, daemon=True)
@@ -74,7 +74,10 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
         while len(viewer.frames("lobby")) < FRAMES and time.monotonic() < deadline:
             time.sleep(0.1)
         frames = viewer.frames("lobby")
-        assert len(frames) == FRAMES and all(fr["stored_layers"] == 1 for fr in frames)
+        assert len(frames) == FRAMES
+        # the first upload: through the analytics point; the viewer textures stay behind
+        assert all(fr["stored_layers"] == fr["analytics_layers"] < fr["num_layers"]
+                   for fr in frames)
         worker = EdgeClient(srv.url, token=tokens["analytics"])
         for i, fr in enumerate(frames):  # frame i gets i + 1 boxes
             boxes = [{"xyxy": [8 + 78 * j, 40, 74 + 78 * j, 200], "conf": 0.9, "cls": 0,
@@ -105,7 +108,8 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
                 assert widths == [320] * FRAMES
                 layers = page.eval_on_selector_all(
                     "figure.frame img", "els => els.map(e => e.dataset.layers)")
-                assert layers == ["1"] * FRAMES  # the analytics picture (layer 0 is stored)
+                # the analytics picture: the analytics point (stored with the first upload)
+                assert layers == [str(fr["analytics_layers"]) for fr in frames]
                 card = page.locator(f'figure.frame[data-id="{target["id"]}"]')
                 card.get_by_role("button", name="Full quality").click()
                 page.wait_for_selector(f'figure.frame[data-id="{target["id"]}"]'
@@ -128,7 +132,7 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
         info = viewer.info(target["id"])
         assert info["complete"] and info["served_bytes"]["alice"] > info["layer_ends"][0]
         others = [viewer.info(fr["id"]) for fr in frames if fr["id"] != target["id"]]
-        assert all(o["stored_layers"] == 1 for o in others)  # nobody asked for those
+        assert all(o["stored_layers"] == o["analytics_layers"] for o in others)  # not asked
         status, _, png = http_call(srv.url, "GET", f"/frames/{target['id']}/image?layers="
                                    f"{target['num_layers']}", tokens["viewer"])
         assert status == 200

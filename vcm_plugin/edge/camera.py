@@ -1,8 +1,11 @@
-"""Camera side: encode frames once, upload layer 0 at once, texture layers later or when a
-viewer asks for them.
+"""Camera side: encode frames once, upload the prefix through the analytics point at once,
+the rest later or when a viewer asks for it.
 
-Why a priority queue: on a thin uplink the semantic layer of the next frame must not wait
-behind the texture of the previous one, so analytics latency stays one layer-0 upload.
+Why the analytics point first: analytics reads that point (``Codec.inspect()
+["analytics_point"]``), so it must be on the server with the frame's first upload, not wait
+behind the texture. Why a priority queue: on a thin uplink the first upload of the next frame
+must not wait behind the texture of the previous one, so analytics latency stays one upload.
+``max_bytes`` caps the first upload (the longest prefix that fits) for a link with a budget.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def _read_video(path: Path) -> Iterator[tuple[str, np.ndarray]]:
 
 @dataclass(order=True)
 class _Job:
-    priority: int  # 0 = layer 0, 1 = texture asked for by a viewer, 2 = texture "after"
+    priority: int  # 0 = first upload, 1 = texture asked for by a viewer, 2 = texture "after"
     seq: int
     key: FrameKey = field(compare=False)
     layers: int = field(compare=False)  # upload the stream up to this many layers
@@ -87,18 +90,24 @@ class _Job:
 
 @dataclass
 class PushStats:
+    """Bytes by upload: ``first_bytes`` went up with each frame (header and layers through
+    the analytics point, or what ``max_bytes`` allows), ``texture_bytes`` later;
+    ``layer0_bytes`` is the header and layer 0 alone, for comparison."""
+
     frames: int = 0
+    first_bytes: int = 0
     layer0_bytes: int = 0
     texture_bytes: int = 0
     total_bytes: int = 0
-    layer0_latency: list[float] = field(default_factory=list)
+    first_latency: list[float] = field(default_factory=list)
 
     def summary(self) -> dict:
-        lat = np.asarray(self.layer0_latency or [0.0])
-        return {"frames": self.frames, "layer0_bytes": self.layer0_bytes,
+        lat = np.asarray(self.first_latency or [0.0])
+        return {"frames": self.frames, "first_bytes": self.first_bytes,
+                "layer0_bytes": self.layer0_bytes,
                 "texture_bytes": self.texture_bytes, "total_bytes": self.total_bytes,
-                "layer0_fraction": self.layer0_bytes / max(1, self.total_bytes),
-                "layer0_upload_p95_ms": float(np.percentile(lat, 95) * 1000)}
+                "first_fraction": self.first_bytes / max(1, self.total_bytes),
+                "first_upload_p95_ms": float(np.percentile(lat, 95) * 1000)}
 
 
 class Camera:
@@ -106,10 +115,14 @@ class Camera:
     ``on-request`` mode a poller thread turns viewers' requests into texture jobs."""
 
     def __init__(self, client: EdgeClient, cam: str, codec: Codec | None = None,
-                 texture: str = "after", keep: int = 512) -> None:
+                 texture: str = "after", keep: int = 512, max_bytes: int | None = None
+                 ) -> None:
         if texture not in TEXTURE_MODES:
             raise VCMError(f"texture mode must be one of {TEXTURE_MODES}, got {texture!r}")
+        if max_bytes is not None and max_bytes < 1:
+            raise VCMError(f"max-bytes must be a positive number of bytes, got {max_bytes}")
         self.client, self.cam, self.texture = client, cam, texture
+        self.max_bytes = max_bytes
         self.codec = codec or Codec()
         self.keep = keep
         self.streams: OrderedDict[FrameKey, bytes] = OrderedDict()  # for texture on request
@@ -123,7 +136,8 @@ class Camera:
         self._last_ts = 0
 
     def __repr__(self) -> str:
-        return f"Camera({self.cam!r}, server={self.client.url!r}, texture={self.texture!r})"
+        return (f"Camera({self.cam!r}, server={self.client.url!r}, texture={self.texture!r}, "
+                f"max_bytes={self.max_bytes})")
 
     def stop(self) -> None:
         """End :meth:`run` early (after the upload in flight): Ctrl-C, or a test."""
@@ -141,17 +155,34 @@ class Camera:
         self._last_ts = max(self._last_ts + 1, time.time_ns() // 1000)
         return self._last_ts
 
+    def first_layers(self, blob: bytes) -> int:
+        """Layers of a frame's first upload: through the analytics point (the layers of
+        ``Codec.truncate(blob, "analytics")``), or with ``max_bytes`` the longest prefix whose
+        bytes fit (the budget wins over the analytics point). Uploads are byte prefixes of the
+        stream, whose header lists every layer so the rest can be appended: a few bytes more
+        than ``truncate``'s rewritten header, and the budget counts the bytes sent."""
+        header = container.parse_header(blob, self.codec.max_pixels)
+        if self.max_bytes is None:
+            cut = self.codec.truncate(blob, "analytics")
+            return container.parse_header(cut, self.codec.max_pixels).num_layers
+        if header.prefix_end(1) > self.max_bytes:
+            raise VCMError(f"--max-bytes {self.max_bytes} is below the frame's header + "
+                           f"layer 0 ({header.prefix_end(1)} bytes): nothing smaller decodes")
+        return max(k for k in range(1, header.num_layers + 1)
+                   if header.prefix_end(k) <= self.max_bytes)
+
     def capture(self, img: np.ndarray) -> FrameKey:
-        """Encode one frame and queue its layer 0 (and, in ``after`` mode, its texture)."""
+        """Encode one frame and queue its first upload (and, in ``after`` mode, the rest)."""
         key = FrameKey(self.cam, self._timestamp())
         blob = self.codec.encode(img)
+        first = self.first_layers(blob)
         with self._cv:
             self.streams[key] = blob
             while len(self.streams) > self.keep:
                 self.streams.popitem(last=False)
         header = container.parse_header(blob, self.codec.max_pixels)
-        self._put(0, key, 1)
-        if self.texture == "after" and header.num_layers > 1:
+        self._put(0, key, first)
+        if self.texture == "after" and header.num_layers > first:
             self._put(2, key, header.num_layers)
         return key
 
@@ -162,18 +193,17 @@ class Camera:
             log.warning("frame %s no longer kept; texture request dropped", job.key)
             return
         header = container.parse_header(blob, self.codec.max_pixels)
-        if job.layers == 1:
+        if job.priority == 0:
             t0 = time.perf_counter()
-            data = blob[: header.prefix_end(1)]
-            reply = self.client.upload(self.cam, job.key.ts, data)
-            self.stats.layer0_latency.append(time.perf_counter() - t0)
+            data = blob[: header.prefix_end(job.layers)]
+            self.client.upload(self.cam, job.key.ts, data)
+            self.stats.first_latency.append(time.perf_counter() - t0)
             self.stats.frames += 1
-            self.stats.layer0_bytes += len(data)
+            self.stats.first_bytes += len(data)
+            self.stats.layer0_bytes += header.prefix_end(1)
             self.stats.total_bytes += len(blob)
-            print(f"{job.key}: layer 0 {len(data)} B uploaded ({header.num_layers} layers, "
-                  f"{len(blob)} B in all)", flush=True)
-            if reply.get("stored_layers", 1) > 1:
-                return
+            print(f"{job.key}: layers 0-{job.layers - 1} {len(data)} B uploaded (of "
+                  f"{header.num_layers} layers, {len(blob)} B in all)", flush=True)
         else:
             info = self.client.info(job.key.id)
             offset, end = info["bytes"], header.prefix_end(job.layers)
@@ -185,8 +215,10 @@ class Camera:
                 if exc.status != 409:  # 409: another upload of this frame won the race
                     raise
             self.stats.texture_bytes += end - offset
-            print(f"{job.key}: texture layers {header.num_layers - 1} ({end - offset} B) "
-                  "uploaded", flush=True)
+            stored = max(k for k in range(1, header.num_layers + 1)
+                         if header.prefix_end(k) <= offset)
+            print(f"{job.key}: layers {stored}-{job.layers - 1} {end - offset} B uploaded",
+                  flush=True)
 
     def _uploader(self) -> None:
         while True:

@@ -33,6 +33,15 @@ def _size(text: str) -> int:
     return int(digits) * scale
 
 
+def _layers(text: str) -> int | str:
+    from vcm_plugin.edge.worker import parse_layers
+
+    try:
+        return parse_layers(text)
+    except VCMError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _token(args: argparse.Namespace) -> str | None:
     from vcm_plugin.edge.auth import client_token
 
@@ -97,7 +106,8 @@ def cmd_push(args: argparse.Namespace) -> None:
     frames = iter_frames(args.source, every=args.every, limit=args.limit)
     client = EdgeClient(args.server, role="camera", retry_for=args.retry_for,
                         token=_token(args))
-    camera = Camera(client, args.cam, Codec.from_preset(args.preset), texture=args.texture)
+    camera = Camera(client, args.cam, Codec.from_preset(args.preset), texture=args.texture,
+                    max_bytes=args.max_bytes)
     print(json.dumps(camera.run(frames, linger=args.linger)), flush=True)
 
 
@@ -178,12 +188,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "prefix)")
     p.set_defaults(func=cmd_token)
 
-    p = esub.add_parser("worker", help="analytics: detect on layer 0 of new frames")
+    p = esub.add_parser("worker", help="analytics: detect on the analytics point of new frames")
     p.add_argument("--server", default=env_url, help=f"service URL (default {env_url})")
     p.add_argument("--model", default=None,
                    help="yolov5n (default, from $VCM_WEIGHTS_DIR or ../shared/models), "
                         "any ultralytics weights path, or module:factory")
-    p.add_argument("--layers", type=int, default=1, help="layers to fetch (default 1: layer 0)")
+    p.add_argument("--layers", type=_layers, default="analytics",
+                   help="operating point to read: 'analytics' (default: each frame's analytics "
+                        "point, Codec.inspect()['analytics_point'], fetched as a view of only "
+                        "its layers) or k (point k's layers; above the analytics point needs a "
+                        "viewer-capable token)")
     p.add_argument("--conf", type=float, default=0.25,
                    help="detection confidence threshold (default 0.25)")
     p.add_argument("--imgsz", type=int, default=640,
@@ -212,6 +226,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--linger", type=float, default=0.0,
                    help="seconds to keep answering texture requests after the last frame "
                         "(-1: until Ctrl-C)")
+    p.add_argument("--max-bytes", type=_size, default=None,
+                   help="byte budget of each frame's first upload: the longest prefix that "
+                        "fits (e.g. 6K), even if shorter than the analytics point (default: the "
+                        "prefix through the analytics point); the rest follows per --texture")
     p.add_argument("--every", type=int, default=1, help="take every N-th frame")
     p.add_argument("--limit", type=int, default=None, help="at most N frames")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -62,7 +62,7 @@ class Metrics:
         self.analytics_latency = Samples()
         self.inference = Samples()
         self.analytics_bytes_read = 0
-        self.analytics_layer0_bytes = 0
+        self.analytics_point_bytes = 0  # analytics-point views of the analysed frames
 
     def served(self, client: str, per_layer: list[int]) -> str:
         """Count bytes served; returns the client label used (``_other`` once
@@ -89,7 +89,7 @@ class Metrics:
             "analytics": {"latency_s": self.analytics_latency.summary(),
                           "inference_s": self.inference.summary(),
                           "bytes_read": self.analytics_bytes_read,
-                          "layer0_bytes": self.analytics_layer0_bytes},
+                          "point_bytes": self.analytics_point_bytes},
             "requests": dict(self.requests),
             "request_latency_s": {k: v.summary() for k, v in self.request_latency.items()},
             **extra,

@@ -17,8 +17,8 @@ Routes (role needed in brackets; see :data:`ROUTE_ROLES` and docs/edge.md)::
     GET  /frames/{id}/info                   layer table, stored layers, bytes served
     GET  /frames/{id}/detections             detections JSON (404 until analysed)
     PUT  /frames/{id}/detections             [analytics] the worker stores its result
-    POST /frames/{id}/undecodable            [analytics] "layer 0 does not decode": checked
-                                             here, then the frame is quarantined
+    POST /frames/{id}/undecodable            [analytics] "the analytics point does not
+                                             decode": checked here, then quarantined
     POST /analytics/claim?max=n&wait=s       [analytics] lease frames that need analytics
     GET  /cameras, /cameras/{cam}/frames     index by camera and time (?since=&until=)
     GET  /cameras/{cam}/wanted?wait=s        [camera] frames whose texture a viewer asked for
@@ -159,7 +159,7 @@ class FrameMeta:
     modified: float                 # last write (Last-Modified)
     analytics_layers: int = 1       # the operating point the analytics role may read
     analysed: bool = False
-    quarantined: str | None = None  # why layer 0 does not decode; kept out of analytics
+    quarantined: str | None = None  # why analytics cannot decode it; kept out of analytics
     checked: bool = False           # layer 0 decoded here once
     served: Counter[str] = field(default_factory=Counter)
 
@@ -170,6 +170,12 @@ class FrameMeta:
         raw = repr((self.key.id, h.backend_id, h.preset_id, h.width, h.height, h.config_hash,
                     h.offsets, h.lengths, h.crcs, h.needs))
         return hashlib.blake2b(raw.encode(), digest_size=10).hexdigest()
+
+    @property
+    def analytics_point(self) -> int:
+        """What analytics reads now: the analytics point, or the highest point below it that
+        is stored (a first upload cut by a camera's byte budget)."""
+        return max(1, min(self.analytics_layers, self.layout.stored_layers))
 
     def etag(self, kind: str, layers: int) -> str:
         return f'"{self.digest}-{kind}{layers}"'
@@ -1009,7 +1015,7 @@ class EdgeServer:
             try:
                 png = await self._decode(self._png, data, k)
             except VCMError as exc:
-                if k == 1 or await self._verify(meta) is False:
+                if k == meta.analytics_point or await self._verify(meta) is False:
                     await self._quarantine(meta, str(exc))
                 raise HTTPProblem(422, f"frame {meta.key} does not decode: {exc}") from None
             self._cache_png(name, png)
@@ -1040,10 +1046,12 @@ class EdgeServer:
 
     # -- undecodable frames --------------------------------------------------------------
     async def _verify(self, meta: FrameMeta) -> bool | None:
-        """Decode layer 0 here: True decodes, False does not, None decoder busy."""
-        data = await self._run(self._read_view, meta, 1)
+        """Decode what analytics reads (its point's view) here: True decodes, False does not,
+        None decoder busy."""
+        k = meta.analytics_point
+        data = await self._run(self._read_view, meta, k)
         try:
-            await self._decode(self.codec.decode, data, 1)
+            await self._decode(self.codec.decode, data, k)
         except HTTPProblem:
             return None
         except VCMError:
@@ -1052,8 +1060,8 @@ class EdgeServer:
         return True
 
     async def _quarantine(self, meta: FrameMeta, reason: str) -> None:
-        """Keep a frame whose layer 0 does not decode out of analytics for good (a marker
-        file next to it survives restarts); viewers still get its bytes, /image a 422."""
+        """Keep a frame whose analytics point does not decode out of analytics for good (a
+        marker file next to it survives restarts); viewers still get its bytes, /image a 422."""
         if meta.quarantined is not None:
             return
         meta.quarantined = reason[:300]
@@ -1067,8 +1075,8 @@ class EdgeServer:
         """A lease lapsed without detections: decode layer 0 once before offering it again."""
         ok = await self._verify(meta)
         if ok is False:
-            await self._quarantine(meta, "layer 0 does not decode (checked after a worker's "
-                                   "lease lapsed)")
+            await self._quarantine(meta, "the analytics point does not decode (checked after "
+                                   "a worker's lease lapsed)")
             return
         if meta.key in self.frames and not meta.analysed:
             self.analytics.add(meta.key)
@@ -1080,8 +1088,8 @@ class EdgeServer:
         if ok is None:
             raise HTTPProblem(503, "the decoder is busy; retry shortly", {"Retry-After": "2"})
         if ok:
-            raise HTTPProblem(409, f"layer 0 of frame {meta.key} decodes here")
-        await self._quarantine(meta, f"layer 0 does not decode (reported by "
+            raise HTTPProblem(409, f"the analytics point of frame {meta.key} decodes here")
+        await self._quarantine(meta, f"the analytics point does not decode (reported by "
                                f"{request['principal'].name})")
         return web.json_response({"id": meta.key.id, "quarantined": meta.quarantined})
 
@@ -1107,7 +1115,8 @@ class EdgeServer:
         await self._wait_until(ready, wait)
         return web.json_response({"frames": [
             {"id": k.id, "layer0_bytes": self.frames[k].layout.end(1),
-             "analytics_layers": self.frames[k].analytics_layers}
+             "analytics_layers": self.frames[k].analytics_layers,
+             "stored_layers": self.frames[k].layout.stored_layers}
             for k in got if k in self.frames]}, dumps=_dumps)
 
     async def get_detections(self, request: web.Request) -> web.Response:
@@ -1157,7 +1166,8 @@ class EdgeServer:
         if first:
             self.metrics.frames["analysed"] += 1
             self.metrics.analytics_latency.add(time.time() - meta.accepted)
-            self.metrics.analytics_layer0_bytes += meta.layout.end(1)
+            self.metrics.analytics_point_bytes += meta.layout.header.point_bytes(
+                meta.analytics_point)
             if isinstance(result.get("inference_s"), (int, float)):
                 self.metrics.inference.add(result["inference_s"])
         return web.json_response({"id": meta.key.id, "stored": True}, dumps=_dumps)

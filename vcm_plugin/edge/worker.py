@@ -1,4 +1,7 @@
-"""Analytics worker: lease new frames, fetch only their semantic layer, detect, store JSON.
+"""Analytics worker: lease new frames, fetch only their analytics point, detect, store JSON.
+
+The analytics point (``Codec.inspect()["analytics_point"]``, sent by the server with each
+claim) is read as a view: the header and the layers that point needs, nothing else.
 
 Why a separate process talking HTTP: analytics scales out (run several workers; leases
 keep them from doing the same frame twice, and a crashed worker's frames come back when its
@@ -15,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vcm_plugin.codec.api import Codec
+from vcm_plugin.codec.presets import ANALYTICS
 from vcm_plugin.edge.client import EdgeClient, ServerUnavailable
 from vcm_plugin.edge.detect import Box
 from vcm_plugin.errors import VCMError
@@ -22,35 +26,60 @@ from vcm_plugin.errors import VCMError
 log = logging.getLogger("vcm.edge.worker")
 
 
+def parse_layers(text: str | int) -> int | str:
+    """``--layers``: ``analytics`` (the frame's analytics point) or an operating point k >= 1."""
+    if text == ANALYTICS:
+        return ANALYTICS
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    elif isinstance(text, str) and text.isascii() and text.isdigit():
+        value = int(text)
+    else:
+        raise VCMError(f"layers must be 'analytics' or a positive integer, got {text!r}")
+    if value < 1:
+        raise VCMError(f"layers must be 'analytics' or a positive integer, got {text!r}")
+    return value
+
+
 class Worker:
-    """One loop: claim -> GET the first ``layers`` layers (layer 0 by default) -> detect ->
-    PUT detections. ``bytes_read`` per frame is recorded in the result."""
+    """One loop: claim -> GET the view of operating point ``layers`` (default: each frame's
+    analytics point, or the highest point below it that is stored) -> detect -> PUT
+    detections. ``bytes_read`` per frame is recorded in the result."""
 
     def __init__(self, client: EdgeClient, detector: Callable[[np.ndarray], list[Box]],
-                 layers: int = 1, batch: int = 4, lease: float = 120.0) -> None:
+                 layers: int | str = ANALYTICS, batch: int = 4, lease: float = 120.0) -> None:
         self.client, self.detector = client, detector
-        self.layers, self.batch, self.lease = layers, batch, lease
+        self.layers, self.batch, self.lease = parse_layers(layers), batch, lease
         self.codec = Codec()
         self.done = 0
 
     def __repr__(self) -> str:
         return f"Worker({self.client.url!r}, layers={self.layers}, detector={self.detector!r})"
 
-    def process(self, frame_id: str) -> dict:
+    def point(self, item: dict) -> int:
+        """The operating point to read for one claimed frame (its claim entry)."""
+        if self.layers != ANALYTICS:
+            return int(self.layers)
+        point = int(item.get("analytics_layers", 1))
+        stored = item.get("stored_layers")
+        return max(1, min(point, int(stored))) if stored is not None else point
+
+    def process(self, frame_id: str, item: dict | None = None) -> dict:
+        k = self.point(item or {"id": frame_id})
         t0 = time.perf_counter()
-        resp = self.client.frame(frame_id, layers=self.layers)
+        resp = self.client.view(frame_id, layers=k)
         t1 = time.perf_counter()
         try:
-            img = self.codec.decode(resp.body, layers=self.layers)
+            img = self.codec.decode(resp.body, layers=k)
         except VCMError:  # the server checks and quarantines it: never leased again
-            if self.layers == 1:
+            if self.layers == ANALYTICS:
                 self.client.report_undecodable(frame_id)
             raise
         t2 = time.perf_counter()
         boxes = self.detector(img)
         t3 = time.perf_counter()
         result = {"model": getattr(self.detector, "name", repr(self.detector)),
-                  "layers": self.layers, "bytes_read": len(resp.body),
+                  "layers": k, "bytes_read": len(resp.body),
                   "width": int(img.shape[1]), "height": int(img.shape[0]),
                   "fetch_s": t1 - t0, "decode_s": t2 - t1, "inference_s": t3 - t2,
                   "boxes": boxes}
@@ -72,7 +101,7 @@ class Worker:
                 continue
             for item in claimed:
                 try:
-                    result = self.process(item["id"])
+                    result = self.process(item["id"], item)
                 except ServerUnavailable:
                     raise
                 except VCMError as exc:  # e.g. the frame vanished; its lease just lapses
@@ -82,7 +111,7 @@ class Worker:
                 names = Counter(b["name"] for b in result["boxes"])
                 print(f"{item['id']}: {len(result['boxes'])} boxes "
                       f"{dict(names.most_common(4))} from {result['bytes_read']} B "
-                      f"(layers={self.layers}) in {result['inference_s'] * 1000:.0f} ms",
+                      f"(layers={result['layers']}) in {result['inference_s'] * 1000:.0f} ms",
                       flush=True)
             idle_since = time.monotonic()
         return self.done
