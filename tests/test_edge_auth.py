@@ -79,6 +79,8 @@ def _cases(n: int, end1: int) -> list[tuple[str, str, bytes | None, set[str]]]:
         ("GET", "/cameras/cam1/wanted?wait=0", None, {"camera"}),
         ("GET", "/cameras", None, {"camera", "camera2", "viewer", "admin"}),
         ("GET", "/cameras/cam1/frames", None, {"camera", "viewer", "admin"}),
+        ("GET", "/frames?cam=cam1&class=person&min_score=0.5", None, {"viewer", "admin"}),
+        ("GET", "/stats/classes?cam=cam1", None, {"viewer", "admin"}),
         ("GET", "/frames/cam1-1", None, {"analytics", "viewer", "admin"}),
         ("GET", "/frames/cam1-1?layers=1", None, {"analytics", "viewer", "admin"}),
         ("GET", f"/frames/cam1-1?layers={n}", None, {"viewer", "admin"}),  # texture layers

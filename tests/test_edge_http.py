@@ -48,7 +48,7 @@ def test_head_answers_wherever_get_does(env):
              "/cameras/web/frames": "viewer", "/cameras/web/wanted": "camera",
              "/frames/web-1": "viewer", "/frames/web-1/image": "viewer",
              "/frames/web-1/info": "viewer", "/frames/web-1/detections": "viewer",
-             "/metrics": "admin"}
+             "/metrics": "admin", "/frames": "viewer", "/stats/classes": "viewer"}
     gets = {route for method, route in ROUTE_ROLES if method == "GET"}
     assert len(gets) == len(paths)
     for path, who in paths.items():

@@ -13,6 +13,9 @@ from pathlib import Path
 from vcm_plugin.errors import VCMError
 
 DEFAULT_URL = "http://127.0.0.1:8750"
+DB_HELP = ("index database: postgresql://USER@HOST/DB (several servers may share it) or a SQLite "
+           "file path (default: STORE/.vcm-index.sqlite3; for a remote store a file in the "
+           "user cache)")
 
 
 def _threads(n: int | None) -> None:
@@ -67,7 +70,32 @@ def cmd_serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = FrameStore(args.store)
     asyncio.run(serve(store, args.host, args.port, access_log=args.access_log, limits=limits,
-                      tokens=tokens))
+                      tokens=tokens, db=args.db))
+
+
+def cmd_reindex(args: argparse.Namespace) -> None:
+    from vcm_plugin.codec.api import Codec
+    from vcm_plugin.edge.index import open_index, reindex
+    from vcm_plugin.edge.store import FrameStore
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+    store = FrameStore(args.store)
+    index = open_index(args.db, store.url, store.root, store.local)
+    try:
+        report = reindex(index, store, Codec())
+    finally:
+        index.close()
+    print(json.dumps({"index": index.backend.describe(), **vars(report)}), flush=True)
+
+
+def cmd_index_bench(args: argparse.Namespace) -> None:
+    from vcm_plugin.edge.indexbench import run_index_bench
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+    result = run_index_bench(args.db, frames=args.frames, cameras=args.cameras,
+                             queries=args.queries, images=args.images, uploads=args.uploads,
+                             concurrency=args.concurrency, keep=args.keep)
+    print(json.dumps(result, indent=2), flush=True)
 
 
 def cmd_token(args: argparse.Namespace) -> None:
@@ -173,7 +201,36 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="a browser origin allowed besides the service's own (e.g. the "
                         "https:// name of a TLS reverse proxy); repeatable")
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--db", default=None, help=DB_HELP)
     p.set_defaults(func=cmd_serve)
+
+    p = esub.add_parser("reindex", help="build or repair the index database from the store",
+                        description="Read every stored stream, detections and quarantine "
+                        "file and bring the index in line: missing frames added, changed ones "
+                        "updated (boxes replaced), rows of vanished frames removed. Safe while "
+                        "servers run; leases in flight are kept.")
+    p.add_argument("--store", required=True, help="folder or fsspec URL of the frame store")
+    p.add_argument("--db", default=None, help=DB_HELP)
+    p.set_defaults(func=cmd_reindex)
+
+    p = esub.add_parser("index-bench", help="index scale benchmark: synthetic frames, query "
+                        "latency, start-up time, upload throughput with the index on",
+                        description="Fill a scratch index with N synthetic frames (about 3 "
+                        "boxes each; no image data), then time camera/time-window and class "
+                        "queries (p50/p95), the server's start-up against that index, and "
+                        "real uploads through a server using it.")
+    p.add_argument("--db", default=None, help="scratch database: postgresql://... (its "
+                   "tables are dropped and re-created!) or a SQLite path (default: a temp file)")
+    p.add_argument("--frames", type=int, default=1_000_000, help="synthetic frames (default 1M)")
+    p.add_argument("--cameras", type=int, default=50, help="cameras they spread over")
+    p.add_argument("--queries", type=int, default=300, help="queries timed per kind")
+    p.add_argument("--images", type=Path, default=None,
+                   help="images for the upload test (default: ../shared/data/coco-val2017/"
+                        "images if present; none: skipped)")
+    p.add_argument("--uploads", type=int, default=500, help="uploads for the throughput test")
+    p.add_argument("--concurrency", type=int, default=8, help="upload clients")
+    p.add_argument("--keep", action="store_true", help="keep the scratch SQLite file")
+    p.set_defaults(func=cmd_index_bench)
 
     p = esub.add_parser("token", help="create a bearer token and add it to a tokens file")
     p.add_argument("--tokens-file", required=True, help="the server's tokens file (created "

@@ -31,7 +31,6 @@ Every GET route answers HEAD too.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import email.utils
 import functools
 import hashlib
@@ -40,8 +39,10 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import re
 import signal
+import socket
 import time
 import weakref
 from collections import Counter, OrderedDict
@@ -54,8 +55,20 @@ from aiohttp import web
 from vcm_plugin.codec import container
 from vcm_plugin.codec.api import Codec
 from vcm_plugin.edge.auth import Principal, Role, TokenTable, bearer, open_principal
+from vcm_plugin.edge.index import (
+    ANALYSED,
+    QUARANTINED,
+    Cursor,
+    FrameQuery,
+    FrameRow,
+    Index,
+    IndexUnavailable,
+    boxes_of,
+    open_index,
+    reindex,
+)
 from vcm_plugin.edge.metrics import Metrics
-from vcm_plugin.edge.store import DETECTIONS, QUARANTINE, FrameKey, FrameStore, check_camera
+from vcm_plugin.edge.store import QUARANTINE, FrameKey, FrameStore, check_camera
 from vcm_plugin.edge.stream import Layout, StreamCheck, analytics_layers
 from vcm_plugin.errors import VCMError
 
@@ -136,6 +149,8 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/cameras/{cam}/wanted"): frozenset({C}),
     ("GET", "/cameras"): frozenset({V, ADM, C}),
     ("GET", "/cameras/{cam}/frames"): frozenset({V, ADM, C}),
+    ("GET", "/frames"): frozenset({V, ADM}),
+    ("GET", "/stats/classes"): frozenset({V, ADM}),
     ("GET", "/frames/{id}"): frozenset({V, ADM, A}),
     ("GET", "/frames/{id}/image"): frozenset({V, ADM, A}),
     ("GET", "/frames/{id}/info"): frozenset({V, ADM, A, C}),
@@ -151,7 +166,8 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[Role]] = {
 
 @dataclass
 class FrameMeta:
-    """What the server keeps in memory per frame; the store stays the source of truth."""
+    """One frame as a request sees it: read from the index (:class:`FrameRow`) per request,
+    so every server sharing the index sees the same frames; the store holds the bytes."""
 
     key: FrameKey
     layout: Layout
@@ -160,8 +176,16 @@ class FrameMeta:
     analytics_layers: int = 1       # the operating point the analytics role may read
     analysed: bool = False
     quarantined: str | None = None  # why analytics cannot decode it; kept out of analytics
-    checked: bool = False           # layer 0 decoded here once
-    served: Counter[str] = field(default_factory=Counter)
+    checked: bool = False           # the analytics point decoded here once
+    served: Counter[str] = field(default_factory=Counter)  # by this server process
+
+    @classmethod
+    def from_row(cls, row: FrameRow, max_pixels: int, served: Counter[str]) -> FrameMeta:
+        header = container.parse_header(row.header, max_pixels)
+        return cls(FrameKey(row.cam, row.ts), Layout(header, row.stored_layers), row.accepted,
+                   row.modified, row.analytics_layers, analysed=row.state == ANALYSED,
+                   quarantined=row.reason if row.state == QUARANTINED else None,
+                   checked=row.checked, served=served)
 
     @property
     def digest(self) -> str:
@@ -185,63 +209,6 @@ class FrameMeta:
                 **self.layout.describe(), "analytics_layers": self.analytics_layers,
                 "analysed": self.analysed, "quarantined": self.quarantined,
                 "served_bytes": dict(self.served)}
-
-
-class AnalyticsQueue:
-    """Frames waiting for detections, handed out under a lease so a dead worker's frames
-    come back; rebuilt from the store (frames without detections) at start-up."""
-
-    def __init__(self) -> None:
-        self.pending: dict[FrameKey, None] = {}
-        self.leases: dict[FrameKey, float] = {}
-
-    def add(self, key: FrameKey) -> None:
-        if key not in self.leases:
-            self.pending[key] = None
-
-    def done(self, key: FrameKey) -> None:
-        self.pending.pop(key, None)
-        self.leases.pop(key, None)
-
-    def expire(self) -> list[FrameKey]:
-        """Frames whose lease lapsed (the worker died or failed on them), lease removed."""
-        now = time.monotonic()
-        lapsed = [k for k, until in self.leases.items() if until < now]
-        for key in lapsed:
-            del self.leases[key]
-        return lapsed
-
-    def take(self, n: int, lease_s: float) -> list[FrameKey]:
-        keys = list(self.pending)[:n]
-        for key in keys:
-            del self.pending[key]
-            self.leases[key] = time.monotonic() + lease_s
-        return keys
-
-    def __len__(self) -> int:
-        return len(self.pending) + len(self.leases)
-
-
-class TextureRequests:
-    """Frames whose texture layers a viewer asked for, per camera; a camera long-polls them.
-    A frame is offered again after ``reoffer_s`` in case the camera lost the first offer."""
-
-    def __init__(self, reoffer_s: float = 30.0) -> None:
-        self.wanted: dict[str, dict[FrameKey, float]] = {}
-        self.reoffer_s = reoffer_s
-
-    def want(self, key: FrameKey) -> None:
-        self.wanted.setdefault(key.cam, {}).setdefault(key, -math.inf)
-
-    def fulfilled(self, key: FrameKey) -> None:
-        self.wanted.get(key.cam, {}).pop(key, None)
-
-    def offer(self, cam: str) -> list[FrameKey]:
-        now = time.monotonic()
-        keys = [k for k, t in self.wanted.get(cam, {}).items() if now - t >= self.reoffer_s]
-        for k in keys:
-            self.wanted[cam][k] = now
-        return keys
 
 
 def _int(request: web.Request, name: str, default: int | None = None,
@@ -271,6 +238,27 @@ def _float(request: web.Request, name: str, default: float, lo: float, hi: float
     if not lo <= value <= hi:
         raise VCMError(f"query parameter {name}={raw} out of range [{lo:g}, {hi:g}]")
     return value
+
+
+def _class(request: web.Request) -> str | None:
+    """``class=NAME``: a detector's class name (printable, at most 256 characters)."""
+    raw = request.query.get("class")
+    if raw is None or raw == "":
+        return None
+    if len(raw) > 256 or not raw.isprintable():
+        raise VCMError("query parameter class must be a printable name of at most 256 "
+                       "characters")
+    return raw
+
+
+def _score(request: web.Request) -> float | None:
+    raw = request.query.get("min_score")
+    return None if raw in (None, "") else _float(request, "min_score", 0.0, 0.0, 1e6)
+
+
+def _cursor(request: web.Request) -> Cursor | None:
+    raw = request.query.get("cursor")
+    return None if raw in (None, "") else Cursor.decode(raw)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -484,17 +472,18 @@ class EdgeServer:
     """State and handlers of one service instance over one store."""
 
     def __init__(self, store: FrameStore, limits: ServerLimits | None = None,
-                 tokens: TokenTable | None = None, io_threads: int = 4) -> None:
+                 tokens: TokenTable | None = None, io_threads: int = 4,
+                 index: Index | None = None) -> None:
         self.store = store
+        self.index = index or open_index(None, store.url, store.root, store.local)
         self.limits = limits = limits or ServerLimits()
         self.tokens = tokens
         self.codec = Codec(max_pixels=limits.max_pixels)
         self.metrics = Metrics()
-        self.frames: dict[FrameKey, FrameMeta] = {}
-        self.by_camera: dict[str, list[int]] = {}  # sorted timestamps: the time index
-        self.stored_bytes = 0
-        self.analytics = AnalyticsQueue()
-        self.textures = TextureRequests()
+        self.served: dict[FrameKey, Counter[str]] = {}  # bytes this process served
+        self.reoffer_s = 30.0  # a wanted texture is offered to its camera again after this
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"  # names this server's leases
+        self._rechecking: set[FrameKey] = set()
         self.guard: ConnectionGuard | None = None
         self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="edge-io")
         self._cpu = ThreadPoolExecutor(limits.decode_threads, thread_name_prefix="edge-decode")
@@ -539,47 +528,44 @@ class EdgeServer:
         async with self._changed:
             self._changed.notify_all()
 
+    async def _db(self, fn, *args):
+        """One index call on the I/O threads (IndexUnavailable -> 503 in the middleware)."""
+        return await self._run(fn, *args)
+
     async def _wait_until(self, predicate, timeout: float) -> bool:
-        """Wait (long-poll) until ``predicate()`` holds or ``timeout`` seconds pass."""
+        """Wait (long-poll) until ``await predicate()`` holds or ``timeout`` seconds pass.
+        Woken by this process's changes at once and every half second otherwise: another
+        server sharing the index changes it without telling this one."""
         if not (math.isfinite(timeout) and timeout >= 0):
             raise VCMError(f"bad wait {timeout!r}")
         deadline = time.monotonic() + timeout
-        async with self._changed:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0 or self.closing:
-                    return False
-                try:  # wake at least every second: leases expire without a notify
-                    await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
+        while not await predicate():
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closing:
+                return False
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
                 except TimeoutError:
                     pass
         return True
 
-    def _index(self, meta: FrameMeta) -> None:
-        self.frames[meta.key] = meta
-        bisect.insort(self.by_camera.setdefault(meta.key.cam, []), meta.key.ts)
-        self.stored_bytes += meta.layout.size
-
-    def _unindex(self, key: FrameKey) -> FrameMeta | None:
-        meta = self.frames.pop(key, None)
-        if meta is None:
-            return None
-        stamps = self.by_camera.get(key.cam, [])
-        i = bisect.bisect_left(stamps, key.ts)
-        if i < len(stamps) and stamps[i] == key.ts:
-            del stamps[i]
-        if not stamps:
-            self.by_camera.pop(key.cam, None)
-        self.stored_bytes -= meta.layout.size
-        self.analytics.done(key)
-        self.textures.fulfilled(key)
+    def _forget(self, key: FrameKey) -> None:
+        """Drop what this process caches about a deleted frame."""
+        self.served.pop(key, None)
         for name in [n for n in self._pngs if n.startswith(f"{key.id}/")]:
             self._png_bytes -= len(self._pngs.pop(name))
-        return meta
 
-    def _meta(self, request: web.Request) -> FrameMeta:
+    async def _get(self, key: FrameKey) -> FrameMeta | None:
+        row = await self._db(self.index.get, key.cam, key.ts)
+        if row is None:
+            return None
+        return FrameMeta.from_row(row, self.limits.max_pixels,
+                                  self.served.setdefault(key, Counter()))
+
+    async def _meta(self, request: web.Request) -> FrameMeta:
         key = FrameKey.parse(request.match_info["id"])
-        meta = self.frames.get(key)
+        meta = await self._get(key)
         if meta is None:
             raise HTTPProblem(404, f"frame {key} not found")
         return meta
@@ -651,6 +637,11 @@ class EdgeServer:
                 response = web.json_response({"error": str(exc), **exc.extra},
                                              status=exc.status, headers=exc.headers,
                                              dumps=_dumps)
+            except IndexUnavailable as exc:  # the database is down or busy: not our 500
+                self.metrics.frames["index_unavailable"] += 1
+                log.warning("%s %s: %s", request.method, request.path, exc)
+                response = web.json_response({"error": str(exc)}, status=503,
+                                             headers={"Retry-After": "5"}, dumps=_dumps)
             except VCMError as exc:
                 response = web.json_response({"error": str(exc)}, status=400, dumps=_dumps)
             except web.HTTPException as exc:
@@ -669,31 +660,19 @@ class EdgeServer:
                 self.guard.end(request.protocol)
 
     # -- start-up and background work ------------------------------------------------------
-    def _scan(self) -> list[FrameMeta]:
-        metas = []
-        for key in self.store.all_frames():
-            try:
-                layout = self.store.layout(key)
-                info = self.codec.inspect(self.store.read(key, 0, layout.end(1)))
-            except VCMError as exc:  # a frame damaged on disk must not stop the service
-                log.warning("skipping %s: %s", key, exc)
-                continue
-            mtime = self.store.mtime(key)
-            bad = self.store.read_json(key, QUARANTINE)
-            metas.append(FrameMeta(key, layout, mtime, mtime, analytics_layers(info),
-                                   analysed=self.store.has(key, DETECTIONS),
-                                   quarantined=bad.get("error", "quarantined") if bad else None))
-        return metas
-
     async def _startup(self, app: web.Application) -> None:
+        """Start-up reads counters from the index, never the store: its cost does not grow
+        with the number of frames. Only a new, empty index over a store that already holds
+        frames (a store from before the index) is built once from the store."""
         self._changed = asyncio.Condition()
-        for meta in await self._run(self._scan):
-            self._index(meta)
-            if not meta.analysed and meta.quarantined is None:
-                self.analytics.add(meta.key)
-        self.metrics.frames["recovered"] = len(self.frames)
-        log.info("store %s: %d frames, %d awaiting analytics", self.store.url,
-                 len(self.frames), len(self.analytics))
+        if self.index.created and await self._run(self.store.cameras):
+            report = await self._run(reindex, self.index, self.store, self.codec)
+            log.info("index built from the existing store: %d frames in %.1f s",
+                     report.frames, report.seconds)
+        totals = await self._db(self.index.totals)
+        self.metrics.frames["recovered"] = totals["frames"]
+        log.info("store %s, index %s: %d frames, %d awaiting analytics", self.store.url,
+                 self.index.backend.describe(), totals["frames"], totals["pending"])
         if self.limits.keep_days is not None or self.limits.max_bytes is not None:
             self._spawn(self._retention_loop())
 
@@ -707,6 +686,7 @@ class EdgeServer:
     async def _cleanup(self, app: web.Application) -> None:
         self._io.shutdown(wait=True)
         self._cpu.shutdown(wait=True)
+        self.index.close()
 
     async def _retention_loop(self) -> None:
         while not self.closing:
@@ -718,35 +698,41 @@ class EdgeServer:
 
     async def apply_retention(self) -> dict:
         """Delete frames older than ``keep_days``, then the oldest while the store holds more
-        than ``max_bytes``. Age is the server's receipt time, not the camera's timestamp."""
-        doomed: list[FrameKey] = []
-        by_age = sorted(self.frames.values(), key=lambda m: (m.accepted, m.key))
+        than ``max_bytes``. Age is the server's receipt time, not the camera's timestamp;
+        both walk the index's age order in batches."""
+        deleted = freed = 0
         if self.limits.keep_days is not None:
             cutoff = time.time() - self.limits.keep_days * 86400
-            doomed = [m.key for m in by_age if m.accepted < cutoff]
+            while batch := await self._db(self.index.oldest, 500, cutoff):
+                for row in batch:
+                    freed += await self._delete(FrameKey(row.cam, row.ts))
+                    deleted += 1
         if self.limits.max_bytes is not None:
-            total = self.stored_bytes - sum(self.frames[k].layout.size for k in doomed)
-            chosen = set(doomed)
-            for meta in by_age:
-                if total <= self.limits.max_bytes:
+            while (await self._db(self.index.totals))["bytes"] > self.limits.max_bytes:
+                batch = await self._db(self.index.oldest, 64)
+                if not batch:
                     break
-                if meta.key not in chosen:
-                    doomed.append(meta.key)
-                    total -= meta.layout.size
-        freed = 0
-        for key in doomed:
-            freed += await self._delete(key)
-        if doomed:
-            log.info("retention: deleted %d frame(s), %d bytes", len(doomed), freed)
-        return {"deleted": len(doomed), "freed_bytes": freed, "frames": len(self.frames),
-                "stored_bytes": self.stored_bytes}
+                total = (await self._db(self.index.totals))["bytes"]
+                for row in batch:
+                    if total <= self.limits.max_bytes:
+                        break
+                    freed += await self._delete(FrameKey(row.cam, row.ts))
+                    total -= row.bytes
+                    deleted += 1
+        if deleted:
+            log.info("retention: deleted %d frame(s), %d bytes", deleted, freed)
+        totals = await self._db(self.index.totals)
+        return {"deleted": deleted, "freed_bytes": freed, "frames": totals["frames"],
+                "stored_bytes": totals["bytes"]}
 
     async def _delete(self, key: FrameKey) -> int:
+        """Index row first (no server offers the frame any more), then the files."""
         async with self._lock(key):
-            if key not in self.frames:
+            row = await self._db(self.index.delete, key.cam, key.ts)
+            if row is None:
                 return 0
             freed = await self._run(self.store.delete, key)
-            self._unindex(key)
+            self._forget(key)
             self.metrics.frames["deleted"] += 1
         return freed
 
@@ -801,9 +787,19 @@ class EdgeServer:
                 self.metrics.frames["rejected"] += 1
                 raise
             async with self._lock(key):
-                meta = self.frames.get(key)
-                created = meta is None
-                if meta is not None:  # a retry, or the same frame re-sent with more layers
+                meta = await self._get(key)
+                created = False
+                if meta is None:
+                    now = time.time()
+                    h = layout.header
+                    row = FrameRow(cam, ts, bytes(check.head[:h.size]), h.num_layers,
+                                   layout.stored_layers, layout.size,
+                                   analytics_layers(check.info), now, now)
+                    created = await self._db(self.index.insert, row, upload.commit)
+                    meta = await self._get(key)
+                    if meta is None:  # deleted at once by someone else
+                        raise HTTPProblem(409, f"frame {key} changed during the upload; retry")
+                if not created:  # a retry, or the same frame re-sent with more layers
                     stored = meta.layout.size
                     common = min(stored, size)
                     if not await self._run(self._same_bytes, key, upload, 0, common):
@@ -812,15 +808,9 @@ class EdgeServer:
                         self.metrics.frames["duplicate"] += 1
                         return web.json_response({**meta.describe(), "created": False},
                                                  dumps=_dumps)
-                await self._run(upload.commit)
-                now = time.time()
-                if meta is None:
-                    meta = FrameMeta(key, layout, now, now, analytics_layers(check.info))
-                    self._index(meta)
-                    self.analytics.add(key)
-                    self.metrics.frames["accepted"] += 1
+                    await self._relayout(meta, layout, upload)
                 else:
-                    self._relayout(meta, layout, now)
+                    self.metrics.frames["accepted"] += 1
                 self._after_layers(meta, size)
         finally:
             await self._run(upload.abort)
@@ -828,25 +818,32 @@ class EdgeServer:
         return web.json_response({**meta.describe(), "created": created},
                                  status=201 if created else 200, dumps=_dumps)
 
-    def _relayout(self, meta: FrameMeta, layout: Layout, now: float) -> None:
-        self.stored_bytes += layout.size - meta.layout.size
+    async def _relayout(self, meta: FrameMeta, layout: Layout, upload) -> None:
+        """Store the longer stream and its row together (compare-and-set on the size)."""
+        now = time.time()
+        ok = await self._db(self.index.relayout, meta.key.cam, meta.key.ts, meta.layout.size,
+                            layout.stored_layers, layout.size, now, upload.commit)
+        if not ok:
+            raise HTTPProblem(409, f"frame {meta.key} changed during the upload (another "
+                              "upload stored layers first); ask /info and retry",
+                              stored_bytes=meta.layout.size)
         meta.layout, meta.modified = layout, now
 
     def _after_layers(self, meta: FrameMeta, nbytes: int) -> None:
         self.metrics.upload_bytes += nbytes
         if meta.layout.complete:
-            self.textures.fulfilled(meta.key)
             self.metrics.frames["complete"] += 1
 
     async def append_layers(self, request: web.Request) -> web.Response:
-        meta = self._meta(request)
+        meta = await self._meta(request)
         self._own_camera(request, meta.key.cam)
         offset = _int(request, "offset", lo=0, hi=1 << 40)
         if offset is None:
             raise VCMError("query parameter offset=N (the stored byte count) is required")
         key = meta.key
         async with self._lock(key):
-            if self.frames.get(key) is not meta:
+            meta = await self._get(key)  # as it is now that this upload holds the lock
+            if meta is None:
                 raise HTTPProblem(404, f"frame {key} not found")
             size = meta.layout.size
             if offset != size:
@@ -872,10 +869,9 @@ class EdgeServer:
                 except VCMError:
                     self.metrics.frames["rejected"] += 1
                     raise
-                await self._run(upload.commit)
+                await self._relayout(meta, layout, upload)
             finally:
                 await self._run(upload.abort)
-            self._relayout(meta, layout, time.time())
             self._after_layers(meta, nbytes)
         await self._notify()
         return web.json_response(meta.describe(), dumps=_dumps)
@@ -902,9 +898,16 @@ class EdgeServer:
         if want <= meta.layout.stored_layers:
             return want
         if request.method == "GET" and principal.reads_texture:
-            self.textures.want(meta.key)
+            await self._db(self.index.want, meta.key.cam, meta.key.ts)
             await self._notify()
-            await self._wait_until(lambda: meta.layout.stored_layers >= want, wait)
+
+            async def stored() -> bool:
+                now = await self._get(meta.key)
+                if now is not None:
+                    meta.layout, meta.modified = now.layout, now.modified
+                return meta.layout.stored_layers >= want
+
+            await self._wait_until(stored, wait)
             if meta.layout.stored_layers >= want:
                 return want
         if asked is None:
@@ -952,7 +955,7 @@ class EdgeServer:
         return date is not None and int(meta.modified) <= int(date)
 
     async def get_frame(self, request: web.Request) -> web.StreamResponse:
-        meta = self._meta(request)
+        meta = await self._meta(request)
         k = await self._layers(request, meta)
         explicit = request.query.get("layers") not in (None, "")
         view = _flag(request, "view")
@@ -994,7 +997,7 @@ class EdgeServer:
                             content_type=STREAM_TYPE)
 
     async def get_image(self, request: web.Request) -> web.StreamResponse:
-        meta = self._meta(request)
+        meta = await self._meta(request)
         k = await self._layers(request, meta)
         explicit = request.query.get("layers") not in (None, "")
         etag = meta.etag(f"i{self._image_version}-", k)
@@ -1039,7 +1042,7 @@ class EdgeServer:
         return buf.getvalue()
 
     async def get_info(self, request: web.Request) -> web.Response:
-        meta = self._meta(request)
+        meta = await self._meta(request)
         if not request["principal"].has(V, ADM, A):
             self._own_camera(request, meta.key.cam)
         return web.json_response(meta.describe(), dumps=_dumps)
@@ -1056,7 +1059,9 @@ class EdgeServer:
             return None
         except VCMError:
             return False
-        meta.checked = True
+        if not meta.checked:
+            meta.checked = True
+            await self._db(self.index.mark_checked, meta.key.cam, meta.key.ts)
         return True
 
     async def _quarantine(self, meta: FrameMeta, reason: str) -> None:
@@ -1065,25 +1070,30 @@ class EdgeServer:
         if meta.quarantined is not None:
             return
         meta.quarantined = reason[:300]
-        self.analytics.done(meta.key)
         self.metrics.frames["quarantined"] += 1
         await self._run(self.store.write_json, meta.key, {"error": meta.quarantined},
-                        QUARANTINE)
+                        QUARANTINE)  # the file first: reindex rebuilds the state from it
+        await self._db(self.index.quarantine, meta.key.cam, meta.key.ts, meta.quarantined)
         log.warning("frame %s quarantined: %s", meta.key, reason)
 
     async def _recheck(self, meta: FrameMeta) -> None:
-        """A lease lapsed without detections: decode layer 0 once before offering it again."""
-        ok = await self._verify(meta)
-        if ok is False:
-            await self._quarantine(meta, "the analytics point does not decode (checked after "
-                                   "a worker's lease lapsed)")
-            return
-        if meta.key in self.frames and not meta.analysed:
-            self.analytics.add(meta.key)
+        """A lease lapsed without detections: decode the analytics point once before the
+        frame is offered again (a frame that kills workers must not come back forever)."""
+        try:
+            ok = await self._verify(meta)
+            if ok is False:
+                await self._quarantine(meta, "the analytics point does not decode (checked "
+                                       "after a worker's lease lapsed)")
+                return
+            await self._db(self.index.release, meta.key.cam, meta.key.ts, bool(ok))
             await self._notify()
+        except (VCMError, OSError) as exc:  # index down, frame gone: the next claim retries
+            log.warning("recheck of %s: %s", meta.key, exc)
+        finally:
+            self._rechecking.discard(meta.key)
 
     async def report_undecodable(self, request: web.Request) -> web.Response:
-        meta = self._meta(request)
+        meta = await self._meta(request)
         ok = await self._verify(meta)
         if ok is None:
             raise HTTPProblem(503, "the decoder is busy; retry shortly", {"Retry-After": "2"})
@@ -1098,29 +1108,30 @@ class EdgeServer:
         n = _int(request, "max", default=1, lo=1, hi=256)
         wait = _float(request, "wait", 0.0, 0.0, 60.0)
         lease = _float(request, "lease", 120.0, 1.0, 3600.0)
-        got: list[FrameKey] = []
+        owner = f"{request['principal'].name}@{self.owner}"
+        got: list[FrameRow] = []
 
-        def ready() -> bool:
-            for key in self.analytics.expire():
-                meta = self.frames.get(key)
-                if meta is None or meta.analysed or meta.quarantined is not None:
-                    continue
-                if meta.checked:
-                    self.analytics.add(key)
-                else:
-                    self._spawn(self._recheck(meta))
-            got.extend(self.analytics.take(n, lease))
+        async def ready() -> bool:
+            for row in await self._db(self.index.lapsed_unchecked):
+                key = FrameKey(row.cam, row.ts)
+                if key not in self._rechecking:
+                    self._rechecking.add(key)
+                    self._spawn(self._recheck(FrameMeta.from_row(
+                        row, self.limits.max_pixels, self.served.setdefault(key, Counter()))))
+            got.extend(await self._db(self.index.claim, n, lease, owner))
             return bool(got)
 
         await self._wait_until(ready, wait)
-        return web.json_response({"frames": [
-            {"id": k.id, "layer0_bytes": self.frames[k].layout.end(1),
-             "analytics_layers": self.frames[k].analytics_layers,
-             "stored_layers": self.frames[k].layout.stored_layers}
-            for k in got if k in self.frames]}, dumps=_dumps)
+        frames = []
+        for row in got:
+            h = container.parse_header(row.header, self.limits.max_pixels)
+            frames.append({"id": FrameKey(row.cam, row.ts).id, "layer0_bytes": h.prefix_end(1),
+                           "analytics_layers": row.analytics_layers,
+                           "stored_layers": row.stored_layers})
+        return web.json_response({"frames": frames}, dumps=_dumps)
 
     async def get_detections(self, request: web.Request) -> web.Response:
-        meta = self._meta(request)
+        meta = await self._meta(request)
         result = await self._run(self.store.read_json, meta.key)
         if result is None:
             raise HTTPProblem(404, f"no detections for frame {meta.key} yet (analytics pending)")
@@ -1155,14 +1166,16 @@ class EdgeServer:
             raise VCMError("detections JSON is nested too deeply") from None
 
     async def put_detections(self, request: web.Request) -> web.Response:
-        meta = self._meta(request)
+        meta = await self._meta(request)
         result = check_detections(await self._json_body(request), self.limits.max_boxes)
         result["frame"] = meta.key.id
         result["analyst"] = request["principal"].name
-        await self._run(self.store.write_json, meta.key, result)
-        first = not meta.analysed
+        await self._run(self.store.write_json, meta.key, result)  # the record reindex reads
+        first = await self._db(self.index.set_detections, meta.key.cam, meta.key.ts,
+                               boxes_of(result))
+        if first is None:
+            raise HTTPProblem(404, f"frame {meta.key} was deleted")
         meta.analysed = True
-        self.analytics.done(meta.key)
         if first:
             self.metrics.frames["analysed"] += 1
             self.metrics.analytics_latency.add(time.time() - meta.accepted)
@@ -1173,7 +1186,7 @@ class EdgeServer:
         return web.json_response({"id": meta.key.id, "stored": True}, dumps=_dumps)
 
     async def delete_frame(self, request: web.Request) -> web.Response:
-        key = self._meta(request).key
+        key = (await self._meta(request)).key
         await self._delete(key)
         await self._notify()
         return web.Response(status=204)
@@ -1183,47 +1196,85 @@ class EdgeServer:
 
     # -- index and camera side -----------------------------------------------------------
     async def cameras(self, request: web.Request) -> web.Response:
-        return web.json_response({"cameras": [{"id": c, "frames": len(ts)}
-                                              for c, ts in sorted(self.by_camera.items())]})
+        return web.json_response({"cameras": [{"id": c, "frames": n}
+                                              for c, n, _ in await self._db(self.index.cameras)]})
+
+    def _describe(self, row: FrameRow) -> dict:
+        key = FrameKey(row.cam, row.ts)
+        return FrameMeta.from_row(row, self.limits.max_pixels,
+                                  self.served.get(key, Counter())).describe()
 
     async def camera_frames(self, request: web.Request) -> web.Response:
         cam = check_camera(request.match_info["cam"])
         self._own_camera(request, cam)
-        since = _int(request, "since", lo=0, hi=10**16)
-        until = _int(request, "until", lo=0, hi=10**16)
-        limit = _int(request, "limit", default=1000, lo=1, hi=100_000)
-        stamps = self.by_camera.get(cam, [])
-        lo = 0 if since is None else bisect.bisect_left(stamps, since)
-        hi = len(stamps) if until is None else bisect.bisect_right(stamps, until)
-        return web.json_response({"frames": [self.frames[FrameKey(cam, ts)].describe()
-                                             for ts in stamps[lo:min(hi, lo + limit)]]},
+        query = FrameQuery(cam, since=_int(request, "since", lo=0, hi=10**16),
+                           until=_int(request, "until", lo=0, hi=10**16),
+                           limit=_int(request, "limit", default=1000, lo=1, hi=100_000),
+                           cursor=_cursor(request))
+        rows, more = await self._db(self.index.frames, query)
+        page: dict[str, Any] = {"frames": [self._describe(r) for r in rows]}
+        if more:
+            page["next_cursor"] = more.encode()
+        return web.json_response(page, dumps=_dumps)
+
+    async def list_frames(self, request: web.Request) -> web.Response:
+        """``GET /frames?cam=&since=&until=&class=&min_score=&limit=&cursor=``: frames in
+        capture-time order, one camera or all, optionally only those with a box of a class
+        (at or above a score); ``next_cursor`` fetches the next page (keyset pagination:
+        the cost of a page does not grow with its depth)."""
+        cam = request.query.get("cam")
+        query = FrameQuery(
+            cam=check_camera(cam) if cam not in (None, "") else None,
+            since=_int(request, "since", lo=0, hi=10**16),
+            until=_int(request, "until", lo=0, hi=10**16),
+            cls=_class(request), min_score=_score(request),
+            limit=_int(request, "limit", default=100, lo=1, hi=1000), cursor=_cursor(request))
+        rows, more = await self._db(self.index.frames, query)
+        return web.json_response({"frames": [self._describe(r) for r in rows],
+                                  "next_cursor": more.encode() if more else None},
                                  dumps=_dumps)
+
+    async def class_stats(self, request: web.Request) -> web.Response:
+        """``GET /stats/classes?cam=&since=&until=&class=``: boxes and frames per class per
+        camera per hour (``hour``: its first microsecond, capture time, UTC)."""
+        cam = request.query.get("cam")
+        rows = await self._db(self.index.class_counts,
+                              check_camera(cam) if cam not in (None, "") else None,
+                              _int(request, "since", lo=0, hi=10**16),
+                              _int(request, "until", lo=0, hi=10**16), _class(request),
+                              _int(request, "limit", default=10_000, lo=1, hi=100_000))
+        return web.json_response({"counts": rows}, dumps=_dumps)
 
     async def wanted(self, request: web.Request) -> web.Response:
         cam = check_camera(request.match_info["cam"])
         self._own_camera(request, cam)
         wait = _float(request, "wait", 0.0, 0.0, 60.0)
-        got: list[FrameKey] = []
+        got: list[tuple[int, int]] = []
 
-        def ready() -> bool:
-            got.extend(self.textures.offer(cam))
+        async def ready() -> bool:
+            got.extend(await self._db(self.index.offer, cam, self.reoffer_s))
             return bool(got)
 
         await self._wait_until(ready, wait)
         return web.json_response({"frames": [
-            {"id": k.id, "offset": self.frames[k].layout.size} for k in got if k in self.frames]})
+            {"id": FrameKey(cam, ts).id, "offset": offset} for ts, offset in got]})
 
     async def health(self, request: web.Request) -> web.Response:
+        """Public: ok when the index answers (503 when it does not); details for tokens."""
         if request["principal"] is None:
+            await self._db(self.index.version)
             return web.json_response({"status": "ok"})
+        totals = await self._db(self.index.totals)
         return web.json_response({"status": "ok", "store": self.store.url,
-                                  "frames": len(self.frames),
-                                  "pending_analytics": len(self.analytics),
+                                  "index": self.index.kind,
+                                  "frames": totals["frames"],
+                                  "pending_analytics": totals["pending"],
                                   "auth": "tokens" if self.tokens is not None else "open"})
 
     async def get_metrics(self, request: web.Request) -> web.Response:
-        gauges = {"frames_stored": len(self.frames), "analytics_pending": len(self.analytics),
-                  "stored_bytes": self.stored_bytes, "decode_in_flight": self._decoding,
+        totals = await self._db(self.index.totals)
+        gauges = {"frames_stored": totals["frames"], "analytics_pending": totals["pending"],
+                  "stored_bytes": totals["bytes"], "decode_in_flight": self._decoding,
                   "open_connections": len(self.guard.active) if self.guard else 0,
                   "connections_refused": self.guard.refused if self.guard else 0,
                   "connections_timed_out": self.guard.timed_out if self.guard else 0}
@@ -1259,6 +1310,8 @@ class EdgeServer:
         r.add_get("/cameras/{cam}/frames", self.camera_frames)
         r.add_get("/cameras/{cam}/wanted", self.wanted)
         r.add_get("/cameras", self.cameras)
+        r.add_get("/frames", self.list_frames)
+        r.add_get("/stats/classes", self.class_stats)
         r.add_post("/frames/{id}/layers", self.append_layers)
         r.add_get("/frames/{id}", self.get_frame)
         r.add_delete("/frames/{id}", self.delete_frame)
@@ -1285,7 +1338,8 @@ _PAGE_HEADERS = {
 
 async def serve(store: FrameStore, host: str = "127.0.0.1", port: int = 8750,
                 access_log: bool = False, limits: ServerLimits | None = None,
-                tokens: TokenTable | None = None) -> None:
+                tokens: TokenTable | None = None, index: Index | None = None,
+                db: str | None = None) -> None:
     """Run until SIGINT/SIGTERM; prints ``serving ... on URL`` once the socket is bound
     (port 0 picks a free port, and the line says which). Without tokens it listens on a
     loopback address only."""
@@ -1293,7 +1347,8 @@ async def serve(store: FrameStore, host: str = "127.0.0.1", port: int = 8750,
         raise VCMError(f"refusing to listen on {host} without tokens: anyone who reaches the "
                        "port could upload, read and delete. Give --tokens-file (see "
                        "docs/edge.md) or listen on 127.0.0.1")
-    server = EdgeServer(store, limits, tokens)
+    index = index or open_index(db, store.url, store.root, store.local)
+    server = EdgeServer(store, limits, tokens, index=index)
     runner = web.AppRunner(server.app(), access_log=log if access_log else None,
                            keepalive_timeout=server.limits.header_timeout)
     await runner.setup()
@@ -1309,8 +1364,8 @@ async def serve(store: FrameStore, host: str = "127.0.0.1", port: int = 8750,
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         mode = (f"{len(tokens)} token(s)" if tokens is not None else
                 "no tokens: open to every local user and program, loopback only")
-        print(f"vcm edge: serving {store.url} on http://{shown}:{bound[1]} ({mode})",
-              flush=True)
+        print(f"vcm edge: serving {store.url} on http://{shown}:{bound[1]} ({mode}; index "
+              f"{server.index.backend.describe()})", flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)

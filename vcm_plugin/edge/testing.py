@@ -108,3 +108,92 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise VCMError(f"no {field} for process {pid}")
+
+
+def postgres_bindir() -> Path | None:
+    """The PostgreSQL server binaries: ``$VCM_PG_BINDIR``, ``pg_config --bindir``, or
+    Debian's /usr/lib/postgresql/N/bin (newest). None if there is no server to start."""
+    import glob
+    import shutil
+
+    candidates = [os.environ.get("VCM_PG_BINDIR", "")]
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+        candidates.append(out.stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                         key=lambda p: int(re.sub(r"\D", "", p) or 0), reverse=True)
+    for folder in candidates:
+        if folder and (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
+            return Path(folder)
+    return None
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL server (initdb + pg_ctl in a temp folder, trust auth on
+    127.0.0.1) for tests and the index benchmark. PostgreSQL refuses to run as root, so as
+    root the folder is given to the ``postgres`` user and the commands run as that user."""
+
+    def __init__(self, port: int = 0, fsync: bool = False) -> None:
+        import socket
+        import tempfile
+
+        self.bindir = postgres_bindir()
+        if self.bindir is None:
+            raise VCMError("no PostgreSQL server binaries (Debian: apt-get install postgresql)")
+        if port == 0:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port, self.fsync = port, fsync
+        self.folder = Path(tempfile.mkdtemp(prefix="vcm-pg-"))
+        self.data = self.folder / "data"
+        self.log = self.folder / "server.log"
+        self.user = None
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                self.user = pwd.getpwnam("postgres")
+            except KeyError:
+                raise VCMError("running as root and there is no 'postgres' user to run the "
+                               "server as") from None
+            os.chown(self.folder, self.user.pw_uid, self.user.pw_gid)
+        self.url = f"postgresql://vcm@127.0.0.1:{port}/postgres"
+        self._initdb()
+
+    def _cmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self.user is not None:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if check and r.returncode != 0:
+            raise VCMError(f"{args[0]} failed: {(r.stderr or r.stdout).strip()[-500:]}")
+        return r
+
+    def _initdb(self) -> None:
+        self._cmd("initdb", "-D", str(self.data), "-U", "vcm", "-A", "trust", "--no-sync",
+                  "-E", "UTF8", "--locale=C")
+
+    def start(self) -> PostgresServer:
+        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} "
+                f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200 "
+                "-c shared_buffers=256MB")
+        self._cmd("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w",
+                  "-t", "60", "start")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast``: clean shutdown; ``immediate``: like a crash of the database server."""
+        self._cmd("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
+
+    def cleanup(self) -> None:
+        import shutil
+
+        self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
