@@ -79,9 +79,10 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
         assert all(fr["stored_layers"] == fr["analytics_layers"] < fr["num_layers"]
                    for fr in frames)
         worker = EdgeClient(srv.url, token=tokens["analytics"])
-        for i, fr in enumerate(frames):  # frame i gets i + 1 boxes
+        for i, fr in enumerate(frames):  # frame i gets i + 1 boxes; the last ones are dogs
+            name = "dog" if i == FRAMES - 1 else "person"
             boxes = [{"xyxy": [8 + 78 * j, 40, 74 + 78 * j, 200], "conf": 0.9, "cls": 0,
-                      "name": "person"} for j in range(i + 1)]
+                      "name": name} for j in range(i + 1)]
             worker.put_detections(fr["id"], {"boxes": boxes, "width": 320, "height": 240})
         target = frames[1]
         errors: list[str] = []
@@ -123,6 +124,17 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
                     "const g = c.getContext('2d'); g.drawImage(img, 0, 0); return Array.from("
                     "g.getImageData(0, 0, c.width, c.height).data); }", target["id"])
                 page.screenshot(path=str(shot))
+                # the class filter (the index's GET /frames?class=): dogs only, then all
+                until(page, "() => document.getElementById('class').dataset.loaded === '1'")
+                options = page.eval_on_selector_all("#class option", "os => os.map(o => o.value)")
+                assert options == ["", "dog", "person"]
+                page.select_option("#class", "dog")
+                until(page, "() => document.querySelectorAll('figure.frame').length === 1")
+                assert page.eval_on_selector_all(
+                    "figure.frame", "els => els.map(e => e.dataset.id)") == [frames[-1]["id"]]
+                page.select_option("#class", "")
+                until(page, "() => document.querySelectorAll('figure.frame').length === "
+                      f"{FRAMES}")
                 browser.close()
         finally:
             camera.stop()

@@ -39,6 +39,7 @@ PAGE = """<!doctype html>
   figcaption .meta { color: #aab; font-size: .9em; }
   figure[data-quality=full] .quality { color: #9ccc65; }
   button.full { align-self: flex-start; }
+  select { background: #111; color: inherit; border: 1px solid #444; padding: .2em; }
   input { background: #111; color: inherit; border: 1px solid #444; padding: .3em; }
 </style>
 </head>
@@ -47,6 +48,8 @@ PAGE = """<!doctype html>
   <h1>vcm edge</h1>
   <form id="login"><input id="token" type="password" autocomplete="off"
     placeholder="viewer token" aria-label="viewer token"> <button>Use token</button></form>
+  <label>class <select id="class" aria-label="only frames with a box of this class">
+    <option value="">all</option></select></label>
   <span id="status" role="status"></span>
 </header>
 <nav id="cameras" aria-label="cameras"></nav>
@@ -197,7 +200,10 @@ async function loadFrames(cam) {
   for (const u of state.urls.splice(0)) URL.revokeObjectURL(u);
   const strip = document.getElementById("strip");
   strip.replaceChildren();
-  const { frames } = await api("/cameras/" + encodeURIComponent(cam) + "/frames?limit=50");
+  const cls = document.getElementById("class").value;
+  const { frames } = await api(cls
+    ? "/frames?limit=50&cam=" + encodeURIComponent(cam) + "&class=" + encodeURIComponent(cls)
+    : "/cameras/" + encodeURIComponent(cam) + "/frames?limit=50");
   for (const frame of frames) {
     const fig = frameCard(frame);
     strip.appendChild(fig);
@@ -206,8 +212,26 @@ async function loadFrames(cam) {
       .catch((e) => status("frame " + frame.id + ": " + e.message, true));
     drawBoxes(fig, frame).catch((e) => status("detections " + frame.id + ": " + e.message, true));
   }
-  status(frames.length + " frame(s) of camera " + cam);
+  status(frames.length + " frame(s) of camera " + cam + (cls ? " with a " + cls : ""));
+  loadClasses(cam).catch((e) => status("classes: " + e.message, true));
 }
+
+async function loadClasses(cam) {
+  // the classes the index counted for this camera (GET /stats/classes), for the filter
+  const { counts } = await api("/stats/classes?cam=" + encodeURIComponent(cam));
+  const select = document.getElementById("class");
+  const keep = select.value;
+  const names = [...new Set(counts.map((c) => c["class"]))].sort();
+  if (keep && !names.includes(keep)) names.unshift(keep);
+  select.replaceChildren(el("option", { value: "" }, "all"),
+                         ...names.map((n) => el("option", { value: n }, n)));
+  select.value = keep;
+  select.dataset.loaded = "1";
+}
+
+document.getElementById("class").addEventListener("change", () => {
+  if (state.cam) loadFrames(state.cam).catch((e) => status(e.message, true));
+});
 
 async function loadCameras() {
   const nav = document.getElementById("cameras");
