@@ -172,7 +172,9 @@ def cmd_demo(args) -> None:
         decode_s = time.perf_counter() - start
         size = info["point_bytes"][k - 1]  # what a reader fetches: header + needed layers
         role = info["layer_roles"][k - 1]
-        audience = "person" if role.startswith("texture") else "analytics"
+        audience = "person" if k in info["viewer_points"] else "analytics"
+        if k == info["analytics_point"]:
+            audience = "analytics point"
         rows.append({"layers": k, "role": role, "audience": audience,
                      "needs_layers": info["point_layers"][k - 1],
                      "layer_bytes": info["layer_bytes"][k - 1], "total_bytes": size,
