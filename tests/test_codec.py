@@ -208,7 +208,7 @@ def test_generator_stream_layout(tae_stream):
         ["texture-analytics"] * 2 + ["texture"] * 5
     assert info["point_layers"] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]] + \
         [[i] for i in range(4, n)]
-    assert info["viewer_points"] == [7, 8, 9, 10, 11] and info["analytics_point"] == 5
+    assert info["viewer_points"] == [7, 8, 9, 10, 11] and info["analytics_point"] == 6
     for k in range(1, n + 1):
         assert info["point_bytes"][k - 1] == len(codec.view(blob, layers=k))
         assert info["point_bytes"][k - 1] >= sum(

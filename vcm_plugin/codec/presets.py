@@ -86,9 +86,9 @@ PRESETS: dict[str, Preset] = {
         Preset("tae", 4, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
                content_classes=4, palette_step=0.25, index_penalty=0.5, semantic_step=3.0,
                split_step=0.25, refine_steps=(1.5, 0.75),
-               analytics_textures=((30, 0.5), (40, 0.5)),
+               analytics_textures=((30, 0.5), (45, 0.5)),
                texture_qualities=(5, 20, 35, 50, 75), deadzone=0.35, texture_coding="photo",
-               analytics_point=5),
+               analytics_point=6),
         # 0.2's generator preset: four texture layers, no analytics textures; kept so its
         # streams decode
         Preset("tae-0.2", 3, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
