@@ -4,4 +4,4 @@ from vcm_plugin.codec.api import Codec
 from vcm_plugin.errors import VCMError
 
 __all__ = ["Codec", "VCMError", "__version__"]
-__version__ = "0.1.0"
+__version__ = "0.3.0"
