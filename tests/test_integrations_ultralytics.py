@@ -163,11 +163,13 @@ def test_ultralytics_predict_on_semantic_layer(tmp_path):
     reset_stats()
     res = model.predict(bus, predictor=VCMDetectionPredictor, **kw)
     assert len(res) == 1 and res[0].boxes is not None
-    seen = res[0].orig_img  # what the detector saw: the semantic-layer decode, same size
+    seen = res[0].orig_img  # what the detector saw: the analytics point's decode, same size
     assert seen.shape == original.shape and not np.array_equal(seen, original)
-    semantic = Codec().decode(Codec().encode(original[..., ::-1].copy()), layers=1)
-    np.testing.assert_array_equal(seen, semantic[..., ::-1])
-    assert stats()["layers_used"] == {1: 1}
+    stream = Codec().encode(original[..., ::-1].copy())
+    analytics = Codec().decode(stream, layers="analytics")
+    np.testing.assert_array_equal(seen, analytics[..., ::-1])
+    assert stats()["layers_used"] == {Codec().inspect(stream)["analytics_point"]: 1}
+    semantic = Codec().decode(stream, layers=1)
 
     # streams straight from disk / bytes: only layer 0 is read and decoded
     blob = Codec().encode(original[..., ::-1].copy())
