@@ -37,3 +37,22 @@ def kodak(shared_dir) -> np.ndarray:
 
     path = sorted((shared_dir / "data" / "kodak").glob("*.png"))[0]
     return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    """A throw-away PostgreSQL server (initdb + pg_ctl) per test module; skipped with the
+    reason where none can be started."""
+    from vcm_plugin import VCMError
+    from vcm_plugin.edge.testing import PostgresServer
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"psycopg not installed ({exc}); .ci/run installs the dev extra")
+    try:
+        server = PostgresServer().start()
+    except VCMError as exc:
+        pytest.skip(f"no PostgreSQL server can be started here: {exc}")
+    yield server
+    server.cleanup()

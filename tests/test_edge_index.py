@@ -32,22 +32,6 @@ def header(photo) -> bytes:
     return blob[:container.parse_header(blob, 10**8).size]
 
 
-@pytest.fixture(scope="module")
-def pg_server():
-    from vcm_plugin.edge.testing import PostgresServer
-
-    try:
-        import psycopg  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"psycopg not installed ({exc}); .ci/run installs the dev extra")
-    try:
-        server = PostgresServer().start()
-    except VCMError as exc:
-        pytest.skip(f"no PostgreSQL server can be started here: {exc}")
-    yield server
-    server.cleanup()
-
-
 _DB_SEQ = iter(range(10**6))
 
 

@@ -16,7 +16,6 @@ from vcm_plugin import Codec
 from vcm_plugin.codec import container
 from vcm_plugin.edge.client import EdgeClient
 from vcm_plugin.edge.testing import ServerProcess, http_call, vcm_command
-from vcm_plugin.errors import VCMError
 
 
 @pytest.fixture(scope="module")
@@ -25,19 +24,9 @@ def blob(photo) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def pg():
-    from vcm_plugin.edge.testing import PostgresServer
-
-    try:
-        import psycopg  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"psycopg not installed ({exc}); .ci/run installs the dev extra")
-    try:
-        server = PostgresServer().start()
-    except VCMError as exc:
-        pytest.skip(f"no PostgreSQL server can be started here: {exc}")
-    yield server
-    server.cleanup()
+def pg(pg_server):
+    """The throw-away PostgreSQL server of ``conftest.pg_server`` (one per module)."""
+    return pg_server
 
 
 def _db(pg, name: str) -> str:
