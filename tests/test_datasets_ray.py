@@ -1,5 +1,5 @@
 """The Ray engines on a local 2-CPU Ray instance started here: ``encode-dataset`` writes the
-same bytes as the local process pool, and ``eval.rate_accuracy --engine ray`` gives the local
+same bytes as the local process pool, and ``vcm_eval.rate_accuracy --engine ray`` gives the local
 run's ``summary.json``."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_ray_shards_identical_to_local(ray_local, tmp_path):
 def test_rate_accuracy_ray_equals_local(ray_local, tmp_path):
     from PIL import Image
 
-    from eval.rate_accuracy import main
+    from vcm_eval.rate_accuracy import main
 
     data = tmp_path / "kodak3"
     data.mkdir()
@@ -68,7 +68,7 @@ def test_rate_accuracy_ray_equals_local(ray_local, tmp_path):
 
 
 def test_rate_accuracy_ray_address_needs_ray_engine(tmp_path):
-    from eval.rate_accuracy import main
+    from vcm_eval.rate_accuracy import main
 
     assert main(["--task", "quality", "--data", str(SHARED / "data" / "kodak"), "--codecs",
                  "jpeg", "--qualities", "jpeg=50", "--limit", "1", "--quiet",

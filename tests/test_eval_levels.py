@@ -8,10 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from eval.levels import LEVELS, analyse_metric, level_key, level_target, rate_at_level, rate_ratio
-from eval.report import results_table
-from eval.tasks.quality import ssimulacra2
-from eval.tasks.segmentation import mask_fidelity, mean_fidelity
+from vcm_eval.levels import (
+    LEVELS,
+    analyse_metric,
+    level_key,
+    level_target,
+    rate_at_level,
+    rate_ratio,
+)
+from vcm_eval.report import results_table
+from vcm_eval.tasks.quality import ssimulacra2
+from vcm_eval.tasks.segmentation import mask_fidelity, mean_fidelity
 
 
 # ------------------------------------------------------------------ rate at a level

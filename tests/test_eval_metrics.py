@@ -7,11 +7,11 @@ import pytest
 from scipy.integrate import trapezoid
 from scipy.interpolate import PchipInterpolator
 
-from eval.bd_rate import bd_rate, pareto_front
-from eval.rate_accuracy import choose_settings
-from eval.tasks.detection import box_iou, coco_map
-from eval.tasks.landmarks import box_from_points, nme
-from eval.tasks.segmentation import confusion, iou_from_confusion
+from vcm_eval.bd_rate import bd_rate, pareto_front
+from vcm_eval.rate_accuracy import choose_settings
+from vcm_eval.tasks.detection import box_iou, coco_map
+from vcm_eval.tasks.landmarks import box_from_points, nme
+from vcm_eval.tasks.segmentation import confusion, iou_from_confusion
 
 RATES = np.array([0.05, 0.1, 0.2, 0.4, 0.8])
 PSNR = np.array([26.0, 28.5, 31.0, 33.0, 35.5])
@@ -147,7 +147,7 @@ def test_map_half_recall() -> None:
 
 
 def test_bd_rate_note_says_why() -> None:
-    from eval.bd_rate import bd_rate_note
+    from vcm_eval.bd_rate import bd_rate_note
 
     assert bd_rate_note(RATES, PSNR, RATES, PSNR) is None
     assert "do not overlap" in bd_rate_note(RATES, PSNR, RATES, PSNR + 20)

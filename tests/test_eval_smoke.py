@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from eval.bd_rate import bd_rate
-from eval.paths import REPO_ROOT
-from eval.rate_accuracy import main
-from eval.report import bd_table, results_table
+from vcm_eval.bd_rate import bd_rate
+from vcm_eval.paths import REPO_ROOT
+from vcm_eval.rate_accuracy import main
+from vcm_eval.report import bd_table, results_table
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 CODECS = "vcm,jpeg,webp,avif,jxl"
@@ -147,7 +147,7 @@ def test_bad_input_is_one_line_error(argv: list[str], needle: str, tmp_path: Pat
 
 def test_cli_error_has_no_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    r = subprocess.run([sys.executable, "-m", "eval.rate_accuracy", "--task", "quality",
+    r = subprocess.run([sys.executable, "-m", "vcm_eval.rate_accuracy", "--task", "quality",
                         "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120)
     assert r.returncode != 0

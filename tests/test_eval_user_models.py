@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.paths import REPO_ROOT
-from eval.rate_accuracy import main
+from vcm_eval.paths import REPO_ROOT
+from vcm_eval.rate_accuracy import main
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 FAST = ["--limit", "1", "--codecs", "jpeg", "--qualities", "jpeg=5,30,60,90", "--quiet"]

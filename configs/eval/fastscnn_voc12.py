@@ -1,6 +1,6 @@
 # A plain mmseg FastSCNN for PASCAL VOC (21 classes) to use with the harness's mmseg option:
 #
-#   python -m eval.rate_accuracy --task segmentation --data ../shared/data/voc2012-seg-val \
+#   python -m vcm_eval.rate_accuracy --task segmentation --data ../shared/data/voc2012-seg-val \
 #       --mmseg-config configs/eval/fastscnn_voc12.py --mmseg-checkpoint YOUR_CHECKPOINT.pth \
 #       --codecs vcm,jpeg,webp,avif,jxl --out runs/seg_mmseg
 #

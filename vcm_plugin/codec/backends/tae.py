@@ -50,7 +50,7 @@ class TAEBackend:
             torch.load(paths["taef2_encoder.pth"], weights_only=True, map_location="cpu"))
         self._decoder.load_state_dict(
             torch.load(paths["taef2_decoder.pth"], weights_only=True, map_location="cpu"))
-        # channels-last convolutions: faster oneDNN and cuDNN kernels (eval.bench_speed)
+        # channels-last convolutions: faster oneDNN and cuDNN kernels (vcm_eval.bench_speed)
         for net in (self._encoder, self._decoder):
             net.eval().to(self.device, memory_format=torch.channels_last)
         self._mean, self._basis = load_pca()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eval.bd_rate import bd_rate, bd_rate_note, pareto_front
+from vcm_eval.bd_rate import bd_rate, bd_rate_note, pareto_front
 
 __all__ = ["LEVELS", "MetricReport", "analyse_metric", "level_key", "level_target",
            "rate_at_level", "rate_ratio"]

@@ -1,6 +1,6 @@
 """What layering costs: the layered stream against single-layer encodes of the same codec.
 
-    python -m eval.scalability --data ../shared/data/kodak --preset tae --out runs/scalability
+    python -m vcm_eval.scalability --data ../shared/data/kodak --preset tae --out runs/scalability
 
 A *single-layer* encode is the same preset cut down to its semantic palette layer alone,
 coded directly at a finer step (no splits, no refinement layers): the best a non-scalable
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from eval.bd_rate import bd_rate
+from vcm_eval.bd_rate import bd_rate
 from vcm_plugin import Codec
 from vcm_plugin.codec import presets
 

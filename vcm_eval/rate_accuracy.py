@@ -1,6 +1,6 @@
 """Task accuracy against bitrate: the harness (DESIGN §5).
 
-    python -m eval.rate_accuracy --task {detection,segmentation,landmarks,quality} \\
+    python -m vcm_eval.rate_accuracy --task {detection,segmentation,landmarks,quality} \\
         --data DIR --codecs vcm,jpeg,webp,avif,jxl --out OUT_DIR [--limit N] [--preset P] \\
         [--workers W] [--engine local|ray] [--ray-address ADDR]
 
@@ -31,22 +31,22 @@ from typing import Any
 
 import numpy as np
 
-from eval.codecs import BASELINES, BaselineCodec, VcmCodec, make_codec
-from eval.datasets import Item, load_rgb
-from eval.levels import LEVELS, MetricReport, analyse_metric, level_target
-from eval.tasks import TASKS, Task, make_task
+from vcm_eval.codecs import BASELINES, BaselineCodec, VcmCodec, make_codec
+from vcm_eval.datasets import Item, load_rgb
+from vcm_eval.levels import LEVELS, MetricReport, analyse_metric, level_target
+from vcm_eval.tasks import TASKS, Task, make_task
 from vcm_plugin import VCMError
 
 __all__ = ["choose_settings", "main", "run"]
 
 BD_METHOD = ("Bjontegaard delta rate of vcm vs each baseline (negative = vcm needs fewer bits): "
              "Pareto front of each curve, PCHIP of log10(bpp) over the metric, exact integral "
-             "over the overlapping metric range (eval/bd_rate.py)")
+             "over the overlapping metric range (vcm_eval/bd_rate.py)")
 NO_VCM_HI_BPP = 1.5  # upper bpp target for the baselines when vcm is not evaluated
 LEVELS_METHOD = ("rate at fixed accuracy: first bpp at which a curve's Pareto front reaches "
                  "L x the uncompressed metric (lower-is-better: metric <= uncompressed / L), "
                  "log(bpp) interpolated linearly in the metric between the two front points "
-                 "around it; null when never reached (eval/levels.py); rate_ratio_vs = vcm bpp "
+                 "around it; null when never reached (vcm_eval/levels.py); rate_ratio_vs = vcm bpp "
                  "/ baseline bpp")
 
 
@@ -339,12 +339,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "preset": args.preset, "model": task.describe(), "settings_probe": plan,
         "bd_rate_method": BD_METHOD, "levels_method": LEVELS_METHOD,
         "code_version": version,
-        "command": "python -m eval.rate_accuracy " + " ".join(args.argv),
+        "command": "python -m vcm_eval.rate_accuracy " + " ".join(args.argv),
         "seconds": round(time.time() - t0, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     _write_csv(out / "per_image.csv", rows)
-    from eval.plot import plot_summary
+    from vcm_eval.plot import plot_summary
 
     plot_summary(summary, out / "rate_accuracy.png")
     for name in reports:
@@ -466,13 +466,13 @@ def _print_table(s: dict[str, Any]) -> None:
     for name, v in s["bd_rate_vs"].items():
         note = s.get("bd_rate_notes", {}).get(name, "not computable")
         print(f"  BD-rate vcm vs {name}: " + (f"n/a ({note})" if v is None else f"{v:+.2f} %"))
-    from eval.report import levels_lines
+    from vcm_eval.report import levels_lines
 
     print("\n".join(levels_lines(s)))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m eval.rate_accuracy",
+    p = argparse.ArgumentParser(prog="python -m vcm_eval.rate_accuracy",
                                 description="Task accuracy vs bitrate for vcm and baselines.")
     p.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
     p.add_argument("--data", required=True, help="data set directory (layouts: DESIGN §5)")

@@ -1,7 +1,7 @@
 """Speed benchmark: vcm presets against Pillow's AVIF, WebP, JPEG and JPEG XL.
 
-    python -m eval.bench_speed --out runs/speed [--threads 2] [--repeats 5]
-    python -m eval.bench_speed --out runs/speed-gpu --device cuda --batches 1,32
+    python -m vcm_eval.bench_speed --out runs/speed [--threads 2] [--repeats 5]
+    python -m vcm_eval.bench_speed --out runs/speed-gpu --device cuda --batches 1,32
 
 For 640x480 and 1280x720 photos (COCO val2017 images from ../shared/data resized, or
 scikit-image's astronaut when the data is absent) and each preset: encode, layer-0 decode,
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eval.codecs import AvifCodec, JpegCodec, JxlCodec, WebpCodec
-from eval.paths import REPO_ROOT
+from vcm_eval.codecs import AvifCodec, JpegCodec, JxlCodec, WebpCodec
+from vcm_eval.paths import REPO_ROOT
 from vcm_plugin import Codec
 
 SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from eval.datasets import Item, read_detection
-from eval.paths import weights_dir
-from eval.tasks.base import Task
+from vcm_eval.datasets import Item, read_detection
+from vcm_eval.paths import weights_dir
+from vcm_eval.tasks.base import Task
 from vcm_plugin import VCMError
 
 __all__ = ["DetectionTask", "coco_map", "box_iou"]

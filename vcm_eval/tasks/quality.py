@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from eval.datasets import Item, read_quality
-from eval.tasks.base import Task
+from vcm_eval.datasets import Item, read_quality
+from vcm_eval.tasks.base import Task
 from vcm_plugin import VCMError
 
 __all__ = ["QualityTask", "psnr", "ssimulacra2", "LEARNED_WEIGHTS"]
@@ -126,7 +126,7 @@ class QualityTask(Task):
         self._cache: tuple[str, Any] | None = None
 
     def _ref(self, item: Item) -> np.ndarray:
-        from eval.datasets import load_rgb
+        from vcm_eval.datasets import load_rgb
 
         if self._cache is None or self._cache[0] != item.id:
             self._cache = (item.id, load_rgb(item.path))

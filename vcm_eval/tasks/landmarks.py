@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from eval.datasets import Item, read_landmarks
-from eval.tasks.base import Task
+from vcm_eval.datasets import Item, read_landmarks
+from vcm_eval.tasks.base import Task
 from vcm_plugin import VCMError
 
 __all__ = ["LandmarkTask", "nme", "box_from_points"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from eval.tasks.base import Task
-from eval.tasks.detection import DetectionTask
-from eval.tasks.landmarks import LandmarkTask
-from eval.tasks.quality import QualityTask
-from eval.tasks.segmentation import SegmentationTask
+from vcm_eval.tasks.base import Task
+from vcm_eval.tasks.detection import DetectionTask
+from vcm_eval.tasks.landmarks import LandmarkTask
+from vcm_eval.tasks.quality import QualityTask
+from vcm_eval.tasks.segmentation import SegmentationTask
 from vcm_plugin import VCMError
 
 TASKS: dict[str, type[Task]] = {

@@ -1,8 +1,8 @@
 """Coverage-guided fuzzing of the decoder: ``Codec.decode``, ``inspect``, ``truncate`` and the
 Pillow plugin's ``Image.open`` / ``load``.
 
-    python -m eval.fuzz --runs 1000000 --jobs 2 --out runs/fuzz --max-time 10800
-    python -m eval.fuzz --replay runs/fuzz/findings/FILE.bin      # re-run one input, show it
+    python -m vcm_eval.fuzz --runs 1000000 --jobs 2 --out runs/fuzz --max-time 10800
+    python -m vcm_eval.fuzz --replay runs/fuzz/findings/FILE.bin      # re-run one input, show it
 
 The contract under test: any byte string gives a correct image or a ``VCMError`` (Pillow: its
 ``UnidentifiedImageError`` / ``DecompressionBombError`` at open, ``VCMError`` or, for a
@@ -604,7 +604,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     def start(runs: int) -> None:
         nonlocal next_id
         left = args.max_time - (time.monotonic() - t0)
-        cmd = [sys.executable, "-m", "eval.fuzz", "--worker", str(next_id), "--out", str(out),
+        cmd = [sys.executable, "-m", "vcm_eval.fuzz", "--worker", str(next_id), "--out", str(out),
                "--runs", str(runs), "--seed", str(args.seed * 1000 + next_id + 1),
                "--max-time", str(int(left)), "--engine", engine]
         log = open(out / "workers" / f"w{next_id}.log", "wb")  # noqa: SIM115

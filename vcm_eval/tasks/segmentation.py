@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from eval.datasets import Item, read_segmentation
-from eval.tasks.base import Task
+from vcm_eval.datasets import Item, read_segmentation
+from vcm_eval.tasks.base import Task
 from vcm_plugin import VCMError
 
 __all__ = ["SEGMENTERS", "SegmentationTask", "confusion", "iou_from_confusion",
@@ -185,7 +185,7 @@ class SegmentationTask(Task):
 
     def _reference(self, item: Item) -> dict[str, np.ndarray]:
         """The masks on the uncompressed image (cached: an image's points come in a row)."""
-        from eval.datasets import load_rgb
+        from vcm_eval.datasets import load_rgb
 
         if self._ref is None or self._ref[0] != item.id:
             self._ref = (item.id, self.person_masks(load_rgb(item.path)))

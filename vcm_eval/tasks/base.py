@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.datasets import Item
+from vcm_eval.datasets import Item
 
 __all__ = ["Task"]
 
