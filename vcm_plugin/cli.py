@@ -21,9 +21,9 @@ from typing import NoReturn
 
 import numpy as np
 
+from vcm_plugin.codec.files import write_atomic
 from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.errors import VCMError
-from vcm_plugin.fileio import write_atomic
 
 # decode's output formats: Pillow format name and save options (JPEG near-transparent, WebP
 # lossless: the decoded picture is what was asked for, not a second lossy generation of it)

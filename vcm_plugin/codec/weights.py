@@ -11,14 +11,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
+from vcm_plugin.codec.files import atomic_file
 from vcm_plugin.errors import VCMError
 
 _TAESD = "https://github.com/madebyollin/taesd/raw/main/"
@@ -112,18 +111,17 @@ def fetch(model: str, dest: Path | None = None, base_url: str | None = None,
             written.append(target)
             continue
         url = (base_url.rstrip("/") + "/" + wf.name) if base_url else wf.url
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=wf.name, suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                shutil.copyfileobj(resp, out)
-            got = sha256_of(Path(tmp))
-            if got != wf.sha256:
-                raise VCMError(f"{wf.name} from {url}: sha256 {got} != expected {wf.sha256}")
-            os.replace(tmp, target)
+        try:  # installed only once the hash matches (a failed check leaves target as it was)
+            with atomic_file(target) as out, \
+                    urllib.request.urlopen(url, timeout=timeout) as resp:
+                digest = hashlib.sha256()
+                while chunk := resp.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+                got = digest.hexdigest()
+                if got != wf.sha256:
+                    raise VCMError(f"{wf.name} from {url}: sha256 {got} != expected {wf.sha256}")
         except OSError as exc:
             raise VCMError(f"could not download {url}: {exc}") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         written.append(target)
     return written

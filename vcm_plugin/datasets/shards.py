@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vcm_plugin.codec.files import write_atomic
 from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.datasets.layouts import Sample, meta_files, scan
 from vcm_plugin.errors import VCMError
-from vcm_plugin.fileio import write_atomic
 
 __all__ = ["ENGINES", "FORMAT", "ShardTask", "encode_dataset", "encode_shard", "verify_shard"]
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from vcm_plugin.codec.files import write_atomic
 from vcm_plugin.errors import VCMError
 
 #: Environment variables: the service's tokens file, and a client's own token (or its file).
@@ -209,10 +210,5 @@ def add_token(path: str | os.PathLike[str], name: str, role: str,
         entry["cameras"] = list(cameras)
     doc["tokens"].append(entry)
     TokenTable.parse(doc, str(path))  # the new entry is checked before anything is written
-    fd = os.open(path.with_suffix(path.suffix + ".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(doc, out, indent=2)
-        out.write("\n")
-    os.replace(path.with_suffix(path.suffix + ".tmp"), path)
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o600)
     return token

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from vcm_plugin.codec.files import replace_durably, write_atomic
 from vcm_plugin.edge.stream import HEADER_PROBE, Layout, read_header
 from vcm_plugin.errors import VCMError
 
@@ -100,17 +101,17 @@ class FrameStore:
         """Write all of ``data`` or nothing: temp file, flush to disk, rename over the name."""
         final = self.path(key, suffix)
         folder = final.rsplit("/", 1)[0]
-        tmp = f"{folder}/.{key.ts:016d}{suffix}.{uuid.uuid4().hex}.part"
         self.fs.makedirs(folder, exist_ok=True)
-        try:
-            if self.local:
-                self._write_local(tmp, final, data)
-            else:
+        if self.local:  # the package's one rule, directory fsync included: an acknowledged
+            write_atomic(final, data, mode=0o644)  # frame survives power loss
+        else:
+            tmp = f"{folder}/.{key.ts:016d}{suffix}.{uuid.uuid4().hex}.part"
+            try:
                 self.fs.pipe_file(tmp, data)
                 self.fs.mv(tmp, final)
-        finally:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
+            finally:
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp)
         with self._lock:
             self.bytes_written += len(data)
 
@@ -130,23 +131,6 @@ class FrameStore:
             except FileNotFoundError:
                 continue
         return freed
-
-    @staticmethod
-    def _write_local(tmp: str, final: str, data: bytes) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        dir_fd = os.open(os.path.dirname(final), os.O_RDONLY)
-        try:  # make the rename itself durable: an acknowledged frame survives power loss
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     def write_json(self, key: FrameKey, obj: dict, suffix: str = DETECTIONS) -> None:
         self.write(key, json.dumps(obj, separators=(",", ":"), allow_nan=False).encode(),
@@ -265,13 +249,8 @@ class Upload:
             os.fsync(self.fd)
             os.close(self.fd)
             self.fd = -1
-            if store.local:
-                os.replace(self.tmp, final)
-                dir_fd = os.open(self.folder, os.O_RDONLY)
-                try:  # the rename itself durable: an acknowledged frame survives power loss
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+            if store.local:  # the rename itself durable: the frame survives power loss
+                replace_durably(self.tmp, final)
             else:
                 remote = f"{self.folder}/.{self.key.ts:016d}{FRAME}.{uuid.uuid4().hex}.part"
                 store.fs.makedirs(self.folder, exist_ok=True)

@@ -25,16 +25,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from vcm_plugin.codec.api import resolve_point
+from vcm_plugin.codec.files import write_atomic
 from vcm_plugin.codec.presets import ANALYTICS, DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 
 if TYPE_CHECKING:
     from vcm_plugin import Codec
 
-try:
-    from vcm_plugin.codec.container import MAGIC as VCM_MAGIC
-except ImportError:  # pragma: no cover - the container is part of the package
-    VCM_MAGIC = b"\x89VCM"
 
 LayerSpec = int | tuple[int, int] | str | None
 """``"analytics"``: the preset's analytics operating point (``Codec.inspect``); ``None``: every
@@ -222,9 +219,7 @@ class StreamCache:
         if self.directory is not None:
             path = self._path(key)
             path.parent.mkdir(exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(blob)
-            os.replace(tmp, path)
+            write_atomic(path, blob)
             return
         with self._lock:
             if key in self._mem or len(blob) > self.max_bytes:

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from vcm_plugin.codec.container import MAGIC as VCM_MAGIC
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
     ANALYTICS,
-    VCM_MAGIC,
     check_layers,
     decode_layers,
     get_codec,

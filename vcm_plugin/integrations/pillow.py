@@ -44,12 +44,12 @@ from typing import IO, Any
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from vcm_plugin.codec.api import TruncatedStreamWarning
+from vcm_plugin.codec.container import MAGIC as VCM_MAGIC
 from vcm_plugin.codec.imagefile import _to_rgb
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
     ANALYTICS,
-    VCM_MAGIC,
     check_layers,
     decodable_points,
     decode_layers,
