@@ -12,11 +12,7 @@ import torch
 
 from vcm_plugin import Codec, VCMError
 from vcm_plugin.codec.api import TruncatedStreamWarning
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+from vcm_plugin.codec.measure import psnr
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from PIL import Image
 
 from vcm_plugin import Codec, VCMError
 from vcm_plugin.cli import main as vcm_main
-from vcm_plugin.cli import psnr
 from vcm_plugin.codec.imagefile import read_rgb
+from vcm_plugin.codec.measure import psnr
 
 FAST = "fast"  # the DCT preset (named "default" before the preset rename): no weights, quick
 EXACT = float("inf")

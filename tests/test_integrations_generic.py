@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vcm_plugin.codec.measure import psnr
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
 
@@ -23,11 +25,6 @@ def photo() -> np.ndarray:
         return np.asarray(im.convert("RGB").resize((160, 120)))
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
 def test_numpy_roundtrip_layers_dtypes_and_channel_order(photo):
     from vcm_plugin import Codec, VCMError
     from vcm_plugin.integrations.generic import vcm_roundtrip
@@ -39,7 +36,7 @@ def test_numpy_roundtrip_layers_dtypes_and_channel_order(photo):
     np.testing.assert_array_equal(one, codec.decode(blob, layers=1))
     np.testing.assert_array_equal(full, codec.decode(blob))
     assert one.shape == photo.shape and one.dtype == np.uint8
-    assert _psnr(full, photo) > _psnr(one, photo)  # texture layers add detail
+    assert psnr(full, photo) > psnr(one, photo)  # texture layers add detail
     # OpenCV BGR arrays: the codec still sees RGB, the caller gets BGR back
     bgr = vcm_roundtrip(photo[..., ::-1], layers=1, channel_order="bgr")
     np.testing.assert_array_equal(bgr[..., ::-1], one)

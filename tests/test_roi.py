@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from vcm_plugin import Codec, VCMError
+from vcm_plugin.codec.measure import psnr
 
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -19,10 +20,6 @@ def photo() -> np.ndarray:
     path = sorted((SHARED / "data" / "kodak").glob("*.png"))[3]
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB").resize((256, 176)))
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255**2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
 
 
 def test_roi_spends_the_bytes_inside_the_region(photo):
@@ -42,14 +39,14 @@ def test_roi_spends_the_bytes_inside_the_region(photo):
     fits = [k for k in codec.inspect(plain)["viewer_points"] if sizes_plain[k - 1] <= sizes_roi[-1]]
     assert fits, "the ROI stream's top point should be smaller than plain points"
     plain_same_bytes = codec.decode(plain, layers=fits[-1])
-    assert _psnr(roi_top[inside], photo[inside]) > _psnr(plain_same_bytes[inside],
+    assert psnr(roi_top[inside], photo[inside]) > psnr(plain_same_bytes[inside],
                                                          photo[inside]) + 1.0
     # ... paid for outside: the region is where the stream is sharp
-    assert _psnr(roi_top[~inside], photo[~inside]) < _psnr(roi_top[inside], photo[inside])
+    assert psnr(roi_top[~inside], photo[~inside]) < psnr(roi_top[inside], photo[inside])
     # at the same operating point the ROI stream is smaller and the region no less sharp
     plain_top = codec.decode(plain, layers=top)
     assert sizes_roi[-1] < 0.7 * sizes_plain[-1]
-    assert _psnr(roi_top[inside], photo[inside]) > _psnr(plain_top[inside], photo[inside]) - 0.5
+    assert psnr(roi_top[inside], photo[inside]) > psnr(plain_top[inside], photo[inside]) - 0.5
     # a region covering everything is no region
     assert codec.encode(photo, roi=[(0, 0, w, h)]) == plain
 

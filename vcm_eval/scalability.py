@@ -26,11 +26,7 @@ from tqdm import tqdm
 from vcm_eval.bd_rate import bd_rate
 from vcm_plugin import Codec
 from vcm_plugin.codec import presets
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10.0 * np.log10(255.0**2 / max(mse, 1e-12))
+from vcm_plugin.codec.measure import psnr
 
 
 def single_layer_preset(base: presets.Preset, step: float, index: int) -> str:

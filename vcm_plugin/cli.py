@@ -23,6 +23,7 @@ import numpy as np
 
 from vcm_plugin.codec.files import write_atomic
 from vcm_plugin.codec.imagefile import read_rgb
+from vcm_plugin.codec.measure import psnr
 from vcm_plugin.errors import VCMError
 
 # decode's output formats: Pillow format name and save options (JPEG near-transparent, WebP
@@ -122,11 +123,6 @@ def cmd_info(args) -> None:
     from vcm_plugin import Codec
 
     print(json.dumps(Codec().inspect(_read_bytes(args.input)), indent=2))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
 def contact_sheet(images: list[np.ndarray], labels: list[str], width: int = 320) -> np.ndarray:

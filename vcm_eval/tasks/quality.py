@@ -24,6 +24,7 @@ import numpy as np
 from vcm_eval.datasets import Item, read_quality
 from vcm_eval.tasks.base import Task
 from vcm_plugin import VCMError
+from vcm_plugin.codec.measure import psnr
 
 __all__ = ["QualityTask", "psnr", "ssimulacra2", "LEARNED_WEIGHTS"]
 
@@ -39,12 +40,6 @@ _NO_LEVELS = {"psnr": "PSNR of the original against itself is infinite (100 dB b
                       "convention): no fraction of it is an accuracy level",
               "lpips": "a distance (0 for the original): no fraction of it is a level",
               "dists": "a distance (0 for the original): no fraction of it is a level"}
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of two uint8 images; 100 dB for identical images."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 100.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def ssimulacra2(a: np.ndarray, b: np.ndarray) -> float:

@@ -61,21 +61,6 @@ def laplace_scale(code: np.ndarray) -> np.ndarray:
     return _LAPLACE_SCALE_OF_CODE[np.clip(np.asarray(code, dtype=np.int64), 0, 255)]
 
 
-class AdaptiveContextModel:
-    """Counts per context, updated after each symbol; no side information needed."""
-
-    def __init__(self, num_contexts: int, alphabet: int, prior: np.ndarray | None = None) -> None:
-        if prior is None:
-            prior = np.full((num_contexts, alphabet), 0.5)
-        self.counts = np.array(prior, dtype=np.float64, copy=True)
-
-    def probabilities(self, context: int) -> np.ndarray:
-        return self.counts[context]
-
-    def update(self, context: int, symbol: int) -> None:
-        self.counts[context, symbol] += 1.0
-
-
 class LayerWriter:
     def __init__(self) -> None:
         self._enc = constriction.stream.queue.RangeEncoder()
@@ -99,11 +84,6 @@ class LayerWriter:
     def categorical(self, symbol: int, probabilities: np.ndarray) -> None:
         self._enc.encode(np.array([symbol], dtype=np.int32), _CATEGORICAL,
                          np.asarray(probabilities, dtype=np.float64)[None, :])
-
-    def categorical_many(self, symbols: np.ndarray, probabilities: np.ndarray) -> None:
-        if len(symbols):
-            self._enc.encode(np.asarray(symbols, dtype=np.int32), _CATEGORICAL,
-                             np.asarray(probabilities, dtype=np.float64))
 
     def getvalue(self) -> bytes:
         return self._enc.get_compressed().tobytes()
@@ -144,15 +124,5 @@ class LayerReader:
         try:
             return int(self._dec.decode(_CATEGORICAL,
                                         np.asarray(probabilities, dtype=np.float64)[None, :])[0])
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc) from None
-
-    def categorical_many(self, probabilities: np.ndarray) -> np.ndarray:
-        if len(probabilities) == 0:
-            return np.zeros(0, dtype=np.int32)
-        try:
-            return np.asarray(self._dec.decode(_CATEGORICAL,
-                                               np.asarray(probabilities, dtype=np.float64)),
-                              dtype=np.int32)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from None
