@@ -56,7 +56,7 @@ class ToyBackend:
         rgb = np.clip(latent[:3] / 4, 0, 1).transpose(1, 2, 0)
         return np.repeat(np.repeat(rgb, self.factor, 0), self.factor, 1).astype(np.float32)
 
-    def decode_batch(self, latents):
+    def decode_batch(self, latents, exact: bool = True):
         return [self.decode(z) for z in latents]
 
 
