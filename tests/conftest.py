@@ -1,7 +1,13 @@
-"""Shared fixtures: real photos (skimage ships some; ../shared/data holds the evaluation sets)."""
+"""Shared fixtures: real photos (skimage ships some; ../shared/data holds the evaluation sets),
+and the markers of pyproject.toml turned into skips that say what is missing:
+``needs_shared("data/kodak", ...)`` (paths under ../shared, none: the folder itself) and
+``needs_framework("ultralytics", ...)`` (import names). A test using a fixture that reads
+../shared is marked ``needs_shared`` here, so ``-m "not needs_shared"`` deselects it too."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -9,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(os.environ.get("VCM_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+#: fixtures that read ../shared: their tests count as ``needs_shared``
+SHARED_FIXTURES = ("shared_dir", "kodak")
 
 # ultralytics reads these once, at first import: offline, no auto-installs, settings in a temp dir
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -17,9 +25,51 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="vcm-yolo-"))
 
 
+def missing_shared(paths: tuple[str, ...] = ()) -> str | None:
+    """Why a test reading ``paths`` (relative to ../shared; none: ../shared itself) cannot run
+    here, or None when they are all there."""
+    missing = [str(SHARED / p) for p in (paths or ("",)) if not (SHARED / p).exists()]
+    if not missing:
+        return None
+    return (f"needs {', '.join(dict.fromkeys(missing))}: the data sets and models of ../shared "
+            "are missing (VCM_SHARED_DIR names another copy)")
+
+
+@functools.cache
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing or broken
+        return False
+
+
+def missing_frameworks(modules: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if not _installed(m)]
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selection, which then sees the added markers
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if not item.get_closest_marker("needs_shared") and any(
+                f in item.fixturenames for f in SHARED_FIXTURES):
+            item.add_marker(pytest.mark.needs_shared)
+        paths = tuple(p for m in item.iter_markers("needs_shared") for p in m.args or ("",))
+        reason = missing_shared(paths) if paths else None
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+        modules = [n for m in item.iter_markers("needs_framework")
+                   for n in missing_frameworks(m.args)]
+        if modules:
+            item.add_marker(pytest.mark.skip(
+                reason=f"needs {', '.join(dict.fromkeys(modules))}, not installed here "
+                       "(pip install -e '.[dev]' installs the test frameworks)"))
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    assert SHARED.is_dir(), f"../shared is missing (expected at {SHARED})"
+    reason = missing_shared()
+    if reason:
+        pytest.skip(reason)
     return SHARED
 
 
