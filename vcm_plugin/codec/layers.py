@@ -30,6 +30,8 @@ from vcm_plugin.codec.threads import codec_threads
 from vcm_plugin.errors import VCMError
 
 MAX_PALETTE = 256
+#: libavif threads per texture layer (``_write_avif``)
+AVIF_THREADS = 1
 
 
 @dataclass
@@ -128,15 +130,17 @@ def latent_to_pixels(state: State) -> np.ndarray:
     return _full_size(state, state.backend.decode(_latent_grid(state)))
 
 
-def render(states: Sequence[State]) -> None:
+def render(states: Sequence[State], exact: bool = True) -> None:
     """Fill in the pixels of every state that has none, one generator batch per backend: the
-    batched form of ``State.image`` (a GPU decodes equal shapes together)."""
+    batched form of ``State.image`` (a GPU decodes equal shapes together). ``exact=False``
+    for pixels no layer is coded against (a decoder's output): the generator may then use
+    the caller's torch threads (``LatentBackend.decode_batch``)."""
     by_backend: dict[int, list[State]] = {}
     for state in states:
         if state.pixels is None:
             by_backend.setdefault(id(state.backend), []).append(state)
     for group in by_backend.values():
-        smalls = group[0].backend.decode_batch([_latent_grid(s) for s in group])
+        smalls = group[0].backend.decode_batch([_latent_grid(s) for s in group], exact=exact)
         for state, small in zip(group, smalls, strict=True):
             state.pixels = _full_size(state, small)
 
@@ -409,9 +413,15 @@ class TextureResidual:
 
 
 def _write_avif(pixels: np.ndarray, quality: int, speed: int) -> bytes:
-    """One texture layer's payload: (H, W, 3) uint8 through Pillow's libavif."""
+    """One texture layer's payload: (H, W, 3) uint8 through Pillow's libavif.
+
+    One libavif thread: libaom's bytes depend on its thread count (Pillow's default is the
+    machine's core count), so a fixed count keeps a stream the same on every machine; the
+    encoder runs independent layers side by side instead (``Codec.encode_batch``).
+    """
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="AVIF", quality=quality, speed=speed)
+    Image.fromarray(pixels).save(buffer, format="AVIF", quality=quality, speed=speed,
+                                 max_threads=AVIF_THREADS)
     return buffer.getvalue()
 
 
@@ -451,12 +461,17 @@ class TexturePhoto:
     standalone = True
 
     def encode(self, src: Source, state: State) -> bytes:
-        photo = np.clip(np.round(src.image), 0, 255).astype(np.uint8)
-        if self.blur > 0:
-            photo = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(self.blur)))
-        payload = _write_avif(photo, self.quality, self.speed)
+        payload = self.encode_alone(src.image)
         self.decode(state, payload, layer=-1)
         return payload
+
+    def encode_alone(self, image: np.ndarray) -> bytes:
+        """The payload from the photo alone, touching no state: the encoder runs these layers
+        concurrently with the generator and each other."""
+        photo = np.clip(np.round(image), 0, 255).astype(np.uint8)
+        if self.blur > 0:
+            photo = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(self.blur)))
+        return _write_avif(photo, self.quality, self.speed)
 
     def decode(self, state: State, payload: bytes, layer: int) -> None:
         state.pixels = _read_avif(payload, state.geometry, layer)

@@ -4,7 +4,9 @@ oneDNN convolutions, channels-last GroupNorm and vectorised element-wise kernels
 work by the number of torch threads, and the split changes the order of float summation: on
 an AVX-512 CPU the generator decode of a 48x64 photo differed by a grey level between 1 and 2
 threads. Pixels that later layers are coded against must not depend on the caller's thread
-setting, so every torch computation of the codec runs on exactly one intra-op thread.
+setting, so every such torch computation of the codec (and the encoder's generator, so the
+same photo gives the same stream) runs on exactly one intra-op thread. A decoder's output
+that nothing is coded against may use the caller's threads (``render(..., exact=False)``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The PCA basis (fitted on BSDS500 training photos by ``python -m vcm_plugin.codec.fit``) rotates
 the weakly correlated channels so the energy sits in the leading ones; it is orthonormal, so a
-quantiser step means the same error in either basis. The networks run on the CPU (one intra-op
-thread, see ``vcm_plugin.codec.threads``) or on a CUDA device; the PCA rotation, quantisation
+quantiser step means the same error in either basis. The networks run on the CPU (the encoder, and
+the decoder wherever a later layer is coded against its pixels, on one intra-op thread: see
+``vcm_plugin.codec.threads``) or on a CUDA device; the PCA rotation, quantisation
 and entropy coding always run on the CPU in float64, so the symbols a stream carries never
 depend on where the networks ran.
 """
@@ -61,18 +62,24 @@ class TAEBackend:
         return self._identity
 
     @contextmanager
-    def _exact(self) -> Iterator[None]:
-        """Full float32 arithmetic: no TF32 convolutions on a GPU, one thread on the CPU."""
+    def _arithmetic(self, exact: bool) -> Iterator[None]:
+        """Full float32 arithmetic: no TF32 convolutions on a GPU. On the CPU one thread when
+        ``exact`` (pixels that must not depend on the caller's thread count); otherwise the
+        caller's threads: about 1.9x faster on two cores, and oneDNN's per-thread split of the
+        sums moves a pixel by at most a level now and then (tests/test_determinism.py)."""
         with torch.inference_mode():
             if self.device.type == "cuda":
                 with torch.backends.cudnn.flags(enabled=True, benchmark=False,
                                                 deterministic=True, allow_tf32=False):
                     yield
-            else:
+            elif exact:
                 with codec_threads():
                     yield
+            else:
+                yield
 
-    def _run(self, net: torch.nn.Module, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def _run(self, net: torch.nn.Module, arrays: Sequence[np.ndarray],
+             exact: bool = True) -> list[np.ndarray]:
         """``net`` over (C, H, W) float32 arrays. On the CPU one at a time (a batch could pick
         other kernels and change a sample's float sums); on a GPU in batches of equal shape."""
         out: list[np.ndarray | None] = [None] * len(arrays)
@@ -80,7 +87,7 @@ class TAEBackend:
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, a in enumerate(arrays):
             by_shape.setdefault(a.shape, []).append(i)
-        with self._exact():
+        with self._arithmetic(exact):
             for members in by_shape.values():
                 for start in range(0, len(members), batch):
                     chunk = members[start:start + batch]
@@ -107,14 +114,15 @@ class TAEBackend:
             out.append(u.T.reshape(c, h, w).astype(np.float32))
         return out
 
-    def decode_batch(self, latents: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def decode_batch(self, latents: Sequence[np.ndarray],
+                     exact: bool = True) -> list[np.ndarray]:
         inputs = []
         for latent in latents:
             c, h, w = latent.shape
             z = latent.reshape(c, -1).T.astype(np.float64) @ self._basis.T + self._mean
             inputs.append(z.T.reshape(c, h, w).astype(np.float32))
         return [np.clip(y, 0, 1).transpose(1, 2, 0).astype(np.float32)
-                for y in self._run(self._decoder, inputs)]
+                for y in self._run(self._decoder, inputs, exact)]
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         return self.encode_batch([image])[0]
