@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vcm_plugin import Codec, VCMError
-from vcm_plugin.edge.detect import UltralyticsDetector, YOLOv5Legacy, load_detector
+from vcm_plugin.taskmodels.detect import UltralyticsDetector, YOLOv5Legacy, load_detector
 
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="vcm-edge-yolo-"))
 os.environ.setdefault("YOLO_OFFLINE", "1")

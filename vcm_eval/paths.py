@@ -1,16 +1,9 @@
-"""Where default model weights live (DESIGN §8): ``$VCM_WEIGHTS_DIR``, else ``../shared/models``
-next to the repository root."""
+"""The repository root, for the eval's default data paths (``../shared/data`` beside it).
+
+Model weights are looked up by :func:`vcm_plugin.codec.weights.models_dir`."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def weights_dir() -> Path:
-    env = os.environ.get("VCM_WEIGHTS_DIR")
-    if env:
-        return Path(env)
-    return REPO_ROOT.parent / "shared" / "models"

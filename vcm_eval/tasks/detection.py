@@ -1,11 +1,12 @@
 """Object detection: mAP50-95 (and mAP50) by pycocotools' COCOeval.
 
 Default model: the COCO-pretrained legacy YOLOv5n checkpoint ``yolov5n.pt`` from the weights
-directory, loaded by :mod:`vcm_plugin.edge.yolov5_legacy`, with the YOLOv5/ultralytics validation
-protocol: letterbox to 640×640 (grey 114 padding), conf 0.001, NMS IoU 0.6, multi-label,
-at most 300 detections. ``--model PATH`` takes any ultralytics ``YOLO`` weights instead
-(run through ``YOLO.predict`` with the same imgsz/conf/iou); its class names are mapped to the
-data set's names, classes the data set does not have are dropped.
+directory, loaded and its head decoded by :mod:`vcm_plugin.taskmodels.yolov5_legacy` (as the
+edge worker does), with the YOLOv5/ultralytics validation protocol: letterbox to 640×640 (grey
+114 padding), conf 0.001, NMS IoU 0.6, multi-label, at most 300 detections. ``--model PATH``
+takes any ultralytics ``YOLO`` weights instead (run through ``YOLO.predict`` with the same
+imgsz/conf/iou); its class names are mapped to the data set's names, classes the data set does
+not have are dropped.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from vcm_eval.datasets import Item, read_detection
-from vcm_eval.paths import weights_dir
 from vcm_eval.tasks.base import Task
 from vcm_plugin import VCMError
+from vcm_plugin.taskmodels.detect import default_weights
 
 __all__ = ["DetectionTask", "coco_map", "box_iou"]
 
@@ -101,7 +102,7 @@ class DetectionTask(Task):
         user = self.options.get("model")
         if user:
             return Path(user), False
-        return weights_dir() / "yolov5n.pt", True
+        return default_weights(), True
 
     def describe(self) -> str:
         path, legacy = self._model_path()
@@ -116,7 +117,7 @@ class DetectionTask(Task):
             raise VCMError(f"detection model not found: {path} (set VCM_WEIGHTS_DIR or --model)")
         names = self.options.get("names") or []
         if legacy:
-            from vcm_plugin.edge.yolov5_legacy import load_yolov5_checkpoint
+            from vcm_plugin.taskmodels.yolov5_legacy import load_yolov5_checkpoint
 
             self._legacy, model_names = load_yolov5_checkpoint(path)
             self._yolo = None
@@ -148,11 +149,13 @@ class DetectionTask(Task):
         from ultralytics.utils.nms import non_max_suppression
         from ultralytics.utils.ops import scale_boxes
 
+        from vcm_plugin.taskmodels.yolov5_legacy import head_scores
+
         lb = LetterBox((IMGSZ, IMGSZ), auto=False, scaleup=True)(image=img)
         x = torch.from_numpy(np.ascontiguousarray(lb.transpose(2, 0, 1))).float()[None] / 255
         with torch.inference_mode():
-            y = self._legacy(x)  # (1, N, 5+nc): xywh, obj, class probs
-            pred = torch.cat((y[..., :4], y[..., 5:] * y[..., 4:5]), -1).transpose(1, 2)
+            # (1, N, 4 + nc): xywh, obj x class probs, as ultralytics' NMS takes it transposed
+            pred = torch.cat(head_scores(self._legacy(x)), -1).transpose(1, 2)
             # no time limit: a busy machine must not truncate the detections (and the mAP)
             det = non_max_suppression(pred, CONF, IOU, multi_label=True, max_det=MAX_DET,
                                       max_time_img=1e6)[0]

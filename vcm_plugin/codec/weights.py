@@ -4,6 +4,10 @@ Lookup: ``$VCM_WEIGHTS_DIR`` alone when set (an explicit choice); otherwise the 
 that ``vcm weights fetch`` fills, when it holds every file, then the copies shipped inside the
 package (TAEF2 is MIT and 2 x 2.7 MB, so ``Codec()`` works offline with nothing downloaded).
 Every file's sha256 is checked before it is loaded.
+
+Task-model weights (the edge worker's and the eval's ``yolov5n.pt``, ...) are not in the
+registry: :func:`models_dir` is where they are looked up, ``$VCM_WEIGHTS_DIR`` when set, else
+``../shared/models`` beside the repository. This module is the one home of that variable.
 """
 
 from __future__ import annotations
@@ -49,11 +53,23 @@ def package_dir() -> Path:
     return Path(__file__).resolve().parent / "assets" / "weights"
 
 
+def env_dir() -> Path | None:
+    """``$VCM_WEIGHTS_DIR`` when set (and not empty), else None."""
+    env = os.environ.get("VCM_WEIGHTS_DIR")
+    return Path(env) if env else None
+
+
 def search_dirs() -> list[Path]:
     """``$VCM_WEIGHTS_DIR`` alone when set (an explicit choice); else the defaults."""
-    if os.environ.get("VCM_WEIGHTS_DIR"):
-        return [Path(os.environ["VCM_WEIGHTS_DIR"])]
-    return [cache_dir(), package_dir()]
+    env = env_dir()
+    return [env] if env is not None else [cache_dir(), package_dir()]
+
+
+def models_dir() -> Path:
+    """Where task-model weights live: ``$VCM_WEIGHTS_DIR`` when set, else ``../shared/models``
+    beside the repository root."""
+    env = env_dir()
+    return env if env is not None else Path(__file__).resolve().parents[3] / "shared" / "models"
 
 
 def find(model: str) -> dict[str, Path]:

@@ -109,8 +109,8 @@ def cmd_token(args: argparse.Namespace) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> None:
     from vcm_plugin.edge.client import EdgeClient
-    from vcm_plugin.edge.detect import load_detector
     from vcm_plugin.edge.worker import Worker
+    from vcm_plugin.taskmodels.detect import load_detector
 
     _threads(args.threads)
     detector = load_detector(args.model, conf=args.conf, imgsz=args.imgsz)

@@ -20,8 +20,8 @@ import numpy as np
 from vcm_plugin.codec.api import Codec
 from vcm_plugin.codec.presets import ANALYTICS
 from vcm_plugin.edge.client import EdgeClient, ServerUnavailable
-from vcm_plugin.edge.detect import Box
 from vcm_plugin.errors import VCMError
+from vcm_plugin.taskmodels.detect import Box
 
 log = logging.getLogger("vcm.edge.worker")
 

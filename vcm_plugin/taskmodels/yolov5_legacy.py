@@ -5,8 +5,9 @@ Why: the checkpoint is a pickle of ``models.yolo.Model`` / ``models.common.*`` o
 package that vendors them pulls in tensorboard, boto3, sahi, roboflow, pandas, seaborn… for a
 detector whose forward pass is ~60 lines. This module maps the pickled class names to
 equivalent minimal modules (same attribute names, so every tensor in the checkpoint is used
-as is) and reproduces YOLOv5 v6/v7's forward and anchor decoding exactly. Callers bring NMS:
-the eval harness uses ultralytics' NMS and pycocotools, the edge worker torchvision's.
+as is) and reproduces YOLOv5 v6/v7's forward and anchor decoding exactly. :func:`head_scores`
+turns the head's output into boxes and per-class confidences; callers bring NMS: the eval
+harness uses ultralytics' NMS and pycocotools, the edge worker torchvision's.
 
 Only the classes a detection checkpoint references are provided (Model/DetectionModel,
 Detect, Conv, C3, Bottleneck, SPPF, SPP, Focus, Concat); anything else raises a clear
@@ -24,7 +25,7 @@ from torch import nn
 
 from vcm_plugin import VCMError
 
-__all__ = ["NotLegacyCheckpoint", "load_yolov5_checkpoint"]
+__all__ = ["NotLegacyCheckpoint", "head_scores", "load_yolov5_checkpoint", "xywh_to_xyxy"]
 
 
 class NotLegacyCheckpoint(VCMError):
@@ -112,6 +113,19 @@ class Model(nn.Module):
             x = m(x)
             y.append(x if m.i in self.save else None)
         return x
+
+
+def head_scores(pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode the :class:`Detect` head's output ``(..., 5 + nc)``: returns the xywh boxes
+    ``(..., 4)`` (centre and size, pixels of the network input) and the per-class
+    confidences ``(..., nc)`` (objectness × class probability)."""
+    return pred[..., :4], pred[..., 5:] * pred[..., 4:5]
+
+
+def xywh_to_xyxy(xywh: torch.Tensor) -> torch.Tensor:
+    """Centre/size boxes ``(..., 4)`` to corner boxes ``(..., 4)``."""
+    xy, wh = xywh[..., :2], xywh[..., 2:4] / 2
+    return torch.cat((xy - wh, xy + wh), -1)
 
 
 _CLASSES = {

@@ -1,10 +1,11 @@
-"""Detectors for the analytics worker: a callable ``RGB uint8 image -> list of boxes``.
+"""Detectors for the edge analytics worker: a callable ``RGB uint8 image -> list of boxes``.
 
 * ``yolov5n`` (default): the legacy YOLOv5 checkpoint ``yolov5n.pt`` from the weights dir
   (``$VCM_WEIGHTS_DIR``, else ``../shared/models`` beside the repository). Legacy YOLOv5
   files pickle classes of the YOLOv5 repository, which ultralytics no longer ships, so
-  :mod:`vcm_plugin.edge.yolov5_legacy` maps them to a few small modules (same attribute
-  names, so the pickled tensors are used as they are); the eval harness uses the same loader.
+  :mod:`vcm_plugin.taskmodels.yolov5_legacy` maps them to a few small modules (same attribute
+  names, so the pickled tensors are used as they are); the eval harness uses the same loader
+  and the same head decode.
 * any path that ``ultralytics.YOLO`` loads (``yolov8n.pt``, ``best.pt``, ...);
 * ``package.module:factory`` — a factory returning your own callable (pluggable).
 
@@ -15,7 +16,6 @@ of the image given.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,8 +23,14 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from vcm_plugin.edge.yolov5_legacy import NotLegacyCheckpoint, load_yolov5_checkpoint
+from vcm_plugin.codec.weights import models_dir
 from vcm_plugin.errors import VCMError
+from vcm_plugin.taskmodels.yolov5_legacy import (
+    NotLegacyCheckpoint,
+    head_scores,
+    load_yolov5_checkpoint,
+    xywh_to_xyxy,
+)
 
 Box = dict[str, Any]
 
@@ -35,10 +41,12 @@ class Detector(Protocol):
     def __call__(self, img: np.ndarray) -> list[Box]: ...
 
 
-def weights_dir() -> Path:
-    """``$VCM_WEIGHTS_DIR`` when set, else ``../shared/models`` beside the repository."""
-    env = os.environ.get("VCM_WEIGHTS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "models"
+DEFAULT_WEIGHTS = "yolov5n.pt"
+
+
+def default_weights() -> Path:
+    """The default detector's checkpoint: ``yolov5n.pt`` in the task-model weights dir."""
+    return models_dir() / DEFAULT_WEIGHTS
 
 
 def letterbox(img: np.ndarray, size: int, stride: int = 32) -> tuple[np.ndarray, float,
@@ -77,12 +85,10 @@ class YOLOv5Legacy:
 
         x, gain, (px, py) = letterbox(img, self.imgsz)
         t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).float()[None] / 255
-        pred = self.model(t)[0]
-        scores, cls = (pred[:, 5:] * pred[:, 4:5]).max(1)
+        xywh, class_conf = head_scores(self.model(t)[0])
+        scores, cls = class_conf.max(1)
         keep = scores > self.conf
-        pred, scores, cls = pred[keep], scores[keep], cls[keep]
-        xy, wh = pred[:, :2], pred[:, 2:4] / 2
-        boxes = torch.cat((xy - wh, xy + wh), 1)
+        boxes, scores, cls = xywh_to_xyxy(xywh[keep]), scores[keep], cls[keep]
         keep = batched_nms(boxes, scores, cls, self.iou)[: self.max_det]
         boxes = (boxes[keep] - torch.tensor([px, py, px, py])) / gain
         h, w = img.shape[:2]
@@ -127,7 +133,7 @@ def load_detector(spec: str | None = None, conf: float = 0.25, imgsz: int = 640
         except (ImportError, AttributeError) as exc:
             raise VCMError(f"cannot import detector factory {spec!r}: {exc}") from None
         return factory()
-    path = weights_dir() / "yolov5n.pt" if spec in (None, "", "yolov5n") else Path(spec)
+    path = default_weights() if spec in (None, "", "yolov5n") else Path(spec)
     if not path.is_file():
         raise VCMError(f"detector weights not found: {path} (set VCM_WEIGHTS_DIR or pass "
                        "--model PATH)")

@@ -1,0 +1,12 @@
+"""Task models: the networks that analytics runs on decoded layers, shared by the edge worker
+and the eval harness.
+
+* :mod:`~vcm_plugin.taskmodels.yolov5_legacy` — loads a legacy YOLOv5 checkpoint
+  (``yolov5n.pt``) without the YOLOv5 code, and decodes its detection head
+  (:func:`~vcm_plugin.taskmodels.yolov5_legacy.head_scores`, the one decode both users call);
+* :mod:`~vcm_plugin.taskmodels.detect` — detectors as callables ``RGB uint8 image -> boxes``
+  (the legacy default, any ultralytics weights, a ``module:factory`` plug-in).
+
+Imports go one way: this room uses the codec room (errors, the weights directory) and is used
+by ``vcm_plugin.edge`` and ``vcm_eval``; it never imports either of them.
+"""
