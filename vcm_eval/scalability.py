@@ -34,9 +34,7 @@ def single_layer_preset(base: presets.Preset, step: float, index: int) -> str:
     variant = dataclasses.replace(base, name=f"{base.name}-single-{step:g}",
                                   preset_id=200 + index, semantic_step=step, split_step=None,
                                   refine_steps=(), analytics_textures=(), texture_qualities=())
-    presets.PRESETS[variant.name] = variant
-    presets.PRESET_BY_ID[variant.preset_id] = variant
-    return variant.name
+    return presets.register(variant).name
 
 
 def curve(codec: Codec, images: list[np.ndarray], layers: list[int]) -> list[dict]:

@@ -117,3 +117,19 @@ def get_preset(name: str) -> Preset:
     except (KeyError, TypeError):
         known = ", ".join([*PRESETS, *PRESET_ALIASES])
         raise VCMError(f"unknown preset {name!r}; known: {known}") from None
+
+
+def register(preset: Preset) -> Preset:
+    """Add ``preset`` to the table, so that ``Codec(preset.name)`` encodes with it and streams
+    carrying its ``preset_id`` decode. Registering the same preset again is a no-op; a name, an
+    alias or an id already taken by a different preset raises :class:`VCMError` (a stream's id
+    must keep naming one set of rules)."""
+    if preset.name in PRESET_ALIASES:
+        raise VCMError(f"preset name {preset.name!r} is an alias")
+    for taken in (PRESETS.get(preset.name), PRESET_BY_ID.get(preset.preset_id)):
+        if taken is not None and taken != preset:
+            raise VCMError(f"preset {preset.name!r} (id {preset.preset_id}) clashes with the "
+                           f"registered preset {taken.name!r} (id {taken.preset_id})")
+    PRESETS[preset.name] = preset
+    PRESET_BY_ID[preset.preset_id] = preset
+    return preset
