@@ -54,6 +54,13 @@ def test_encode_info_decode(tmp_path, photo):
     info = json.loads(vcm("info", stream).stdout)
     assert info["preset"] == FAST and info["width"] == photo.shape[1]
     assert len(info["layer_bytes"]) == info["num_layers"] >= 4
+    # the JSON is StreamInfo.as_dict(): the keys and order `vcm info` has always printed
+    assert list(info) == ["width", "height", "backend", "preset", "version", "num_layers",
+                          "complete_layers", "decodable_points", "header_bytes", "layer_bytes",
+                          "layer_offsets", "layer_roles", "point_layers", "point_bytes",
+                          "analytics_point", "viewer_points", "total_bytes", "config_hash"]
+    typed = Codec().inspect(stream.read_bytes())
+    assert info == typed.as_dict() and typed["num_layers"] == typed.num_layers
     result = vcm("decode", stream, tmp_path / "l1.png", "--layers", "1")
     assert result.returncode == 0, result.stderr
     decoded = np.asarray(Image.open(tmp_path / "l1.png"))
@@ -216,11 +223,11 @@ def test_output_modes_follow_the_umask(tmp_path, capsys, stream, umask):
 def test_truncated_stream_warns_in_one_line(tmp_path, stream):
     info = Codec().inspect(stream.read_bytes())
     cut = tmp_path / "cut.vcm"
-    cut.write_bytes(stream.read_bytes()[:info["layer_offsets"][2] + 3])  # inside layer 3
+    cut.write_bytes(stream.read_bytes()[:info.layer_offsets[2] + 3])  # inside layer 3
     result = vcm("decode", cut, tmp_path / "cut.png")
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
-        f"vcm: warning: stream truncated: decoded 2 of {info['num_layers']} layers"]
+        f"vcm: warning: stream truncated: decoded 2 of {info.num_layers} layers"]
 
 
 def test_closed_stdout_ends_quietly(stream):

@@ -27,9 +27,9 @@ def test_odd_sizes_round_trip(codec, shape):
     img = np.clip(base // 2 + 64, 0, 255).astype(np.uint8)
     blob = codec.encode(img)
     info = codec.inspect(blob)
-    assert (info["width"], info["height"]) == (shape[1], shape[0])
-    assert info["num_layers"] >= 4
-    for k in range(1, info["num_layers"] + 1):
+    assert (info.width, info.height) == (shape[1], shape[0])
+    assert info.num_layers >= 4
+    for k in range(1, info.num_layers + 1):
         out = codec.decode(blob, layers=k)
         assert out.shape == img.shape and out.dtype == np.uint8
 
@@ -37,16 +37,16 @@ def test_odd_sizes_round_trip(codec, shape):
 def test_layers_grow_and_psnr_rises(codec, kodak):
     blob = codec.encode(kodak)
     info = codec.inspect(blob)
-    assert info["num_layers"] >= 4
-    assert info["layer_bytes"][0] <= 0.25 * sum(info["layer_bytes"])
+    assert info.num_layers >= 4
+    assert info.layer_bytes[0] <= 0.25 * sum(info.layer_bytes)
     sizes, quality = [], []
-    for k in range(1, info["num_layers"] + 1):
+    for k in range(1, info.num_layers + 1):
         sizes.append(len(codec.truncate(blob, k)))
         quality.append(psnr(codec.decode(blob, layers=k), kodak))
     assert all(a < b for a, b in zip(sizes, sizes[1:], strict=False))
     # each ladder (latent layers, analytics textures, viewer textures) gets better point by
     # point; the ladders interleave in bytes, not in layer order
-    roles = info["layer_roles"]
+    roles = info.layer_roles
     for ladder in ({"semantic", "splits", "refinement"}, {"texture-analytics"},
                    {"texture", "texture-residual"}):
         steps = [q for q, role in zip(quality, roles, strict=True) if role in ladder]
@@ -59,7 +59,7 @@ def test_truncate_equals_partial_decode(codec, photo):
     blob = codec.encode(photo)
     for k in range(1, codec.num_layers + 1):
         part = codec.truncate(blob, k)
-        assert codec.inspect(part)["num_layers"] == k
+        assert codec.inspect(part).num_layers == k
         np.testing.assert_array_equal(codec.decode(part), codec.decode(blob, layers=k))
     assert codec.decode(blob).shape == photo.shape
 
@@ -67,25 +67,25 @@ def test_truncate_equals_partial_decode(codec, photo):
 def test_layer0_byte_range_is_a_prefix(codec, photo):
     blob = codec.encode(photo)
     info = codec.inspect(blob)
-    end = info["layer_offsets"][0] + info["layer_bytes"][0]
+    end = info.layer_offsets[0] + info.layer_bytes[0]
     with pytest.warns(TruncatedStreamWarning):
         partial = codec.decode(blob[:end])
     np.testing.assert_array_equal(partial, codec.decode(blob, layers=1))
 
 
 def test_config_hash_is_the_one_streams_carry(codec, photo):
-    assert codec.config_hash == codec.inspect(codec.encode(photo))["config_hash"]
+    assert codec.config_hash == codec.inspect(codec.encode(photo)).config_hash
     assert codec.config_hash != Codec.from_preset("fast").config_hash
 
 
 def test_cut_stream_decodes_complete_layers(codec, photo):
     blob = codec.encode(photo)
     info = codec.inspect(blob)
-    cut = info["layer_offsets"][2] + info["layer_bytes"][2] // 2
+    cut = info.layer_offsets[2] + info.layer_bytes[2] // 2
     with pytest.warns(TruncatedStreamWarning, match="decoded 2 of"):
         out = codec.decode(blob[:cut])
     np.testing.assert_array_equal(out, codec.decode(blob, layers=2))
-    assert codec.inspect(blob[:cut])["complete_layers"] == 2
+    assert codec.inspect(blob[:cut]).complete_layers == 2
     with pytest.raises(VCMError, match="3 layers"):
         codec.decode(blob[:cut], layers=3)
 
@@ -150,8 +150,8 @@ def test_tae_preset_quality(kodak):
     codec = Codec.from_preset("tae")
     blob = codec.encode(crop)
     info = codec.inspect(blob)
-    assert info["backend"] == "tae" and info["num_layers"] >= 4
-    assert info["layer_bytes"][0] <= 0.25 * sum(info["layer_bytes"])
+    assert info.backend == "tae" and info.num_layers >= 4
+    assert info.layer_bytes[0] <= 0.25 * sum(info.layer_bytes)
     first, full = psnr(codec.decode(blob, layers=1), crop), psnr(codec.decode(blob), crop)
     assert full >= 28 and full > first
     # a default Codec decodes any preset's stream: the stream says which one it is
@@ -199,40 +199,40 @@ def test_generator_stream_layout(tae_stream):
     codec, img, blob = tae_stream
     info = codec.inspect(blob)
     n = 11
-    assert info["version"] == 3 and info["num_layers"] == n
-    assert info["layer_roles"] == ["semantic", "splits", "refinement", "refinement"] + \
+    assert info.version == 3 and info.num_layers == n
+    assert info.layer_roles == ["semantic", "splits", "refinement", "refinement"] + \
         ["texture-analytics"] * 2 + ["texture"] * 5
-    assert info["point_layers"] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]] + \
+    assert info.point_layers == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]] + \
         [[i] for i in range(4, n)]
-    assert info["viewer_points"] == [7, 8, 9, 10, 11] and info["analytics_point"] == 6
+    assert info.viewer_points == [7, 8, 9, 10, 11] and info.analytics_point == 6
     for k in range(1, n + 1):
-        assert info["point_bytes"][k - 1] == len(codec.view(blob, layers=k))
-        assert info["point_bytes"][k - 1] >= sum(
-            info["layer_bytes"][i] for i in info["point_layers"][k - 1])
-    assert info["decodable_points"] == list(range(1, n + 1))
+        assert info.point_bytes[k - 1] == len(codec.view(blob, layers=k))
+        assert info.point_bytes[k - 1] >= sum(
+            info.layer_bytes[i] for i in info.point_layers[k - 1])
+    assert info.decodable_points == list(range(1, n + 1))
     errors = [np.abs(codec.decode(blob, layers=k).astype(int) - img).mean()
-              for k in info["viewer_points"]]
+              for k in info.viewer_points]
     assert errors == sorted(errors, reverse=True)  # each texture quality is closer to the photo
     # an analytics texture codes the low-passed photo: fewer bytes than the photo itself at
     # the same quality, and the blur is the encoder's alone (the decoder reads plain AVIF)
     from vcm_plugin.codec.layers import _write_avif
 
     quality = codec.preset.analytics_textures[-1][0]
-    assert info["layer_bytes"][5] < len(_write_avif(img, quality, 6))
+    assert info.layer_bytes[5] < len(_write_avif(img, quality, 6))
 
 
 def test_a_view_is_its_point_alone(tae_stream):
     codec, _, blob = tae_stream
     info = codec.inspect(blob)
-    n = info["num_layers"]
+    n = info.num_layers
     for k in range(1, n + 1):
         view = codec.view(blob, layers=k)
-        assert len(view) == codec.inspect(view)["point_bytes"][k - 1]
-        assert codec.inspect(view)["decodable_points"][-1] == k
+        assert len(view) == codec.inspect(view).point_bytes[k - 1]
+        assert codec.inspect(view).decodable_points[-1] == k
         np.testing.assert_array_equal(codec.decode(view), codec.decode(blob, layers=k))
     view = codec.view(blob, layers=9)  # one texture layer: the latent layers are absent
-    assert [m > 0 for m in codec.inspect(view)["layer_bytes"]] == [i == 8 for i in range(n)]
-    assert len(view) < info["point_bytes"][3] * 3  # one layer, not the stream
+    assert [m > 0 for m in codec.inspect(view).layer_bytes] == [i == 8 for i in range(n)]
+    assert len(view) < info.point_bytes[3] * 3  # one layer, not the stream
     with pytest.raises(VCMError, match=r"decodable operating points: 9\)"):
         codec.decode(view, layers=2)
     with pytest.raises(VCMError, match="operating points"):
@@ -242,7 +242,7 @@ def test_a_view_is_its_point_alone(tae_stream):
 def test_cut_generator_stream_decodes_the_best_complete_point(tae_stream):
     codec, _, blob = tae_stream
     info = codec.inspect(blob)
-    cut = info["layer_offsets"][8] + 5  # inside the third viewer texture layer
+    cut = info.layer_offsets[8] + 5  # inside the third viewer texture layer
     with pytest.warns(TruncatedStreamWarning, match="decoded 8 of 11"):
         out = codec.decode(blob[:cut])
     np.testing.assert_array_equal(out, codec.decode(blob, layers=8))
@@ -280,13 +280,13 @@ def test_bad_version3_tables_are_refused(tae_stream):
 def test_byte_budget_keeps_the_best_fit(tae_stream):
     codec, _, blob = tae_stream
     info = codec.inspect(blob)
-    n = info["num_layers"]
+    n = info.num_layers
     for k in range(1, n + 1):
         prefix = codec.truncate(blob, layers=k)
         assert codec.truncate(blob, max_bytes=len(prefix)) == prefix
         assert len(codec.truncate(blob, max_bytes=len(prefix) + 1)) == len(prefix) or k == n
-        view_bytes = info["point_bytes"][k - 1]
-        fits = max(j for j in range(1, n + 1) if info["point_bytes"][j - 1] <= view_bytes)
+        view_bytes = info.point_bytes[k - 1]
+        fits = max(j for j in range(1, n + 1) if info.point_bytes[j - 1] <= view_bytes)
         assert codec.view(blob, max_bytes=view_bytes) == codec.view(blob, layers=fits)
     with pytest.raises(VCMError, match="below the smallest operating point"):
         codec.truncate(blob, max_bytes=10)

@@ -32,13 +32,13 @@ def test_old_streams_decode_every_layer(preset):
     blob = OLD[preset].read_bytes()
     codec = Codec(device="cpu")  # the default preset decodes streams of every preset
     info = codec.inspect(blob)
-    assert info["preset"] == preset and (info["width"], info["height"]) == (64, 48)
+    assert info.preset == preset and (info.width, info.height) == (64, 48)
     if preset == "tae-0.2":  # version 3: four latent layers, four standalone texture layers
-        assert info["version"] == 3 and info["point_layers"][-1] == [7]
+        assert info.version == 3 and info.point_layers[-1] == [7]
     else:
-        assert info["version"] == 2
-        assert info["point_layers"][-1] == list(range(info["num_layers"]))
-    for k in range(1, info["num_layers"] + 1):
+        assert info.version == 2
+        assert info.point_layers[-1] == list(range(info.num_layers))
+    for k in range(1, info.num_layers + 1):
         assert codec.decode(blob, layers=k).shape == (48, 64, 3)
 
 

@@ -35,7 +35,7 @@ def _jobs() -> list[tuple[str, object]]:
     codec = Codec()
     for path in sorted(SEEDS.glob("*.vcm")):
         blob = path.read_bytes()
-        for k in range(1, codec.inspect(blob)["num_layers"] + 1):
+        for k in range(1, codec.inspect(blob).num_layers + 1):
             jobs.append(("decode", (blob, k)))
         jobs.append(("decode", (blob[:-3] + b"xyz", None)))  # a broken CRC
     for i in range(len(_images())):

@@ -48,7 +48,7 @@ def test_decode_at_k_equals_codec_decode(yolo_shards):
     ds = ShardDataset(dst)
     assert len(ds) == 4 and ds.keys == sorted(p.stem for p in (src / "images").iterdir())
     blob = _full_stream(dst, ds.keys[1])
-    n = codec.inspect(blob)["num_layers"]
+    n = codec.inspect(blob).num_layers
     for k in range(1, n + 1):
         want = codec.decode(blob, layers=k)
         assert np.array_equal(ds.decode(1, k), want), k

@@ -53,9 +53,9 @@ def test_shards_index_and_members(encoded, yolo6):
                 # the index's byte range is the stream
                 assert data[m["offset"]:m["offset"] + m["length"]] == blob
                 info = codec.inspect(blob)
-                assert m["layer_bytes"] == info["layer_bytes"]
-                assert m["layer_offsets"] == info["layer_offsets"]
-                assert (m["width"], m["height"]) == (info["width"], info["height"])
+                assert m["layer_bytes"] == info.layer_bytes
+                assert m["layer_offsets"] == info.layer_offsets
+                assert (m["width"], m["height"]) == (info.width, info.height)
                 label = yolo6 / "labels" / f"{m['key']}.txt"
                 if label.is_file():
                     lab = m["labels"]["txt"]

@@ -54,13 +54,13 @@ def test_first_upload_holds_the_analytics_point(env, img, codec):
     camera.run(iter([("a", img)]))
     ((key, blob),) = camera.streams.items()
     info = codec.inspect(blob)
-    k = info["analytics_point"]
-    assert 1 < k < info["num_layers"]  # tae: layer 4 alone, texture layers above
+    k = info.analytics_point
+    assert 1 < k < info.num_layers  # tae: layer 4 alone, texture layers above
     stored = _client(env, "viewer").info(key.id)
     assert stored["stored_layers"] == k
     cut = codec.truncate(blob, "analytics")  # the same layers, its header rewritten
-    assert codec.inspect(cut)["num_layers"] == k
-    assert stored["bytes"] == info["layer_offsets"][k - 1] + info["layer_bytes"][k - 1]
+    assert codec.inspect(cut).num_layers == k
+    assert stored["bytes"] == info.layer_offsets[k - 1] + info.layer_bytes[k - 1]
     assert camera.stats.first_bytes == stored["bytes"]
     assert camera.stats.layer0_bytes < camera.stats.first_bytes
 
@@ -68,25 +68,25 @@ def test_first_upload_holds_the_analytics_point(env, img, codec):
 def test_max_bytes_keeps_the_longest_prefix_that_fits(env, img, codec):
     blob = codec.encode(img)
     info = codec.inspect(blob)
-    ends = [o + n for o, n in zip(info["layer_offsets"], info["layer_bytes"], strict=True)]
+    ends = [o + n for o, n in zip(info.layer_offsets, info.layer_bytes, strict=True)]
     budget = ends[2] + (ends[3] - ends[2]) // 2  # between points 3 and 4: below analytics
     camera = Camera(_client(env, "camera"), "budgetcam", codec, texture="never",
                     max_bytes=budget)
     assert camera.first_layers(blob) == 3
     big = Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=ends[-1] - 1)
-    assert big.first_layers(blob) == info["num_layers"] - 1  # beyond the analytics point too
+    assert big.first_layers(blob) == info.num_layers - 1  # beyond the analytics point too
     with pytest.raises(VCMError, match="below the frame's header"):
         Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=ends[0] - 1
                ).first_layers(blob)
     camera.run(iter([("a", img)]))
     ((key, sent),) = camera.streams.items()
     stored = _client(env, "viewer").info(key.id)
-    sent_ends = [o + n for o, n in zip(codec.inspect(sent)["layer_offsets"],
-                                       codec.inspect(sent)["layer_bytes"], strict=True)]
+    sent_ends = [o + n for o, n in zip(codec.inspect(sent).layer_offsets,
+                                       codec.inspect(sent).layer_bytes, strict=True)]
     assert stored["bytes"] == sent_ends[stored["stored_layers"] - 1] <= budget
     assert sent_ends[stored["stored_layers"]] > budget  # the longest prefix that fits
     # truncate(max_bytes=) keeps the same layers (its header lists fewer, so it is smaller)
-    assert codec.inspect(codec.truncate(sent, max_bytes=budget))["num_layers"] == \
+    assert codec.inspect(codec.truncate(sent, max_bytes=budget)).num_layers == \
         stored["stored_layers"]
 
 
@@ -109,7 +109,7 @@ def test_worker_reads_the_analytics_point_by_default(env, img, codec):
     camera.run(iter([("a", img)]))
     ((key, blob),) = camera.streams.items()
     info = codec.inspect(blob)
-    k = info["analytics_point"]
+    k = info.analytics_point
     viewer = _client(env, "viewer")
     assert viewer.info(key.id)["complete"]
     seen: list[np.ndarray] = []
@@ -123,8 +123,8 @@ def test_worker_reads_the_analytics_point_by_default(env, img, codec):
     assert worker.run(max_frames=8, idle_exit=2.0) >= 1
     det = viewer.detections(key.id)
     assert det["layers"] == k
-    assert det["bytes_read"] == info["point_bytes"][k - 1]
-    assert viewer.info(key.id)["served_bytes"] == {"worker": info["point_bytes"][k - 1]}
+    assert det["bytes_read"] == info.point_bytes[k - 1]
+    assert viewer.info(key.id)["served_bytes"] == {"worker": info.point_bytes[k - 1]}
     assert any(np.array_equal(s, codec.decode(blob, layers="analytics")) for s in seen)
     # the analytics token may read its point but nothing above it
     analytics = _client(env, "analytics")

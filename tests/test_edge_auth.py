@@ -34,7 +34,7 @@ def stream(photo) -> bytes:
 def points(stream) -> tuple[int, int]:
     """(analytics point A, layer count N) of the test stream; A < N by construction."""
     info = Codec.from_preset("tae", device="cpu").inspect(stream)
-    a, n = analytics_layers(info), info["num_layers"]
+    a, n = analytics_layers(info), info.num_layers
     assert a < n, f"preset tae has no layer above its analytics point ({a} of {n})"
     return a, n
 

@@ -103,8 +103,8 @@ def test_concurrent_cameras_worker_reads_only_its_point_viewer_gets_all(server, 
             header = container.parse_header(blob, codec.max_pixels)
             layer0 = header.prefix_end(1)
             info = codec.inspect(blob)
-            k = info["analytics_point"]
-            point = info["point_bytes"][k - 1]
+            k = info.analytics_point
+            point = info.point_bytes[k - 1]
             point_total += point
             det = viewer.detections(key.id)
             assert det["frame"] == key.id and det["layers"] == k
@@ -295,15 +295,15 @@ def test_viewer_fetches_one_operating_point(server, photo):
     info = codec.inspect(blob)
     client = EdgeClient(server.url)
     frame = client.upload("viewcam", 5, blob)
-    assert client.info(frame["id"])["point_layers"] == info["point_layers"]
+    assert client.info(frame["id"])["point_layers"] == info.point_layers
     before = client.info(frame["id"])["served_bytes"].get("viewer", 0)
     for k in (1, 4, 6, 8):
         got = client.view(frame["id"], layers=k)
         assert got.body == codec.view(blob, layers=k)
-        assert got.headers["x-vcm-view-layers"] == ",".join(map(str, info["point_layers"][k - 1]))
+        assert got.headers["x-vcm-view-layers"] == ",".join(map(str, info.point_layers[k - 1]))
         np.testing.assert_array_equal(codec.decode(got.body), codec.decode(blob, layers=k))
     served = client.info(frame["id"])["served_bytes"]["viewer"] - before
-    assert served == sum(info["point_bytes"][k - 1] for k in (1, 4, 6, 8))
-    assert info["point_bytes"][5] < info["total_bytes"] // 3  # one texture layer, not the rest
+    assert served == sum(info.point_bytes[k - 1] for k in (1, 4, 6, 8))
+    assert info.point_bytes[5] < info.total_bytes // 3  # one texture layer, not the rest
     png = _decode_png(client.image(frame["id"], layers=6))
     np.testing.assert_array_equal(png, codec.decode(blob, layers=6))

@@ -44,7 +44,7 @@ def _within_bound(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
 def test_cpu_stream_decodes_on_gpu_within_bound(preset):
     cpu, gpu = Codec(preset, device="cpu"), Codec(preset, device="cuda")
     blob = cpu.encode(_photos()[0])
-    for k in range(1, cpu.inspect(blob)["num_layers"] + 1):
+    for k in range(1, cpu.inspect(blob).num_layers + 1):
         _within_bound(cpu.decode(blob, layers=k), gpu.decode(blob, layers=k))
 
 
@@ -53,7 +53,7 @@ def test_gpu_stream_decodes_on_cpu_within_bound():
     the GPU itself decodes, and the GPU-written stream is as faithful as a CPU-written one."""
     cpu, gpu = Codec("tae", device="cpu"), Codec("tae", device="cuda")
     blob = gpu.encode(_photos()[0])
-    for k in range(1, gpu.inspect(blob)["num_layers"] + 1):
+    for k in range(1, gpu.inspect(blob).num_layers + 1):
         _within_bound(gpu.decode(blob, layers=k), cpu.decode(blob, layers=k))
     cpu_blob = cpu.encode(_photos()[0])
     full = _photos()[0]

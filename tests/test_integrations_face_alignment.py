@@ -76,7 +76,7 @@ def test_face_alignment_stream_decodes_only_requested_layers(wrapper, face, tmp_
     img, box = face
     codec = Codec()
     blob = codec.encode(img)
-    n = codec.inspect(blob)["num_layers"]
+    n = codec.inspect(blob).num_layers
     one_layer = codec.truncate(blob, layers=1)
 
     lm = wrapper.get_landmarks_from_image(blob, detected_faces=[box])

@@ -163,7 +163,7 @@ def test_read_stream_reads_only_needed_layers(photo, tmp_path):
     assert one == codec.truncate(blob, layers=1) and len(one) < len(blob)
     assert read_stream(path) == blob and read_stream(blob, layers=1) == one
     # a file cut inside the last layer still yields its complete layers
-    n = codec.inspect(blob)["num_layers"]
+    n = codec.inspect(blob).num_layers
     path.write_bytes(blob[:-3])
     cut = read_stream(path)
-    assert codec.inspect(cut)["complete_layers"] == n - 1
+    assert codec.inspect(cut).complete_layers == n - 1

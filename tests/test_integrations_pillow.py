@@ -34,12 +34,12 @@ def test_pillow_plugin_save_open_all_and_fewer_layers(kodak, tmp_path):
     kodak.save(path)  # format picked from the extension
     blob = path.read_bytes()
     codec = Codec()
-    n = codec.inspect(blob)["num_layers"]
+    n = codec.inspect(blob).num_layers
     assert n >= 2
 
     with Image.open(path) as im:  # the preset's analytics point by default
         assert im.format == "VCM" and im.size == (192, 128) and im.mode == "RGB"
-        point = codec.inspect(blob)["analytics_point"]
+        point = codec.inspect(blob).analytics_point
         assert im.info["analytics_point"] == point
         np.testing.assert_array_equal(np.asarray(im), codec.decode(blob, layers="analytics"))
         assert im.info["layers_decoded"] == point
@@ -49,7 +49,7 @@ def test_pillow_plugin_save_open_all_and_fewer_layers(kodak, tmp_path):
         assert im.info["num_layers"] == n
         np.testing.assert_array_equal(np.asarray(im), codec.decode(blob))
         assert im.info["layers_decoded"] == n and im.info["preset"] == "tae"
-        assert im.info["point_layers"] == codec.inspect(blob)["point_layers"]
+        assert im.info["point_layers"] == codec.inspect(blob).point_layers
         assert im.info["point_layers"][-1] == [n - 1]  # a person's view: one texture layer
 
     with Image.open(path) as im:  # the documented way to ask for fewer
@@ -76,7 +76,7 @@ def test_pillow_plugin_save_options_modes_and_files_objects(kodak, tmp_path):
     with Image.open(buf) as im:
         assert im.info["num_layers"] == 2
         im.load()
-    assert Codec().inspect(buf.getvalue())["num_layers"] == 2
+    assert Codec().inspect(buf.getvalue()).num_layers == 2
 
     for mode in ("L", "P", "CMYK"):
         p = tmp_path / f"{mode}.vcm"
@@ -136,7 +136,7 @@ def test_pillow_plugin_truncated_file_raises_unless_load_truncated_images(kodak,
     blob = codec.encode(np.asarray(kodak))
     info = codec.inspect(blob)
     cut = tmp_path / "cut.vcm"
-    cut.write_bytes(blob[: info["layer_offsets"][3] + 5])  # 3 complete layers of 5
+    cut.write_bytes(blob[: info.layer_offsets[3] + 5])  # 3 complete layers of 5
 
     with Image.open(cut) as im, pytest.raises(OSError, match="image file is truncated"):
         im.layers = None  # every layer: the fast preset's analytics point is layer 0

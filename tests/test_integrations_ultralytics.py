@@ -168,7 +168,7 @@ def test_ultralytics_predict_on_semantic_layer(tmp_path):
     stream = Codec().encode(original[..., ::-1].copy())
     analytics = Codec().decode(stream, layers="analytics")
     np.testing.assert_array_equal(seen, analytics[..., ::-1])
-    assert stats()["layers_used"] == {Codec().inspect(stream)["analytics_point"]: 1}
+    assert stats()["layers_used"] == {Codec().inspect(stream).analytics_point: 1}
     semantic = Codec().decode(stream, layers=1)
 
     # streams straight from disk / bytes: only layer 0 is read and decoded

@@ -61,7 +61,7 @@ def test_malformed_header(blob, name):
 def test_bit_flip_in_each_layer(blob):
     codec = Codec()
     info = codec.inspect(blob)
-    for i, (offset, length) in enumerate(zip(info["layer_offsets"], info["layer_bytes"],
+    for i, (offset, length) in enumerate(zip(info.layer_offsets, info.layer_bytes,
                                              strict=True)):
         for pos in (offset, offset + length // 2, offset + length - 1):
             bad = bytearray(blob)

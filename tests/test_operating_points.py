@@ -32,24 +32,24 @@ def test_every_preset_names_an_analytics_point_inside_its_layers():
 def test_inspect_names_the_analytics_and_viewer_points(stream):
     codec = Codec(device="cpu")
     info = codec.inspect(stream)
-    point = info["analytics_point"]
+    point = info.analytics_point
     assert point == codec.preset.analytics_point
-    assert info["viewer_points"], "the default preset has points meant for a person"
-    roles = info["layer_roles"]
-    assert all(roles[k - 1] == "texture" for k in info["viewer_points"])
-    assert point not in info["viewer_points"] or roles[point - 1] == "texture"
+    assert info.viewer_points, "the default preset has points meant for a person"
+    roles = info.layer_roles
+    assert all(roles[k - 1] == "texture" for k in info.viewer_points)
+    assert point not in info.viewer_points or roles[point - 1] == "texture"
     np.testing.assert_array_equal(codec.decode(stream, layers="analytics"),
                                   codec.decode(stream, layers=point))
     view = codec.view(stream, "analytics")
     assert view == codec.view(stream, point)
-    assert len(view) == info["point_bytes"][point - 1]
+    assert len(view) == info.point_bytes[point - 1]
     with pytest.raises(VCMError, match="'analytics'"):
         codec.decode(stream, layers="semantic")
 
 
 def test_analytics_on_a_stream_cut_below_it_decodes_the_highest_point_there(stream):
     codec = Codec(device="cpu")
-    point = codec.inspect(stream)["analytics_point"]
+    point = codec.inspect(stream).analytics_point
     if point == 1:
         pytest.skip("the analytics point is layer 0: nothing below it")
     cut = codec.truncate(stream, layers=point - 1)
@@ -62,12 +62,12 @@ def test_readers_fetch_only_the_layers_of_the_analytics_point(stream, tmp_path):
 
     codec = Codec(device="cpu")
     info = codec.inspect(stream)
-    point = info["analytics_point"]
+    point = info.analytics_point
     path = tmp_path / "x.vcm"
     path.write_bytes(stream)
     fetched = read_stream(path, "analytics")
     assert fetched == codec.view(stream, point) == read_stream(stream, "analytics")
-    assert len(fetched) == info["point_bytes"][point - 1] <= len(stream)
+    assert len(fetched) == info.point_bytes[point - 1] <= len(stream)
 
 
 def test_integrations_default_to_the_analytics_point(photo):
@@ -77,22 +77,22 @@ def test_integrations_default_to_the_analytics_point(photo):
     details: dict = {}
     out = roundtrip(photo, details=details)
     blob = codec.encode(photo)
-    point = codec.inspect(blob)["analytics_point"]
+    point = codec.inspect(blob).analytics_point
     assert details["layers"] == point
-    assert details["bytes"] == codec.inspect(blob)["point_bytes"][point - 1]
+    assert details["bytes"] == codec.inspect(blob).point_bytes[point - 1]
     np.testing.assert_array_equal(out, codec.decode(blob, layers=point))
 
 
 def test_truncate_to_a_byte_budget_keeps_the_longest_prefix_that_fits(stream):
     codec = Codec(device="cpu")
     info = codec.inspect(stream)
-    ends = [info["header_bytes"]]  # prefix sizes grow layer by layer
-    for k in range(1, info["num_layers"] + 1):
+    ends = [info.header_bytes]  # prefix sizes grow layer by layer
+    for k in range(1, info.num_layers + 1):
         ends.append(len(codec.truncate(stream, layers=k)))
-    for k in range(1, info["num_layers"] + 1):
-        budget = ends[k] + (ends[k + 1] - ends[k]) // 2 if k < info["num_layers"] else ends[k]
+    for k in range(1, info.num_layers + 1):
+        budget = ends[k] + (ends[k + 1] - ends[k]) // 2 if k < info.num_layers else ends[k]
         kept = codec.truncate(stream, max_bytes=budget)
-        assert len(kept) <= budget and codec.inspect(kept)["num_layers"] == k
+        assert len(kept) <= budget and codec.inspect(kept).num_layers == k
     with pytest.raises(VCMError, match="below the smallest"):
         codec.truncate(stream, max_bytes=ends[1] - 1)
 
@@ -121,6 +121,6 @@ def test_cli_encode_max_bytes(tmp_path, photo):
                           str(tmp_path / "a.png"), "--layers", "analytics"],
                          capture_output=True, text=True)
     assert dec.returncode == 0, dec.stderr
-    point = codec.inspect(blob)["analytics_point"]
+    point = codec.inspect(blob).analytics_point
     with Image.open(tmp_path / "a.png") as im:
         np.testing.assert_array_equal(np.asarray(im), codec.decode(blob, layers=point))

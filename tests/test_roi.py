@@ -31,12 +31,12 @@ def test_roi_spends_the_bytes_inside_the_region(photo):
     plain, focused = codec.encode(photo), codec.encode(photo, roi=[box])
     mask_stream = codec.encode(photo, roi=inside)
     assert mask_stream == focused  # a mask and the same box are the same region
-    sizes_plain = codec.inspect(plain)["point_bytes"]
-    sizes_roi = codec.inspect(focused)["point_bytes"]
+    sizes_plain = codec.inspect(plain).point_bytes
+    sizes_roi = codec.inspect(focused).point_bytes
     top = len(sizes_roi)
     roi_top = codec.decode(focused, layers=top)
     # at equal (or fewer) bytes: the best plain point that fits the ROI stream's top point
-    fits = [k for k in codec.inspect(plain)["viewer_points"] if sizes_plain[k - 1] <= sizes_roi[-1]]
+    fits = [k for k in codec.inspect(plain).viewer_points if sizes_plain[k - 1] <= sizes_roi[-1]]
     assert fits, "the ROI stream's top point should be smaller than plain points"
     plain_same_bytes = codec.decode(plain, layers=fits[-1])
     assert psnr(roi_top[inside], photo[inside]) > psnr(plain_same_bytes[inside],

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from vcm_plugin import VCMError
+from vcm_plugin.codec.streaminfo import StreamInfo
 
 __all__ = [
     "AvifCodec",
@@ -134,7 +135,7 @@ class VcmCodec:
     are what a reader fetches for it, ``Codec.view``: the header plus the layers the point
     needs (a prefix in version-2 streams; a texture layer alone in the generator preset's).
 
-    ``points="viewer"`` keeps only the points meant for a person (``inspect()["viewer_points"]``:
+    ``points="viewer"`` keeps only the points meant for a person (``inspect().viewer_points``:
     the texture layers of the generator preset), which is what the quality task scores: a
     person's view is a viewer point, the latent and analytics points are for models.
 
@@ -157,17 +158,17 @@ class VcmCodec:
         return f"layers={k}"
 
     def num_layers(self, blob: bytes) -> int:
-        return len(self.codec.inspect(blob)["layer_bytes"])
+        return self.codec.inspect(blob).num_layers
 
-    def _ks(self, info: dict) -> list[int]:
-        if self.which == "viewer" and info["viewer_points"]:
-            return list(info["viewer_points"])
-        return list(range(1, info["num_layers"] + 1))
+    def _ks(self, info: StreamInfo) -> list[int]:
+        if self.which == "viewer" and info.viewer_points:
+            return list(info.viewer_points)
+        return list(range(1, info.num_layers + 1))
 
     def sizes(self, img: np.ndarray) -> list[int]:
         """Bytes of every evaluated operating point, ascending k (to place the baselines)."""
         info = self.codec.inspect(self.codec.encode(img))
-        return [info["point_bytes"][k - 1] for k in self._ks(info)]
+        return [info.point_bytes[k - 1] for k in self._ks(info)]
 
     def points(self, img: np.ndarray) -> Iterator[Point]:
         blob = self.codec.encode(img)

@@ -95,8 +95,8 @@ def cmd_encode(args) -> None:
         blob = codec.truncate(blob, max_bytes=args.max_bytes)
     _write_output(args.output, blob, args.parents)
     info = codec.inspect(blob)
-    print(f"{args.output}: {len(blob)} bytes, {info['num_layers']} layers "
-          f"{info['layer_bytes']}", file=sys.stderr)
+    print(f"{args.output}: {len(blob)} bytes, {info.num_layers} layers {info.layer_bytes}",
+          file=sys.stderr)
 
 
 def output_format(output: Path, requested: str | None) -> str:
@@ -122,7 +122,7 @@ def cmd_decode(args) -> None:
 def cmd_info(args) -> None:
     from vcm_plugin import Codec
 
-    print(json.dumps(Codec().inspect(_read_bytes(args.input)), indent=2))
+    print(json.dumps(Codec().inspect(_read_bytes(args.input)).as_dict(), indent=2))
 
 
 def contact_sheet(images: list[np.ndarray], labels: list[str], width: int = 320) -> np.ndarray:
@@ -162,18 +162,18 @@ def cmd_demo(args) -> None:
     pixels = original.shape[0] * original.shape[1]
     out.mkdir(parents=True, exist_ok=True)
     rows, images, labels = [], [original], ["original"]
-    for k in range(1, info["num_layers"] + 1):
+    for k in range(1, info.num_layers + 1):
         start = time.perf_counter()
         img = codec.decode(blob, layers=k)
         decode_s = time.perf_counter() - start
-        size = info["point_bytes"][k - 1]  # what a reader fetches: header + needed layers
-        role = info["layer_roles"][k - 1]
-        audience = "person" if k in info["viewer_points"] else "analytics"
-        if k == info["analytics_point"]:
+        size = info.point_bytes[k - 1]  # what a reader fetches: header + needed layers
+        role = info.layer_roles[k - 1]
+        audience = "person" if k in info.viewer_points else "analytics"
+        if k == info.analytics_point:
             audience = "analytics point"
         rows.append({"layers": k, "role": role, "audience": audience,
-                     "needs_layers": info["point_layers"][k - 1],
-                     "layer_bytes": info["layer_bytes"][k - 1], "total_bytes": size,
+                     "needs_layers": info.point_layers[k - 1],
+                     "layer_bytes": info.layer_bytes[k - 1], "total_bytes": size,
                      "bpp": size * 8 / pixels, "psnr_db": psnr(img, original),
                      "decode_s": decode_s})
         write_atomic(out / f"layers_{k}.png", _image_bytes(img))

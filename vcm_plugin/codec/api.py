@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Sequence
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
 
 from vcm_plugin.codec import container
 from vcm_plugin.codec.backends import BACKEND_IDS, create
-from vcm_plugin.codec.backends.base import LatentBackend
+from vcm_plugin.codec.backends.base import LatentBackend, LayerBrick
 from vcm_plugin.codec.layers import (
     Geometry,
     LatentRefinement,
@@ -32,6 +33,7 @@ from vcm_plugin.codec.presets import (
     get_preset,
 )
 from vcm_plugin.codec.roi import Roi, focus
+from vcm_plugin.codec.streaminfo import StreamInfo
 from vcm_plugin.errors import VCMError
 
 #: Default decompression-bomb guard, as Pillow's ``Image.MAX_IMAGE_PIXELS``.
@@ -74,7 +76,8 @@ def resolve_device(device: str) -> str:
     raise VCMError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
 
 
-def _bricks(preset: Preset) -> list:
+def _bricks(preset: Preset) -> list[LayerBrick]:
+    """The preset's layer coders, one per layer, in stream order."""
     p = preset
     texture = TexturePhoto if p.texture_coding == "photo" else TextureResidual
     return [
@@ -87,7 +90,7 @@ def _bricks(preset: Preset) -> list:
     ]
 
 
-def _needs(bricks: list) -> tuple[int, ...]:
+def _needs(bricks: Sequence[LayerBrick]) -> tuple[int, ...]:
     """Per layer, the bit mask of the earlier layers it is coded against."""
     return tuple(0 if getattr(b, "standalone", False) else (1 << i) - 1
                  for i, b in enumerate(bricks))
@@ -263,7 +266,7 @@ class Codec:
         header, preset = self._open(blob)
         blob = bytes(blob)
         points = container.decodable_points(blob, header)
-        layers = _named_point(layers, preset, points)
+        layers = resolve_point(layers, header, points, clamp=False)
         if layers is None:
             if len(blob) < header.prefix_end(header.num_layers):
                 warnings.warn(f"stream truncated: decoded {points[-1]} of {header.num_layers} "
@@ -300,33 +303,36 @@ class Codec:
         steps = [(i, bricks[i]) for i in header.point_layers(count)]
         return State(geometry, backend), blob, header, steps
 
-    def inspect(self, blob: bytes) -> dict:
-        """Header facts without decoding pixels, including which layers make each operating
-        point (``point_layers``) and the bytes a reader fetches for it (``point_bytes``)."""
+    def inspect(self, blob: bytes) -> StreamInfo:
+        """Header facts without decoding pixels (``StreamInfo``), including which layers make
+        each operating point (``point_layers``) and the bytes a reader fetches for it
+        (``point_bytes``). Checks the header and the CRC of every layer present."""
         header, preset = self._open(blob)
         blob = bytes(blob)
         present = container.complete_layers(blob, header)
         bricks = _bricks(preset)[:header.num_layers]
-        return {
-            "width": header.width,
-            "height": header.height,
-            "backend": _BACKEND_NAMES[header.backend_id],
-            "preset": preset.name,
-            "version": header.version,
-            "num_layers": header.num_layers,
-            "complete_layers": present,
-            "decodable_points": container.decodable_points(blob, header),
-            "header_bytes": header.size,
-            "layer_bytes": list(header.lengths),
-            "layer_offsets": list(header.offsets),
-            "layer_roles": [_role(b) for b in bricks],
-            "point_layers": [header.point_layers(k) for k in range(1, header.num_layers + 1)],
-            "point_bytes": [header.point_bytes(k) for k in range(1, header.num_layers + 1)],
-            "analytics_point": min(preset.analytics_point, header.num_layers),
-            "viewer_points": [k for k, b in enumerate(bricks, 1) if _role(b) in _VIEWER_ROLES],
-            "total_bytes": header.prefix_end(header.num_layers),
-            "config_hash": header.config_hash.hex(),
-        }
+        points = range(1, header.num_layers + 1)
+        return StreamInfo(
+            width=header.width,
+            height=header.height,
+            backend=_BACKEND_NAMES[header.backend_id],
+            preset=preset.name,
+            version=header.version,
+            num_layers=header.num_layers,
+            complete_layers=present,
+            decodable_points=container.decodable_points(blob, header),
+            header_bytes=header.size,
+            layer_bytes=list(header.lengths),
+            layer_offsets=list(header.offsets),
+            layer_roles=[_role(b) for b in bricks],
+            point_layers=[header.point_layers(k) for k in points],
+            point_bytes=[header.point_bytes(k) for k in points],
+            analytics_point=min(preset.analytics_point, header.num_layers),
+            viewer_points=[k for k, b in enumerate(bricks, 1) if _role(b) in _VIEWER_ROLES],
+            total_bytes=header.prefix_end(header.num_layers),
+            config_hash=header.config_hash.hex(),
+            header=header,
+        )
 
     def truncate(self, blob: bytes, layers: int | str | None = None, *,
                  max_bytes: int | None = None) -> bytes:
@@ -335,7 +341,7 @@ class Codec:
         that fits (rate control for a link or a store with a byte budget)."""
         header, preset = self._open(blob)
         present = container.complete_layers(bytes(blob), header)
-        layers = _named_point(layers, preset, list(range(1, present + 1)))
+        layers = resolve_point(layers, header, range(1, present + 1), clamp=False)
         if max_bytes is not None:
             if layers is not None:
                 raise VCMError("give layers or max_bytes, not both")
@@ -353,7 +359,7 @@ class Codec:
         instead: the highest operating point whose view fits."""
         header, preset = self._open(blob)
         points = container.decodable_points(bytes(blob), header)
-        layers = _named_point(layers, preset, points)
+        layers = resolve_point(layers, header, points, clamp=False)
         if max_bytes is not None:
             if layers is not None:
                 raise VCMError("give layers or max_bytes, not both")
@@ -365,32 +371,39 @@ class Codec:
         return container.view(bytes(blob), header, int(layers))
 
 
-def resolve_point(layers: int | str | None, header: container.Header) -> int:
-    """The operating point a reader wants, from the header alone (before fetching layers):
-    ``None`` the highest, ``"analytics"`` the stream's preset's analytics point, ``k`` at most
-    the stream's layer count."""
-    if layers == ANALYTICS:
+@overload
+def resolve_point(layers: int | str | None, header: container.Header,
+                  points: Sequence[int] | None = None, *, clamp: Literal[True] = True) -> int: ...
+@overload
+def resolve_point(layers: int | str | None, header: container.Header,
+                  points: Sequence[int] | None = None, *, clamp: Literal[False]) -> Any: ...
+def resolve_point(layers, header, points=None, *, clamp=True):
+    """The operating point ``layers`` names for a stream with this header: the one rule for
+    ``"analytics"`` everywhere (the Codec's methods, file and shard readers, the Pillow
+    plugin).
+
+    ``"analytics"``: the stream's preset's analytics point, or the highest point below it among
+    ``points`` (default: every point the header declares; a stream cut or viewed to fewer
+    layers passes the points it holds); any other string is refused. ``clamp`` (a reader
+    choosing what to fetch from the header alone): ``None`` is the highest point and ``k`` at
+    most the stream's layer count. ``clamp=False`` (callers that check counts themselves):
+    ``None`` and counts pass unchanged.
+    """
+    if isinstance(layers, str):
+        if layers != ANALYTICS:
+            raise VCMError(f"layers must be a positive integer or {ANALYTICS!r}, got {layers!r}")
         preset = PRESET_BY_ID.get(header.preset_id)
         if preset is None:
             raise VCMError(f"unknown preset id {header.preset_id} in stream")
-        layers = preset.analytics_point
-    elif isinstance(layers, str):
-        raise VCMError(f"layers must be a positive integer or {ANALYTICS!r}, got {layers!r}")
-    return header.num_layers if layers is None else min(int(layers), header.num_layers)
-
-
-def _named_point(layers, preset: Preset, points: list[int]):
-    """``"analytics"`` -> the preset's analytics point, or the highest point below it among
-    ``points`` (a stream cut or viewed to fewer layers); anything else passes unchanged."""
-    if not isinstance(layers, str):
+        below = [k for k in (range(1, header.num_layers + 1) if points is None else points)
+                 if k <= preset.analytics_point]
+        if not below:
+            raise VCMError(f"the stream holds no operating point at or below the analytics "
+                           f"point {preset.analytics_point} of preset '{preset.name}'")
+        return below[-1]
+    if not clamp:
         return layers
-    if layers != ANALYTICS:
-        raise VCMError(f"layers must be a positive integer or {ANALYTICS!r}, got {layers!r}")
-    below = [k for k in points if k <= preset.analytics_point]
-    if not below:
-        raise VCMError(f"the stream holds no operating point at or below the analytics point "
-                       f"{preset.analytics_point} of preset '{preset.name}'")
-    return below[-1]
+    return header.num_layers if layers is None else min(int(layers), header.num_layers)
 
 
 def _largest_within(sizes: dict[int, int], max_bytes: int) -> int:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import BinaryIO, NamedTuple
 
 from vcm_plugin.errors import VCMError
 
@@ -177,6 +178,28 @@ def parse_header(blob: bytes, max_pixels: int) -> Header:
     needs = tuple(e[3] for e in entries) if version == 3 else prefix_needs(n)
     return Header(backend_id, preset_id, width, height, chash, offsets, lengths, crcs, version,
                   needs)
+
+
+#: Bytes that always hold a complete header (the fixed part plus the largest layer table).
+HEADER_PROBE = header_size(MAX_LAYERS, max(VERSIONS))
+#: ``max_pixels`` for a reader that leaves the decompression-bomb check to whoever decodes.
+NO_PIXEL_LIMIT = 1 << 62
+
+
+class HeaderRead(NamedTuple):
+    """A header read from the start of a file: the bytes read and what they say."""
+
+    #: The bytes read: the header and possibly the start of layer 0.
+    head: bytes
+    header: Header
+
+
+def read_header(f: BinaryIO, max_pixels: int = NO_PIXEL_LIMIT) -> HeaderRead:
+    """Read and check a stream's header from a file object positioned at its start (one read
+    of :data:`HEADER_PROBE` bytes). The pixel limit defaults to none: Pillow has its own
+    decompression-bomb check, and ``Codec`` applies its own when it decodes."""
+    head = f.read(HEADER_PROBE)
+    return HeaderRead(head, parse_header(head, max_pixels))
 
 
 def present_layers(blob: bytes, header: Header) -> list[bool]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from vcm_plugin.codec.api import resolve_point
-from vcm_plugin.codec.container import MAX_LAYERS, header_size, parse_header
+from vcm_plugin.codec.container import HEADER_PROBE, NO_PIXEL_LIMIT, parse_header
 from vcm_plugin.codec.presets import ANALYTICS
 from vcm_plugin.errors import VCMError
 
@@ -147,8 +147,8 @@ class ShardDataset:
     def _analytics_point(self, i: int) -> int:
         """Item ``i``'s analytics point, from its stream header (the preset names it)."""
         shard, m = self.items[i]
-        head = self._read(shard, m["offset"], min(m["length"], header_size(MAX_LAYERS)))
-        return resolve_point(ANALYTICS, parse_header(head, max_pixels=1 << 62))
+        head = self._read(shard, m["offset"], min(m["length"], HEADER_PROBE))
+        return resolve_point(ANALYTICS, parse_header(head, NO_PIXEL_LIMIT))
 
     def _read(self, shard: str, offset: int, length: int) -> bytes:
         try:

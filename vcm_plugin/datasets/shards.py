@@ -160,10 +160,9 @@ def encode_shard(task: ShardTask) -> dict[str, Any]:
             for sample, digest, blobs, blob in _encoded(codec, task.samples):
                 info = codec.inspect(blob)
                 entry = {"key": sample.key, "source": sample.image, "source_sha256": digest,
-                         "width": info["width"], "height": info["height"],
-                         "header_bytes": info["header_bytes"],
-                         "layer_bytes": info["layer_bytes"],
-                         "layer_offsets": info["layer_offsets"], "labels": {}}
+                         "width": info.width, "height": info.height,
+                         "header_bytes": info.header_bytes, "layer_bytes": info.layer_bytes,
+                         "layer_offsets": info.layer_offsets, "labels": {}}
                 tar.addfile(_tarinfo(f"{sample.key}.vcm", len(blob)), io.BytesIO(blob))
                 for suffix, path in sample.labels:
                     data = blobs[suffix]

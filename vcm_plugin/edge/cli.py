@@ -252,7 +252,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "any ultralytics weights path, or module:factory")
     p.add_argument("--layers", type=_layers, default="analytics",
                    help="operating point to read: 'analytics' (default: each frame's analytics "
-                        "point, Codec.inspect()['analytics_point'], fetched as a view of only "
+                        "point, Codec.inspect().analytics_point, fetched as a view of only "
                         "its layers) or k (point k's layers; above the analytics point needs a "
                         "viewer-capable token)")
     p.add_argument("--conf", type=float, default=0.25,

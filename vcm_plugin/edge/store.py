@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from vcm_plugin.codec.container import HEADER_PROBE
 from vcm_plugin.codec.files import replace_durably, write_atomic
-from vcm_plugin.edge.stream import HEADER_PROBE, Layout, read_header
+from vcm_plugin.edge.stream import Layout, read_header
 from vcm_plugin.errors import VCMError
 
 _CAM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")

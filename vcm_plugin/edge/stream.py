@@ -12,10 +12,8 @@ from dataclasses import dataclass
 
 from vcm_plugin.codec import container
 from vcm_plugin.codec.api import MAX_IMAGE_PIXELS, Codec
+from vcm_plugin.codec.streaminfo import StreamInfo
 from vcm_plugin.errors import VCMError
-
-#: Bytes that always hold a complete header (the fixed part plus the largest layer table).
-HEADER_PROBE = container.header_size(container.MAX_LAYERS)
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class Layout:
 
 
 def read_header(probe: bytes) -> container.Header:
-    """Parse the header from the first :data:`HEADER_PROBE` bytes (or fewer) of a stream."""
+    """Parse the header from the first ``container.HEADER_PROBE`` bytes (or fewer)."""
     return container.parse_header(probe, MAX_IMAGE_PIXELS)
 
 
@@ -87,15 +85,20 @@ def validate_stream(blob: bytes, codec: Codec | None = None) -> Layout:
     whole layers only (a cut inside a layer or trailing bytes are refused). Raises VCMError."""
     codec = codec or Codec()
     blob = bytes(blob)
-    info = codec.inspect(blob)  # magic, version, preset/backend, header CRC, layer CRCs
-    header = container.parse_header(blob, codec.max_pixels)
-    layers = int(info["complete_layers"])
+    # magic, version, preset/backend, header CRC, layer CRCs
+    return _whole_layers(codec.inspect(blob), len(blob))
+
+
+def _whole_layers(info: StreamInfo, size: int) -> Layout:
+    """The layout of an inspected upload of ``size`` bytes; VCMError unless it ends at a
+    layer boundary."""
+    header, layers = info.header, info.complete_layers
     end = header.prefix_end(layers)
-    if len(blob) > end:
+    if size > end:
         if layers == header.num_layers:
-            raise VCMError(f"{len(blob) - end} unexpected bytes after the last layer "
+            raise VCMError(f"{size - end} unexpected bytes after the last layer "
                            f"(stream ends at byte {end})")
-        raise VCMError(f"upload ends inside layer {layers}: {len(blob)} bytes, layer {layers} "
+        raise VCMError(f"upload ends inside layer {layers}: {size} bytes, layer {layers} "
                        f"ends at byte {header.prefix_end(layers + 1)}; send whole layers")
     return Layout(header, layers)
 
@@ -105,21 +108,10 @@ def validate_stream(blob: bytes, codec: Codec | None = None) -> Layout:
 MAX_LAYER0_BYTES = 4 << 20
 
 
-def analytics_layers(info: dict) -> int:
-    """The operating point analytics reads, from ``Codec.inspect``: a key naming an analytics
-    point when the codec reports one (an int point, or the list of layers it reads), else
-    layer 0 alone. One function so the analytics role's limit follows the codec."""
-    for name, value in info.items():
-        if "analytics" not in name:
-            continue
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int) and value >= 1:
-            return value
-        if isinstance(value, (list, tuple)) and value and all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return max(value) + 1
-    return 1
+def analytics_layers(info: StreamInfo) -> int:
+    """The operating point analytics reads (``Codec.inspect``'s ``analytics_point``). One
+    function so the analytics role's limit follows the codec."""
+    return info.analytics_point
 
 
 class StreamCheck:
@@ -137,7 +129,7 @@ class StreamCheck:
         self.head = bytearray()
         self.header: container.Header | None = None
         self.pos = 0
-        self.info: dict | None = None
+        self.info: StreamInfo | None = None
         self._crc = 0
         if resume is not None:
             head, stored = resume
@@ -155,8 +147,9 @@ class StreamCheck:
         end1 = self.header.prefix_end(1)
         if len(self.head) >= end1:
             del self.head[end1:]
-            validate_stream(bytes(self.head), self.codec)
-            self.info = self.codec.inspect(bytes(self.head))
+            info = self.codec.inspect(bytes(self.head))
+            _whole_layers(info, len(self.head))
+            self.info = info
 
     def _head_wanted(self) -> int:
         """Bytes of ``head`` needed for the next parsing step."""

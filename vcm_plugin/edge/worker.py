@@ -1,6 +1,6 @@
 """Analytics worker: lease new frames, fetch only their analytics point, detect, store JSON.
 
-The analytics point (``Codec.inspect()["analytics_point"]``, sent by the server with each
+The analytics point (``Codec.inspect().analytics_point``, sent by the server with each
 claim) is read as a view: the header and the layers that point needs, nothing else.
 
 Why a separate process talking HTTP: analytics scales out (run several workers; leases

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from vcm_plugin.codec import container
 from vcm_plugin.codec.api import resolve_point
+from vcm_plugin.codec.container import read_header
 from vcm_plugin.codec.files import write_atomic
 from vcm_plugin.codec.presets import ANALYTICS, DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
@@ -338,10 +340,9 @@ def encode_cached(rgb: np.ndarray, preset: str, cache: StreamCache | None) -> by
 def decodable_points(blob: bytes, codec: Codec | None = None) -> list[int]:
     """Operating points whose layers are all in ``blob`` (none when layer 0 is cut short)."""
     try:
-        return list((codec or get_codec()).inspect(blob)["decodable_points"])
+        return (codec or get_codec()).inspect(blob).decodable_points
     except VCMError:
-
-        head, header = read_header(io.BytesIO(blob))
+        header = read_header(io.BytesIO(blob)).header
         if len(blob) >= header.prefix_end(1):
             raise  # corrupt, not merely short
         return []
@@ -349,8 +350,7 @@ def decodable_points(blob: bytes, codec: Codec | None = None) -> list[int]:
 
 def num_layers(blob: bytes, codec: Codec | None = None) -> int:
     """Complete layers present in a stream (header and CRCs only, no pixel decoding)."""
-    info = (codec or get_codec()).inspect(blob)
-    return int(info.get("complete_layers", info.get("num_layers", len(info["layer_bytes"]))))
+    return (codec or get_codec()).inspect(blob).complete_layers
 
 
 def decode_layers(blob: bytes, layers: int | str | None, codec: Codec | None = None,
@@ -361,10 +361,9 @@ def decode_layers(blob: bytes, layers: int | str | None, codec: Codec | None = N
     point was sent: ``Codec.view``)."""
     codec = codec or get_codec()
     info = codec.inspect(blob)
-    n = int(info["num_layers"])
-    points = info["decodable_points"]
+    n, points = info.num_layers, info.decodable_points
     if layers == ANALYTICS:
-        layers = info["analytics_point"]
+        layers = info.analytics_point
     below = [p for p in points if layers is None or p <= layers]
     k = below[-1] if below else layers
     t0 = time.perf_counter()
@@ -401,32 +400,17 @@ def roundtrip(img: np.ndarray, layers: int | str | None = ANALYTICS,
 # Streams from files: read only the bytes of the layers you will decode.
 
 
-def read_header(f: BinaryIO) -> tuple[bytes, Any]:
-    """Read and check a stream's header from a file object positioned at its start.
-
-    Returns the bytes read (header plus possibly the start of layer 0) and the parsed header
-    (``width``, ``height``, ``num_layers``, ``lengths``, ``prefix_end(k)``). The pixel limit is
-    left to the caller (Pillow has its own decompression-bomb check; the codec has its own).
-    """
-    from vcm_plugin.codec import container
-
-    head = f.read(container.header_size(container.MAX_LAYERS))
-    return head, container.parse_header(head, max_pixels=1 << 62)
-
-
-def read_prefix(f: BinaryIO, layers: int | str | None, head: bytes | None = None,
-                header: Any = None) -> bytes:
+def read_prefix(f: BinaryIO, layers: int | str | None,
+                probe: container.HeaderRead | None = None) -> bytes:
     """Read just the bytes operating point ``layers`` needs (all if None) from a file object.
 
     Returns a valid stream of that point: the first k layers, or (a version-3 point that is
     not a prefix, such as a texture point) the header plus the layers it reads, every other
     layer absent (``Codec.view``). A file cut short returns what is there, and decoding it
-    yields the complete layers it holds (the codec's truncated-stream rule).
+    yields the complete layers it holds (the codec's truncated-stream rule). ``probe``: the
+    header already read from ``f`` (``container.read_header``), with ``f`` positioned after it.
     """
-    from vcm_plugin.codec import container
-
-    if head is None or header is None:
-        head, header = read_header(f)
+    head, header = probe if probe is not None else read_header(f)
     k = resolve_point(layers, header)
     needed = header.point_layers(k)
     if layers is None or needed == list(range(k)):  # None: the whole stream
@@ -466,8 +450,7 @@ def read_stream(source: bytes | bytearray | memoryview | str | os.PathLike[str],
         blob = bytes(source)
         if layers is None:
             return blob
-        head, header = read_header(io.BytesIO(blob))
-        k = resolve_point(layers, header)
+        k = resolve_point(layers, read_header(io.BytesIO(blob)).header)
         return blob if k >= num_layers(blob) else get_codec().view(blob, layers=k)
     if not isinstance(source, (str, os.PathLike)):
         raise VCMError(f"expected bytes or a path to a .vcm file, got {type(source).__name__}")

@@ -45,6 +45,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from vcm_plugin.codec.api import TruncatedStreamWarning
 from vcm_plugin.codec.container import MAGIC as VCM_MAGIC
+from vcm_plugin.codec.container import read_header
 from vcm_plugin.codec.imagefile import _to_rgb
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
@@ -54,7 +55,6 @@ from vcm_plugin.integrations._core import (
     decodable_points,
     decode_layers,
     get_codec,
-    read_header,
     read_prefix,
     resolve_point,
 )
@@ -85,10 +85,10 @@ class VCMImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         assert self.fp is not None
         try:
-            head, header = read_header(self.fp)
+            self._vcm = read_header(self.fp)
         except VCMError as e:
             raise SyntaxError(f"not a valid VCM stream: {e}") from e
-        self._vcm = (head, header)
+        header = self._vcm.header
         self._size = (header.width, header.height)
         self._mode = "RGB"
         self.layers: int | str | None = ANALYTICS
@@ -115,10 +115,10 @@ class _VCMDecoder(ImageFile.PyDecoder):
 
     def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
         assert self.fd is not None
-        layers, (head, header), info = self.args
-        self.fd.seek(0)
-        self.fd.read(len(head))  # the header bytes were kept from _open
-        blob = read_prefix(self.fd, layers, head, header)
+        layers, probe, info = self.args
+        header = probe.header
+        self.fd.seek(len(probe.head))  # the header bytes were kept from _open
+        blob = read_prefix(self.fd, layers, probe)
         wanted = resolve_point(layers, header)
         points = decodable_points(blob)
         if wanted not in points:
@@ -135,8 +135,7 @@ class _VCMDecoder(ImageFile.PyDecoder):
         meta = get_codec().inspect(blob)
         details: dict[str, Any] = {}
         arr = decode_layers(blob, layers, details=details)  # a Codec decodes every preset
-        info.update(layers_decoded=details["layers"], preset=meta.get("preset"),
-                    backend=meta.get("backend"))
+        info.update(layers_decoded=details["layers"], preset=meta.preset, backend=meta.backend)
         if arr.shape[:2] != (self.state.ysize, self.state.xsize):
             raise VCMError(f"decoded size {arr.shape[1]}x{arr.shape[0]} does not match the "
                            f"header's {self.state.xsize}x{self.state.ysize}")
@@ -161,7 +160,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         im = ImageOps.exif_transpose(im)  # the stream keeps no EXIF: store the pixels upright
     # the rule `vcm encode` and the data-set encoder apply: alpha refused, 16-bit scaled
     blob = codec.encode(_to_rgb(im, im.format, "image"))
-    if layers == ANALYTICS or (layers is not None and layers < codec.inspect(blob)["num_layers"]):
+    if layers == ANALYTICS or (layers is not None and layers < codec.inspect(blob).num_layers):
         blob = codec.truncate(blob, layers=layers)
     fp.write(blob)
 
