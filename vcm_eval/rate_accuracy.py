@@ -36,6 +36,7 @@ from vcm_eval.datasets import Item, load_rgb
 from vcm_eval.levels import LEVELS, MetricReport, analyse_metric, level_target
 from vcm_eval.tasks import TASKS, Task, make_task
 from vcm_plugin import VCMError
+from vcm_plugin.ray_engine import check_engine
 
 __all__ = ["choose_settings", "main", "run"]
 
@@ -308,10 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              for c in codecs]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.engine not in ("local", "ray"):
-        raise VCMError(f"unknown engine {args.engine!r}; choose local or ray")
-    if args.ray_address and args.engine != "ray":
-        raise VCMError("--ray-address needs --engine ray")
+    check_engine(args.engine, args.ray_address)
     recs = _score_items(args, task, specs, items)
     plan["extended"] = _extend_to_top_level(task, codecs, items, recs, args)
 
@@ -406,7 +404,7 @@ def _run_items_ray(task_name: str, options: dict[str, Any], specs: list[tuple],
     nodes must see the data paths and have this package installed."""
     from tqdm import tqdm
 
-    from vcm_plugin.datasets.shards import ray_results, ray_session
+    from vcm_plugin.ray_engine import ray_results, ray_session
 
     with ray_session(address, workers) as ray:
         remote = ray.remote(num_cpus=threads or 1)(_ray_item)
@@ -514,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
+        if args.ray_address is not None and args.engine != "ray":
+            raise VCMError("--ray-address needs --engine ray")
         run(args)
     except VCMError as e:
         print(f"error: {e}", file=sys.stderr)

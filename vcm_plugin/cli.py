@@ -195,6 +195,8 @@ def cmd_demo(args) -> None:
 def cmd_encode_dataset(args) -> None:
     from vcm_plugin.datasets import encode_dataset
 
+    if args.ray_address is not None and args.engine != "ray":
+        raise VCMError("--ray-address needs --engine ray")
     _check_parent(args.dst, args.parents)
     report = encode_dataset(args.src, args.dst, preset=args.preset, engine=args.engine,
                             shard_size=args.shard_size, workers=args.workers,

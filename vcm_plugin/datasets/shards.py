@@ -38,7 +38,7 @@ import shutil
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,11 +48,11 @@ from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.datasets.layouts import Sample, meta_files, scan
 from vcm_plugin.errors import VCMError
+from vcm_plugin.ray_engine import ENGINES, check_engine, ray_results, ray_session
 
 __all__ = ["ENGINES", "FORMAT", "ShardTask", "encode_dataset", "encode_shard", "verify_shard"]
 
 FORMAT = "vcm-shards/1"
-ENGINES = ("local", "ray")
 JOB_FILE = "vcm-shards.json"
 INDEX_FILE = "index.json"
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.(tar|json)$")
@@ -249,67 +249,6 @@ def _run_local(tasks: list[ShardTask], workers: int,
             raise
 
 
-def import_ray() -> Any:
-    """``import ray`` with a clear message when it is missing (Ray is an optional extra)."""
-    try:
-        import ray
-    except ImportError:
-        raise VCMError("the ray engine needs Ray: pip install 'vcm_plugin[ray]' "
-                       "(or pip install ray)") from None
-    return ray
-
-
-class ray_session:  # noqa: N801 - used like a function: ``with ray_session(...) as ray:``
-    """Use the running Ray instance, or start one: local (``num_cpus=workers``) when
-    ``address`` is None, else connect (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``).
-    Shuts down only what it started."""
-
-    def __init__(self, address: str | None, workers: int | None) -> None:
-        self.address, self.workers, self.started = address, workers, False
-
-    def __enter__(self) -> Any:
-        ray = import_ray()
-        if not ray.is_initialized():
-            import logging
-
-            try:
-                if self.address:
-                    ray.init(address=self.address, logging_level=logging.WARNING)
-                else:
-                    ray.init(num_cpus=self.workers or os.cpu_count() or 1,
-                             include_dashboard=False, logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                where = self.address or "a local instance"
-                raise VCMError(f"cannot start or reach Ray at {where}: {e}") from None
-            self.started = True
-        return ray
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.started:
-            import_ray().shutdown()
-
-
-def ray_results(ray: Any, refs: list[Any]) -> Iterator[tuple[Any, Any]]:
-    """(ref, result) as tasks finish; a task's VCMError comes back as a VCMError, and the
-    tasks still pending are cancelled when the caller stops early or fails."""
-    pending = list(refs)
-    try:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayTaskError as e:
-                    cause = getattr(e, "cause", None)
-                    if isinstance(cause, VCMError):
-                        raise VCMError(str(cause)) from None
-                    raise
-                yield ref, result
-    finally:
-        for ref in pending:
-            ray.cancel(ref)
-
-
 def _run_ray(tasks: list[ShardTask], workers: int | None, address: str | None,
              on_done: Callable[[dict[str, Any]], None]) -> None:
     with ray_session(address, workers) as ray:
@@ -419,15 +358,12 @@ def encode_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     from vcm_plugin.codec.presets import get_preset
 
     preset = get_preset(preset).name  # an alias ("default") names the same shards as its preset
-    if engine not in ENGINES:
-        raise VCMError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    check_engine(engine, ray_address)
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise VCMError(f"shard size must be an integer >= 1, got {shard_size!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
         raise VCMError(f"workers must be an integer >= 1, got {workers!r}")
-    if ray_address is not None and engine != "ray":
-        raise VCMError("--ray-address needs --engine ray")
     src_p, dst_p = Path(src).resolve(), Path(dst).resolve()
     if dst_p == src_p:
         raise VCMError(f"destination {dst_p} must not be the source directory")
