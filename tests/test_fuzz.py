@@ -1,4 +1,4 @@
-"""Fuzzing in the suite: a short run of the ``vcm_eval.fuzz`` harness (the benchmark runs 1M), and
+"""Fuzzing in the suite: a short run of the ``tools/fuzz.py`` harness (the benchmark runs 1M), and
 resource bounds for hostile headers checked under a real ``RLIMIT_AS`` in a child process."""
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def test_short_fuzz_run(tmp_path):
     """~20k inputs through decode / inspect / truncate / Pillow: nothing but VCMError."""
     runs = 20_000
     proc = subprocess.run(
-        [sys.executable, "-m", "vcm_eval.fuzz", "--runs", str(runs), "--jobs", "2", "--seed", "7",
-         "--out", str(tmp_path), "--max-time", "420"],
+        [sys.executable, str(REPO / "tools" / "fuzz.py"), "--runs", str(runs), "--jobs", "2",
+         "--seed", "7", "--out", str(tmp_path), "--max-time", "420",
+         "--seeds", str(DATA / "seeds")],
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     summary = json.loads((tmp_path / "summary.json").read_text())
     detail = json.dumps({k: summary[k] for k in ("findings", "worker_deaths")}, indent=1)[:4000]

@@ -5,7 +5,7 @@
                                                    # or preset change), then the corpus
 
 Seeds (``seeds/*.vcm``) are valid streams of both presets at odd image sizes; the fuzz harness
-(``vcm_eval/fuzz.py``) starts from them. The corpus (``malformed/*.vcm``) holds one stream per
+(``tools/fuzz.py``) starts from them. The corpus (``malformed/*.vcm``) holds one stream per
 malformation and ``malformed/MANIFEST.json`` says, per file, which calls must raise VCMError
 and a regular expression its message must match (``tests/test_fuzz_corpus.py`` checks both).
 Why files and not code: they are the streams a reader of old files or a flaky link would

@@ -36,9 +36,20 @@ MAGIC = b"\x89VCM"
 VERSION = 3  # 3: per-layer needs and absent layers; 2: moment-matched Laplace scales
 VERSIONS = (2, 3)  # read; version-1 streams decode differently and are refused
 MAX_LAYERS = 16
-_FIXED = struct.Struct("<4sBBBBII8s")
+#: The fixed part of every header, field by field: (name, struct code), little endian.
+FIXED_FIELDS = (("magic", "4s"), ("version", "B"), ("backend_id", "B"), ("preset_id", "B"),
+                ("num_layers", "B"), ("width", "I"), ("height", "I"), ("config_hash", "8s"))
+_FIXED = struct.Struct("<" + "".join(code for _, code in FIXED_FIELDS))
 _ENTRIES = {2: struct.Struct("<III"), 3: struct.Struct("<IIIH")}
 _CRC = struct.Struct("<I")
+#: The header layout for tools that build or edit headers byte by byte (the fuzzer): the fixed
+#: part, each fixed field's byte offset, one layer-table entry per version (offset, length,
+#: crc32; version 3 adds the needs mask) and the trailing header CRC.
+FIXED_HEADER = _FIXED
+FIELD_OFFSETS = {name: struct.calcsize("<" + "".join(c for _, c in FIXED_FIELDS[:i]))
+                 for i, (name, _) in enumerate(FIXED_FIELDS)}
+TABLE_ENTRY = _ENTRIES
+HEADER_CRC = _CRC
 _EMPTY_CRC = zlib.crc32(b"")
 
 

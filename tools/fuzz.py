@@ -1,8 +1,9 @@
 """Coverage-guided fuzzing of the decoder: ``Codec.decode``, ``inspect``, ``truncate`` and the
 Pillow plugin's ``Image.open`` / ``load``.
 
-    python -m vcm_eval.fuzz --runs 1000000 --jobs 2 --out runs/fuzz --max-time 10800
-    python -m vcm_eval.fuzz --replay runs/fuzz/findings/FILE.bin      # re-run one input, show it
+    python tools/fuzz.py --runs 1000000 --jobs 2 --out runs/fuzz --max-time 10800
+    python tools/fuzz.py --replay runs/fuzz/findings/FILE.bin      # re-run one input, show it
+    python tools/fuzz.py --seeds DIR ...   # other valid streams to start from (tests/data/seeds)
 
 The contract under test: any byte string gives a correct image or a ``VCMError`` (Pillow: its
 ``UnidentifiedImageError`` / ``DecompressionBombError`` at open, ``VCMError`` or, for a
@@ -10,18 +11,24 @@ truncated stream, ``OSError`` at load, as Pillow's own formats) - never
 another exception type, a hang or an unbounded allocation.
 
 Why structure-aware: layer payloads carry CRCs, so byte mutations of a stream almost never get
-past ``complete_layers``. The first byte of a fuzz input picks a *strategy* that turns the rest
-into a stream: raw bytes, header edits with the header CRC fixed, payload edits repacked with
-valid CRCs (``container.pack``), range-coded payloads written with ``LayerWriter`` from fuzzed
-integers (palette sizes, index symbols, split counts, scale codes), new geometry around old
-payloads, layers spliced across streams and presets, layer lists edited, cuts, and mutated or
-foreign AVIF texture payloads. libFuzzer (atheris) mutates those bytes and keeps the ones that
-reach new code in ``vcm_plugin``; without atheris a random engine drives the same harness.
+past ``complete_layers``. The first byte of a fuzz input picks a *strategy* (a recipe in the
+table :data:`RECIPES`) that turns the rest into a stream: raw bytes, header edits with the
+header CRC fixed, payload edits repacked with valid CRCs (``container.pack``), range-coded
+payloads written with ``LayerWriter`` from fuzzed integers (palette sizes, index symbols, split
+counts, scale codes), new geometry around old payloads, layers spliced across streams and
+presets, layer lists edited, cuts, and mutated or foreign AVIF texture payloads. libFuzzer
+(atheris) mutates those bytes and keeps the ones that reach new code in ``vcm_plugin``; without
+atheris a random engine drives the same harness.
 
 Workers are separate processes (one torch thread each); a worker that dies (libFuzzer timeout,
 RSS limit, a crash) is restarted with the runs it had left and its artefact is kept under
 ``OUT/findings``. ``OUT/summary.json`` holds inputs, seconds, exceptions by type, hangs, peak
 RSS and the slowest input.
+
+This is a tool beside the tests, not part of the installed packages: it edits headers with the
+container's own layout (:mod:`vcm_plugin.codec.container`'s ``FIELD_OFFSETS``, ``TABLE_ENTRY``,
+``HEADER_CRC``) and uses only public ``vcm_plugin`` names. ``tests/test_fuzz.py`` runs it for 20k
+inputs; ``tests/data/make_malformed.py`` writes the seeds.
 """
 
 from __future__ import annotations
@@ -41,12 +48,14 @@ import traceback
 import warnings
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+#: The default corpus: valid streams of both presets (``tests/data/make_malformed.py``).
 SEED_DIR = REPO / "tests" / "data" / "seeds"
 #: Pixel limit of the decoding codec and Pillow in the workers: decode time is linear in the
 #: declared size, and the fuzzer should spend its time on parsing, not on megapixel bicubics.
@@ -55,9 +64,6 @@ HANG_S = 5.0  # an input slower than this is a hang (the issue's bound)
 KILL_S = 20  # libFuzzer / watchdog hard limit per input
 RSS_LIMIT_MB = 3072
 
-STRATEGIES = ("raw", "header", "payload-edit", "payload-replace", "crafted", "geometry",
-              "splice", "cut", "layer-list", "texture")
-_FIXED = struct.Struct("<4sBBBBII8s")
 _INTERESTING = (0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 127, 128, 255, 256, 4095, 65535, 65536,
                 9460, 1 << 20, 1 << 24, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF)
 
@@ -104,13 +110,15 @@ class Reader:
 class Harness:
     """Builds a stream from a fuzz input and runs every entry point on it, keeping counts."""
 
-    def __init__(self, out: Path | None, worker: int, runs: int = 0) -> None:
+    def __init__(self, out: Path | None, worker: int, runs: int = 0,
+                 seed_dir: Path = SEED_DIR) -> None:
         import torch
         from PIL import Image
 
         import vcm_plugin.integrations.pillow  # noqa: F401  (registers the format)
         from vcm_plugin import Codec, VCMError
-        from vcm_plugin.codec import container
+        from vcm_plugin.codec import backends, container
+        from vcm_plugin.codec.presets import PRESET_BY_ID
 
         torch.set_num_threads(1)
         Image.MAX_IMAGE_PIXELS = FUZZ_MAX_PIXELS // 2  # Pillow refuses above 2x this
@@ -118,10 +126,13 @@ class Harness:
         self.header_codec = Codec()  # inspect / truncate at the default limit
         self.VCMError = VCMError
         self.container = container
-        self.seeds = [p.read_bytes() for p in sorted(SEED_DIR.glob("*.vcm"))]
+        self.seeds = [p.read_bytes() for p in sorted(Path(seed_dir).glob("*.vcm"))]
         if not self.seeds:
-            raise SystemExit(f"no seed streams in {SEED_DIR}: run tests/data/make_malformed.py")
+            raise SystemExit(f"no seed streams in {seed_dir}: run tests/data/make_malformed.py")
         self.headers = [container.parse_header(s, 1 << 40) for s in self.seeds]
+        #: latent channels of each seed preset's backend (what crafted layers code)
+        self.channels = {name: backends.create(name).channels
+                         for name in {PRESET_BY_ID[h.preset_id].backend for h in self.headers}}
         for blob in self.seeds:  # load weights and kernels now, not inside the first input
             self.codec.decode(blob)
         self._avif: dict[tuple, bytes] = {}
@@ -186,88 +197,115 @@ class Harness:
 
     def build(self, strategy: str, r: Reader) -> bytes:
         """Turn the rest of a fuzz input into a stream (every recipe accepts any bytes)."""
-        if strategy == "raw":
-            return r.rest()
+        return RECIPES[strategy](self, r)
+
+    # The recipes of :data:`RECIPES`: each reads what it needs from ``r``, in a fixed order.
+
+    def _raw(self, r: Reader) -> bytes:
+        return r.rest()
+
+    def _header(self, r: Reader) -> bytes:
+        """Header fields, the magic, the config hash or a layer-table cell edited, the header
+        CRC fixed (now and then left stale)."""
+        c = self.container
         blob, h = self._seed(r)
-        if strategy == "header":
-            end = h.size - 4
-            head = bytearray(blob[:end])
-            for _ in range(1 + r.u8() % 3):
-                field = r.u8() % 10
-                if field < 4:  # version, backend, preset, layer count
-                    head[4 + field] = r.value(head[4 + field], 8)
-                elif field < 6:  # width, height
-                    at = 8 + 4 * (field - 4)
-                    old = struct.unpack_from("<I", head, at)[0]
-                    struct.pack_into("<I", head, at, r.value(old, 32))
-                elif field == 6:
-                    head[16 + r.u8() % 8] ^= 1 + r.u8() % 255
-                elif field == 7:
-                    head[r.u8() % 4] = r.u8()
-                else:  # a layer-table cell: offset, length or crc
-                    at = _FIXED.size + 12 * (r.u8() % h.num_layers) + 4 * (r.u8() % 3)
-                    old = struct.unpack_from("<I", head, at)[0]
-                    struct.pack_into("<I", head, at, r.value(old, 32))
-            tail = blob[end + 4:]
-            if r.u8() % 8 == 0:  # leave the header CRC stale now and then
-                return bytes(head) + blob[end:end + 4] + tail
-            return bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + tail
+        end = h.size - c.HEADER_CRC.size
+        head = bytearray(blob[:end])
+        at = c.FIELD_OFFSETS
+        for _ in range(1 + r.u8() % 3):
+            field = r.u8() % 10
+            if field < 4:  # version, backend, preset, layer count
+                name = ("version", "backend_id", "preset_id", "num_layers")[field]
+                head[at[name]] = r.value(head[at[name]], 8)
+            elif field < 6:  # width, height
+                pos = at[("width", "height")[field - 4]]
+                old = struct.unpack_from("<I", head, pos)[0]
+                struct.pack_into("<I", head, pos, r.value(old, 32))
+            elif field == 6:
+                head[at["config_hash"] + r.u8() % 8] ^= 1 + r.u8() % 255
+            elif field == 7:
+                head[at["magic"] + r.u8() % len(c.MAGIC)] = r.u8()
+            else:  # a layer-table cell: offset, length or crc
+                entry = c.TABLE_ENTRY[h.version].size
+                pos = c.FIXED_HEADER.size + entry * (r.u8() % h.num_layers) + 4 * (r.u8() % 3)
+                old = struct.unpack_from("<I", head, pos)[0]
+                struct.pack_into("<I", head, pos, r.value(old, 32))
+        tail = blob[end + c.HEADER_CRC.size:]
+        if r.u8() % 8 == 0:  # leave the header CRC stale now and then
+            return bytes(head) + blob[end:end + c.HEADER_CRC.size] + tail
+        return bytes(head) + c.HEADER_CRC.pack(zlib.crc32(bytes(head))) + tail
+
+    def _payload_edit(self, r: Reader) -> bytes:
+        blob, h = self._seed(r)
         layers = self._layers(blob, h)
-        if strategy == "payload-edit":
-            i = r.u8() % len(layers)
+        i = r.u8() % len(layers)
+        layers[i] = self._edit(layers[i], r)
+        return self._pack(h, layers)
+
+    def _payload_replace(self, r: Reader) -> bytes:
+        blob, h = self._seed(r)
+        layers = self._layers(blob, h)
+        i = r.u8() % len(layers)
+        layers[i] = r.rest()[:8192]
+        return self._pack(h, layers)
+
+    def _geometry(self, r: Reader) -> bytes:
+        blob, h = self._seed(r)
+        mode = r.u8() % 4
+        if mode == 0:
+            w, hh = 1 + r.u8() % 96, 1 + r.u8() % 96
+        elif mode == 1:
+            w, hh = h.width + r.u8() % 5 - 2, h.height + r.u8() % 5 - 2
+        elif mode == 2:
+            w, hh = h.height, h.width
+        else:
+            w, hh = r.value(h.width, 32), r.value(h.height, 32)
+        return self._pack(h, self._layers(blob, h), width=w & 0xFFFFFFFF,
+                          height=hh & 0xFFFFFFFF)
+
+    def _splice(self, r: Reader) -> bytes:
+        blob, h = self._seed(r)
+        layers = self._layers(blob, h)
+        other, oh = self._seed(r)
+        olayers = self._layers(other, oh)
+        mask = r.u16()
+        mixed = [olayers[i] if mask >> i & 1 and i < len(olayers) else p
+                 for i, p in enumerate(layers)]
+        if r.u8() % 2:
+            return self._pack(h, mixed, backend=oh.backend_id, preset=oh.preset_id,
+                              chash=oh.config_hash)
+        return self._pack(h, mixed)
+
+    def _cut(self, r: Reader) -> bytes:
+        blob, _ = self._seed(r)
+        cut = r.u32() % (len(blob) + 1)
+        return blob[:cut] + r.take(r.u8() % 33)
+
+    def _layer_list(self, r: Reader) -> bytes:
+        blob, h = self._seed(r)
+        layers = self._layers(blob, h)
+        for _ in range(1 + r.u8() % 3):
+            op, j = r.u8() % 4, r.u8() % len(layers)
+            if op == 0 and len(layers) > 1:
+                del layers[j]
+            elif op == 1:
+                layers.insert(j, layers[j])
+            elif op == 2:
+                k = r.u8() % len(layers)
+                layers[j], layers[k] = layers[k], layers[j]
+            else:
+                layers.append(r.take(r.u8()))
+        return self._pack(h, layers[:16])
+
+    def _texture(self, r: Reader) -> bytes:
+        blob, h = self._seed(r)
+        layers = self._layers(blob, h)
+        i = max(len(layers) - 1 - r.u8() % 2, 0)
+        if r.u8() % 2:
             layers[i] = self._edit(layers[i], r)
-            return self._pack(h, layers)
-        if strategy == "payload-replace":
-            i = r.u8() % len(layers)
-            layers[i] = r.rest()[:8192]
-            return self._pack(h, layers)
-        if strategy == "crafted":
-            return self._crafted(blob, h, layers, r)
-        if strategy == "geometry":
-            mode = r.u8() % 4
-            if mode == 0:
-                w, hh = 1 + r.u8() % 96, 1 + r.u8() % 96
-            elif mode == 1:
-                w, hh = h.width + r.u8() % 5 - 2, h.height + r.u8() % 5 - 2
-            elif mode == 2:
-                w, hh = h.height, h.width
-            else:
-                w, hh = r.value(h.width, 32), r.value(h.height, 32)
-            return self._pack(h, layers, width=w & 0xFFFFFFFF, height=hh & 0xFFFFFFFF)
-        if strategy == "splice":
-            other, oh = self._seed(r)
-            olayers = self._layers(other, oh)
-            mask = r.u16()
-            mixed = [olayers[i] if mask >> i & 1 and i < len(olayers) else p
-                     for i, p in enumerate(layers)]
-            if r.u8() % 2:
-                return self._pack(h, mixed, backend=oh.backend_id, preset=oh.preset_id,
-                                  chash=oh.config_hash)
-            return self._pack(h, mixed)
-        if strategy == "cut":
-            cut = r.u32() % (len(blob) + 1)
-            return blob[:cut] + r.take(r.u8() % 33)
-        if strategy == "layer-list":
-            for _ in range(1 + r.u8() % 3):
-                op, j = r.u8() % 4, r.u8() % len(layers)
-                if op == 0 and len(layers) > 1:
-                    del layers[j]
-                elif op == 1:
-                    layers.insert(j, layers[j])
-                elif op == 2:
-                    k = r.u8() % len(layers)
-                    layers[j], layers[k] = layers[k], layers[j]
-                else:
-                    layers.append(r.take(r.u8()))
-            return self._pack(h, layers[:16])
-        if strategy == "texture":
-            i = max(len(layers) - 1 - r.u8() % 2, 0)
-            if r.u8() % 2:
-                layers[i] = self._edit(layers[i], r)
-            else:
-                layers[i] = self._foreign_avif(h, r)
-            return self._pack(h, layers)
-        raise AssertionError(strategy)
+        else:
+            layers[i] = self._foreign_avif(h, r)
+        return self._pack(h, layers)
 
     def _foreign_avif(self, h: Any, r: Reader) -> bytes:
         """AVIF payloads a texture layer does not expect: other sizes, modes, bit patterns."""
@@ -285,17 +323,18 @@ class Harness:
             self._avif[key] = buf.getvalue()
         return self._avif.get(key, b"\0\0\0\x18ftypavif")
 
-    def _crafted(self, blob: bytes, h: Any, layers: list[bytes], r: Reader) -> bytes:
+    def _crafted(self, r: Reader) -> bytes:
         """Range-coded layers 0 and 1 written from fuzzed integers: the decoders' own inputs
         (palette size, palette values, index symbols, split counts, scale codes) at any value
         the format can carry."""
-        from vcm_plugin.codec.api import _backend
         from vcm_plugin.codec.entropy import LayerWriter
         from vcm_plugin.codec.layers import Geometry, IndexMapCoder
         from vcm_plugin.codec.presets import PRESET_BY_ID
 
+        blob, h = self._seed(r)
+        layers = self._layers(blob, h)
         preset = PRESET_BY_ID[h.preset_id]
-        channels = _backend(preset.backend).channels
+        channels = self.channels[preset.backend]
         if r.u8() % 2:
             width, height = 1 + r.u8() % 80, 1 + r.u8() % 80
         else:
@@ -495,6 +534,23 @@ class Harness:
         }
 
 
+#: Strategy name -> recipe ``(harness, fuzz reader) -> stream``. The first byte of an input picks
+#: one by its position in this table (so its order is part of every saved input's meaning).
+RECIPES: dict[str, Callable[[Harness, Reader], bytes]] = {
+    "raw": Harness._raw,
+    "header": Harness._header,
+    "payload-edit": Harness._payload_edit,
+    "payload-replace": Harness._payload_replace,
+    "crafted": Harness._crafted,
+    "geometry": Harness._geometry,
+    "splice": Harness._splice,
+    "cut": Harness._cut,
+    "layer-list": Harness._layer_list,
+    "texture": Harness._texture,
+}
+STRATEGIES = tuple(RECIPES)
+
+
 def assert_true(cond: bool, what: Any) -> None:
     if not cond:
         raise AssertionError(f"wrong result: {what}")
@@ -504,9 +560,9 @@ def assert_true(cond: bool, what: Any) -> None:
 # initial inputs, workers, driver
 
 
-def initial_inputs() -> list[bytes]:
+def initial_inputs(seed_dir: Path = SEED_DIR) -> list[bytes]:
     """One input per strategy and seed (plus the raw seeds): the corpus libFuzzer starts from."""
-    seeds = sorted(SEED_DIR.glob("*.vcm"))
+    seeds = sorted(Path(seed_dir).glob("*.vcm"))
     out = []
     rng = random.Random(0)
     for si, path in enumerate(seeds):
@@ -544,7 +600,7 @@ def worker_main(args: argparse.Namespace) -> None:
         import atheris
 
         with atheris.instrument_imports(include=["vcm_plugin"]):
-            harness = Harness(out, args.worker, args.runs)
+            harness = Harness(out, args.worker, args.runs, args.seeds)
         lf_args = [sys.argv[0], f"-runs={args.runs}", f"-seed={args.seed}",
                    f"-timeout={KILL_S}", f"-rss_limit_mb={RSS_LIMIT_MB}",
                    f"-max_total_time={max(int(args.max_time), 1)}", "-max_len=8192",
@@ -559,7 +615,7 @@ def worker_main(args: argparse.Namespace) -> None:
         return
     import faulthandler
 
-    harness = Harness(out, args.worker, args.runs)
+    harness = Harness(out, args.worker, args.runs, args.seeds)
     rng = random.Random(args.seed)
     pool = [p.read_bytes() for p in sorted((out / "initial").glob("*"))]
     current = out / "workers" / f"w{args.worker}.current"
@@ -591,7 +647,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     for sub in ("initial", "corpus", "findings", "workers"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for i, data in enumerate(initial_inputs()):
+    for i, data in enumerate(initial_inputs(args.seeds)):
         (out / "initial" / f"seed-{i:03d}").write_bytes(data)
     engine = _engine(args.engine)
     t0 = time.monotonic()
@@ -604,9 +660,10 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     def start(runs: int) -> None:
         nonlocal next_id
         left = args.max_time - (time.monotonic() - t0)
-        cmd = [sys.executable, "-m", "vcm_eval.fuzz", "--worker", str(next_id), "--out", str(out),
-               "--runs", str(runs), "--seed", str(args.seed * 1000 + next_id + 1),
-               "--max-time", str(int(left)), "--engine", engine]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(next_id),
+               "--out", str(out), "--runs", str(runs),
+               "--seed", str(args.seed * 1000 + next_id + 1),
+               "--max-time", str(int(left)), "--engine", engine, "--seeds", str(args.seeds)]
         log = open(out / "workers" / f"w{next_id}.log", "wb")  # noqa: SIM115
         procs[next_id] = (subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT),
                           runs)
@@ -674,9 +731,9 @@ def summarise(done: list[dict[str, Any]], deaths: list[dict[str, Any]], engine: 
     return summary
 
 
-def replay(path: Path) -> None:
+def replay(path: Path, seed_dir: Path = SEED_DIR) -> None:
     """Run one saved input with tracebacks shown (for a finding or the slowest input)."""
-    harness = Harness(None, 0)
+    harness = Harness(None, 0, seed_dir=seed_dir)
     data = path.read_bytes()
     t0 = time.perf_counter()
     harness.one(data)
@@ -691,12 +748,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/fuzz", help="output folder")
     ap.add_argument("--max-time", type=float, default=4 * 3600.0, help="seconds, then stop")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", type=Path, default=SEED_DIR,
+                    help="folder of valid .vcm streams to start from (default: tests/data/seeds)")
     ap.add_argument("--engine", choices=("auto", "atheris", "random"), default="auto")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--replay", type=Path, default=None, help="run one saved input")
     args = ap.parse_args(argv)
     if args.replay is not None:
-        replay(args.replay)
+        replay(args.replay, args.seeds)
         return 0
     if args.worker is not None:
         worker_main(args)
