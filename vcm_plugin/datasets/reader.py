@@ -20,38 +20,13 @@ import numpy as np
 
 from vcm_plugin.codec.api import resolve_point
 from vcm_plugin.codec.container import HEADER_PROBE, NO_PIXEL_LIMIT, parse_header
+from vcm_plugin.codec.layerspec import draw_layers, parse_layers
 from vcm_plugin.codec.presets import ANALYTICS
 from vcm_plugin.errors import VCMError
 
 __all__ = ["ShardDataset"]
 
 LayersArg = int | str | tuple[int, int] | list[int] | set[int] | None
-
-
-def _check_layers(layers: Any) -> tuple[str, tuple[int, ...]]:
-    """-> (mode, values): ``all``; ``fixed`` (k); ``range`` (low, high); ``choice`` (k1, ...).
-
-    As everywhere in the package, a pair (tuple, or a list from a config) is an inclusive
-    range; a set, or a list of one or three and more counts, is a set of choices."""
-    def ok(v: Any) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
-
-    if layers is None:
-        return "all", ()
-    if layers == ANALYTICS:
-        return "analytics", ()
-    if ok(layers):
-        return "fixed", (int(layers),)
-    if isinstance(layers, (tuple, list, set, frozenset, range)) and layers and \
-            all(ok(v) for v in layers):
-        values = tuple(int(v) for v in layers)
-        if isinstance(layers, (tuple, list)) and len(values) == 2:
-            if values[0] > values[1]:
-                raise VCMError(f"layers range must satisfy low <= high, got {layers!r}")
-            return "range", values
-        return "choice", tuple(sorted(set(values)))
-    raise VCMError(f"layers must be None (all), {ANALYTICS!r}, an int >= 1, a (low, high) pair "
-                   f"or a set of ints >= 1 to draw from, got {layers!r}")
 
 
 class ShardDataset:
@@ -97,7 +72,7 @@ class ShardDataset:
                 if not p.is_file() or p.stat().st_size != size:
                     raise VCMError(f"shard {p} is missing or has changed since the index was "
                                    "written; rerun encode-dataset")
-        self._mode, self._values = _check_layers(layers)
+        self._spec = parse_layers(layers, choices=True)
         self.layers = layers
         if channel_order not in ("rgb", "bgr"):
             raise VCMError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
@@ -131,18 +106,12 @@ class ShardDataset:
     def layers_for(self, i: int) -> int:
         """The layer count item ``i`` decodes at (this seed and epoch)."""
         n = self.num_layers(i)
-        if self._mode == "all":
+        if self._spec is None:
             return n
-        if self._mode == "analytics":
+        if self._spec == ANALYTICS:
             return self._analytics_point(i)
-        if self._mode == "fixed":
-            return min(self._values[0], n)
-        rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
-        if self._mode == "range":
-            k = rng.randint(*self._values)
-        else:
-            k = rng.choice(self._values)
-        return min(k, n)
+        k = draw_layers(self._spec, random.Random(f"{self.seed}:{self.epoch}:{i}"))
+        return min(int(k), n)
 
     def _analytics_point(self, i: int) -> int:
         """Item ``i``'s analytics point, from its stream header (the preset names it)."""

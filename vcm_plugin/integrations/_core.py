@@ -17,7 +17,6 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -28,17 +27,13 @@ from vcm_plugin.codec import container
 from vcm_plugin.codec.api import resolve_point
 from vcm_plugin.codec.container import read_header
 from vcm_plugin.codec.files import write_atomic
+from vcm_plugin.codec.layerspec import LayerSpec, draw_layers, fixed_layers, parse_layers
 from vcm_plugin.codec.presets import ANALYTICS, DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 
 if TYPE_CHECKING:
     from vcm_plugin import Codec
 
-
-LayerSpec = int | tuple[int, int] | str | None
-"""``"analytics"``: the preset's analytics operating point (``Codec.inspect``); ``None``: every
-layer; ``k``: operating point k (1 = semantic layer only); ``(lo, hi)``: a k drawn uniformly
-from lo..hi (inclusive) for each image."""
 
 _CODECS: dict[str, Codec] = {}
 _CODECS_LOCK = threading.Lock()
@@ -59,27 +54,9 @@ def get_codec(preset: str = DEFAULT_PRESET) -> Codec:
 
 
 def check_layers(layers: Any, name: str = "layers") -> LayerSpec:
-    """Validate a layer spec once, at construction, so a typo fails before training starts."""
-    if layers is None or layers == ANALYTICS:
-        return layers
-    if isinstance(layers, bool):
-        raise VCMError(f"{name} must be an int >= 1, a (low, high) pair, {ANALYTICS!r} or "
-                       f"None, got {layers!r}")
-    if isinstance(layers, (int, np.integer)):
-        if layers < 1:
-            raise VCMError(f"{name} must be >= 1 (1 = semantic layer only), got {layers}")
-        return int(layers)
-    if isinstance(layers, Sequence) and not isinstance(layers, (str, bytes)):
-        if len(layers) != 2 or not all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in layers
-        ):
-            raise VCMError(f"{name} range must be two ints (low, high), got {layers!r}")
-        low, high = int(layers[0]), int(layers[1])
-        if not 1 <= low <= high:
-            raise VCMError(f"{name} range must satisfy 1 <= low <= high, got ({low}, {high})")
-        return (low, high)
-    raise VCMError(f"{name} must be an int >= 1, a (low, high) pair, {ANALYTICS!r} or None, "
-                   f"got {layers!r}")
+    """Validate a layer spec once, at construction, so a typo fails before training starts
+    (the package's one grammar, ``vcm_plugin.codec.layerspec``; no sets of choices here)."""
+    return parse_layers(layers, name)  # type: ignore[return-value]
 
 
 def check_p(p: Any) -> float:
@@ -98,9 +75,7 @@ def check_channel_order(order: Any) -> str:
 
 def sample_layers(layers: LayerSpec, rng: random.Random | None = None) -> int | str | None:
     """Draw the operating point for one image."""
-    if isinstance(layers, tuple):
-        return (rng or random).randint(layers[0], layers[1])
-    return layers
+    return draw_layers(layers, rng)
 
 
 def layers_repr(layers: LayerSpec) -> str:
@@ -442,10 +417,7 @@ def read_stream(source: bytes | bytearray | memoryview | str | os.PathLike[str],
     semantic layer reads the header and layer 0 and never touches the texture layers (the same
     byte range an HTTP client would request). ``layers=None`` keeps the whole stream.
     """
-    if layers is not None:
-        layers = check_layers(layers)
-        if isinstance(layers, tuple):
-            raise VCMError("a stream is read at a fixed layer count, not a range")
+    layers = fixed_layers(layers, "read_stream")
     if isinstance(source, (bytes, bytearray, memoryview)):
         blob = bytes(source)
         if layers is None:

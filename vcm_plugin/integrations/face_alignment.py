@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from vcm_plugin.codec.container import MAGIC as VCM_MAGIC
+from vcm_plugin.codec.layerspec import fixed_layers
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
     ANALYTICS,
-    check_layers,
     decode_layers,
     get_codec,
     layers_repr,
@@ -60,9 +60,7 @@ class VCMFaceAlignment:
             raise VCMError(
                 f"fa must be a face_alignment.FaceAlignment, got {type(fa).__name__}"
             )
-        spec = check_layers(layers)
-        if isinstance(spec, tuple):
-            raise VCMError("VCMFaceAlignment decodes a fixed layer count, not a range")
+        spec = fixed_layers(layers, "VCMFaceAlignment")
         self.fa = fa
         self.layers = spec
         self.preset = preset

@@ -47,11 +47,11 @@ from vcm_plugin.codec.api import TruncatedStreamWarning
 from vcm_plugin.codec.container import MAGIC as VCM_MAGIC
 from vcm_plugin.codec.container import read_header
 from vcm_plugin.codec.imagefile import _to_rgb
+from vcm_plugin.codec.layerspec import fixed_layers
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
     ANALYTICS,
-    check_layers,
     decodable_points,
     decode_layers,
     get_codec,
@@ -101,9 +101,7 @@ class VCMImageFile(ImageFile.ImageFile):
 
     def load(self) -> Any:
         if self.tile:
-            layers = check_layers(self.layers, "im.layers")
-            if isinstance(layers, tuple):
-                raise VCMError("im.layers must be an int or None, not a range")
+            layers = fixed_layers(self.layers, "Pillow's load()", "im.layers")
             self.tile = [self.tile[0]._replace(args=(layers, self._vcm, self.info))]
         return super().load()
 
@@ -152,9 +150,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         raise VCMError(f"unknown VCM save options {unknown}{hint}; valid: "
                        f"{', '.join(SAVE_OPTIONS)}")
     preset = params.get("preset", DEFAULT_PRESET)
-    layers = check_layers(params.get("layers"), "layers")
-    if isinstance(layers, tuple):
-        raise VCMError("save(layers=...) must be an int or None, not a range")
+    layers = fixed_layers(params.get("layers"), "save()")
     codec = get_codec(preset)
     if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
         im = ImageOps.exif_transpose(im)  # the stream keeps no EXIF: store the pixels upright

@@ -34,6 +34,7 @@ from ultralytics.data.augment import Compose, Format
 from ultralytics.models.yolo.detect import DetectionPredictor, DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 
+from vcm_plugin.codec.layerspec import fixed_layers
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
@@ -72,10 +73,7 @@ _STAGES = ("load", "final")
 
 def _fixed_layers(layers: Any) -> int | str | None:
     """Prediction and file reading decode one layer count per image, not a sampled range."""
-    spec = check_layers(layers)
-    if isinstance(spec, tuple):
-        raise VCMError("prediction and file reading decode a fixed layer count, not a range")
-    return spec
+    return fixed_layers(layers, "prediction and file reading")
 
 
 # --------------------------------------------------------------------------------------------
