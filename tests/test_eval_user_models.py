@@ -31,7 +31,7 @@ def test_mmseg_config_and_checkpoint(tmp_path: Path) -> None:
     import torch
     from mmengine import Config
 
-    from vcm_plugin.integrations.mmseg import ensure_mmcv_ops
+    from vcm_plugin.integrations.mmcv_shim import ensure_mmcv_ops
 
     ensure_mmcv_ops()
     from mmseg.apis import init_model

@@ -179,3 +179,22 @@ def test_mmseg_example_config_trains_as_shipped(cfg, tmp_path):
     assert config.train_dataloader.batch_size >= 2
     assert len(losses) == 2 and all(np.isfinite(v) for v in losses)
     assert "mIoU" in val_metrics
+
+
+def test_shard_transforms_and_shim_register_nothing_else():
+    """Importing the shard integration (or the shim) installs the shim where needed but does
+    not register ``VCMCompress``: registration belongs to the module that defines it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import vcm_plugin.integrations.mmcv_shim as shim\n"
+            "assert 'mmcv.ops' not in sys.modules  # importing the shim installs nothing\n"
+            "import vcm_plugin.integrations.mmseg_shards\n"
+            "from mmengine.registry import TRANSFORMS\n"
+            "assert TRANSFORMS.get('LoadVCMShardImage') is not None\n"
+            "assert TRANSFORMS.get('VCMCompress') is None\n"
+            "assert 'vcm_plugin.integrations.mmseg' not in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr

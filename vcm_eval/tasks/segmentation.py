@@ -151,7 +151,7 @@ class SegmentationTask(Task):
             if not f.is_file():
                 raise VCMError(f"mmseg file not found: {f}")
         try:  # mmcv-lite lacks mmcv.ops, which mmseg imports; vcm_plugin ships a shim
-            from vcm_plugin.integrations.mmseg import ensure_mmcv_ops
+            from vcm_plugin.integrations.mmcv_shim import ensure_mmcv_ops
 
             ensure_mmcv_ops()
         except ImportError:

@@ -27,26 +27,25 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from vcm_plugin.integrations.mmseg import ensure_mmcv_ops
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmcv.transforms.utils import cache_randomness
+from mmengine.registry import DATASETS, TRANSFORMS
 
-ensure_mmcv_ops()
-
-import numpy as np  # noqa: E402
-from mmcv.transforms import BaseTransform  # noqa: E402
-from mmcv.transforms.utils import cache_randomness  # noqa: E402
-from mmengine.registry import DATASETS, TRANSFORMS  # noqa: E402
-from mmseg.datasets import BaseSegDataset  # noqa: E402
-
-from vcm_plugin.datasets import ShardDataset  # noqa: E402
-from vcm_plugin.errors import VCMError  # noqa: E402
-from vcm_plugin.integrations._core import (  # noqa: E402
+from vcm_plugin.datasets import ShardDataset
+from vcm_plugin.errors import VCMError
+from vcm_plugin.integrations._core import (
     ANALYTICS,
     check_channel_order,
     check_layers,
     layers_repr,
 )
+from vcm_plugin.integrations.mmcv_shim import import_with_ops
 
 __all__ = ["LoadVCMShardAnnotations", "LoadVCMShardImage", "VCMShardSegDataset"]
+
+# mmseg.datasets imports mmcv.ops: on mmcv-lite the shim goes in first
+BaseSegDataset = import_with_ops("mmseg.datasets").BaseSegDataset
 
 _SHARDS: dict[str, ShardDataset] = {}
 _SHARDS_LOCK = threading.Lock()
