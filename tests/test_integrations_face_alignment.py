@@ -2,10 +2,10 @@
 
 The FAN weights (2DFAN4-11f355bf06.pth.tar) cannot be downloaded on these machines, so the
 fixture writes a *randomly initialised* FAN checkpoint of that exact name into a temporary
-``$TORCH_HOME/hub/checkpoints`` (DESIGN §9). face-alignment then constructs offline and runs its
-real code path end to end, but its landmarks are meaningless: these tests check plumbing
-(shapes, which layers were decoded), never landmark accuracy. Face boxes come from the
-ground-truth points of a 300-W HELEN image, or from dlib's HOG detector (no download).
+``$TORCH_HOME/hub/checkpoints`` (where torch hub looks first). face-alignment then constructs
+offline and runs its real code path end to end, but its landmarks are meaningless: these tests
+check plumbing (shapes, which layers were decoded), never landmark accuracy. Face boxes come
+from the ground-truth points of a 300-W HELEN image, or from dlib's HOG detector (no download).
 """
 
 from __future__ import annotations

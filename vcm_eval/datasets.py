@@ -1,4 +1,6 @@
-"""Readers for the four data layouts of DESIGN §5.
+"""Readers for the four data layouts the tasks read (the task table of ``vcm_eval/README.md``):
+YOLO detection (``data.yaml``), VOC segmentation with ``classes.json``, landmarks
+(``images/`` + ``pts/*.pts`` or ``landmarks.json``) and a folder of images for quality.
 
 Why plain functions returning lists of :class:`Item`: items must be picklable (they travel to
 worker processes) and cheap; pixels are read lazily by :func:`load_rgb`. Every reader sorts by

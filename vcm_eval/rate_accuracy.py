@@ -1,4 +1,5 @@
-"""Task accuracy against bitrate: the harness (DESIGN §5).
+"""Task accuracy against bitrate: the harness (data layouts and outputs: ``vcm_eval/README.md``;
+the architecture it measures: ``docs/design.md``).
 
     python -m vcm_eval.rate_accuracy --task {detection,segmentation,landmarks,quality} \\
         --data DIR --codecs vcm,jpeg,webp,avif,jxl --out OUT_DIR [--limit N] [--preset P] \\
@@ -473,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vcm_eval.rate_accuracy",
                                 description="Task accuracy vs bitrate for vcm and baselines.")
     p.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
-    p.add_argument("--data", required=True, help="data set directory (layouts: DESIGN §5)")
+    p.add_argument("--data", required=True,
+                   help="data set directory (the task's layout: vcm_eval/README.md)")
     p.add_argument("--codecs", default="vcm,jpeg,webp,avif,jxl",
                    help="comma list from vcm,jpeg,webp,avif,jxl")
     p.add_argument("--out", required=True, help="output directory")
