@@ -5,9 +5,10 @@
 
 For 640x480 and 1280x720 photos (COCO val2017 images from ../shared/data resized, or
 scikit-image's astronaut when the data is absent) and each preset: encode, layer-0 decode,
-all-layer decode; median of ``--repeats`` runs after one warm-up, with the torch thread count
-recorded. Baselines run in the same process at a mid quality, so the ratios in
-``speed.json`` (ours / AVIF encode) compare like with like on one machine. Also the cost per
+analytics-point decode (what the integrations decode by default), all-layer decode; median of
+``--repeats`` runs after one warm-up, with the torch thread count recorded. Baselines run in
+the same process at a mid quality, so the ratios in ``speed.json`` (ours / AVIF encode)
+compare like with like on one machine. Also the cost per
 image of the training transform (encode + decode, and decode only when the stream cache
 already holds the image), and the peak RSS of the process.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -79,6 +81,8 @@ def bench_vcm(preset: str, img: np.ndarray, repeats: int, device: str = "cpu") -
     return {
         "encode_s": median_seconds(lambda: codec.encode(img), repeats),
         "decode_layer0_s": median_seconds(lambda: codec.decode(blob, layers=1), repeats),
+        "decode_analytics_s": median_seconds(lambda: codec.decode(blob, layers="analytics"),
+                                             repeats),
         "decode_all_s": median_seconds(lambda: codec.decode(blob), repeats),
         "layer0_bpp": len(codec.truncate(blob, 1)) * 8 / pixels,
         "all_bpp": len(blob) * 8 / pixels,
@@ -143,7 +147,7 @@ def run_device(presets: list[str], repeats: int, threads: int, device: str,
     torch.set_num_threads(threads)
     report = {"device": device, "torch_threads": torch.get_num_threads(), "repeats": repeats,
               "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-              "cpu": platform.processor() or platform.machine(), "throughput": []}
+              "cpu": cpu_name(), "throughput": []}
     for name, size in SIZES.items():
         for preset in presets:
             for batch in batches:
@@ -165,10 +169,21 @@ def throughput_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run(presets: list[str], repeats: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     report = {"torch_threads": torch.get_num_threads(), "repeats": repeats,
-              "cpu": platform.processor() or platform.machine(), "sizes": {}}
+              "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "sizes": {}}
     for name, size in SIZES.items():
         img = photo(size)
         entry = {"baselines": bench_baselines(img, repeats), "presets": {}}
@@ -177,6 +192,7 @@ def run(presets: list[str], repeats: int, threads: int) -> dict:
             row = bench_vcm(preset, img, repeats)
             row["encode_over_avif_encode"] = row["encode_s"] / avif
             row["decode_layer0_over_avif_encode"] = row["decode_layer0_s"] / avif
+            row["decode_analytics_over_avif_encode"] = row["decode_analytics_s"] / avif
             row["transform"] = bench_transform(preset, img, repeats)
             entry["presets"][preset] = row
         report["sizes"][name] = entry
@@ -186,20 +202,22 @@ def run(presets: list[str], repeats: int, threads: int) -> dict:
 
 
 def table(report: dict) -> str:
-    lines = ["| size | preset | encode s | layer-0 decode s | all-layer decode s | "
-             "encode / AVIF enc | layer-0 dec / AVIF enc | transform s (no cache / cached) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| size | preset | encode s | layer-0 decode s | analytics-point decode s | "
+             "all-layer decode s | encode / AVIF enc | layer-0 dec / AVIF enc | "
+             "transform s (no cache / cached) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for size, entry in report["sizes"].items():
         for preset, r in entry["presets"].items():
             t = r["transform"]
             lines.append(
                 f"| {size} | {preset} | {r['encode_s']:.3f} | {r['decode_layer0_s']:.3f} | "
+                f"{r['decode_analytics_s']:.3f} | "
                 f"{r['decode_all_s']:.3f} | {r['encode_over_avif_encode']:.2f} | "
                 f"{r['decode_layer0_over_avif_encode']:.2f} | "
                 f"{t['no_cache_s']:.3f} / {t['cached_s']:.3f} |")
         for name, b in entry["baselines"].items():
             lines.append(f"| {size} | {name} q{b['quality']} | {b['encode_s']:.3f} | "
-                         f"{b['decode_s']:.3f} | | | | |")
+                         f"{b['decode_s']:.3f} | | | | | |")
     return "\n".join(lines)
 
 
