@@ -289,9 +289,6 @@ def test_an_absent_layer0_leaves_no_decodable_point():
         container.decodable_points(blob, h)
 
 
-@pytest.mark.xfail(strict=True, reason="decodable_points reports an absent (length 0) layer 0 "
-                   "as 'stream truncated inside layer 0' although the stream is whole; its "
-                   "'no operating point ... has all its layers' branch is unreachable")
 def test_an_absent_layer0_is_not_reported_as_truncated():
     blob = pack(1, 1, 8, 8, HASH, [b"", b"bb", b"cc"], (0, 0b1, 0b11))
     with pytest.raises(VCMError, match="no operating point of this stream has all its layers"):

@@ -235,7 +235,7 @@ def decodable_points(blob: bytes, header: Header) -> list[int]:
     if not points:
         raise VCMError(
             f"stream truncated inside layer 0: {len(blob)} bytes, layer 0 ends at byte "
-            f"{header.prefix_end(1)}" if not present[0] else
+            f"{header.prefix_end(1)}" if header.lengths[0] and not present[0] else
             "no operating point of this stream has all its layers")
     return points
 

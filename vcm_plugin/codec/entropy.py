@@ -71,7 +71,8 @@ class LayerWriter:
         if values.size:
             if values.min() < 0 or values.max() >= size:
                 raise VCMError(f"internal: value out of range for a {size}-letter field")
-            self._enc.encode(values, _model.Uniform(size))
+            if size > 1:  # one letter carries nothing (and constriction panics on it)
+                self._enc.encode(values, _model.Uniform(size))
 
     def laplace(self, symbols: np.ndarray, scales: np.ndarray) -> None:
         """Zero-mean quantised Laplace symbols with one scale per symbol."""
@@ -103,8 +104,8 @@ class LayerReader:
         return VCMError(f"layer {self.layer}: entropy-coded data is malformed ({exc})")
 
     def uniform(self, count: int, size: int) -> np.ndarray:
-        if count == 0:
-            return np.zeros(0, dtype=np.int32)
+        if count == 0 or size == 1:
+            return np.zeros(count, dtype=np.int32)
         try:
             return np.asarray(self._dec.decode(_model.Uniform(size), count), dtype=np.int32)
         except Exception as exc:  # noqa: BLE001
@@ -118,7 +119,8 @@ class LayerReader:
             out = self._dec.decode(_LAPLACE, np.zeros(scales.size), scales)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from None
-        return np.asarray(out, dtype=np.int32)
+        # constriction can return LAPLACE_LIMIT + 1 from bytes no encoder writes
+        return np.clip(np.asarray(out, dtype=np.int32), -LAPLACE_LIMIT, LAPLACE_LIMIT)
 
     def categorical(self, probabilities: np.ndarray) -> int:
         try:
