@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from vcm_plugin import VCMError
+from vcm_plugin.codec.imagefile import read_rgb
 
 __all__ = [
     "IMAGE_EXTS",
@@ -44,13 +45,10 @@ class Item:
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB (EXIF orientation is not applied: the ground
-    truth of these sets refers to the stored pixel grid)."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise VCMError(f"cannot read image {path}: {e}") from e
+    """Read an image file as HxWx3 uint8 RGB under the package's one rule
+    (``vcm_plugin.codec.imagefile``), except that EXIF orientation is not applied: the ground
+    truth of these sets refers to the stored pixel grid."""
+    return read_rgb(path, orient=False)
 
 
 def _require_dir(path: Path, what: str) -> Path:

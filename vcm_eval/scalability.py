@@ -20,12 +20,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from vcm_eval.bd_rate import bd_rate
 from vcm_plugin import Codec
 from vcm_plugin.codec import presets
+from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.codec.measure import psnr
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     paths = sorted(p for p in args.data.iterdir()
                    if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[: args.limit]
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    images = [read_rgb(p) for p in paths]
     base = presets.get_preset(args.preset)
     latent_layers = 1 + (base.split_step is not None) + len(base.refine_steps)
     layered = curve(Codec(base.name), images, list(range(1, latent_layers + 1)))

@@ -12,10 +12,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from vcm_plugin.codec.backends.tae import TAEBackend
+from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.codec.layers import Geometry, semantic_image
 from vcm_plugin.codec.presets import get_preset
 
@@ -24,7 +24,7 @@ def fit_pca(paths: list[Path], scale: float) -> tuple[np.ndarray, np.ndarray]:
     backend = TAEBackend()
     vectors = []
     for path in tqdm(paths, desc="TAEF2 latents"):
-        img = np.asarray(Image.open(path).convert("RGB")).astype(np.float64)
+        img = read_rgb(path).astype(np.float64)
         geometry = Geometry.of(img.shape[1], img.shape[0], scale, backend.factor)
         z = backend.raw_latent(semantic_image(img, geometry))
         vectors.append(z.reshape(z.shape[0], -1).T)

@@ -1,5 +1,6 @@
-"""Reading an image file for encoding: one rule for the CLI, the data-set encoder and the edge
-camera. Out comes 8-bit RGB with the picture's content intact, or a VCMError naming what could
+"""Reading an image for encoding: one rule for the CLI, the data-set encoder, the edge camera,
+the Pillow plugin's ``save``, the integrations that take files or PIL images, and the eval's
+data sets. Out comes 8-bit RGB with the picture's content intact, or a VCMError naming what could
 not be kept: EXIF orientation is applied, 16-bit samples are scaled (not clipped) to 8 bits,
 grayscale, 1-bit, palette, CMYK and YCbCr are converted, and alpha is refused rather than
 silently flattened."""
@@ -19,7 +20,11 @@ _TO_RGB = {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
 
 
-def _to_rgb(im, file_format: str | None, label: str) -> np.ndarray:
+def pil_to_rgb(im, label: str = "image", file_format: str | None = None) -> np.ndarray:
+    """HxWx3 uint8 from an open ``PIL.Image`` under the module's rule (no EXIF step: callers
+    that want it apply ``ImageOps.exif_transpose`` first). ``file_format``: the format the
+    image came from (PPM's 32-bit "I" mode holds 16-bit samples); default ``im.format``."""
+    file_format = file_format or getattr(im, "format", None)
     if im.has_transparency_data:
         raise VCMError(f"{label} has an alpha channel (mode {im.mode}), which VCM does not "
                        "code; flatten it first")
@@ -34,14 +39,17 @@ def _to_rgb(im, file_format: str | None, label: str) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def read_rgb(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
-    """HxWx3 uint8 from a path or the file's bytes (``name`` labels bytes in messages)."""
+def read_rgb(source: str | Path | bytes, name: str | None = None, *,
+             orient: bool = True) -> np.ndarray:
+    """HxWx3 uint8 from a path or the file's bytes (``name`` labels bytes in messages).
+    ``orient=False`` skips the EXIF orientation (ground truth that refers to the stored pixel
+    grid, as the eval's data sets have)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             im.load()
-            return _to_rgb(ImageOps.exif_transpose(im), im.format, label)
+            return pil_to_rgb(ImageOps.exif_transpose(im) if orient else im, label, im.format)
     except (UnidentifiedImageError, OSError) as exc:
         raise VCMError(f"cannot read image {label}: {exc}") from None

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from vcm_plugin.codec.container import MAGIC as VCM_MAGIC
+from vcm_plugin.codec.imagefile import pil_to_rgb, read_rgb
 from vcm_plugin.codec.layerspec import fixed_layers
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
@@ -117,24 +118,16 @@ class VCMFaceAlignment:
     def _as_rgb(source: Any) -> np.ndarray:
         if isinstance(source, np.ndarray):
             return source
+        import torch
         from PIL import Image
 
-        if isinstance(source, Image.Image):
-            return np.asarray(source.convert("RGB"))
+        if isinstance(source, Image.Image):  # the package's one rule (codec.imagefile)
+            return pil_to_rgb(source)
         if isinstance(source, (str, os.PathLike)):
-            try:
-                with Image.open(source) as im:
-                    return np.asarray(im.convert("RGB"))
-            except OSError as e:
-                raise VCMError(f"cannot read image {source}: {e}") from e
-        try:
-            import torch
-
-            if isinstance(source, torch.Tensor):  # C x H x W, as face_alignment accepts
-                arr = source.detach().cpu().numpy()
-                return arr.transpose(1, 2, 0) if arr.ndim == 3 and arr.shape[0] == 3 else arr
-        except ImportError:  # pragma: no cover
-            pass
+            return read_rgb(source, orient=False)  # as face_alignment's own reader: no EXIF
+        if isinstance(source, torch.Tensor):  # C x H x W, as face_alignment accepts
+            arr = source.detach().cpu().numpy()
+            return arr.transpose(1, 2, 0) if arr.ndim == 3 and arr.shape[0] == 3 else arr
         raise VCMError(f"expected an image, a .vcm stream or a path, got {type(source).__name__}")
 
     def get_landmarks_from_image(self, image_or_stream: Any,

@@ -46,7 +46,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps
 from vcm_plugin.codec.api import TruncatedStreamWarning
 from vcm_plugin.codec.container import MAGIC as VCM_MAGIC
 from vcm_plugin.codec.container import read_header
-from vcm_plugin.codec.imagefile import _to_rgb
+from vcm_plugin.codec.imagefile import pil_to_rgb
 from vcm_plugin.codec.layerspec import fixed_layers
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
@@ -155,7 +155,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
         im = ImageOps.exif_transpose(im)  # the stream keeps no EXIF: store the pixels upright
     # the rule `vcm encode` and the data-set encoder apply: alpha refused, 16-bit scaled
-    blob = codec.encode(_to_rgb(im, im.format, "image"))
+    blob = codec.encode(pil_to_rgb(im, "image", im.format))
     if layers == ANALYTICS or (layers is not None and layers < codec.inspect(blob).num_layers):
         blob = codec.truncate(blob, layers=layers)
     fp.write(blob)
