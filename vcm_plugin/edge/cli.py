@@ -159,6 +159,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise VCMError(f"{len(result['errors'])} client(s) failed: {result['errors'][0]}")
 
 
+def _client_options(p: argparse.ArgumentParser) -> None:
+    """What every client of the service (worker, camera) takes: retry window and token."""
+    p.add_argument("--retry-for", type=float, default=300.0,
+                   help="seconds to keep retrying while the server is down")
+    p.add_argument("--token-file", default=None,
+                   help="file holding this client's bearer token (default: "
+                        "$VCM_EDGE_TOKEN_FILE, else $VCM_EDGE_TOKEN)")
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``vcm edge ...`` on the ``vcm`` command's subparsers."""
     from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
@@ -264,11 +273,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--idle-exit", type=float, default=None,
                    help="stop after S seconds without new frames (default: run forever)")
-    p.add_argument("--retry-for", type=float, default=300.0,
-                   help="seconds to keep retrying while the server is down")
-    p.add_argument("--token-file", default=None,
-                   help="file holding this client's bearer token (default: "
-                        "$VCM_EDGE_TOKEN_FILE, else $VCM_EDGE_TOKEN)")
+    _client_options(p)
     p.set_defaults(func=cmd_worker)
 
     p = esub.add_parser("push", help="camera: encode images or video frames and upload")
@@ -290,11 +295,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--every", type=int, default=1, help="take every N-th frame")
     p.add_argument("--limit", type=int, default=None, help="at most N frames")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--retry-for", type=float, default=300.0,
-                   help="seconds to keep retrying while the server is down")
-    p.add_argument("--token-file", default=None,
-                   help="file holding this client's bearer token (default: "
-                        "$VCM_EDGE_TOKEN_FILE, else $VCM_EDGE_TOKEN)")
+    _client_options(p)
     p.set_defaults(func=cmd_push)
 
     p = esub.add_parser("bench", help="bounded upload load test against a running service",

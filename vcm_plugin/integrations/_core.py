@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from vcm_plugin.codec import container
-from vcm_plugin.codec.api import resolve_point
+from vcm_plugin.codec.api import as_rgb, resolve_point
 from vcm_plugin.codec.container import read_header
 from vcm_plugin.codec.files import write_atomic
 from vcm_plugin.codec.layerspec import LayerSpec, draw_layers, fixed_layers, parse_layers
@@ -256,22 +256,15 @@ def resolve_cache(cache: CacheSpec) -> StreamCache | None:
 
 
 def to_uint8_rgb(img: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
-    """Bring what frameworks hand us (gray, BGR, float in [0, 1]) to the codec's HxWx3 uint8."""
+    """Bring what frameworks hand us (gray, BGR, float in [0, 1]) to the codec's HxWx3 uint8;
+    the shape rule is the codec's own (``as_rgb``: gray replicated, RGBA refused)."""
     if not isinstance(img, np.ndarray):
         raise VCMError(f"expected a numpy image, got {type(img).__name__}")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise VCMError(f"expected an HxW, HxWx1 or HxWx3 image, got shape {img.shape}")
-    if img.shape[0] < 1 or img.shape[1] < 1:
-        raise VCMError(f"empty image of shape {img.shape}")
     if img.dtype != np.uint8:
-        if np.issubdtype(img.dtype, np.floating):
-            img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-        else:
+        if not np.issubdtype(img.dtype, np.floating):
             raise VCMError(f"expected uint8 or float images in [0, 1], got dtype {img.dtype}")
+        img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    img = as_rgb(img)
     if channel_order == "bgr":
         img = img[..., ::-1]
     return np.ascontiguousarray(img)

@@ -81,17 +81,12 @@ class VCMTransform:
             return img
         if isinstance(img, np.ndarray):
             return self._one(img)
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover - Pillow is a core dependency
-            Image = None  # type: ignore[assignment]
-        if Image is not None and isinstance(img, Image.Image):
+        import torch  # Pillow and torch are core dependencies
+        from PIL import Image
+
+        if isinstance(img, Image.Image):
             return self._pil(img)
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a core dependency
-            torch = None  # type: ignore[assignment]
-        if torch is not None and isinstance(img, torch.Tensor):
+        if isinstance(img, torch.Tensor):
             return self._tensor(img)
         raise VCMError(
             f"{type(self).__name__} takes a PIL.Image, a torch.Tensor or a numpy array, "
