@@ -153,3 +153,14 @@ def test_bd_rate_note_says_why() -> None:
     assert "do not overlap" in bd_rate_note(RATES, PSNR, RATES, PSNR + 20)
     flat = bd_rate_note(RATES, PSNR, RATES, PSNR[::-1])  # best at the lowest rate
     assert flat.startswith("test curve has 1 Pareto point")
+
+
+def test_every_codec_is_an_eval_codec() -> None:
+    """One contract for the harness's codecs: vcm and the baselines alike."""
+    from vcm_eval.codecs import CODEC_NAMES, EvalCodec, make_codec
+
+    for name in CODEC_NAMES:
+        codec = make_codec(name, "fast")
+        assert isinstance(codec, EvalCodec) and codec.name == name
+    assert make_codec("vcm", "fast").settings is None
+    assert make_codec("jpeg").settings == list(make_codec("jpeg").candidates)

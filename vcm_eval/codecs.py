@@ -4,6 +4,7 @@ Why one tiny class per codec (the CompressAI ``utils/bench/codecs.py`` shape): a
 baseline is a subclass that names its format and its quality grid, nothing else. Every codec
 turns one RGB image into a list of operating points ``(setting, bytes, decoded image)``;
 for the baselines a point is one quality, for vcm it is one layer count of a single encode.
+:class:`EvalCodec` is that contract: the harness treats every codec through it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -21,12 +23,15 @@ from vcm_plugin.codec.streaminfo import StreamInfo
 __all__ = [
     "AvifCodec",
     "BaselineCodec",
+    "CODEC_NAMES",
+    "EvalCodec",
     "JpegCodec",
     "JxlCodec",
     "PillowCodec",
     "Point",
     "VcmCodec",
     "WebpCodec",
+    "check_codec_name",
     "make_codec",
     "BASELINES",
 ]
@@ -39,6 +44,23 @@ class Point:
     setting: str
     nbytes: int
     image: np.ndarray
+
+
+@runtime_checkable
+class EvalCodec(Protocol):
+    """What the harness asks of every codec it compares, the layered one and the baselines.
+
+    ``settings``: what the harness chooses per run and hands to its workers with the codec's
+    name — a baseline's qualities — or ``None`` for a codec whose points come from its own
+    stream (vcm: one point per layer count of a single encode).
+    """
+
+    name: str
+    settings: list[int] | None
+
+    def points(self, img: np.ndarray) -> Iterator[Point]:
+        """The operating points of one RGB image, in ascending rate."""
+        ...
 
 
 class BaselineCodec:
@@ -144,6 +166,7 @@ class VcmCodec:
     """
 
     name = "vcm"
+    settings: list[int] | None = None  # the points come from the stream, not from settings
 
     def __init__(self, preset: str = "default", points: str = "all") -> None:
         from vcm_plugin import Codec
@@ -180,12 +203,19 @@ class VcmCodec:
         return f"VcmCodec(preset={self.preset!r}, points={self.which!r})"
 
 
-def make_codec(name: str, preset: str = "default",
-               vcm_points: str = "all") -> BaselineCodec | VcmCodec:
+#: Every codec name the harness knows: the layered codec first, then the baselines.
+CODEC_NAMES = (VcmCodec.name, *BASELINES)
+
+
+def check_codec_name(name: str) -> None:
+    """VCMError listing the known codecs when ``name`` is not one of them."""
+    if name not in CODEC_NAMES:
+        raise VCMError(f"unknown codec {name!r}; known codecs: {', '.join(CODEC_NAMES)}")
+
+
+def make_codec(name: str, preset: str = "default", vcm_points: str = "all") -> EvalCodec:
     """Build a codec by name; unknown names raise VCMError listing the known ones."""
-    if name == "vcm":
-        return VcmCodec(preset, vcm_points)
+    check_codec_name(name)
     if name in BASELINES:
         return BASELINES[name]()
-    known = ", ".join(["vcm", *BASELINES])
-    raise VCMError(f"unknown codec {name!r}; known codecs: {known}")
+    return VcmCodec(preset, vcm_points)

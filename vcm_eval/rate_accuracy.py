@@ -26,20 +26,28 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vcm_eval.codecs import BASELINES, BaselineCodec, VcmCodec, make_codec
+from vcm_eval.codecs import (
+    BASELINES,
+    CODEC_NAMES,
+    BaselineCodec,
+    EvalCodec,
+    VcmCodec,
+    check_codec_name,
+    make_codec,
+)
 from vcm_eval.datasets import Item, load_rgb
 from vcm_eval.levels import LEVELS, MetricReport, analyse_metric, level_target
 from vcm_eval.tasks import TASKS, Task, make_task
 from vcm_plugin import VCMError
 from vcm_plugin.ray_engine import check_engine
 
-__all__ = ["choose_settings", "main", "run"]
+__all__ = ["RunConfig", "choose_settings", "main", "run"]
 
 BD_METHOD = ("Bjontegaard delta rate of vcm vs each baseline (negative = vcm needs fewer bits): "
              "Pareto front of each curve, PCHIP of log10(bpp) over the metric, exact integral "
@@ -50,6 +58,38 @@ LEVELS_METHOD = ("rate at fixed accuracy: first bpp at which a curve's Pareto fr
                  "log(bpp) interpolated linearly in the metric between the two front points "
                  "around it; null when never reached (vcm_eval/levels.py); rate_ratio_vs = vcm bpp "
                  "/ baseline bpp")
+
+
+@dataclass
+class RunConfig:
+    """One run of the harness: what :func:`run` evaluates, where it writes. ``main`` builds it
+    from the command line (``--codecs a,b`` is ``codecs=["a", "b"]``, ``--qualities
+    jpeg=10,50`` is ``qualities={"jpeg": [10, 50]}``)."""
+
+    task: str
+    data: Path
+    out: Path
+    codecs: list[str] = field(default_factory=lambda: list(CODEC_NAMES))
+    limit: int | None = None  #: first N items in sorted file-name order
+    preset: str = "default"  #: the vcm preset
+    workers: int = 1  #: process pool size, or CPUs of a local Ray instance
+    engine: str = "local"  #: "local" or "ray"
+    ray_address: str | None = None  #: a Ray cluster to join (engine "ray")
+    threads: int = 1  #: torch/OpenCV threads per process
+    num_settings: int = 8  #: qualities per baseline picked from its grid
+    qualities: dict[str, list[int]] = field(default_factory=dict)  #: fixed baseline qualities
+    model: str | None = None  #: detection: ultralytics YOLO weights
+    mmseg_config: str | None = None  #: segmentation: an mmseg config (mIoU)
+    mmseg_checkpoint: str | None = None
+    landmark_model: str = "dlib"  #: landmarks: "dlib" or "face_alignment"
+    metric: str = "haarpsi"  #: quality: the primary metric
+    quiet: bool = False  #: no progress bar or table
+    command: str = ""  #: how the run was started, recorded in summary.json
+
+    def task_options(self) -> dict[str, Any]:
+        return {"model": self.model, "mmseg_config": self.mmseg_config,
+                "mmseg_checkpoint": self.mmseg_checkpoint,
+                "landmark_model": self.landmark_model, "metric": self.metric}
 
 
 # --------------------------------------------------------------------------- settings choice
@@ -84,7 +124,7 @@ def _probe_indices(n_items: int, k: int = 4) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n_items - 1, min(k, n_items))})
 
 
-def plan_settings(codecs: list[Any], items: list[Item], overrides: dict[str, list[int]],
+def plan_settings(codecs: list[EvalCodec], items: list[Item], overrides: dict[str, list[int]],
                   num_settings: int, quiet: bool = False) -> dict[str, Any]:
     """Set ``codec.settings`` for every baseline; returns what the probe measured."""
     probe = [load_rgb(items[i].path) for i in _probe_indices(len(items))]
@@ -212,9 +252,8 @@ def _analyses(task: Task, curves: dict[str, list[dict[str, Any]]],
     return out
 
 
-def _extend_to_top_level(task: Task, codecs: list[Any], items: list[Item],
-                         recs: list[dict[str, Any]], args: argparse.Namespace,
-                         ) -> dict[str, list[int]]:
+def _extend_to_top_level(task: Task, codecs: list[EvalCodec], items: list[Item],
+                         recs: list[dict[str, Any]], cfg: RunConfig) -> dict[str, list[int]]:
     """Add the next higher grid quality to every baseline whose curve does not reach the top
     accuracy level (95 % of the uncompressed primary metric), round after round, so that every
     baseline's rate at that level is measured, not missing for want of a setting."""
@@ -234,10 +273,10 @@ def _extend_to_top_level(task: Task, codecs: list[Any], items: list[Item],
                 if max(c.candidates) > max(c.settings)]
         if not todo:
             return added
-        if not args.quiet:
+        if not cfg.quiet:
             print("[settings] below the top accuracy level; adding " + ", ".join(
                 f"{c.name} q={q}" for c, q in todo), file=sys.stderr)
-        new = _score_items(args, task, [(c.name, args.preset, [q]) for c, q in todo], items,
+        new = _score_items(cfg, task, [(c.name, cfg.preset, [q]) for c, q in todo], items,
                            score_original=False)
         pending = []
         for c, q in todo:
@@ -250,14 +289,14 @@ def _extend_to_top_level(task: Task, codecs: list[Any], items: list[Item],
                 pending.append(c)
 
 
-def _score_items(args: argparse.Namespace, task: Task, specs: list[tuple], items: list[Item],
+def _score_items(cfg: RunConfig, task: Task, specs: list[tuple], items: list[Item],
                  score_original: bool = True) -> list[dict[str, Any]]:
     """Run the per-image worker over the set with the chosen engine."""
-    if args.engine == "ray":
-        return _run_items_ray(args.task, task.options, specs, items, args.workers,
-                              args.threads, args.quiet, args.ray_address, score_original)
-    workers = max(1, min(args.workers, len(items)))
-    return _run_items(args.task, task.options, specs, items, workers, args.threads, args.quiet,
+    if cfg.engine == "ray":
+        return _run_items_ray(cfg.task, task.options, specs, items, cfg.workers,
+                              cfg.threads, cfg.quiet, cfg.ray_address, score_original)
+    workers = max(1, min(cfg.workers, len(items)))
+    return _run_items(cfg.task, task.options, specs, items, workers, cfg.threads, cfg.quiet,
                       score_original)
 
 
@@ -280,39 +319,36 @@ def code_version() -> str:
         return "unknown"
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Evaluate, write the three outputs into ``args.out`` and return the summary."""
+def run(cfg: RunConfig) -> dict[str, Any]:
+    """Evaluate, write the three outputs into ``cfg.out`` and return the summary."""
     t0 = time.time()
     version = code_version()  # at the start: the workers import the code as it is now
-    names = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    names = list(dict.fromkeys(cfg.codecs))
     if not names:
-        raise VCMError("--codecs is empty")
-    names = list(dict.fromkeys(names))
+        raise VCMError("no codec to evaluate")
     for n in names:
-        if n != "vcm" and n not in BASELINES:
-            raise VCMError(f"unknown codec {n!r}; known codecs: {', '.join(['vcm', *BASELINES])}")
-    if args.task not in TASKS:
-        raise VCMError(f"unknown task {args.task!r}; known tasks: {', '.join(TASKS)}")
-    data = Path(args.data)
+        check_codec_name(n)
+    if cfg.task not in TASKS:
+        raise VCMError(f"unknown task {cfg.task!r}; known tasks: {', '.join(TASKS)}")
+    data = Path(cfg.data)
     if not data.is_dir():
         raise VCMError(f"data directory {data} does not exist")
-    if args.limit is not None and args.limit < 1:
-        raise VCMError("--limit must be >= 1")
-    overrides = _parse_qualities(args.qualities or [], names)
-    options = {"model": args.model, "mmseg_config": args.mmseg_config,
-               "mmseg_checkpoint": args.mmseg_checkpoint,
-               "landmark_model": args.landmark_model, "metric": args.metric}
-    task = make_task(args.task, options)
-    items = task.items(data, args.limit)
-    codecs = [make_codec(n, args.preset, task.vcm_points) for n in names]
-    plan = plan_settings(codecs, items, overrides, args.num_settings, quiet=args.quiet)
-    specs = [(c.name, args.preset, getattr(c, "settings", None) if c.name != "vcm" else None)
-             for c in codecs]
-    out = Path(args.out)
+    if cfg.limit is not None and cfg.limit < 1:
+        raise VCMError(f"limit must be >= 1, got {cfg.limit}")
+    for name in cfg.qualities:
+        if name not in BASELINES:
+            raise VCMError(f"fixed qualities for {name!r}, which is not a baseline; "
+                           f"baselines: {', '.join(BASELINES)}")
+    task = make_task(cfg.task, cfg.task_options())
+    items = task.items(data, cfg.limit)
+    codecs = [make_codec(n, cfg.preset, task.vcm_points) for n in names]
+    plan = plan_settings(codecs, items, cfg.qualities, cfg.num_settings, quiet=cfg.quiet)
+    specs = [(c.name, cfg.preset, c.settings) for c in codecs]
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    check_engine(args.engine, args.ray_address)
-    recs = _score_items(args, task, specs, items)
-    plan["extended"] = _extend_to_top_level(task, codecs, items, recs, args)
+    check_engine(cfg.engine, cfg.ray_address)
+    recs = _score_items(cfg, task, specs, items)
+    plan["extended"] = _extend_to_top_level(task, codecs, items, recs, cfg)
 
     rows: list[dict[str, Any]] = []
     curves = {c.name: _curve(task, items, recs, c.name, rows) for c in codecs}
@@ -335,10 +371,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "bpp": sum(r["original"]["bytes"] for r in recs) * 8 / total_px,
                      **{k: float(v) for k, v in orig.items() if k != task.metric}},
         "data": str(data.resolve()), "num_images": len(items), "pixels": total_px,
-        "preset": args.preset, "model": task.describe(), "settings_probe": plan,
+        "preset": cfg.preset, "model": task.describe(), "settings_probe": plan,
         "bd_rate_method": BD_METHOD, "levels_method": LEVELS_METHOD,
         "code_version": version,
-        "command": "python -m vcm_eval.rate_accuracy " + " ".join(args.argv),
+        "command": cfg.command,
         "seconds": round(time.time() - t0, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -349,7 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in reports:
         if name != task.metric:
             plot_summary(summary, out / f"rate_accuracy_{_slug(name)}.png", metric=name)
-    if not args.quiet:
+    if not cfg.quiet:
         _print_table(summary)
     return summary
 
@@ -432,7 +468,7 @@ def _run_items_ray(task_name: str, options: dict[str, Any], specs: list[tuple],
     return recs
 
 
-def _parse_qualities(specs: list[str], names: list[str]) -> dict[str, list[int]]:
+def _parse_qualities(specs: list[str]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for s in specs:
         name, _, qs = s.partition("=")
@@ -509,14 +545,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig:
+    """The typed run of a parsed command line; errors name the command-line flags."""
+    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    if not codecs:
+        raise VCMError("--codecs is empty")
+    if args.limit is not None and args.limit < 1:
+        raise VCMError("--limit must be >= 1")
+    if args.ray_address is not None and args.engine != "ray":
+        raise VCMError("--ray-address needs --engine ray")
+    for n in codecs:  # before --qualities, which names baselines
+        check_codec_name(n)
+    return RunConfig(
+        task=args.task, data=Path(args.data), out=Path(args.out), codecs=codecs,
+        limit=args.limit, preset=args.preset, workers=args.workers, engine=args.engine,
+        ray_address=args.ray_address, threads=args.threads, num_settings=args.num_settings,
+        qualities=_parse_qualities(args.qualities or []), model=args.model,
+        mmseg_config=args.mmseg_config, mmseg_checkpoint=args.mmseg_checkpoint,
+        landmark_model=args.landmark_model, metric=args.metric, quiet=args.quiet,
+        command="python -m vcm_eval.rate_accuracy " + " ".join(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    args.argv = argv
     try:
-        if args.ray_address is not None and args.engine != "ray":
-            raise VCMError("--ray-address needs --engine ray")
-        run(args)
+        run(config_from_args(args, argv))
     except VCMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
