@@ -14,6 +14,7 @@ import the codec, and the codec imports nothing of theirs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -70,3 +71,12 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o666) -
     """Write ``data`` to ``path`` all or nothing, durably (see the module docstring)."""
     with atomic_file(path, mode) as f:
         f.write(data)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (weights, shard tars)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import platformdirs
 
-from vcm_plugin.codec.files import atomic_file
+from vcm_plugin.codec.files import atomic_file, sha256_file
 from vcm_plugin.errors import VCMError
 
 _TAESD = "https://github.com/madebyollin/taesd/raw/main/"
@@ -103,11 +103,7 @@ def _verified_sha256(path: Path, mtime_ns: int) -> str:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def fetch(model: str, dest: Path | None = None, base_url: str | None = None,

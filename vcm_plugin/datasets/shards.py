@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vcm_plugin.codec.files import write_atomic
+from vcm_plugin.codec.files import sha256_file, write_atomic
 from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.datasets.layouts import Sample, meta_files, scan
@@ -74,14 +74,6 @@ class ShardTask:
 
 
 # ------------------------------------------------------------------------------ file helpers
-def _sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
 
@@ -222,7 +214,7 @@ def verify_shard(dst: Path, task: ShardTask, config: str | None = None) -> dict[
             return None
     except OSError:
         return None
-    if _sha256_file(tar) != manifest.get("sha256"):
+    if sha256_file(tar) != manifest.get("sha256"):
         return None
     return manifest
 

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import fsspec
@@ -106,15 +107,22 @@ class FrameStore:
         if self.local:  # the package's one rule, directory fsync included: an acknowledged
             write_atomic(final, data, mode=0o644)  # frame survives power loss
         else:
-            tmp = f"{folder}/.{key.ts:016d}{suffix}.{uuid.uuid4().hex}.part"
-            try:
-                self.fs.pipe_file(tmp, data)
-                self.fs.mv(tmp, final)
-            finally:
-                if self.fs.exists(tmp):
-                    self.fs.rm(tmp)
+            self._publish_remote(final, lambda tmp: self.fs.pipe_file(tmp, data))
         with self._lock:
             self.bytes_written += len(data)
+
+    def _publish_remote(self, final: str, put: Callable[[str], object]) -> None:
+        """A remote filesystem: ``put`` writes a hidden temp name beside ``final``, which is
+        then moved over it (readers never list or see the half-written one)."""
+        folder, name = final.rsplit("/", 1)
+        tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.part"
+        self.fs.makedirs(folder, exist_ok=True)
+        try:
+            put(tmp)
+            self.fs.mv(tmp, final)
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
 
     def begin(self, key: FrameKey, copy_from: int = 0) -> Upload:
         """A temp file for an upload that streams in (:class:`Upload`); ``copy_from`` bytes of
@@ -253,14 +261,7 @@ class Upload:
             if store.local:  # the rename itself durable: the frame survives power loss
                 replace_durably(self.tmp, final)
             else:
-                remote = f"{self.folder}/.{self.key.ts:016d}{FRAME}.{uuid.uuid4().hex}.part"
-                store.fs.makedirs(self.folder, exist_ok=True)
-                try:
-                    store.fs.put_file(self.tmp, remote)
-                    store.fs.mv(remote, final)
-                finally:
-                    if store.fs.exists(remote):
-                        store.fs.rm(remote)
+                store._publish_remote(final, lambda remote: store.fs.put_file(self.tmp, remote))
         finally:
             self.abort()
         with store._lock:
