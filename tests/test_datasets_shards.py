@@ -16,6 +16,7 @@ import pytest
 from datasets_helpers import REPO, make_voc, make_yolo, snapshot
 
 from vcm_plugin import Codec, VCMError
+from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.datasets import encode_dataset
 
 
@@ -194,6 +195,18 @@ def test_bad_inputs_raise_vcmerror(yolo6, tmp_path):
         encode_dataset(yolo6, busy)
     assert [p.name for p in busy.iterdir()] == ["thesis.tex"]
     assert not (tmp_path / "out").exists()  # nothing written before the checks pass
+
+
+def test_options_object_and_library_wording(yolo6, tmp_path):
+    from vcm_plugin.datasets import EncodeOptions
+
+    assert EncodeOptions(preset="default").checked().preset == DEFAULT_PRESET  # alias resolved
+    with pytest.raises(VCMError, match="applies only to the ray engine") as err:
+        encode_dataset(yolo6, tmp_path / "out", EncodeOptions(ray_address="auto"))
+    assert "--" not in str(err.value)  # the library speaks of engines, the CLI of flags
+    with pytest.raises(VCMError, match="shard size"):  # keywords override the options' fields
+        encode_dataset(yolo6, tmp_path / "out", EncodeOptions(shard_size=2), shard_size=0)
+    assert not (tmp_path / "out").exists()
 
 
 def test_other_configuration_in_dst_is_refused(encoded, yolo6):

@@ -39,7 +39,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,8 @@ from vcm_plugin.datasets.layouts import Sample, meta_files, scan
 from vcm_plugin.errors import VCMError
 from vcm_plugin.ray_engine import ENGINES, check_engine, ray_results, ray_session
 
-__all__ = ["ENGINES", "FORMAT", "ShardTask", "encode_dataset", "encode_shard", "verify_shard"]
+__all__ = ["ENGINES", "FORMAT", "EncodeOptions", "ShardTask", "encode_dataset", "encode_shard",
+           "verify_shard"]
 
 FORMAT = "vcm-shards/1"
 JOB_FILE = "vcm-shards.json"
@@ -286,24 +287,57 @@ def plan(samples: list[Sample], shard_size: int, dst: Path, preset: str) -> list
             for i in range(0, len(samples), shard_size)]
 
 
-def _run_engine(engine: str, todo: list[ShardTask], workers: int | None,
-                ray_address: str | None, manifests: dict[str, dict[str, Any]],
-                done_images: int, total_images: int, progress: bool) -> None:
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How :func:`encode_dataset` encodes: every choice but the source and the destination.
+
+    ``workers``: processes of the local pool, or CPUs of a local Ray instance (default: all
+    cores). ``ray_address`` connects to a running cluster instead (engine ``"ray"`` only); SRC
+    and DST must then be paths every Ray node can read and write (a shared filesystem).
+    """
+
+    preset: str = DEFAULT_PRESET
+    engine: str = "local"  #: one of :data:`ENGINES`
+    shard_size: int = 64  #: samples per shard
+    workers: int | None = None
+    ray_address: str | None = None
+    layout: str = "auto"  #: a layout of :mod:`vcm_plugin.datasets.layouts`, or "auto"
+    progress: bool = True  #: a progress bar on stderr
+
+    def checked(self) -> EncodeOptions:
+        """These options validated (VCMError says what is wrong), the preset's alias resolved
+        ("default" names the same shards as its preset)."""
+        from vcm_plugin.codec.presets import get_preset
+
+        preset = get_preset(self.preset).name
+        check_engine(self.engine, self.ray_address)
+        size = self.shard_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise VCMError(f"shard size must be an integer >= 1, got {size!r}")
+        w = self.workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise VCMError(f"workers must be an integer >= 1, got {w!r}")
+        return replace(self, preset=preset)
+
+
+def _run_engine(opts: EncodeOptions, todo: list[ShardTask],
+                manifests: dict[str, dict[str, Any]], done_images: int,
+                total_images: int) -> None:
     """Encode the shards of ``todo``, adding each manifest to ``manifests`` as it lands."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total_images, initial=done_images, unit="img", desc=f"encode ({engine})",
-               disable=not progress, file=sys.stderr)
+    bar = tqdm(total=total_images, initial=done_images, unit="img",
+               desc=f"encode ({opts.engine})", disable=not opts.progress, file=sys.stderr)
 
     def on_done(manifest: dict[str, Any]) -> None:
         manifests[Path(manifest["shard"]).stem] = manifest
         bar.update(len(manifest["members"]))
 
     try:
-        if engine == "local":
-            _run_local(todo, workers or os.cpu_count() or 1, on_done)
+        if opts.engine == "local":
+            _run_local(todo, opts.workers or os.cpu_count() or 1, on_done)
         else:
-            _run_ray(todo, workers, ray_address, on_done)
+            _run_ray(todo, opts.workers, opts.ray_address, on_done)
     finally:
         bar.close()
 
@@ -316,85 +350,95 @@ def _topmost_missing(path: Path) -> Path | None:
     return missing
 
 
-def _undo(dst: Path, created_root: Path | None, found: set[str], saved: dict[str, bytes],
-          finished: set[str]) -> None:
-    """After a failed run, leave DST as it was found: remove what this run created and put
-    back the job file and index it replaced. Shards it finished stay, with the job file that
-    makes a rerun resume them (an interrupted long run should not lose its work)."""
-    keep = {f"{name}.{ext}" for name in finished for ext in ("tar", "json")}
-    if keep:
-        keep.add(JOB_FILE)
-    elif created_root is not None:
-        shutil.rmtree(created_root, ignore_errors=True)
-        return
-    for p in dst.iterdir():
-        if p.name not in found and p.name not in keep:
-            p.unlink(missing_ok=True)
-    if not keep:
-        for name, data in saved.items():
-            write_atomic(dst / name, data)
+@dataclass
+class _Before:
+    """What DST held before this run, so that a failed run can leave it as it was found."""
+
+    dst: Path
+    created_root: Path | None  #: the outermost directory this run creates (None: DST exists)
+    found: set[str]  #: the names DST held
+    saved: dict[str, bytes]  #: the job file and index this run replaces
+
+    @classmethod
+    def of(cls, dst: Path) -> _Before:
+        created_root = _topmost_missing(dst)
+        found = set() if created_root else set(os.listdir(dst))
+        saved = {name: (dst / name).read_bytes() for name in (JOB_FILE, INDEX_FILE)
+                 if name in found}
+        return cls(dst, created_root, found, saved)
+
+    def undo(self, finished: set[str]) -> None:
+        """Remove what this run created and put back the job file and index it replaced.
+        Shards it finished stay, with the job file that makes a rerun resume them (an
+        interrupted long run should not lose its work)."""
+        keep = {f"{name}.{ext}" for name in finished for ext in ("tar", "json")}
+        if keep:
+            keep.add(JOB_FILE)
+        elif self.created_root is not None:
+            shutil.rmtree(self.created_root, ignore_errors=True)
+            return
+        for p in self.dst.iterdir():
+            if p.name not in self.found and p.name not in keep:
+                p.unlink(missing_ok=True)
+        if not keep:
+            for name, data in self.saved.items():
+                write_atomic(self.dst / name, data)
 
 
-def encode_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
-                   preset: str = DEFAULT_PRESET, engine: str = "local", shard_size: int = 64,
-                   workers: int | None = None, ray_address: str | None = None,
-                   layout: str = "auto", progress: bool = True) -> dict[str, Any]:
+def _verified(dst: Path, tasks: list[ShardTask], preset: str
+              ) -> tuple[dict[str, dict[str, Any]], list[ShardTask]]:
+    """Split ``tasks`` into the shards already done (their manifests, by name) and the ones to
+    encode (see "Resuming" above)."""
+    config = _codec_config(preset)
+    done: dict[str, dict[str, Any]] = {}
+    todo: list[ShardTask] = []
+    for t in tasks:
+        m = verify_shard(dst, t, config)
+        if m is None:
+            todo.append(t)
+        else:
+            done[t.name] = m
+    return done, todo
+
+
+def encode_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                   options: EncodeOptions | None = None, **fields: Any) -> dict[str, Any]:
     """Encode every image of ``src`` into shards in ``dst``; returns a report
     (``encoded`` / ``skipped`` shard names, ``images``, ``seconds``, ``index``).
 
-    ``workers``: processes of the local pool, or CPUs of a local Ray instance (default: all
-    cores). ``ray_address`` connects to a running cluster instead; SRC and DST must then be
-    paths every Ray node can read and write (a shared filesystem).
+    ``options`` (:class:`EncodeOptions`), or its fields by keyword
+    (``encode_dataset(src, dst, shard_size=2, workers=1)``), say how.
     """
     t0 = time.perf_counter()
-    from vcm_plugin.codec.presets import get_preset
-
-    preset = get_preset(preset).name  # an alias ("default") names the same shards as its preset
-    check_engine(engine, ray_address)
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise VCMError(f"shard size must be an integer >= 1, got {shard_size!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise VCMError(f"workers must be an integer >= 1, got {workers!r}")
+    opts = replace(options or EncodeOptions(), **fields).checked()
     src_p, dst_p = Path(src).resolve(), Path(dst).resolve()
     if dst_p == src_p:
         raise VCMError(f"destination {dst_p} must not be the source directory")
-    layout_used, samples = scan(src_p, layout)
-    job = {"format": FORMAT, "preset": preset, "shard_size": shard_size, "layout": layout_used,
-           "source": str(src_p), "num_samples": len(samples),
-           "num_shards": -(-len(samples) // shard_size)}
+    layout_used, samples = scan(src_p, opts.layout)
+    job = {"format": FORMAT, "preset": opts.preset, "shard_size": opts.shard_size,
+           "layout": layout_used, "source": str(src_p), "num_samples": len(samples),
+           "num_shards": -(-len(samples) // opts.shard_size)}
     _check_dst(dst_p, job)
-    created_root = _topmost_missing(dst_p)
-    found = set() if created_root else set(os.listdir(dst_p))
-    saved = {name: (dst_p / name).read_bytes() for name in (JOB_FILE, INDEX_FILE)
-             if name in found}
+    before = _Before.of(dst_p)
     dst_p.mkdir(parents=True, exist_ok=True)
     manifests: dict[str, dict[str, Any]] = {}
     todo: list[ShardTask] = []
     try:
         write_atomic(dst_p / JOB_FILE, _json_bytes(job))
-        tasks = plan(samples, shard_size, dst_p, preset)
-        config = _codec_config(preset)
-        for t in tasks:
-            m = verify_shard(dst_p, t, config)
-            if m is None:
-                todo.append(t)
-            else:
-                manifests[t.name] = m
+        tasks = plan(samples, opts.shard_size, dst_p, opts.preset)
+        manifests, todo = _verified(dst_p, tasks, opts.preset)
         skipped = sorted(manifests)
         if todo:
             (dst_p / INDEX_FILE).unlink(missing_ok=True)  # stale until this run completes
-        _run_engine(engine, todo, workers, ray_address, manifests,
-                    sum(len(t.samples) for t in tasks if t.name in manifests),
-                    len(samples), progress)
+        _run_engine(opts, todo, manifests,
+                    sum(len(t.samples) for t in tasks if t.name in manifests), len(samples))
         index = dict(job, meta=meta_files(src_p),
                      shards=[manifests[t.name] for t in tasks])
         write_atomic(dst_p / INDEX_FILE, _json_bytes(index))
         _cleanup(dst_p, job["num_shards"])  # after success: a failed run keeps the old index's
     except BaseException:
-        finished = {t.name for t in todo if t.name in manifests}
-        _undo(dst_p, created_root, found, saved, finished)
+        before.undo({t.name for t in todo if t.name in manifests})
         raise
-    return {"engine": engine, "images": len(samples), "shards": len(tasks),
+    return {"engine": opts.engine, "images": len(samples), "shards": len(tasks),
             "encoded": sorted(t.name for t in todo), "skipped": skipped,
             "seconds": time.perf_counter() - t0, "index": str(dst_p / INDEX_FILE)}
