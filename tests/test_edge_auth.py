@@ -255,6 +255,7 @@ def test_tokens_file_rules(tmp_path):
     assert digest_only.lookup("y" * 20).name == "v"
 
 
+@pytest.mark.slow
 def test_tokens_are_never_command_line_arguments():
     """Clients take --token-file or the environment; there is no --token option to leak a
     secret into ps output."""

@@ -12,6 +12,8 @@ from PIL import Image
 from vcm_plugin import Codec, VCMError
 from vcm_plugin.taskmodels.detect import UltralyticsDetector, YOLOv5Legacy, load_detector
 
+pytestmark = pytest.mark.needs_framework("ultralytics")  # every test reads its bus.jpg
+
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="vcm-edge-yolo-"))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
@@ -30,6 +32,8 @@ def bus() -> np.ndarray:
     return np.asarray(Image.open(ASSETS / "bus.jpg").convert("RGB"))
 
 
+@pytest.mark.slow
+@pytest.mark.needs_shared("models/yolov5n.pt")
 def test_default_is_the_legacy_yolov5n_and_finds_people(bus):
     det = load_detector()
     assert isinstance(det, YOLOv5Legacy) and det.name == "yolov5n.pt"

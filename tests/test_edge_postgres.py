@@ -91,6 +91,7 @@ def test_sqlite_queries_over_http_and_reindex(tmp_path, blob):
         assert [f["id"] for f in again] == ids
 
 
+@pytest.mark.needs_framework("psycopg")
 def test_two_servers_share_one_postgresql_and_store(pg, tmp_path, blob):
     db = _db(pg, "shared")
     store = tmp_path / "store"
@@ -155,6 +156,7 @@ s.recv(1)
 """
 
 
+@pytest.mark.needs_framework("psycopg")
 def test_sigkill_mid_upload_and_mid_claim_then_database_down(pg, tmp_path, blob):
     db = _db(pg, "faults")
     store = tmp_path / "store"

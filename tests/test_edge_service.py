@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CAMERAS = 3
 FRAMES_PER_CAMERA = 2
+# COCO photos; the worker runs the default detector, YOLOv5n from ../shared/models
+pytestmark = pytest.mark.needs_shared("data/coco-val2017", "models/yolov5n.pt")
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,7 @@ def _decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
+@pytest.mark.slow
 def test_concurrent_cameras_worker_reads_only_its_point_viewer_gets_all(server, images,
                                                                        tmp_path):
     frames = list(iter_frames(images))

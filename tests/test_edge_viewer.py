@@ -50,6 +50,8 @@ def until(page, predicate: str, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.needs_framework("playwright")
+@pytest.mark.needs_shared("data/coco-val2017")
 def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, shared_dir):
     from playwright.sync_api import sync_playwright
 

@@ -1,6 +1,6 @@
 """One smoke run of each task on 2 real images (default preset), plus the command line's
-error contract. Needs ../shared/data and the task models; they are required, not optional:
-a missing model or package fails these tests."""
+error contract. Needs ../shared/data and the task models, and the task frameworks for the
+smoke runs; where one is missing the tests skip and say which (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from vcm_eval.report import bd_table, results_table
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 CODECS = "vcm,jpeg,webp,avif,jxl"
+pytestmark = pytest.mark.needs_shared(
+    "data/coco-val2017", "data/coco-panoptic-val2017", "data/300w-helen-test", "data/kodak",
+    "models/yolov5n.pt")
 
 CASES = {
     "detection": ("coco-val2017", []),
@@ -97,6 +100,9 @@ def _check_levels(summary: dict, out: Path) -> None:
 
 
 @pytest.mark.parametrize("task", list(CASES))
+@pytest.mark.slow
+@pytest.mark.needs_framework("ultralytics", "pycocotools", "mediapipe", "dlib",
+                             "face_recognition_models", "piq", "ssimulacra2", "pillow_jxl")
 def test_smoke_two_images(task: str, tmp_path: Path) -> None:
     data, extra = CASES[task]
     out = tmp_path / task

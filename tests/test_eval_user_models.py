@@ -18,6 +18,8 @@ from vcm_eval.paths import REPO_ROOT
 from vcm_eval.rate_accuracy import main
 
 DATA = REPO_ROOT.parent / "shared" / "data"
+pytestmark = pytest.mark.needs_shared("data/voc2012-seg-val", "data/300w-helen-test",
+                                      "data/coco-val2017")
 FAST = ["--limit", "1", "--codecs", "jpeg", "--qualities", "jpeg=5,30,60,90", "--quiet"]
 
 
@@ -27,6 +29,7 @@ def _summary(out: Path) -> dict:
     return s
 
 
+@pytest.mark.needs_framework("mmseg")
 def test_mmseg_config_and_checkpoint(tmp_path: Path) -> None:
     import torch
     from mmengine import Config
@@ -52,6 +55,7 @@ def test_mmseg_config_and_checkpoint(tmp_path: Path) -> None:
     assert s["metric"] == "mIoU" and 0.0 <= s["original"]["metric"] <= 1.0
 
 
+@pytest.mark.needs_framework("face_alignment")
 def test_face_alignment_fan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
     from face_alignment.models import FAN
@@ -69,6 +73,7 @@ def test_face_alignment_fan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert "face_alignment" in s["model"]
 
 
+@pytest.mark.needs_framework("ultralytics")
 def test_ultralytics_yolo_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ycfg"))
     monkeypatch.setenv("YOLO_OFFLINE", "1")

@@ -29,6 +29,7 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_short_fuzz_run(tmp_path):
     """~20k inputs through decode / inspect / truncate / Pillow: nothing but VCMError."""
     runs = 20_000

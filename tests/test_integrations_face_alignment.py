@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
 HELEN = SHARED / "data" / "300w-helen-test"
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"  # face_alignment.api.models_urls['2DFAN-4']
+pytestmark = [pytest.mark.needs_framework("face_alignment", "dlib"),
+              pytest.mark.needs_shared("data/300w-helen-test")]
 
 
 @pytest.fixture(scope="module")

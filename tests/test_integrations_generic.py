@@ -14,6 +14,7 @@ from vcm_plugin.codec.measure import psnr
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
+pytestmark = pytest.mark.needs_shared("data/coco128")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,7 @@ def test_numpy_roundtrip_layers_dtypes_and_channel_order(photo):
         vcm_roundtrip(np.zeros((8, 8, 4), np.uint8))
 
 
+@pytest.mark.needs_framework("torchvision")
 def test_torchvision_style_transform_keeps_input_type(photo):
     import torch
     from PIL import Image
@@ -98,6 +100,7 @@ def test_torchvision_style_transform_keeps_input_type(photo):
 
 
 @pytest.mark.filterwarnings("ignore:Got processor for bboxes")  # image-only: the point
+@pytest.mark.needs_framework("albumentations")
 def test_albumentations_transform_keeps_boxes_and_serialises(photo):
     import albumentations as A
 

@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
 VOC = SHARED / "data" / "voc2012-seg-val"
 CONFIG = REPO / "configs" / "mmseg" / "fastscnn_voc12_vcm.py"
+pytestmark = [pytest.mark.needs_framework("mmseg", "mmengine", "mmcv"),
+              pytest.mark.needs_shared("data/voc2012-seg-val")]
 
 
 
@@ -152,6 +154,7 @@ def test_mmseg_bad_options_raise_vcmerror(cfg):
                        "channel_order='bgr')")
 
 
+@pytest.mark.slow
 def test_mmseg_example_config_trains_as_shipped(cfg, tmp_path):
     """``Runner.train()`` on the shipped config with only the work dir and the schedule
     shortened: the train split that exists in the shared set, a batch FastSCNN's BatchNorm

@@ -11,6 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
+pytestmark = pytest.mark.needs_shared("data/kodak")
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ DOC = REPO / "vcm_plugin" / "integrations" / "README.md"
 SECTIONS = {"ultralytics": "ultralytics", "mmseg": "mmseg", "face-alignment": "face_alignment",
             "generic": "generic", "pillow": "pillow"}
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
+pytestmark = pytest.mark.needs_shared("data")
 
 
 def _snippets() -> list:
@@ -84,6 +85,8 @@ def fan_weights(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("code", "where"), _snippets())
+@pytest.mark.slow
+@pytest.mark.needs_framework("ultralytics", "mmseg", "face_alignment", "torchvision")
 def test_snippet_runs_as_written(code, where, sandbox, monkeypatch, request):
     monkeypatch.chdir(sandbox)
     monkeypatch.delenv("VCM_VOC_ROOT", raising=False)  # the config's own default must work

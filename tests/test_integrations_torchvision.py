@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 CLASSES = ("cat", "dog")
+pytestmark = pytest.mark.needs_framework("torchvision")
 
 
 @pytest.fixture(scope="module")

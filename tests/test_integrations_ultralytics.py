@@ -24,12 +24,14 @@ os.environ.setdefault("YOLO_VERBOSE", "False")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
 COCO128 = SHARED / "data" / "coco128"
 N_IMAGES = 4
+yaml = pytest.importorskip("yaml", reason="PyYAML comes with ultralytics, not installed")
+pytestmark = [pytest.mark.needs_framework("ultralytics"),
+              pytest.mark.needs_shared("data/coco128")]
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +144,7 @@ def test_ultralytics_vcm_trainer_final_stage_survives_close_mosaic(data_yaml, tm
     assert s["images"] == N_IMAGES and s["layers_used"] == {1: N_IMAGES}
 
 
+@pytest.mark.slow
 def test_ultralytics_predict_on_semantic_layer(tmp_path):
     import cv2
     from ultralytics import YOLO

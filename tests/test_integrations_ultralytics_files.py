@@ -21,13 +21,15 @@ os.environ.setdefault("YOLO_VERBOSE", "False")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
 COCO128 = SHARED / "data" / "coco128"
 N_IMAGES = 4
+yaml = pytest.importorskip("yaml", reason="PyYAML comes with ultralytics, not installed")
+pytestmark = [pytest.mark.needs_framework("ultralytics"),
+              pytest.mark.needs_shared("data/coco128")]
 
 
 @pytest.fixture(autouse=True)

@@ -48,6 +48,9 @@ def checkout(tmp_path, shared_dir, monkeypatch) -> Path:
     return repo
 
 
+@pytest.mark.slow
+@pytest.mark.needs_framework("ultralytics", "mmseg")
+@pytest.mark.needs_shared("data/coco128")
 def test_readme_python_blocks_run_in_order(checkout):
     blocks = python_blocks(README.read_text())
     assert len(blocks) >= 4, "the README's python blocks were not found"

@@ -13,6 +13,7 @@ from vcm_plugin import Codec, VCMError
 from vcm_plugin.codec.measure import psnr
 
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+pytestmark = pytest.mark.needs_shared("data/kodak")
 
 
 @pytest.fixture(scope="module")
