@@ -347,6 +347,31 @@ def decode_layers(blob: bytes, layers: int | str | None, codec: Codec | None = N
     return out
 
 
+class CompressOptions:
+    """Mixin for the framework transforms (Albumentations, torchvision-style, mmseg): the
+    options every one takes, checked once when the transform is built (a typo or an unknown
+    preset fails then, not mid-epoch), and the round trip they configure. The options stay
+    plain attributes, as the frameworks serialise and print them."""
+
+    layers: LayerSpec
+    preset: str
+    cache: CacheSpec
+    channel_order: str
+
+    def _set_options(self, layers: Any, preset: str, cache: Any,
+                     channel_order: str = "rgb") -> None:
+        self.layers = check_layers(layers)
+        self.preset = preset
+        self.cache = check_cache(os.fspath(cache) if isinstance(cache, os.PathLike) else cache)
+        self.channel_order = check_channel_order(channel_order)
+        get_codec(preset)
+
+    def _roundtrip(self, img: np.ndarray, layers: int | str | None,
+                   details: dict[str, Any] | None = None) -> np.ndarray:
+        return roundtrip(img, layers, self.preset, channel_order=self.channel_order,
+                         cache=resolve_cache(self.cache), details=details)
+
+
 def roundtrip(img: np.ndarray, layers: int | str | None = ANALYTICS,
               preset: str = DEFAULT_PRESET, *,
               channel_order: str = "rgb", cache: StreamCache | None = None,

@@ -8,7 +8,6 @@ box, mask or keypoint, so every target stays valid by construction.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import albumentations as A
@@ -17,20 +16,15 @@ import numpy as np
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.integrations._core import (
     ANALYTICS,
+    CompressOptions,
     LayerSpec,
-    check_cache,
-    check_channel_order,
-    check_layers,
     check_p,
-    get_codec,
-    resolve_cache,
-    roundtrip,
 )
 
 __all__ = ["VCMCompression"]
 
 
-class VCMCompression(A.ImageOnlyTransform):
+class VCMCompression(CompressOptions, A.ImageOnlyTransform):
     """Compress → decompress with the VCM codec at a chosen or sampled operating point.
 
     Args:
@@ -53,11 +47,7 @@ class VCMCompression(A.ImageOnlyTransform):
     def __init__(self, layers: LayerSpec = ANALYTICS, preset: str = DEFAULT_PRESET,
                  channel_order: str = "rgb", cache: bool | str = False, p: float = 0.5) -> None:
         super().__init__(p=check_p(p))
-        self.layers = check_layers(layers)
-        self.preset = preset
-        self.channel_order = check_channel_order(channel_order)
-        self.cache = check_cache(os.fspath(cache) if isinstance(cache, os.PathLike) else cache)
-        get_codec(preset)  # a bad preset fails now, not in the middle of an epoch
+        self._set_options(layers, preset, cache, channel_order)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("layers", "preset", "channel_order", "cache")
@@ -71,5 +61,4 @@ class VCMCompression(A.ImageOnlyTransform):
 
     def apply(self, img: np.ndarray,
               layers: int | str | None = ANALYTICS, **params: Any) -> np.ndarray:
-        return roundtrip(img, layers, self.preset, channel_order=self.channel_order,
-                         cache=resolve_cache(self.cache))
+        return self._roundtrip(img, layers)

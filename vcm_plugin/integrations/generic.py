@@ -17,6 +17,7 @@ from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
     ANALYTICS,
     CacheSpec,
+    CompressOptions,
     LayerSpec,
     check_cache,
     check_channel_order,
@@ -49,7 +50,7 @@ def vcm_roundtrip(img: np.ndarray, layers: LayerSpec = ANALYTICS, preset: str = 
                      cache=resolve_cache(check_cache(cache)))
 
 
-class VCMTransform:
+class VCMTransform(CompressOptions):
     """torchvision-style transform: compress → decompress at a chosen or sampled operating point.
 
     Accepts a ``PIL.Image`` (returns one, same mode where it is L/RGB/RGBA — alpha is kept
@@ -60,13 +61,10 @@ class VCMTransform:
 
     def __init__(self, layers: LayerSpec = ANALYTICS, preset: str = DEFAULT_PRESET, p: float = 1.0,
                  cache: CacheSpec = False, seed: int | None = None) -> None:
-        self.layers = check_layers(layers)
-        self.preset = preset
+        self._set_options(layers, preset, cache)
         self.p = check_p(p)
-        self.cache = check_cache(cache)
         self.seed = seed
         self._rng = random.Random(seed)
-        get_codec(preset)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(layers={layers_repr(self.layers)}, "
@@ -74,7 +72,7 @@ class VCMTransform:
 
     def _one(self, arr: np.ndarray) -> np.ndarray:
         k = sample_layers(self.layers, self._rng)
-        return roundtrip(arr, k, self.preset, cache=resolve_cache(self.cache))
+        return self._roundtrip(arr, k)
 
     def __call__(self, img: Any) -> Any:
         if self.p < 1.0 and self._rng.random() >= self.p:

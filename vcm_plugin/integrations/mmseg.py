@@ -26,15 +26,10 @@ from mmengine.registry import TRANSFORMS
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.integrations._core import (
     ANALYTICS,
+    CompressOptions,
     LayerSpec,
-    check_cache,
-    check_channel_order,
-    check_layers,
     check_p,
-    get_codec,
     layers_repr,
-    resolve_cache,
-    roundtrip,
 )
 from vcm_plugin.integrations.mmcv_shim import ensure_mmcv_ops
 
@@ -44,7 +39,7 @@ ensure_mmcv_ops()  # what custom_imports=[this module] promises mmseg's models (
 
 
 @TRANSFORMS.register_module()
-class VCMCompress(BaseTransform):
+class VCMCompress(CompressOptions, BaseTransform):
     """Replace ``results['img']`` by its VCM decode at a chosen or sampled operating point.
 
     Pixels only: ``gt_seg_map`` (and every other key) is left exactly as it was, so put it
@@ -68,12 +63,8 @@ class VCMCompress(BaseTransform):
     def __init__(self, layers: LayerSpec = ANALYTICS, preset: str = DEFAULT_PRESET, p: float = 1.0,
                  cache: bool | str = False, channel_order: str = "bgr") -> None:
         super().__init__()
-        self.layers = check_layers(layers)
-        self.preset = preset
+        self._set_options(layers, preset, cache, channel_order)
         self.prob = check_p(p)
-        self.cache = check_cache(cache)
-        self.channel_order = check_channel_order(channel_order)
-        get_codec(preset)  # a bad preset fails when the pipeline is built
 
     @cache_randomness
     def _random_layers(self) -> tuple[bool, int | None]:
@@ -89,9 +80,7 @@ class VCMCompress(BaseTransform):
             results["vcm_layers"], results["vcm_bytes"] = None, None
             return results
         details: dict[str, Any] = {}
-        results["img"] = roundtrip(results["img"], layers, self.preset,
-                                   channel_order=self.channel_order,
-                                   cache=resolve_cache(self.cache), details=details)
+        results["img"] = self._roundtrip(results["img"], layers, details)
         results["vcm_layers"] = details["layers"]
         results["vcm_bytes"] = details["bytes"]
         return results
