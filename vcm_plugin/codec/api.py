@@ -252,7 +252,7 @@ class Codec:
         """Decode operating point ``layers`` (the highest whose layers are present by default)
         -> HxWx3 uint8. Point k is layer k - 1 and the layers it needs (``inspect``'s
         ``point_layers``): the first k layers in a version-2 stream. ``"analytics"``: the
-        preset's analytics point (``inspect()["analytics_point"]``), or the highest point below
+        preset's analytics point (``inspect().analytics_point``), or the highest point below
         it that the stream holds.
 
         A stream cut inside a layer decodes the highest complete point and warns with
@@ -373,7 +373,7 @@ class Codec:
     def view(self, blob: bytes, layers: int | str | None = None, *,
              max_bytes: int | None = None) -> bytes:
         """A valid stream of operating point ``layers`` alone: the header and the layers it
-        needs (``inspect()["point_layers"]``), every other layer absent. For a texture point
+        needs (``inspect().point_layers``), every other layer absent. For a texture point
         of the generator preset that is one layer: what a viewer fetches. ``max_bytes``
         instead: the highest operating point whose view fits."""
         header, preset = self._open(blob)
@@ -436,10 +436,10 @@ def _largest_within(sizes: dict[int, int], max_bytes: int) -> int:
     return max(fits)
 
 
-#: What each layer carries, as ``inspect()["layer_roles"]`` names it.
+#: What each layer carries, as ``inspect().layer_roles`` names it.
 _ROLES = {SemanticPalette: "semantic", PaletteSplits: "splits", LatentRefinement: "refinement",
           TextureResidual: "texture-residual", TexturePhoto: "texture"}
-#: Roles whose points are meant for a person (``inspect()["viewer_points"]``).
+#: Roles whose points are meant for a person (``inspect().viewer_points``).
 _VIEWER_ROLES = ("texture", "texture-residual")
 
 
@@ -450,7 +450,7 @@ def _role(brick) -> str:
 
 
 def layer_roles(preset: Preset) -> list[str]:
-    """What each layer of ``preset`` carries (``inspect()["layer_roles"]`` of a full stream)."""
+    """What each layer of ``preset`` carries (``inspect().layer_roles`` of a full stream)."""
     return [_role(b) for b in _bricks(preset)]
 
 
