@@ -56,7 +56,7 @@ def test_pixel_limit_is_configurable():
     with pytest.raises(VCMError, match="exceeds the pixel limit 390"):
         Codec(max_pixels=390).decode(blob)
     assert Codec(max_pixels=391).decode(blob).shape == (17, 23, 3)
-    assert Codec(max_pixels=391).inspect(blob)["width"] == 23
+    assert Codec(max_pixels=391).inspect(blob).width == 23
 
 
 def test_hostile_headers_stay_in_memory_and_time_bounds():

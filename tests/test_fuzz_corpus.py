@@ -94,7 +94,7 @@ def test_length_past_end_of_last_layer_is_a_truncated_stream(codec):
     m = _script()
     n = m.num_layers(base)
     bad = m.edit_entry(base, n - 1, 1, m.entry(base, n - 1)[1] + 1000)
-    assert codec.inspect(bad)["complete_layers"] == n - 1
+    assert codec.inspect(bad).complete_layers == n - 1
     with pytest.warns(TruncatedStreamWarning, match=f"decoded {n - 1} of {n}"):
         out = codec.decode(bad)
     np.testing.assert_array_equal(out, codec.decode(base, layers=n - 1))
@@ -105,8 +105,8 @@ def test_length_past_end_of_last_layer_is_a_truncated_stream(codec):
 def test_every_cut_of_a_stream(codec):
     """Each prefix: header cuts are named errors, cuts inside a layer decode what is complete."""
     base = _script().load_seeds()["fast-3x97-photo"]
-    layer_ends = [o + n for o, n in zip(codec.inspect(base)["layer_offsets"],
-                                        codec.inspect(base)["layer_bytes"], strict=True)]
+    layer_ends = [o + n for o, n in zip(codec.inspect(base).layer_offsets,
+                                        codec.inspect(base).layer_bytes, strict=True)]
     for cut in range(len(base)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncatedStreamWarning)
