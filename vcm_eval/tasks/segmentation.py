@@ -150,13 +150,10 @@ class SegmentationTask(Task):
         for f in (cfg_path, ckpt):
             if not f.is_file():
                 raise VCMError(f"mmseg file not found: {f}")
-        try:  # mmcv-lite lacks mmcv.ops, which mmseg imports; vcm_plugin ships a shim
-            from vcm_plugin.integrations.mmcv_shim import ensure_mmcv_ops
+        from vcm_plugin.integrations.mmcv_shim import ensure_mmcv_ops
 
-            ensure_mmcv_ops()
-        except ImportError:
-            pass
         try:
+            ensure_mmcv_ops()  # mmcv-lite lacks mmcv.ops, which mmseg imports: the shim
             from mmengine import Config
             from mmseg.apis import inference_model, init_model
         except Exception as e:
