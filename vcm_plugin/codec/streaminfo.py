@@ -15,7 +15,8 @@ class StreamInfo:
 
     Operating point ``k`` (1-based) is layer ``k - 1`` plus the earlier layers it needs; lists
     indexed by point hold point ``k`` at index ``k - 1``. ``as_dict()`` is the JSON object
-    ``vcm info`` prints; ``info["width"]`` reads a field by name as the 0.3 dict did.
+    ``vcm info`` prints; ``info["width"]`` still reads a field by name, for code written when
+    ``inspect`` returned that dict.
     """
 
     #: Image size in pixels.
@@ -64,7 +65,7 @@ class StreamInfo:
                 if f.name != "header"}
 
     def __getitem__(self, name: str) -> Any:
-        """``info["num_layers"]``: a field by name, as ``inspect`` returned a dict before 0.4."""
+        """``info["num_layers"]``: a field by name (``inspect`` used to return a dict)."""
         if name == "header" or name not in _FIELDS:
             raise KeyError(name)
         return getattr(self, name)
