@@ -5,7 +5,10 @@ Pieces (each usable alone):
 
 * :mod:`~vcm_plugin.edge.store` — atomic, byte-range-readable frame store on any fsspec
   filesystem, indexed by camera id and timestamp;
-* :mod:`~vcm_plugin.edge.server` — the aiohttp service (``vcm edge serve``);
+* :mod:`~vcm_plugin.edge.server` — the aiohttp service (``vcm edge serve``): its routes, over
+  :mod:`~vcm_plugin.edge.state` (store, index, pools, caches, background work), with
+  :mod:`~vcm_plugin.edge.query` (query parameters, detections documents) and
+  :mod:`~vcm_plugin.edge.http` (ranges, validators, the connection guard);
 * :mod:`~vcm_plugin.edge.worker` — the analytics process (``vcm edge worker``);
 * :mod:`~vcm_plugin.edge.camera` — the camera uploader (``vcm edge push``);
 * :mod:`~vcm_plugin.edge.client` — the blocking HTTP client they share (retry/back-off).

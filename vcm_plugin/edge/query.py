@@ -1,0 +1,120 @@
+"""What a request asks, parsed strictly: query parameters (one spelling per value, bounds
+checked) and the detections document a worker stores. Every refusal is a VCMError (the
+service answers 400 with its message)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from aiohttp import web
+
+from vcm_plugin.edge.index import Cursor
+from vcm_plugin.errors import VCMError
+
+_INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+_DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+#: what an ``X-VCM-Client`` label may be (the open principal's name without tokens)
+CLIENT_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
+
+
+def int_param(request: web.Request, name: str, default: int | None = None,
+              lo: int | None = None, hi: int | None = None) -> int | None:
+    """An integer query parameter: ASCII digits, one spelling (no '+', '_', spaces, leading
+    zeros or other scripts' digits), within [lo, hi]; else VCMError (400)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not _INT.fullmatch(raw):
+        raise VCMError(f"query parameter {name}={raw[:40]!r} is not an integer (ASCII digits, "
+                       "no leading zeros)")
+    value = int(raw)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise VCMError(f"query parameter {name}={value} out of range [{lo}, {hi}]")
+    return value
+
+
+def float_param(request: web.Request, name: str, default: float, lo: float, hi: float) -> float:
+    """A finite decimal query parameter within [lo, hi] ('nan', 'inf', '1e9' refused)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not _DECIMAL.fullmatch(raw):
+        raise VCMError(f"query parameter {name}={raw[:40]!r} is not a plain decimal number")
+    value = float(raw)
+    if not lo <= value <= hi:
+        raise VCMError(f"query parameter {name}={raw} out of range [{lo:g}, {hi:g}]")
+    return value
+
+
+def class_param(request: web.Request) -> str | None:
+    """``class=NAME``: a detector's class name (printable, at most 256 characters)."""
+    raw = request.query.get("class")
+    if raw is None or raw == "":
+        return None
+    if len(raw) > 256 or not raw.isprintable():
+        raise VCMError("query parameter class must be a printable name of at most 256 "
+                       "characters")
+    return raw
+
+
+def score_param(request: web.Request) -> float | None:
+    raw = request.query.get("min_score")
+    return None if raw in (None, "") else float_param(request, "min_score", 0.0, 0.0, 1e6)
+
+
+def cursor_param(request: web.Request) -> Cursor | None:
+    raw = request.query.get("cursor")
+    return None if raw in (None, "") else Cursor.decode(raw)
+
+
+def flag_param(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name)
+    if raw in (None, "", "0"):
+        return False
+    if raw == "1":
+        return True
+    raise VCMError(f"query parameter {name}={raw[:40]!r} must be 0 or 1")
+
+
+def check_detections(doc: object, max_boxes: int) -> dict:
+    """The detections document a worker may store: an object of scalars plus ``boxes``, a
+    list of objects each with ``xyxy`` (4 finite numbers); every number finite (NaN never
+    stored), strings short, nothing nested deeper. Raises VCMError saying what is wrong."""
+    def scalar(value: object, where: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise VCMError(f"detections: {where} is not a finite number")
+        if isinstance(value, str) and len(value) > 256:
+            raise VCMError(f"detections: {where} is longer than 256 characters")
+        if not isinstance(value, (str, int, float, bool)) and value is not None:
+            raise VCMError(f"detections: {where} must be a string, number, boolean or null")
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("boxes"), list):
+        raise VCMError('detections must be a JSON object with a "boxes" list')
+    if len(doc) > 64:
+        raise VCMError("detections: more than 64 fields")
+    boxes = doc["boxes"]
+    if len(boxes) > max_boxes:
+        raise VCMError(f"detections: {len(boxes)} boxes, over the limit of {max_boxes}")
+    for name, value in doc.items():
+        if name != "boxes":
+            scalar(value, repr(name[:40]))
+    for i, box in enumerate(boxes):
+        if not isinstance(box, dict) or len(box) > 16:
+            raise VCMError(f"detections: box {i} must be an object of at most 16 fields")
+        xyxy = box.get("xyxy")
+        if not (isinstance(xyxy, list) and len(xyxy) == 4 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in xyxy)):
+            raise VCMError(f"detections: box {i} needs xyxy, four finite numbers")
+        for name, value in box.items():
+            if name != "xyxy":
+                scalar(value, f"box {i} {name[:40]!r}")
+    inference = doc.get("inference_s")
+    if inference is not None and (not isinstance(inference, (int, float)) or inference < 0):
+        raise VCMError("detections: inference_s must be a number of seconds >= 0")
+    return doc
+
+
+def reject_constant(name: str) -> None:
+    raise VCMError(f"detections: {name} is not a number JSON allows")
