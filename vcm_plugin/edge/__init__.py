@@ -5,7 +5,8 @@ Pieces (each usable alone):
 
 * :mod:`~vcm_plugin.edge.store` — atomic, byte-range-readable frame store on any fsspec
   filesystem, indexed by camera id and timestamp;
-* :mod:`~vcm_plugin.edge.server` — the aiohttp service (``vcm edge serve``): its routes, over
+* :mod:`~vcm_plugin.edge.server` — the aiohttp service (``vcm edge serve``): roles, route
+  table and middleware, the handlers grouped in :mod:`~vcm_plugin.edge.routes`, over
   :mod:`~vcm_plugin.edge.state` (store, index, pools, caches, background work), with
   :mod:`~vcm_plugin.edge.query` (query parameters, detections documents) and
   :mod:`~vcm_plugin.edge.http` (ranges, validators, the connection guard);

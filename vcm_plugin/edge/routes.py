@@ -1,0 +1,556 @@
+"""The handlers of the edge service, in groups over one
+:class:`~vcm_plugin.edge.state.ServerState`: camera uploads, reads of a frame, the analytics
+side, the index, administration. :class:`~vcm_plugin.edge.server.EdgeServer` routes to them
+after its middleware has checked the caller's role (:data:`~vcm_plugin.edge.server.
+ROUTE_ROLES`); a handler checks what depends on the frame (camera ownership, the analytics
+layer limit)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from vcm_plugin.codec import container
+from vcm_plugin.edge.auth import Principal, Role
+from vcm_plugin.edge.http import (
+    IMMUTABLE,
+    REVALIDATE,
+    STREAM_TYPE,
+    HTTPProblem,
+    dumps,
+    http_date,
+    none_match,
+    parse_date,
+    parse_range,
+    range_allowed,
+)
+from vcm_plugin.edge.index import FrameQuery, FrameRow, Index, boxes_of
+from vcm_plugin.edge.query import (
+    check_detections,
+    class_param,
+    cursor_param,
+    flag_param,
+    float_param,
+    int_param,
+    reject_constant,
+    score_param,
+)
+from vcm_plugin.edge.state import FrameMeta, ServerLimits, ServerState
+from vcm_plugin.edge.store import FrameKey, check_camera
+from vcm_plugin.edge.stream import Layout, StreamCheck, analytics_layers
+from vcm_plugin.errors import VCMError
+
+__all__ = ["AdminRoutes", "AnalyticsRoutes", "FrameRoutes", "IndexRoutes", "Routes",
+           "UploadRoutes"]
+
+V, A, ADM = Role.VIEWER, Role.ANALYTICS, Role.ADMIN
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; connect-src 'self'; "
+                               "img-src 'self' blob: data:; style-src 'unsafe-inline'; "
+                               "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
+}
+
+
+
+class Routes:
+    """What every group of handlers shares: the service state, the frame a request names, and
+    the camera-ownership check (the role check is the server's middleware)."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    @property
+    def limits(self) -> ServerLimits:
+        return self.state.limits
+
+    @property
+    def index(self) -> Index:
+        return self.state.index
+
+    async def _meta(self, request: web.Request) -> FrameMeta:
+        key = FrameKey.parse(request.match_info["id"])
+        meta = await self.state.get(key)
+        if meta is None:
+            raise HTTPProblem(404, f"frame {key} not found")
+        return meta
+
+    def _own_camera(self, request: web.Request, cam: str) -> None:
+        principal: Principal = request["principal"]
+        if principal.has(V, ADM) and request.method in ("GET", "HEAD"):
+            return
+        if not principal.owns(cam):
+            raise HTTPProblem(403, f"token {principal.name!r} may not act for camera {cam!r}")
+
+
+class UploadRoutes(Routes):
+    """Camera uploads: a frame's first layers, then appended ones; bodies are streamed to the store
+    and validated as they arrive."""
+
+    async def post_frame(self, request: web.Request) -> web.Response:
+        cam = check_camera(request.match_info["cam"])
+        self._own_camera(request, cam)
+        ts = int_param(request, "ts", default=time.time_ns() // 1000, lo=0, hi=10**16 - 1)
+        key = FrameKey(cam, ts)
+        check = StreamCheck(self.state.codec)
+        upload = await self.state.run(self.state.store.begin, key)
+        try:
+            size, layout = await self._receive_stream(request, upload, check)
+            async with self.state.lock(key):
+                meta = await self.state.get(key)
+                created = False
+                if meta is None:
+                    now = time.time()
+                    h = layout.header
+                    row = FrameRow(cam, ts, bytes(check.head[:h.size]), h.num_layers,
+                                   layout.stored_layers, layout.size,
+                                   analytics_layers(check.info), now, now)
+                    created = await self.state.db(self.index.insert, row, upload.commit)
+                    meta = await self.state.get(key)
+                    if meta is None:  # deleted at once by someone else
+                        raise HTTPProblem(409, f"frame {key} changed during the upload; retry")
+                if not created:  # a retry, or the same frame re-sent with more layers
+                    stored = meta.layout.size
+                    common = min(stored, size)
+                    if not await self.state.run(self.state.same_bytes, key, upload, 0, common):
+                        raise HTTPProblem(409, f"frame {key} already exists with other content")
+                    if size <= stored:
+                        self.state.metrics.frames["duplicate"] += 1
+                        return web.json_response({**meta.describe(), "created": False},
+                                                 dumps=dumps)
+                    await self.state.relayout(meta, layout, upload)
+                else:
+                    self.state.metrics.frames["accepted"] += 1
+                self.state.after_layers(meta, size)
+        finally:
+            await self.state.run(upload.abort)
+        await self.state.notify()
+        return web.json_response({**meta.describe(), "created": created},
+                                 status=201 if created else 200, dumps=dumps)
+
+    async def append_layers(self, request: web.Request) -> web.Response:
+        meta = await self._meta(request)
+        self._own_camera(request, meta.key.cam)
+        offset = int_param(request, "offset", lo=0, hi=1 << 40)
+        if offset is None:
+            raise VCMError("query parameter offset=N (the stored byte count) is required")
+        key = meta.key
+        async with self.state.lock(key):
+            meta = await self.state.get(key)  # as it is now that this upload holds the lock
+            if meta is None:
+                raise HTTPProblem(404, f"frame {key} not found")
+            size = meta.layout.size
+            if offset != size:
+                n = request.content_length
+                if n is not None and offset + n <= size:  # a retry of an append that landed
+                    upload = await self.state.run(self.state.store.begin, key)
+                    try:
+                        await self._receive(request, upload, None)
+                        if await self.state.run(self.state.same_bytes, key, upload, offset, n):
+                            return web.json_response({**meta.describe(), "duplicate": True},
+                                                     dumps=dumps)
+                    finally:
+                        await self.state.run(upload.abort)
+                raise HTTPProblem(409, f"offset {offset} does not match the {size} bytes "
+                                  f"stored for frame {key}", stored_bytes=size)
+            head = await self.state.run(self.state.store.read, key, 0, meta.layout.end(1))
+            check = StreamCheck(self.state.codec, resume=(head, size))
+            upload = await self.state.run(self.state.store.begin, key, size)
+            try:
+                nbytes, layout = await self._receive_stream(request, upload, check)
+                await self.state.relayout(meta, layout, upload)
+            finally:
+                await self.state.run(upload.abort)
+            self.state.after_layers(meta, nbytes)
+        await self.state.notify()
+        return web.json_response(meta.describe(), dumps=dumps)
+
+    async def _receive_stream(self, request: web.Request, upload, check: StreamCheck
+                              ) -> tuple[int, Layout]:
+        """The body into ``upload`` through the stream check: its byte count and the layout
+        it declares; a refused stream counts as rejected."""
+        try:
+            n = await self._receive(request, upload, check)
+            return n, check.finish()
+        except VCMError:
+            self.state.metrics.frames["rejected"] += 1
+            raise
+
+    async def _receive(self, request: web.Request, sink, check: StreamCheck | None) -> int:
+        """Stream the request body into ``sink`` (an Upload) chunk by chunk, validating as it
+        goes; bounded in size (413) and time (408). Returns the byte count."""
+        length = request.content_length
+        if length is not None and length > self.limits.max_upload:
+            raise HTTPProblem(413, f"upload of {length} bytes is over the limit of "
+                              f"{self.limits.max_upload}")
+        total = 0
+        try:
+            async with asyncio.timeout(self.limits.body_timeout):
+                async for chunk in request.content.iter_chunked(1 << 16):
+                    total += len(chunk)
+                    if total > self.limits.max_upload:
+                        raise HTTPProblem(413, f"upload over the limit of "
+                                          f"{self.limits.max_upload} bytes")
+                    if check is not None:
+                        check.feed(chunk)
+                    sink.write(chunk)
+        except TimeoutError:
+            raise HTTPProblem(408, f"upload body not received within "
+                              f"{self.limits.body_timeout:g} s", {"Connection": "close"}) from None
+        except (HTTPProblem, VCMError):
+            raise
+        except Exception as exc:  # client went away mid-upload: nothing is stored
+            raise HTTPProblem(400, f"incomplete upload: {type(exc).__name__}") from None
+        if total == 0:
+            raise VCMError("empty upload: send the stream bytes as the request body")
+        return total
+
+
+class FrameRoutes(Routes):
+    """Reads of one frame: an operating point's bytes (prefix, range or view), its decoded PNG,
+    its layer table."""
+
+    def __init__(self, state: ServerState, image_version: str) -> None:
+        super().__init__(state)
+        self._image_version = image_version  # in the PNG ETags: a new release renders anew
+
+    async def get_frame(self, request: web.Request) -> web.StreamResponse:
+        meta = await self._meta(request)
+        k = await self._layers(request, meta)
+        explicit = request.query.get("layers") not in (None, "")
+        view = flag_param(request, "view")
+        etag = meta.etag("v" if view else "p", k)
+        headers = {**self._validators(meta, etag, k, explicit),
+                   "X-VCM-Layers": str(k), "X-VCM-Num-Layers": str(meta.layout.num_layers),
+                   "X-VCM-Stored-Layers": str(meta.layout.stored_layers),
+                   "X-VCM-Layer-Ends": ",".join(str(meta.layout.end(i)) for i in range(
+                       1, meta.layout.num_layers + 1))}
+        if view:
+            headers["X-VCM-View-Layers"] = ",".join(
+                map(str, meta.layout.header.point_layers(k)))
+            headers["Accept-Ranges"] = "none"
+        else:
+            headers["Accept-Ranges"] = "bytes"
+        if self._not_modified(request, etag, meta):
+            return web.Response(status=304, headers=headers)
+        if view:
+            if request.method == "HEAD":
+                return web.Response(headers={**headers, "Content-Length": str(
+                    meta.layout.header.point_bytes(k))}, content_type=STREAM_TYPE)
+            data = await self.state.run(self.state.read_view, meta, k)
+            self._served(request, meta, meta.layout.view_per_layer(k))
+            return web.Response(body=data, headers=headers, content_type=STREAM_TYPE)
+        size = meta.layout.end(k)
+        rng = None
+        if range_allowed(request.headers.get("If-Range"), etag, meta.modified):
+            rng = parse_range(request.headers.get("Range"), size)
+        start, stop = rng or (0, size)
+        if rng is not None:
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        status = 206 if rng else 200
+        if request.method == "HEAD":
+            return web.Response(status=status, content_type=STREAM_TYPE,
+                                headers={**headers, "Content-Length": str(stop - start)})
+        data = await self.state.run(self.state.store.read, meta.key, start, stop)
+        self._served(request, meta, meta.layout.bytes_per_layer(start, stop))
+        return web.Response(body=data, status=status, headers=headers,
+                            content_type=STREAM_TYPE)
+
+    async def get_image(self, request: web.Request) -> web.StreamResponse:
+        meta = await self._meta(request)
+        k = await self._layers(request, meta)
+        explicit = request.query.get("layers") not in (None, "")
+        etag = meta.etag(f"i{self._image_version}-", k)
+        headers = {**self._validators(meta, etag, k, explicit), "Accept-Ranges": "none",
+                   "X-VCM-Layers": str(k)}
+        if self._not_modified(request, etag, meta):
+            return web.Response(status=304, headers=headers)
+        if meta.quarantined is not None:
+            raise HTTPProblem(422, f"frame {meta.key} does not decode: {meta.quarantined}")
+        name = f"{meta.key.id}/{etag}"
+        png = self.state.pngs.get(name)
+        if request.method == "HEAD":
+            if png is not None:
+                headers["Content-Length"] = str(len(png))
+            return web.Response(headers=headers, content_type="image/png")
+        if png is None:
+            # only the layers the point reads
+            data = await self.state.run(self.state.read_view, meta, k)
+            try:
+                png = await self.state.decode(self.state.render_png, data, k)
+            except VCMError as exc:
+                if k == meta.analytics_point or await self.state.verify(meta) is False:
+                    await self.state.quarantine(meta, str(exc))
+                raise HTTPProblem(422, f"frame {meta.key} does not decode: {exc}") from None
+            self.state.cache_png(name, png)
+            self._served(request, meta, meta.layout.view_per_layer(k))
+        return web.Response(body=png, content_type="image/png", headers=headers)
+
+    async def get_info(self, request: web.Request) -> web.Response:
+        meta = await self._meta(request)
+        if not request["principal"].has(V, ADM, A):
+            self._own_camera(request, meta.key.cam)
+        return web.json_response(meta.describe(), dumps=dumps)
+
+    async def _layers(self, request: web.Request, meta: FrameMeta) -> int:
+        """The operating point to serve. Analytics tokens are held to the analytics layers.
+        A viewer's explicit ``layers=k`` beyond the stored layers, or ``wait=s``, asks the
+        camera for the texture (and waits up to ``wait``); an explicit ``layers=k`` still
+        missing then gets 409 + Retry-After. A plain GET or HEAD (a size probe) serves the
+        stored layers and asks nobody."""
+        principal: Principal = request["principal"]
+        n = meta.layout.num_layers
+        limit = n if principal.reads_texture else min(meta.analytics_layers, n)
+        asked = int_param(request, "layers", lo=1, hi=n)
+        wait = float_param(request, "wait", 0.0, 0.0, 60.0)
+        if asked is not None and asked > limit:
+            raise HTTPProblem(403, f"token {principal.name!r} reads layers 1..{limit} of "
+                              f"frame {meta.key} (the analytics layers)")
+        if asked is None:
+            want = min(n if wait > 0 else meta.layout.stored_layers, limit)
+        else:
+            want = asked
+        if want <= meta.layout.stored_layers:
+            return want
+        if request.method == "GET" and principal.reads_texture:
+            await self.state.db(self.index.want, meta.key.cam, meta.key.ts)
+            await self.state.notify()
+
+            async def stored() -> bool:
+                now = await self.state.get(meta.key)
+                if now is not None:
+                    meta.layout, meta.modified = now.layout, now.modified
+                return meta.layout.stored_layers >= want
+
+            await self.state.wait_until(stored, wait)
+            if meta.layout.stored_layers >= want:
+                return want
+        if asked is None:
+            return min(meta.layout.stored_layers, limit)
+        raise HTTPProblem(409, f"frame {meta.key} has {meta.layout.stored_layers} of {n} "
+                          f"layers; the rest were requested from camera {meta.key.cam}, "
+                          "retry later", {"Retry-After": "1"},
+                          stored_layers=meta.layout.stored_layers)
+
+    def _served(self, request: web.Request, meta: FrameMeta, per_layer: list[int]) -> None:
+        principal: Principal = request["principal"]
+        client = self.state.metrics.served(principal.name, per_layer)
+        meta.served[client] += sum(per_layer)
+        analytics = principal.has(A) and not principal.has(V, ADM)
+        if analytics or (not principal.authenticated and principal.name == "worker"):
+            self.state.metrics.analytics_bytes_read += sum(per_layer)
+
+    def _validators(self, meta: FrameMeta, etag: str, k: int, explicit: bool) -> dict:
+        """ETag, Last-Modified and Cache-Control: a point whose layers are all stored never
+        changes (immutable); "whatever is stored so far" must be revalidated."""
+        fixed = meta.layout.complete or explicit
+        return {"ETag": etag, "Last-Modified": http_date(meta.modified),
+                "Cache-Control": IMMUTABLE if fixed else REVALIDATE}
+
+    def _not_modified(self, request: web.Request, etag: str, meta: FrameMeta) -> bool:
+        inm = request.headers.get("If-None-Match")
+        if inm is not None:
+            return none_match(inm, etag)
+        ims = request.headers.get("If-Modified-Since")
+        date = parse_date(ims) if ims else None
+        return date is not None and int(meta.modified) <= int(date)
+
+
+class AnalyticsRoutes(Routes):
+    """The analytics side: claims (leases), detections in and out, reports of an undecodable
+    analytics point."""
+
+    async def claim(self, request: web.Request) -> web.Response:
+        n = int_param(request, "max", default=1, lo=1, hi=256)
+        wait = float_param(request, "wait", 0.0, 0.0, 60.0)
+        lease = float_param(request, "lease", 120.0, 1.0, 3600.0)
+        owner = f"{request['principal'].name}@{self.state.owner}"
+        got: list[FrameRow] = []
+
+        async def ready() -> bool:
+            for row in await self.state.db(self.index.lapsed_unchecked):
+                key = FrameKey(row.cam, row.ts)
+                if key not in self.state.rechecking:
+                    self.state.rechecking.add(key)
+                    self.state.spawn(self.state.recheck(FrameMeta.from_row(
+                        row, self.limits.max_pixels, self.state.served.setdefault(key, Counter()))))
+            got.extend(await self.state.db(self.index.claim, n, lease, owner))
+            return bool(got)
+
+        await self.state.wait_until(ready, wait)
+        frames = []
+        for row in got:
+            h = container.parse_header(row.header, self.limits.max_pixels)
+            frames.append({"id": FrameKey(row.cam, row.ts).id, "layer0_bytes": h.prefix_end(1),
+                           "analytics_layers": row.analytics_layers,
+                           "stored_layers": row.stored_layers})
+        return web.json_response({"frames": frames}, dumps=dumps)
+
+    async def get_detections(self, request: web.Request) -> web.Response:
+        meta = await self._meta(request)
+        result = await self.state.run(self.state.store.read_json, meta.key)
+        if result is None:
+            raise HTTPProblem(404, f"no detections for frame {meta.key} yet (analytics pending)")
+        body = dumps(result).encode()
+        etag = f'"{hashlib.blake2b(body, digest_size=10).hexdigest()}"'
+        headers = {"ETag": etag, "Cache-Control": REVALIDATE}
+        if none_match(request.headers.get("If-None-Match"), etag):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=None if request.method == "HEAD" else body, headers=headers,
+                            content_type="application/json")
+
+    async def put_detections(self, request: web.Request) -> web.Response:
+        meta = await self._meta(request)
+        result = check_detections(await self._json_body(request), self.limits.max_boxes)
+        result["frame"] = meta.key.id
+        result["analyst"] = request["principal"].name
+        # the record reindex reads
+        await self.state.run(self.state.store.write_json, meta.key, result)
+        first = await self.state.db(self.index.set_detections, meta.key.cam, meta.key.ts,
+                                    boxes_of(result))
+        if first is None:
+            raise HTTPProblem(404, f"frame {meta.key} was deleted")
+        meta.analysed = True
+        if first:
+            self.state.metrics.frames["analysed"] += 1
+            self.state.metrics.analytics_latency.add(time.time() - meta.accepted)
+            self.state.metrics.analytics_point_bytes += meta.layout.header.point_bytes(
+                meta.analytics_point)
+            if isinstance(result.get("inference_s"), (int, float)):
+                self.state.metrics.inference.add(result["inference_s"])
+        return web.json_response({"id": meta.key.id, "stored": True}, dumps=dumps)
+
+    async def _json_body(self, request: web.Request) -> object:
+        """A bounded JSON body: size over ``max_json`` 413, NaN/Infinity and nesting deeper
+        than Python's parser handles 400."""
+        limit = self.limits.max_json
+        if request.content_length is not None and request.content_length > limit:
+            raise HTTPProblem(413, f"JSON body of {request.content_length} bytes is over the "
+                              f"limit of {limit}")
+        try:
+            async with asyncio.timeout(self.limits.body_timeout):
+                raw = await request.content.read(limit + 1)
+                if len(raw) > limit:
+                    raise HTTPProblem(413, f"JSON body over the limit of {limit} bytes")
+        except TimeoutError:
+            raise HTTPProblem(408, "request body not received in time",
+                              {"Connection": "close"}) from None
+        try:
+            return json.loads(raw, parse_constant=reject_constant)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise VCMError(f"detections must be JSON: {exc}") from None
+        except RecursionError:
+            raise VCMError("detections JSON is nested too deeply") from None
+
+    async def report_undecodable(self, request: web.Request) -> web.Response:
+        meta = await self._meta(request)
+        ok = await self.state.verify(meta)
+        if ok is None:
+            raise HTTPProblem(503, "the decoder is busy; retry shortly", {"Retry-After": "2"})
+        if ok:
+            raise HTTPProblem(409, f"the analytics point of frame {meta.key} decodes here")
+        await self.state.quarantine(meta, f"the analytics point does not decode (reported by "
+                                    f"{request['principal'].name})")
+        return web.json_response({"id": meta.key.id, "quarantined": meta.quarantined})
+
+
+class IndexRoutes(Routes):
+    """The index by camera, time and class, and the cameras' long-poll for wanted textures."""
+
+    async def cameras(self, request: web.Request) -> web.Response:
+        counts = await self.state.db(self.index.cameras)
+        return web.json_response({"cameras": [{"id": c, "frames": n} for c, n, _ in counts]})
+
+    async def camera_frames(self, request: web.Request) -> web.Response:
+        cam = check_camera(request.match_info["cam"])
+        self._own_camera(request, cam)
+        query = FrameQuery(cam, since=int_param(request, "since", lo=0, hi=10**16),
+                           until=int_param(request, "until", lo=0, hi=10**16),
+                           limit=int_param(request, "limit", default=1000, lo=1, hi=100_000),
+                           cursor=cursor_param(request))
+        rows, more = await self.state.db(self.index.frames, query)
+        page: dict[str, Any] = {"frames": [self._describe(r) for r in rows]}
+        if more:
+            page["next_cursor"] = more.encode()
+        return web.json_response(page, dumps=dumps)
+
+    async def list_frames(self, request: web.Request) -> web.Response:
+        """``GET /frames?cam=&since=&until=&class=&min_score=&limit=&cursor=``: frames in
+        capture-time order, one camera or all, optionally only those with a box of a class
+        (at or above a score); ``next_cursor`` fetches the next page (keyset pagination:
+        the cost of a page does not grow with its depth)."""
+        cam = request.query.get("cam")
+        query = FrameQuery(
+            cam=check_camera(cam) if cam not in (None, "") else None,
+            since=int_param(request, "since", lo=0, hi=10**16),
+            until=int_param(request, "until", lo=0, hi=10**16),
+            cls=class_param(request), min_score=score_param(request),
+            limit=int_param(request, "limit", default=100, lo=1, hi=1000),
+            cursor=cursor_param(request))
+        rows, more = await self.state.db(self.index.frames, query)
+        return web.json_response({"frames": [self._describe(r) for r in rows],
+                                  "next_cursor": more.encode() if more else None},
+                                 dumps=dumps)
+
+    async def class_stats(self, request: web.Request) -> web.Response:
+        """``GET /stats/classes?cam=&since=&until=&class=``: boxes and frames per class per
+        camera per hour (``hour``: its first microsecond, capture time, UTC)."""
+        cam = request.query.get("cam")
+        rows = await self.state.db(self.index.class_counts,
+                                   check_camera(cam) if cam not in (None, "") else None,
+                                   int_param(request, "since", lo=0, hi=10**16),
+                                   int_param(request, "until", lo=0, hi=10**16),
+                                   class_param(request),
+                                   int_param(request, "limit", default=10_000, lo=1, hi=100_000))
+        return web.json_response({"counts": rows}, dumps=dumps)
+
+    async def wanted(self, request: web.Request) -> web.Response:
+        cam = check_camera(request.match_info["cam"])
+        self._own_camera(request, cam)
+        wait = float_param(request, "wait", 0.0, 0.0, 60.0)
+        got: list[tuple[int, int]] = []
+
+        async def ready() -> bool:
+            got.extend(await self.state.db(self.index.offer, cam, self.state.reoffer_s))
+            return bool(got)
+
+        await self.state.wait_until(ready, wait)
+        return web.json_response({"frames": [
+            {"id": FrameKey(cam, ts).id, "offset": offset} for ts, offset in got]})
+
+    def _describe(self, row: FrameRow) -> dict:
+        key = FrameKey(row.cam, row.ts)
+        return FrameMeta.from_row(row, self.limits.max_pixels,
+                                  self.state.served.get(key, Counter())).describe()
+
+
+class AdminRoutes(Routes):
+    """Deletion, retention and the viewer page."""
+
+    async def delete_frame(self, request: web.Request) -> web.Response:
+        key = (await self._meta(request)).key
+        await self.state.delete(key)
+        await self.state.notify()
+        return web.Response(status=204)
+
+    async def retention(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.state.apply_retention(), dumps=dumps)
+
+    async def page(self, request: web.Request) -> web.Response:
+        from vcm_plugin.edge.viewer import PAGE
+
+        return web.Response(text=PAGE, content_type="text/html", headers=_PAGE_HEADERS)
+
+    async def page_js(self, request: web.Request) -> web.Response:
+        from vcm_plugin.edge.viewer import SCRIPT
+
+        return web.Response(text=SCRIPT, content_type="text/javascript",
+                            headers=_PAGE_HEADERS)
+
