@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vcm_plugin import VCMError
+from vcm_plugin.errors import VCMError
 
 __all__ = ["NotLegacyCheckpoint", "head_scores", "load_yolov5_checkpoint", "xywh_to_xyxy"]
 
