@@ -31,8 +31,10 @@ def missing_shared(paths: tuple[str, ...] = ()) -> str | None:
     missing = [str(SHARED / p) for p in (paths or ("",)) if not (SHARED / p).exists()]
     if not missing:
         return None
-    return (f"needs {', '.join(dict.fromkeys(missing))}: the data sets and models of ../shared "
-            "are missing (VCM_SHARED_DIR names another copy)")
+    return (
+        f"needs {', '.join(dict.fromkeys(missing))}: the data sets and models of ../shared "
+        "are missing (VCM_SHARED_DIR names another copy)"
+    )
 
 
 @functools.cache
@@ -51,18 +53,23 @@ def missing_frameworks(modules: tuple[str, ...]) -> list[str]:
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if not item.get_closest_marker("needs_shared") and any(
-                f in item.fixturenames for f in SHARED_FIXTURES):
+            f in item.fixturenames for f in SHARED_FIXTURES
+        ):
             item.add_marker(pytest.mark.needs_shared)
         paths = tuple(p for m in item.iter_markers("needs_shared") for p in m.args or ("",))
         reason = missing_shared(paths) if paths else None
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
-        modules = [n for m in item.iter_markers("needs_framework")
-                   for n in missing_frameworks(m.args)]
+        modules = [
+            n for m in item.iter_markers("needs_framework") for n in missing_frameworks(m.args)
+        ]
         if modules:
-            item.add_marker(pytest.mark.skip(
-                reason=f"needs {', '.join(dict.fromkeys(modules))}, not installed here "
-                       "(pip install -e '.[dev]' installs the test frameworks)"))
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"needs {', '.join(dict.fromkeys(modules))}, not installed here "
+                    "(pip install -e '.[dev]' installs the test frameworks)"
+                )
+            )
 
 
 @pytest.fixture(scope="session")

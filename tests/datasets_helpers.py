@@ -42,5 +42,4 @@ def make_voc(root: Path, n: int = 3) -> Path:
 
 def snapshot(dst: Path) -> dict[str, tuple[int, bytes]]:
     """name -> (mtime_ns, bytes) of every shard file."""
-    return {p.name: (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(dst.glob("shard-*"))}
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(dst.glob("shard-*"))}

@@ -24,8 +24,13 @@ FAST = "fast"  # the DCT preset (named "default" before the preset rename): no w
 
 def vcm(*args, cwd=None, **kwargs):
     """``vcm ARGS`` in a child process, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "vcm_plugin.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "vcm_plugin.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        **kwargs,
+    )
 
 
 def run(capsys, *args) -> tuple[int, str]:
@@ -55,10 +60,26 @@ def test_encode_info_decode(tmp_path, photo):
     assert info["preset"] == FAST and info["width"] == photo.shape[1]
     assert len(info["layer_bytes"]) == info["num_layers"] >= 4
     # the JSON is StreamInfo.as_dict(): the keys and order `vcm info` has always printed
-    assert list(info) == ["width", "height", "backend", "preset", "version", "num_layers",
-                          "complete_layers", "decodable_points", "header_bytes", "layer_bytes",
-                          "layer_offsets", "layer_roles", "point_layers", "point_bytes",
-                          "analytics_point", "viewer_points", "total_bytes", "config_hash"]
+    assert list(info) == [
+        "width",
+        "height",
+        "backend",
+        "preset",
+        "version",
+        "num_layers",
+        "complete_layers",
+        "decodable_points",
+        "header_bytes",
+        "layer_bytes",
+        "layer_offsets",
+        "layer_roles",
+        "point_layers",
+        "point_bytes",
+        "analytics_point",
+        "viewer_points",
+        "total_bytes",
+        "config_hash",
+    ]
     typed = Codec().inspect(stream.read_bytes())
     assert info == typed.as_dict() and typed["num_layers"] == typed.num_layers
     result = vcm("decode", stream, tmp_path / "l1.png", "--layers", "1")
@@ -72,15 +93,17 @@ def test_16_bit_gray_png_keeps_its_picture(tmp_path):
     y, x = np.mgrid[0:32, 0:48]
     gray16 = (x * 1300 + y * 150).astype(np.uint16)
     Image.fromarray(gray16).save(tmp_path / "gray16.png")
-    assert vcm("encode", tmp_path / "gray16.png", tmp_path / "g.vcm", "--preset", FAST
-               ).returncode == 0
+    assert (
+        vcm("encode", tmp_path / "gray16.png", tmp_path / "g.vcm", "--preset", FAST).returncode == 0
+    )
     assert vcm("decode", tmp_path / "g.vcm", tmp_path / "g.png").returncode == 0
     gray8 = np.round(gray16 / 257).astype(np.uint8)
     codec = Codec.from_preset(FAST)
     reference = codec.encode(np.repeat(gray8[:, :, None], 3, axis=2))
     assert (tmp_path / "g.vcm").read_bytes() == reference
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "g.png")),
-                                  codec.decode(reference))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "g.png")), codec.decode(reference)
+    )
 
 
 def test_garbage_gives_one_line_error(tmp_path, capsys):
@@ -88,21 +111,27 @@ def test_garbage_gives_one_line_error(tmp_path, capsys):
     bad.write_bytes(bytes(range(256)) * 3)
     result = vcm("decode", bad, tmp_path / "x.png")
     assert result.returncode == 1 and one_error_line(result.stderr), result.stderr
-    for args in (("info", bad), ("decode", tmp_path / "missing.vcm", tmp_path / "y.png"),
-                 ("encode", bad, tmp_path / "z.vcm")):
+    for args in (
+        ("info", bad),
+        ("decode", tmp_path / "missing.vcm", tmp_path / "y.png"),
+        ("encode", bad, tmp_path / "z.vcm"),
+    ):
         status, err = run(capsys, *args)
         assert status == 1 and one_error_line(err), err
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "z.vcm").exists()
 
 
-@pytest.mark.parametrize("args", [
-    ("decode", "in.vcm", "x.png", "--layers", "abc"),
-    ("encode", "in.png", "x.vcm", "--preset", "bogus"),
-    ("decode", "in.vcm"),
-    ("frobnicate",),
-    (),
-    ("edge", "bench"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("decode", "in.vcm", "x.png", "--layers", "abc"),
+        ("encode", "in.png", "x.vcm", "--preset", "bogus"),
+        ("decode", "in.vcm"),
+        ("frobnicate",),
+        (),
+        ("edge", "bench"),
+    ],
+)
 def test_usage_errors_exit_1_with_one_line(capsys, args):
     """README: errors exit 1. Usage errors are errors too: same line, same status."""
     status, err = run(capsys, *args)
@@ -114,7 +143,8 @@ def test_usage_error_in_a_real_process():
     result = vcm("decode", "in.vcm", "x.png", "--layers", "abc")
     assert result.returncode == 1 and result.stderr == (
         "vcm: error: argument --layers: expected a layer count >= 1 or 'analytics', got 'abc' "
-        "(see 'vcm decode --help')\n")
+        "(see 'vcm decode --help')\n"
+    )
 
 
 def test_help_describes_every_argument():
@@ -134,13 +164,23 @@ def test_help_describes_every_argument():
     assert "vcm-demo" in vcm("demo", "--help").stdout
 
 
-@pytest.mark.parametrize(("name", "extra", "pil_format"), [
-    ("o.png", (), "PNG"), ("o.jpg", (), "JPEG"), ("o.JPEG", (), "JPEG"),
-    ("o.webp", (), "WEBP"), ("o.tif", (), "TIFF"), ("o.tiff", (), "TIFF"), ("o.bmp", (), "BMP"),
-    ("o.png", ("--format", "jpeg"), "JPEG"), ("noext", ("--format", "tiff"), "TIFF"),
-])
-def test_decode_writes_the_format_its_name_asks_for(tmp_path, capsys, stream, name, extra,
-                                                    pil_format):
+@pytest.mark.parametrize(
+    ("name", "extra", "pil_format"),
+    [
+        ("o.png", (), "PNG"),
+        ("o.jpg", (), "JPEG"),
+        ("o.JPEG", (), "JPEG"),
+        ("o.webp", (), "WEBP"),
+        ("o.tif", (), "TIFF"),
+        ("o.tiff", (), "TIFF"),
+        ("o.bmp", (), "BMP"),
+        ("o.png", ("--format", "jpeg"), "JPEG"),
+        ("noext", ("--format", "tiff"), "TIFF"),
+    ],
+)
+def test_decode_writes_the_format_its_name_asks_for(
+    tmp_path, capsys, stream, name, extra, pil_format
+):
     out = tmp_path / name
     status, err = run(capsys, "decode", stream, out, *extra)
     assert status == 0, err
@@ -171,8 +211,15 @@ def test_output_never_replaces_the_input(tmp_path, capsys, stream, photo):
         status, err = run(capsys, "decode", stream, tmp_path / other, "--overwrite")
         assert status == 1 and one_error_line(err) and "input" in err
     Image.fromarray(photo).save(tmp_path / "img.png")
-    status, err = run(capsys, "encode", tmp_path / "img.png", tmp_path / "img.png",
-                      "--overwrite", "--preset", FAST)
+    status, err = run(
+        capsys,
+        "encode",
+        tmp_path / "img.png",
+        tmp_path / "img.png",
+        "--overwrite",
+        "--preset",
+        FAST,
+    )
     assert status == 1 and "input" in err
     assert stream.read_bytes() == before and Image.open(tmp_path / "img.png").format == "PNG"
 
@@ -191,9 +238,11 @@ def test_never_overwrites_without_flag(tmp_path, capsys, photo):
 
 def test_missing_output_directory_needs_parents(tmp_path, capsys, stream, photo):
     Image.fromarray(photo).save(tmp_path / "in.png")
-    cases = [("decode", stream, tmp_path / "new" / "a" / "o.png"),
-             ("encode", tmp_path / "in.png", tmp_path / "new2" / "o.vcm", "--preset", FAST),
-             ("demo", "--out", tmp_path / "new3" / "demo", "--preset", FAST)]
+    cases = [
+        ("decode", stream, tmp_path / "new" / "a" / "o.png"),
+        ("encode", tmp_path / "in.png", tmp_path / "new2" / "o.vcm", "--preset", FAST),
+        ("demo", "--out", tmp_path / "new3" / "demo", "--preset", FAST),
+    ]
     for args in cases:
         status, err = run(capsys, *args)
         assert status == 1 and one_error_line(err) and "--parents" in err, err
@@ -211,8 +260,9 @@ def test_output_modes_follow_the_umask(tmp_path, capsys, stream, umask):
         status, err = run(capsys, "decode", stream, tmp_path / "o.png")
         assert status == 0, err
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "black.png")
-        status, err = run(capsys, "encode", tmp_path / "black.png", tmp_path / "o.vcm",
-                          "--preset", FAST)
+        status, err = run(
+            capsys, "encode", tmp_path / "black.png", tmp_path / "o.vcm", "--preset", FAST
+        )
         assert status == 0, err
     finally:
         os.umask(old)
@@ -223,11 +273,12 @@ def test_output_modes_follow_the_umask(tmp_path, capsys, stream, umask):
 def test_truncated_stream_warns_in_one_line(tmp_path, stream):
     info = Codec().inspect(stream.read_bytes())
     cut = tmp_path / "cut.vcm"
-    cut.write_bytes(stream.read_bytes()[:info.layer_offsets[2] + 3])  # inside layer 3
+    cut.write_bytes(stream.read_bytes()[: info.layer_offsets[2] + 3])  # inside layer 3
     result = vcm("decode", cut, tmp_path / "cut.png")
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
-        f"vcm: warning: stream truncated: decoded 2 of {info.num_layers} layers"]
+        f"vcm: warning: stream truncated: decoded 2 of {info.num_layers} layers"
+    ]
 
 
 def test_closed_stdout_ends_quietly(stream):
@@ -235,8 +286,12 @@ def test_closed_stdout_ends_quietly(stream):
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        result = subprocess.run([sys.executable, "-m", "vcm_plugin.cli", "info", str(stream)],
-                                stdout=write_end, stderr=subprocess.PIPE, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "vcm_plugin.cli", "info", str(stream)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     finally:
         os.close(write_end)
     assert result.returncode == 1 and result.stderr == ""

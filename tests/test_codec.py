@@ -47,8 +47,11 @@ def test_layers_grow_and_psnr_rises(codec, kodak):
     # each ladder (latent layers, analytics textures, viewer textures) gets better point by
     # point; the ladders interleave in bytes, not in layer order
     roles = info.layer_roles
-    for ladder in ({"semantic", "splits", "refinement"}, {"texture-analytics"},
-                   {"texture", "texture-residual"}):
+    for ladder in (
+        {"semantic", "splits", "refinement"},
+        {"texture-analytics"},
+        {"texture", "texture-residual"},
+    ):
         steps = [q for q, role in zip(quality, roles, strict=True) if role in ladder]
         assert all(b >= a - 0.05 for a, b in zip(steps, steps[1:], strict=False)), (ladder, steps)
     assert quality[-1] > quality[0] + 5
@@ -105,8 +108,12 @@ def test_decode_identical_across_processes(codec, photo, tmp_path):
         "print(hashlib.sha256(c.decode(b).tobytes()).hexdigest(),"
         "hashlib.sha256(c.encode(c.decode(b, layers=1)).hex().encode()).hexdigest())"
     )
-    outs = {subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
-                           text=True, check=True).stdout for _ in range(2)}
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    }
     assert len(outs) == 1
     here = hashlib.sha256(codec.decode(blob).tobytes()).hexdigest()
     assert outs.pop().split()[0] == here
@@ -201,18 +208,21 @@ def test_generator_stream_layout(tae_stream):
     info = codec.inspect(blob)
     n = 11
     assert info.version == 3 and info.num_layers == n
-    assert info.layer_roles == ["semantic", "splits", "refinement", "refinement"] + \
-        ["texture-analytics"] * 2 + ["texture"] * 5
-    assert info.point_layers == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]] + \
-        [[i] for i in range(4, n)]
+    assert (
+        info.layer_roles
+        == ["semantic", "splits", "refinement", "refinement"]
+        + ["texture-analytics"] * 2
+        + ["texture"] * 5
+    )
+    assert info.point_layers == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]] + [[i] for i in range(4, n)]
     assert info.viewer_points == [7, 8, 9, 10, 11] and info.analytics_point == 6
     for k in range(1, n + 1):
         assert info.point_bytes[k - 1] == len(codec.view(blob, layers=k))
-        assert info.point_bytes[k - 1] >= sum(
-            info.layer_bytes[i] for i in info.point_layers[k - 1])
+        assert info.point_bytes[k - 1] >= sum(info.layer_bytes[i] for i in info.point_layers[k - 1])
     assert info.decodable_points == list(range(1, n + 1))
-    errors = [np.abs(codec.decode(blob, layers=k).astype(int) - img).mean()
-              for k in info.viewer_points]
+    errors = [
+        np.abs(codec.decode(blob, layers=k).astype(int) - img).mean() for k in info.viewer_points
+    ]
     assert errors == sorted(errors, reverse=True)  # each texture quality is closer to the photo
     # an analytics texture codes the low-passed photo: fewer bytes than the photo itself at
     # the same quality, and the blur is the encoder's alone (the decoder reads plain AVIF)
@@ -256,8 +266,7 @@ def test_bad_version3_tables_are_refused(tae_stream):
     header = container.parse_header(blob, 1 << 30)
     n = header.num_layers
     payloads = [container.layer_payload(blob, header, i) for i in range(n)]
-    args = (header.backend_id, header.preset_id, header.width, header.height,
-            header.config_hash)
+    args = (header.backend_id, header.preset_id, header.width, header.height, header.config_hash)
     with pytest.raises(VCMError, match="earlier layers only"):
         container.pack(*args, payloads, (0, 1, 3, 7) + (0,) * (n - 5) + (1 << (n - 1),))
     # a table that claims a texture layer needs the latent layers: not this preset's rules
@@ -267,13 +276,17 @@ def test_bad_version3_tables_are_refused(tae_stream):
     # hand-edited entries: a forward mask, an absent layer with a CRC
     entry = 24 + (n - 1) * 14
     forward = bytearray(blob)
-    forward[entry + 12:entry + 14] = (1 << (n - 1)).to_bytes(2, "little")
+    forward[entry + 12 : entry + 14] = (1 << (n - 1)).to_bytes(2, "little")
     bad_crc = bytearray(codec.view(blob, layers=9))
-    bad_crc[24 + 8:24 + 12] = (1234).to_bytes(4, "little")
-    for bad, message in ((forward, "needs layers at or after itself"),
-                         (bad_crc, "absent .* but has CRC")):
+    bad_crc[24 + 8 : 24 + 12] = (1234).to_bytes(4, "little")
+    for bad, message in (
+        (forward, "needs layers at or after itself"),
+        (bad_crc, "absent .* but has CRC"),
+    ):
         size = container.header_size(n, 3)
-        bad[size - 4:size] = (__import__("zlib").crc32(bytes(bad[:size - 4]))).to_bytes(4, "little")
+        bad[size - 4 : size] = (__import__("zlib").crc32(bytes(bad[: size - 4]))).to_bytes(
+            4, "little"
+        )
         with pytest.raises(VCMError, match=message):
             codec.inspect(bytes(bad))
 

@@ -15,9 +15,11 @@ from vcm_plugin import Codec
 from vcm_plugin.codec.presets import DEFAULT_PRESET, get_preset
 
 DATA = Path(__file__).resolve().parent / "data"
-OLD = {"fast": DATA / "compat" / "v0.1.0-default-48x64-photo.vcm",
-       "tae-residual": DATA / "compat" / "v0.1.0-tae-48x64-photo.vcm",
-       "tae-0.2": DATA / "compat" / "v0.2.0-tae-48x64-photo.vcm"}
+OLD = {
+    "fast": DATA / "compat" / "v0.1.0-default-48x64-photo.vcm",
+    "tae-residual": DATA / "compat" / "v0.1.0-tae-48x64-photo.vcm",
+    "tae-0.2": DATA / "compat" / "v0.2.0-tae-48x64-photo.vcm",
+}
 
 
 def _make_malformed():
@@ -64,11 +66,19 @@ def test_default_codec_roundtrip_without_shared(monkeypatch, tmp_path):
 
     env = {k: v for k, v in __import__("os").environ.items() if k != "VCM_WEIGHTS_DIR"}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # an empty user cache dir
-    code = ("import numpy as np; from vcm_plugin import Codec; "
-            "img = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8); "
-            "c = Codec(device='cpu'); b = c.encode(img); "
-            "print(c.preset.name, c.decode(b).shape)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    code = (
+        "import numpy as np; from vcm_plugin import Codec; "
+        "img = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8); "
+        "c = Codec(device='cpu'); b = c.encode(img); "
+        "print(c.preset.name, c.decode(b).shape)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["tae", "(40,", "56,", "3)"]

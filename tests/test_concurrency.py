@@ -25,8 +25,10 @@ def _images() -> list[np.ndarray]:
     from skimage import data
 
     photo = data.astronaut()
-    return [np.ascontiguousarray(photo[y:y + h, x:x + w])
-            for y, x, h, w in ((0, 0, 33, 47), (200, 100, 16, 16), (60, 300, 40, 21))]
+    return [
+        np.ascontiguousarray(photo[y : y + h, x : x + w])
+        for y, x, h, w in ((0, 0, 33, 47), (200, 100, 16, 16), (60, 300, 40, 21))
+    ]
 
 
 def _jobs() -> list[tuple[str, object]]:
@@ -86,8 +88,12 @@ def test_tae_codec_shared_by_threads():
     blobs = [codec.encode(img) for img in imgs]
     want = [_sha(codec.decode(b)) for b in blobs]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        got = list(pool.map(lambda i: (_sha(codec.encode(imgs[i % 2])),
-                                       _sha(codec.decode(blobs[i % 2]))), range(8)))
+        got = list(
+            pool.map(
+                lambda i: (_sha(codec.encode(imgs[i % 2])), _sha(codec.decode(blobs[i % 2]))),
+                range(8),
+            )
+        )
     for i, (enc, dec) in enumerate(got):
         assert enc == _sha(blobs[i % 2]) and dec == want[i % 2]
 
@@ -107,8 +113,9 @@ class CodecJobs(torch.utils.data.Dataset):
 
 
 def test_two_dataloader_workers(serial):
-    loader = torch.utils.data.DataLoader(CodecJobs(), batch_size=None, num_workers=2,
-                                         multiprocessing_context="fork", timeout=240)
+    loader = torch.utils.data.DataLoader(
+        CodecJobs(), batch_size=None, num_workers=2, multiprocessing_context="fork", timeout=240
+    )
     got = list(loader)
     assert {i: sha for i, sha, _ in got} == serial
     assert len({pid for *_, pid in got}) == 2

@@ -35,8 +35,7 @@ def files(dst: Path) -> dict[str, bytes]:
 
 
 def encode(src, dst, **kwargs):
-    return encode_dataset(src, dst, preset=FAST, shard_size=1, workers=1, progress=False,
-                          **kwargs)
+    return encode_dataset(src, dst, preset=FAST, shard_size=1, workers=1, progress=False, **kwargs)
 
 
 def test_failure_removes_a_dst_it_created(tmp_path):
@@ -70,8 +69,13 @@ def test_finished_shards_survive_for_the_rerun(tmp_path):
     dst = tmp_path / "dst"
     with pytest.raises(VCMError, match="c.png"):
         encode(src, dst)
-    assert sorted(files(dst)) == ["shard-00000.json", "shard-00000.tar", "shard-00001.json",
-                                  "shard-00001.tar", "vcm-shards.json"]
+    assert sorted(files(dst)) == [
+        "shard-00000.json",
+        "shard-00000.tar",
+        "shard-00001.json",
+        "shard-00001.tar",
+        "vcm-shards.json",
+    ]
     (src / "c.png").unlink()
     folder(src, ["a.png", "b.png", "c.png"])
     report = encode(src, dst)
@@ -86,9 +90,25 @@ def test_cli_ray_without_a_cluster_leaves_nothing(tmp_path):
     ray_tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     result = subprocess.run(
-        [sys.executable, "-m", "vcm_plugin.cli", "encode-dataset", str(src),
-         str(tmp_path / "dst"), "--engine", "ray", "--ray-address", "auto", "--preset", FAST],
-        capture_output=True, text=True, timeout=120, env=dict(env, RAY_TMPDIR=str(ray_tmp)))
+        [
+            sys.executable,
+            "-m",
+            "vcm_plugin.cli",
+            "encode-dataset",
+            str(src),
+            str(tmp_path / "dst"),
+            "--engine",
+            "ray",
+            "--ray-address",
+            "auto",
+            "--preset",
+            FAST,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(env, RAY_TMPDIR=str(ray_tmp)),
+    )
     assert result.returncode == 1 and "cannot start or reach Ray" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "dst").exists()

@@ -78,16 +78,17 @@ def test_sampled_layers_in_range_and_reproducible(yolo_shards):
     a = ShardDataset(dst, layers=(1, 4), seed=7)
     draws = [a.layers_for(i) for i in range(len(a))]
     assert all(1 <= k <= 4 for k in draws)
-    assert draws == [ShardDataset(dst, layers=(1, 4), seed=7).layers_for(i)
-                     for i in range(len(a))]
+    assert draws == [ShardDataset(dst, layers=(1, 4), seed=7).layers_for(i) for i in range(len(a))]
     assert [a[i]["layers"] for i in range(len(a))] == draws
     epochs = set()
     for e in range(6):
         a.set_epoch(e)
         epochs.add(tuple(a.layers_for(i) for i in range(len(a))))
     assert len(epochs) > 1  # a new draw per epoch
-    seeds = {tuple(ShardDataset(dst, layers=[1, 5], seed=s).layers_for(i) for i in range(4))
-             for s in range(6)}
+    seeds = {
+        tuple(ShardDataset(dst, layers=[1, 5], seed=s).layers_for(i) for i in range(4))
+        for s in range(6)
+    }
     assert len(seeds) > 1 and all(1 <= k <= 5 for t in seeds for k in t)
     c = ShardDataset(dst, layers={1, 3})
     assert {c.layers_for(i) for i in range(len(c))} <= {1, 3}
@@ -142,9 +143,22 @@ def test_export_yolo_trains_ultralytics(yolo_shards, tmp_path):
         if label.is_file():
             assert (out / "labels" / f"{key}.txt").read_bytes() == label.read_bytes()
     model = YOLO("yolov8n.yaml")
-    model.train(data=str(data_yaml), epochs=1, imgsz=64, batch=2, workers=0, device="cpu",
-                plots=False, amp=False, val=False, project=str(tmp_path / "runs"), name="l1",
-                exist_ok=True, verbose=False, seed=0)
+    model.train(
+        data=str(data_yaml),
+        epochs=1,
+        imgsz=64,
+        batch=2,
+        workers=0,
+        device="cpu",
+        plots=False,
+        amp=False,
+        val=False,
+        project=str(tmp_path / "runs"),
+        name="l1",
+        exist_ok=True,
+        verbose=False,
+        seed=0,
+    )
     trainer = model.trainer
     assert trainer is not None and trainer.epoch == 0
     assert len(trainer.train_loader.dataset) == 4
@@ -164,10 +178,17 @@ def test_mmseg_shard_dataset_pipeline(voc_shards):
     init_default_scope("mmseg")
     src, dst = voc_shards
     assert TRANSFORMS.get("LoadVCMShardImage") is not None
-    dataset = DATASETS.build(dict(
-        type="VCMShardSegDataset", data_root=str(dst),
-        pipeline=[dict(type="LoadVCMShardImage", layers=(1, 3)),
-                  dict(type="LoadVCMShardAnnotations"), dict(type="PackSegInputs")]))
+    dataset = DATASETS.build(
+        dict(
+            type="VCMShardSegDataset",
+            data_root=str(dst),
+            pipeline=[
+                dict(type="LoadVCMShardImage", layers=(1, 3)),
+                dict(type="LoadVCMShardAnnotations"),
+                dict(type="PackSegInputs"),
+            ],
+        )
+    )
     assert len(dataset) == 3
     assert dataset.metainfo["classes"][15] == "person" and len(dataset.metainfo["classes"]) == 21
     reader = ShardDataset(dst)
@@ -179,10 +200,18 @@ def test_mmseg_shard_dataset_pipeline(voc_shards):
         img = sample["inputs"].permute(1, 2, 0).numpy()  # BGR, as LoadImageFromFile gives
         blob = _full_stream(dst, key)
         if k is None:  # PackSegInputs keeps only its meta keys: find the k that matches
-            k = next(j for j in range(1, 4)
-                     if np.array_equal(img[..., ::-1], codec.decode(blob, layers=j)))
+            k = next(
+                j
+                for j in range(1, 4)
+                if np.array_equal(img[..., ::-1], codec.decode(blob, layers=j))
+            )
         assert 1 <= k <= 3
         assert np.array_equal(img[..., ::-1], codec.decode(blob, layers=k))
-        want = LoadAnnotations()(dict(seg_map_path=str(src / "SegmentationClass" / f"{key}.png"),
-                                      reduce_zero_label=False, seg_fields=[]))["gt_seg_map"]
+        want = LoadAnnotations()(
+            dict(
+                seg_map_path=str(src / "SegmentationClass" / f"{key}.png"),
+                reduce_zero_label=False,
+                seg_fields=[],
+            )
+        )["gt_seg_map"]
         assert np.array_equal(sample["data_samples"].gt_sem_seg.data.numpy()[0], want)

@@ -54,7 +54,7 @@ def test_shards_index_and_members(encoded, yolo6):
                 keys.append(m["key"])
                 blob = tar.extractfile(f"{m['key']}.vcm").read()
                 # the index's byte range is the stream
-                assert data[m["offset"]:m["offset"] + m["length"]] == blob
+                assert data[m["offset"] : m["offset"] + m["length"]] == blob
                 info = codec.inspect(blob)
                 assert m["layer_bytes"] == info.layer_bytes
                 assert m["layer_offsets"] == info.layer_offsets
@@ -62,7 +62,7 @@ def test_shards_index_and_members(encoded, yolo6):
                 label = yolo6 / "labels" / f"{m['key']}.txt"
                 if label.is_file():
                     lab = m["labels"]["txt"]
-                    assert data[lab["offset"]:lab["offset"] + lab["length"]] == label.read_bytes()
+                    assert data[lab["offset"] : lab["offset"] + lab["length"]] == label.read_bytes()
                     assert f"{m['key']}.txt" in names
         assert len(shard["members"]) == 2
     assert keys == sorted(p.stem for p in (yolo6 / "images").iterdir())
@@ -112,10 +112,25 @@ def test_changed_source_redoes_its_shard(yolo6, tmp_path):
 def test_killed_run_resumes_without_redoing_finished_shards(yolo6, tmp_path):
     dst = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "vcm_plugin.cli", "encode-dataset",
-                             str(yolo6), str(dst), "--shard-size", "2", "--workers", "1",
-                             "--quiet"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vcm_plugin.cli",
+            "encode-dataset",
+            str(yolo6),
+            str(dst),
+            "--shard-size",
+            "2",
+            "--workers",
+            "1",
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     first = dst / "shard-00000.json"
     deadline = time.monotonic() + 120
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -129,8 +144,9 @@ def test_killed_run_resumes_without_redoing_finished_shards(yolo6, tmp_path):
     before = snapshot(dst)
     report = encode_dataset(yolo6, dst, shard_size=2, workers=1, progress=False)
     assert report["skipped"] == done
-    assert report["encoded"] == [s for s in ("shard-00000", "shard-00001", "shard-00002")
-                                 if s not in done]
+    assert report["encoded"] == [
+        s for s in ("shard-00000", "shard-00001", "shard-00002") if s not in done
+    ]
     after = snapshot(dst)
     for name in done:
         for ext in (".tar", ".json"):
@@ -149,7 +165,7 @@ def test_voc_layout_keeps_masks(tmp_path):
     data = (tmp_path / "out" / "shard-00000.tar").read_bytes()
     lab = m["labels"]["seg.png"]
     mask = src / "SegmentationClass" / f"{m['key']}.png"
-    assert data[lab["offset"]:lab["offset"] + lab["length"]] == mask.read_bytes()
+    assert data[lab["offset"] : lab["offset"] + lab["length"]] == mask.read_bytes()
 
 
 def test_plain_folder_layout(tmp_path):
@@ -160,8 +176,9 @@ def test_plain_folder_layout(tmp_path):
     for i in range(3):
         Image.new("RGB", (40 + i, 30), (i * 50, 100, 200)).save(src / f"p{i}.png")
     (src / "notes.txt").write_text("not an image")
-    report = encode_dataset(tmp_path / "photos", tmp_path / "out", shard_size=5, workers=1,
-                            progress=False)
+    report = encode_dataset(
+        tmp_path / "photos", tmp_path / "out", shard_size=5, workers=1, progress=False
+    )
     assert report["shards"] == 1 and report["images"] == 3
     index = json.loads((tmp_path / "out" / "index.json").read_text())
     assert [m["key"] for m in index["shards"][0]["members"]] == ["sub/p0", "sub/p1", "sub/p2"]
@@ -225,8 +242,13 @@ def test_ray_missing_is_a_clear_error(yolo6, tmp_path, monkeypatch):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vcm_plugin.cli", *args], capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "vcm_plugin.cli", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=120,
+    )
 
 
 def test_cli_errors_exit_nonzero_without_traceback(yolo6, tmp_path):

@@ -110,8 +110,9 @@ def _generator_points() -> set[str]:
 
 def _within_bound(a: np.ndarray, b: np.ndarray) -> bool:
     diff = np.abs(a.astype(int) - b.astype(int))
-    return bool(diff.max() <= MAX_LEVELS
-                and (diff > 0).sum() <= max(MAX_VALUES, MAX_SHARE * diff.size))
+    return bool(
+        diff.max() <= MAX_LEVELS and (diff > 0).sum() <= max(MAX_VALUES, MAX_SHARE * diff.size)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +148,12 @@ def test_generator_threads_where_it_matters():
         for preset, k in (("tae", 1), ("tae-residual", 6)):
             codec = Codec.from_preset(preset, device="cpu")
             backend = codec._backend_of(codec.preset)
-            hooks = [net.register_forward_pre_hook(
-                lambda _m, _x, key=key: seen[key].append(torch.get_num_threads()))
-                for key, net in (("encoder", backend._encoder), ("decoder", backend._decoder))]
+            hooks = [
+                net.register_forward_pre_hook(
+                    lambda _m, _x, key=key: seen[key].append(torch.get_num_threads())
+                )
+                for key, net in (("encoder", backend._encoder), ("decoder", backend._decoder))
+            ]
             try:
                 blob = codec.encode(_encode_images()[0])
                 assert seen["encoder"] == [1], preset
@@ -191,10 +195,17 @@ def test_photo_sized_encodes_and_decodes_across_thread_counts():
 
 
 def test_same_in_a_fresh_process(reference):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH",
-                                                                                   "")]))
-    proc = subprocess.run([sys.executable, __file__, "child"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    proc = subprocess.run(
+        [sys.executable, __file__, "child"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.splitlines()[-1]) == reference
 
@@ -217,8 +228,9 @@ class SeedDecodes(torch.utils.data.Dataset):
 
 @pytest.mark.parametrize("context", ["spawn", "fork"])
 def test_same_in_dataloader_workers(reference, context):
-    loader = torch.utils.data.DataLoader(SeedDecodes(), batch_size=None, num_workers=2,
-                                         multiprocessing_context=context, timeout=240)
+    loader = torch.utils.data.DataLoader(
+        SeedDecodes(), batch_size=None, num_workers=2, multiprocessing_context=context, timeout=240
+    )
     got = list(loader)
     assert {key: sha for key, sha, _ in got} == {key: reference[key] for key, _, _ in got}
     assert len({pid for *_, pid in got}) == 2 and os.getpid() not in {p for *_, p in got}

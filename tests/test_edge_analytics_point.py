@@ -33,11 +33,12 @@ def codec() -> Codec:
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("edge-point")
     f = tmp / "tokens.json"
-    tokens = {"camera": add_token(f, "cam", "camera", ["*"]),
-              "analytics": add_token(f, "worker", "analytics"),
-              "viewer": add_token(f, "alice", "viewer")}
-    srv = ServerProcess(tmp / "store", tmp / "server.log",
-                        args=("--tokens-file", str(f))).start()
+    tokens = {
+        "camera": add_token(f, "cam", "camera", ["*"]),
+        "analytics": add_token(f, "worker", "analytics"),
+        "viewer": add_token(f, "alice", "viewer"),
+    }
+    srv = ServerProcess(tmp / "store", tmp / "server.log", args=("--tokens-file", str(f))).start()
     try:
         yield srv, tokens, tmp
     finally:
@@ -70,34 +71,53 @@ def test_max_bytes_keeps_the_longest_prefix_that_fits(env, img, codec):
     info = codec.inspect(blob)
     ends = [o + n for o, n in zip(info.layer_offsets, info.layer_bytes, strict=True)]
     budget = ends[2] + (ends[3] - ends[2]) // 2  # between points 3 and 4: below analytics
-    camera = Camera(_client(env, "camera"), "budgetcam", codec, texture="never",
-                    max_bytes=budget)
+    camera = Camera(_client(env, "camera"), "budgetcam", codec, texture="never", max_bytes=budget)
     assert camera.first_layers(blob) == 3
     big = Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=ends[-1] - 1)
     assert big.first_layers(blob) == info.num_layers - 1  # beyond the analytics point too
     with pytest.raises(VCMError, match="below the frame's header"):
-        Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=ends[0] - 1
-               ).first_layers(blob)
+        Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=ends[0] - 1).first_layers(blob)
     camera.run(iter([("a", img)]))
     ((key, sent),) = camera.streams.items()
     stored = _client(env, "viewer").info(key.id)
-    sent_ends = [o + n for o, n in zip(codec.inspect(sent).layer_offsets,
-                                       codec.inspect(sent).layer_bytes, strict=True)]
+    sent_ends = [
+        o + n
+        for o, n in zip(
+            codec.inspect(sent).layer_offsets, codec.inspect(sent).layer_bytes, strict=True
+        )
+    ]
     assert stored["bytes"] == sent_ends[stored["stored_layers"] - 1] <= budget
     assert sent_ends[stored["stored_layers"]] > budget  # the longest prefix that fits
     # truncate(max_bytes=) keeps the same layers (its header lists fewer, so it is smaller)
-    assert codec.inspect(codec.truncate(sent, max_bytes=budget)).num_layers == \
-        stored["stored_layers"]
+    assert (
+        codec.inspect(codec.truncate(sent, max_bytes=budget)).num_layers == stored["stored_layers"]
+    )
 
 
 def test_max_bytes_below_layer0_is_a_one_line_error(env, img, tmp_path):
     srv, tokens, _ = env
     Image.fromarray(img).save(tmp_path / "f.png")
     (tmp_path / "cam.token").write_text(tokens["camera"])
-    r = subprocess.run(vcm_command("edge", "push", str(tmp_path / "f.png"), "--cam", "tiny",
-                                   "--server", srv.url, "--max-bytes", "100", "--threads", "1",
-                                   "--token-file", str(tmp_path / "cam.token")),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        vcm_command(
+            "edge",
+            "push",
+            str(tmp_path / "f.png"),
+            "--cam",
+            "tiny",
+            "--server",
+            srv.url,
+            "--max-bytes",
+            "100",
+            "--threads",
+            "1",
+            "--token-file",
+            str(tmp_path / "cam.token"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 1, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vcm: error: --max-bytes 100 is below")
@@ -139,8 +159,12 @@ def test_worker_point_for_a_cut_first_upload():
     w = Worker(EdgeClient("http://127.0.0.1:9"), lambda im: [])
     assert w.point({"analytics_layers": 5, "stored_layers": 3}) == 3
     assert w.point({"analytics_layers": 5, "stored_layers": 11}) == 5
-    assert Worker(EdgeClient("http://127.0.0.1:9"), lambda im: [], layers="2").point(
-        {"analytics_layers": 5, "stored_layers": 11}) == 2
+    assert (
+        Worker(EdgeClient("http://127.0.0.1:9"), lambda im: [], layers="2").point(
+            {"analytics_layers": 5, "stored_layers": 11}
+        )
+        == 2
+    )
     for bad in ("0", "-1", "x", "1.5", "٣"):
         with pytest.raises(VCMError):
             parse_layers(bad)

@@ -52,12 +52,14 @@ def env(tmp_path_factory, stream):
         "admin": add_token(tokens_file, "ops", "admin"),
     }
     assert oct(tokens_file.stat().st_mode & 0o777) == "0o600"
-    srv = ServerProcess(tmp / "store", tmp / "server.log",
-                        args=("--tokens-file", str(tokens_file))).start()
+    srv = ServerProcess(
+        tmp / "store", tmp / "server.log", args=("--tokens-file", str(tokens_file))
+    ).start()
     end1 = container.parse_header(stream, 10**8).prefix_end(1)
     for ts, body in ((1, stream), (2, stream[:end1])):
-        status, _, text = http_call(srv.url, "POST", f"/cameras/cam1/frames?ts={ts}",
-                                    tokens["camera"], body=body)
+        status, _, text = http_call(
+            srv.url, "POST", f"/cameras/cam1/frames?ts={ts}", tokens["camera"], body=body
+        )
         assert status == 201, text
     try:
         yield srv, tokens, end1
@@ -67,8 +69,9 @@ def env(tmp_path_factory, stream):
 
 def _cases(n: int, end1: int) -> list[tuple[str, str, bytes | None, set[str]]]:
     """(method, path, body, roles allowed) for every route of the service."""
-    det = json.dumps({"boxes": [{"xyxy": [1, 2, 30, 40], "conf": 0.9, "name": "person"}],
-                      "inference_s": 0.01}).encode()
+    det = json.dumps(
+        {"boxes": [{"xyxy": [1, 2, 30, 40], "conf": 0.9, "name": "person"}], "inference_s": 0.01}
+    ).encode()
     return [
         ("GET", "/", None, {"*"}),
         ("GET", "/viewer.js", None, {"*"}),
@@ -105,11 +108,19 @@ def test_authorisation_matrix(env, stream, points):
     cases = _cases(points[1], end1)
     # every route of the server is in the matrix (a new route cannot skip it)
     routes = {(m, p.split("?")[0]) for m, p, *_ in cases}
-    for (method, route) in ROUTE_ROLES:
+    for method, route in ROUTE_ROLES:
         concrete = route.replace("{cam}", "cam1").replace("{id}", "cam1-1")
-        assert any(m == method and (p == concrete or p.replace("cam2", "cam1")
-                                    .replace("cam1-2", "cam1-1").replace("cam1-999", "cam1-1")
-                                    == concrete) for m, p in routes), (method, route)
+        assert any(
+            m == method
+            and (
+                p == concrete
+                or p.replace("cam2", "cam1")
+                .replace("cam1-2", "cam1-1")
+                .replace("cam1-999", "cam1-1")
+                == concrete
+            )
+            for m, p in routes
+        ), (method, route)
     failures = []
     for method, path, body, allowed in cases:
         if body == b"STREAM":
@@ -133,14 +144,17 @@ def test_authorisation_matrix(env, stream, points):
 
 def test_camera_writes_only_its_own_ids(env, stream):
     srv, tokens, end1 = env
-    status, _, text = http_call(srv.url, "POST", "/cameras/cam2/frames?ts=5", tokens["camera"],
-                                body=stream)
+    status, _, text = http_call(
+        srv.url, "POST", "/cameras/cam2/frames?ts=5", tokens["camera"], body=stream
+    )
     assert status == 403 and b"cam2" in text
-    status, _, _ = http_call(srv.url, "POST", "/cameras/bench-3/frames?ts=5", tokens["camera2"],
-                             body=stream)  # a prefix pattern
+    status, _, _ = http_call(
+        srv.url, "POST", "/cameras/bench-3/frames?ts=5", tokens["camera2"], body=stream
+    )  # a prefix pattern
     assert status == 201
-    status, _, _ = http_call(srv.url, "POST", "/cameras/benchx/frames?ts=5", tokens["camera2"],
-                             body=stream)
+    status, _, _ = http_call(
+        srv.url, "POST", "/cameras/benchx/frames?ts=5", tokens["camera2"], body=stream
+    )
     assert status == 403
     # and its info/list rights are its own cameras too
     assert http_call(srv.url, "GET", "/cameras/bench-3/frames", tokens["camera"])[0] == 403
@@ -156,13 +170,17 @@ def test_analytics_reads_only_the_analytics_layers(env, stream, points):
     status, headers, body = http_call(srv.url, "GET", "/frames/cam1-1", t)
     assert status == 200 and body == stream[:end_a] and headers["x-vcm-layers"] == str(a)
     assert http_call(srv.url, "GET", f"/frames/cam1-1?layers={a}&view=1", t)[0] == 200
-    for path in (f"/frames/cam1-1?layers={a + 1}", f"/frames/cam1-1/image?layers={n}",
-                 f"/frames/cam1-1?layers={n}&view=1"):
+    for path in (
+        f"/frames/cam1-1?layers={a + 1}",
+        f"/frames/cam1-1/image?layers={n}",
+        f"/frames/cam1-1?layers={n}&view=1",
+    ):
         assert http_call(srv.url, "GET", path, t)[0] == 403, path
     # a Range cannot reach past the analytics layers either: the representation ends there
-    status, headers, body = http_call(srv.url, "GET", "/frames/cam1-1", t,
-                                      {"Range": f"bytes={end_a - 10}-{len(stream)}"})
-    assert status == 206 and body == stream[end_a - 10:end_a]
+    status, headers, body = http_call(
+        srv.url, "GET", "/frames/cam1-1", t, {"Range": f"bytes={end_a - 10}-{len(stream)}"}
+    )
+    assert status == 206 and body == stream[end_a - 10 : end_a]
     assert headers["content-range"] == f"bytes {end_a - 10}-{end_a - 1}/{end_a}"
     # no layers= means what the role may read: the analytics picture for this token
     status, headers, _ = http_call(srv.url, "GET", "/frames/cam1-1/image", t)
@@ -175,8 +193,9 @@ def test_analytics_reads_only_the_analytics_layers(env, stream, points):
 def test_identity_for_byte_accounting_comes_from_the_token(env):
     srv, tokens, end1 = env
     before = json.loads(http_call(srv.url, "GET", "/frames/cam1-1/info", tokens["viewer"])[2])
-    http_call(srv.url, "GET", "/frames/cam1-1?layers=1", tokens["analytics"],
-              {"X-VCM-Client": "viewer"})  # a header cannot change who read the bytes
+    http_call(
+        srv.url, "GET", "/frames/cam1-1?layers=1", tokens["analytics"], {"X-VCM-Client": "viewer"}
+    )  # a header cannot change who read the bytes
     info = json.loads(http_call(srv.url, "GET", "/frames/cam1-1/info", tokens["viewer"])[2])
     grown = {k: v - before["served_bytes"].get(k, 0) for k, v in info["served_bytes"].items()}
     assert grown.get("worker-a") == end1 and not grown.get("viewer")
@@ -188,14 +207,18 @@ def test_identity_for_byte_accounting_comes_from_the_token(env):
 def test_cross_origin_browser_requests_are_refused(env, stream):
     srv, tokens, end1 = env
     evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
-    status, headers, _ = http_call(srv.url, "POST", "/cameras/cam1/frames?ts=77",
-                                   tokens["camera"], evil, stream)
+    status, headers, _ = http_call(
+        srv.url, "POST", "/cameras/cam1/frames?ts=77", tokens["camera"], evil, stream
+    )
     assert status == 403 and "access-control-allow-origin" not in headers
-    assert http_call(srv.url, "POST", "/analytics/claim?wait=0", tokens["analytics"],
-                     evil)[0] == 403
+    assert (
+        http_call(srv.url, "POST", "/analytics/claim?wait=0", tokens["analytics"], evil)[0] == 403
+    )
     assert http_call(srv.url, "GET", "/frames/cam1-77/info", tokens["viewer"])[0] == 404
-    assert http_call(srv.url, "GET", "/cameras", tokens["viewer"],
-                     {"Sec-Fetch-Site": "cross-site"})[0] == 403
+    assert (
+        http_call(srv.url, "GET", "/cameras", tokens["viewer"], {"Sec-Fetch-Site": "cross-site"})[0]
+        == 403
+    )
     assert http_call(srv.url, "GET", "/cameras", tokens["viewer"], {"Origin": "null"})[0] == 403
     # the page's own origin is fine
     own = {"Origin": srv.url, "Sec-Fetch-Site": "same-origin"}
@@ -207,20 +230,32 @@ def test_cross_origin_browser_requests_are_refused(env, stream):
 def test_open_mode_refuses_foreign_host_and_non_loopback(tmp_path, stream):
     """Without tokens the service is open to local programs only: it will not listen on a
     public address, and a DNS-rebinding page (Host: evil.example) is refused."""
-    r = subprocess.run(vcm_command("edge", "serve", "--store", str(tmp_path / "s"), "--host",
-                                   "0.0.0.0", "--port", "0"),
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        vcm_command(
+            "edge", "serve", "--store", str(tmp_path / "s"), "--host", "0.0.0.0", "--port", "0"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and r.stderr.startswith("vcm: error: refusing to listen on 0.0.0.0")
     assert len(r.stderr.strip().splitlines()) == 1
     with ServerProcess(tmp_path / "store", tmp_path / "server.log") as srv:
         port = srv.url.rsplit(":", 1)[1]
-        assert http_call(srv.url, "GET", "/cameras", headers={"Host": f"evil.example:{port}"}
-                         )[0] == 403
-        assert http_call(srv.url, "GET", "/cameras", headers={"Host": f"localhost:{port}"}
-                         )[0] == 200
-        status, _, _ = http_call(srv.url, "POST", "/cameras/c/frames?ts=1", body=stream,
-                                 headers={"Origin": "http://evil.example",
-                                          "Content-Type": "text/plain"})
+        assert (
+            http_call(srv.url, "GET", "/cameras", headers={"Host": f"evil.example:{port}"})[0]
+            == 403
+        )
+        assert (
+            http_call(srv.url, "GET", "/cameras", headers={"Host": f"localhost:{port}"})[0] == 200
+        )
+        status, _, _ = http_call(
+            srv.url,
+            "POST",
+            "/cameras/c/frames?ts=1",
+            body=stream,
+            headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
+        )
         assert status == 403
         assert http_call(srv.url, "GET", "/cameras/c/frames")[2] == b'{"frames": []}'
 
@@ -242,16 +277,28 @@ def test_tokens_file_rules(tmp_path):
         {"tokens": [{"name": "a", "role": "camera", "token": "x" * 20}]},  # no cameras
         {"tokens": [{"name": "a", "role": "viewer", "token": "x" * 20, "cameras": ["c"]}]},
         {"tokens": [{"name": 'a"}', "role": "viewer", "token": "x" * 20}]},
-        {"tokens": [{"name": "a", "role": "viewer", "token": "x" * 20},
-                    {"name": "b", "role": "admin", "token": "x" * 20}]},  # same token twice
+        {
+            "tokens": [
+                {"name": "a", "role": "viewer", "token": "x" * 20},
+                {"name": "b", "role": "admin", "token": "x" * 20},
+            ]
+        },  # same token twice
         {"tokens": []},
     ]
     for doc in bad:
         with pytest.raises(VCMError):
             TokenTable.parse(doc)
-    digest_only = TokenTable.parse({"tokens": [{"name": "v", "role": "viewer", "sha256":
-                                                __import__("hashlib").sha256(
-                                                    b"y" * 20).hexdigest()}]})
+    digest_only = TokenTable.parse(
+        {
+            "tokens": [
+                {
+                    "name": "v",
+                    "role": "viewer",
+                    "sha256": __import__("hashlib").sha256(b"y" * 20).hexdigest(),
+                }
+            ]
+        }
+    )
     assert digest_only.lookup("y" * 20).name == "v"
 
 
@@ -260,8 +307,9 @@ def test_tokens_are_never_command_line_arguments():
     """Clients take --token-file or the environment; there is no --token option to leak a
     secret into ps output."""
     for sub in ("serve", "worker", "push", "bench"):
-        r = subprocess.run(vcm_command("edge", sub, "--help"), capture_output=True, text=True,
-                           timeout=120)
+        r = subprocess.run(
+            vcm_command("edge", sub, "--help"), capture_output=True, text=True, timeout=120
+        )
         assert r.returncode == 0
         assert "--token " not in r.stdout and "--token\n" not in r.stdout
         assert ("--tokens-file" if sub == "serve" else "--token-file") in r.stdout
@@ -278,8 +326,22 @@ def test_bench_with_and_without_a_token(env, tmp_path, capsys, photo, monkeypatc
     frames = tmp_path / "frames"
     frames.mkdir()
     Image.fromarray(photo[:48, :64]).save(frames / "f.png")
-    bench = ["edge", "bench", str(frames), "--n", "4", "--concurrency", "2", "--distinct", "1",
-             "--preset", FAST, "--server", srv.url, "--allow-live-store"]
+    bench = [
+        "edge",
+        "bench",
+        str(frames),
+        "--n",
+        "4",
+        "--concurrency",
+        "2",
+        "--distinct",
+        "1",
+        "--preset",
+        FAST,
+        "--server",
+        srv.url,
+        "--allow-live-store",
+    ]
     monkeypatch.delenv("VCM_EDGE_TOKEN", raising=False)
     monkeypatch.delenv("VCM_EDGE_TOKEN_FILE", raising=False)
     assert main(bench) == 1

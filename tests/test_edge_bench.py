@@ -18,8 +18,19 @@ def test_bench_uses_its_own_cameras_and_refuses_a_live_store(tmp_path, capsys, p
     frames = tmp_path / "frames"
     frames.mkdir()
     Image.fromarray(photo[:48, :64]).save(frames / "f.png")
-    bench = ["edge", "bench", str(frames), "--n", "6", "--concurrency", "2", "--distinct", "1",
-             "--preset", FAST]
+    bench = [
+        "edge",
+        "bench",
+        str(frames),
+        "--n",
+        "6",
+        "--concurrency",
+        "2",
+        "--distinct",
+        "1",
+        "--preset",
+        FAST,
+    ]
     with ServerProcess(tmp_path / "store", tmp_path / "server.log") as srv:
         client = EdgeClient(srv.url)
         assert main([*bench, "--server", srv.url]) == 0  # an empty store: fine
@@ -40,6 +51,7 @@ def test_bench_uses_its_own_cameras_and_refuses_a_live_store(tmp_path, capsys, p
         assert [len(client.frames(f"bench-{c}")) for c in range(2)] == [9, 9]
         assert len(client.frames("lobby")) == 1
         client.close()
-    folders = sorted(p.name for p in (tmp_path / "store").iterdir()
-                     if not p.name.startswith(".vcm-index."))  # the SQLite index beside them
+    folders = sorted(
+        p.name for p in (tmp_path / "store").iterdir() if not p.name.startswith(".vcm-index.")
+    )  # the SQLite index beside them
     assert folders == ["bench-0", "bench-1", "lobby"]

@@ -21,8 +21,9 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 
 def null_detector():
     """A plug-in factory as users write them: returns image -> boxes."""
-    return lambda img: [{"xyxy": [0, 0, img.shape[1], img.shape[0]], "conf": 1.0, "cls": 0,
-                         "name": "frame"}]
+    return lambda img: [
+        {"xyxy": [0, 0, img.shape[1], img.shape[0]], "conf": 1.0, "cls": 0, "name": "frame"}
+    ]
 
 
 @pytest.fixture(scope="module")

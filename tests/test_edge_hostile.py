@@ -36,8 +36,9 @@ def stream(photo) -> bytes:
     return Codec.from_preset(FAST).encode(photo[:96, :128])
 
 
-def _repack(blob: bytes, width: int | None = None, layer0: bytes | None = None,
-            last: bytes | None = None) -> bytes:
+def _repack(
+    blob: bytes, width: int | None = None, layer0: bytes | None = None, last: bytes | None = None
+) -> bytes:
     """A stream with valid header and layer CRCs but chosen size or payloads (crafted)."""
     h = container.parse_header(blob, 10**8)
     payloads = [container.layer_payload(blob, h, i) for i in range(h.num_layers)]
@@ -45,21 +46,43 @@ def _repack(blob: bytes, width: int | None = None, layer0: bytes | None = None,
         payloads[0] = layer0
     if last is not None:
         payloads[-1] = last
-    return container.pack(h.backend_id, h.preset_id, width or h.width, width or h.height,
-                          h.config_hash, payloads, h.needs)
+    return container.pack(
+        h.backend_id,
+        h.preset_id,
+        width or h.width,
+        width or h.height,
+        h.config_hash,
+        payloads,
+        h.needs,
+    )
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("edge-hostile")
     f = tmp / "tokens.json"
-    tokens = {"camera": add_token(f, "cam", "camera", ["*"]),
-              "analytics": add_token(f, "worker", "analytics"),
-              "viewer": add_token(f, "viewer", "viewer"),
-              "admin": add_token(f, "admin", "admin")}
-    srv = ServerProcess(tmp / "store", tmp / "server.log", args=(
-        "--tokens-file", str(f), "--header-timeout", "1", "--body-timeout", "2",
-        "--max-connections", "12", "--decode-queue", "0")).start()
+    tokens = {
+        "camera": add_token(f, "cam", "camera", ["*"]),
+        "analytics": add_token(f, "worker", "analytics"),
+        "viewer": add_token(f, "viewer", "viewer"),
+        "admin": add_token(f, "admin", "admin"),
+    }
+    srv = ServerProcess(
+        tmp / "store",
+        tmp / "server.log",
+        args=(
+            "--tokens-file",
+            str(f),
+            "--header-timeout",
+            "1",
+            "--body-timeout",
+            "2",
+            "--max-connections",
+            "12",
+            "--decode-queue",
+            "0",
+        ),
+    ).start()
     srv.store_dir = tmp / "store"
     try:
         yield srv, tokens
@@ -68,25 +91,40 @@ def env(tmp_path_factory):
 
 
 def _upload(srv, tokens, cam: str, ts: int, body: bytes) -> tuple[int, bytes]:
-    status, _, text = http_call(srv.url, "POST", f"/cameras/{cam}/frames?ts={ts}",
-                                tokens["camera"], body=body)
+    status, _, text = http_call(
+        srv.url, "POST", f"/cameras/{cam}/frames?ts={ts}", tokens["camera"], body=body
+    )
     return status, text
 
 
 def _responsive(srv, tokens) -> None:
     t0 = time.monotonic()
-    status, _, _ = http_call(srv.url, "POST", "/analytics/claim?wait=0.2&max=1",
-                             tokens["analytics"], timeout=10)
+    status, _, _ = http_call(
+        srv.url, "POST", "/analytics/claim?wait=0.2&max=1", tokens["analytics"], timeout=10
+    )
     assert status == 200 and time.monotonic() - t0 < 3
 
 
-@pytest.mark.parametrize("path", [
-    "/analytics/claim?wait=nan", "/analytics/claim?wait=inf", "/analytics/claim?wait=-1",
-    "/analytics/claim?wait=1e3", "/analytics/claim?wait=61", "/analytics/claim?wait=NaN",
-    "/analytics/claim?lease=nan", "/analytics/claim?lease=inf", "/analytics/claim?lease=0",
-    "/analytics/claim?max=%D9%A3", "/analytics/claim?max=0", "/analytics/claim?max=1_0",
-    "/analytics/claim?max=%201%20", "/analytics/claim?max=01", "/analytics/claim?max=99999",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/analytics/claim?wait=nan",
+        "/analytics/claim?wait=inf",
+        "/analytics/claim?wait=-1",
+        "/analytics/claim?wait=1e3",
+        "/analytics/claim?wait=61",
+        "/analytics/claim?wait=NaN",
+        "/analytics/claim?lease=nan",
+        "/analytics/claim?lease=inf",
+        "/analytics/claim?lease=0",
+        "/analytics/claim?max=%D9%A3",
+        "/analytics/claim?max=0",
+        "/analytics/claim?max=1_0",
+        "/analytics/claim?max=%201%20",
+        "/analytics/claim?max=01",
+        "/analytics/claim?max=99999",
+    ],
+)
 def test_numeric_query_parameters_are_finite_and_bounded(env, path):
     srv, tokens = env
     t0 = time.monotonic()
@@ -100,33 +138,54 @@ def test_nan_wait_and_lease_leave_long_polls_and_the_queue_working(env, stream):
     srv, tokens = env
     assert _upload(srv, tokens, "leasecam", 1, stream)[0] == 201
     for bad in ("wait=nan", "lease=nan", "wait=nan&lease=nan"):
-        assert http_call(srv.url, "POST", f"/analytics/claim?{bad}&max=256",
-                         tokens["analytics"])[0] == 400
-    for path in ("/cameras/leasecam/wanted?wait=nan", "/frames/leasecam-1?wait=nan",
-                 "/frames/leasecam-1/image?wait=inf"):
+        assert (
+            http_call(srv.url, "POST", f"/analytics/claim?{bad}&max=256", tokens["analytics"])[0]
+            == 400
+        )
+    for path in (
+        "/cameras/leasecam/wanted?wait=nan",
+        "/frames/leasecam-1?wait=nan",
+        "/frames/leasecam-1/image?wait=inf",
+    ):
         token = tokens["camera" if "wanted" in path else "viewer"]
         assert http_call(srv.url, "GET", path, token)[0] == 400, path
     # the frame was never leased by the refused claims: an honest claim gets it at once
     got = []
     for _ in range(20):
-        status, _, text = http_call(srv.url, "POST", "/analytics/claim?max=256&wait=0.5",
-                                    tokens["analytics"])
+        status, _, text = http_call(
+            srv.url, "POST", "/analytics/claim?max=256&wait=0.5", tokens["analytics"]
+        )
         got += [f["id"] for f in json.loads(text)["frames"]]
         if "leasecam-1" in got:
             break
     assert "leasecam-1" in got
 
 
-@pytest.mark.parametrize("frame_id", ["sec-%C2%B2", "cam-%D9%A3", "cam-%207%20", "cam-1_000",
-                                      "cam-0007", "cam-%2B7", "cam-99999999999999999",
-                                      "..%2F..-1", "cam-1e3"])
+@pytest.mark.parametrize(
+    "frame_id",
+    [
+        "sec-%C2%B2",
+        "cam-%D9%A3",
+        "cam-%207%20",
+        "cam-1_000",
+        "cam-0007",
+        "cam-%2B7",
+        "cam-99999999999999999",
+        "..%2F..-1",
+        "cam-1e3",
+    ],
+)
 def test_frame_ids_have_one_ascii_spelling(env, frame_id):
     srv, tokens = env
-    for method, path in (("GET", f"/frames/{frame_id}/info"), ("GET", f"/frames/{frame_id}"),
-                         ("PUT", f"/frames/{frame_id}/detections")):
+    for method, path in (
+        ("GET", f"/frames/{frame_id}/info"),
+        ("GET", f"/frames/{frame_id}"),
+        ("PUT", f"/frames/{frame_id}/detections"),
+    ):
         token = tokens["analytics" if method == "PUT" else "viewer"]
-        status, _, text = http_call(srv.url, method, path, token, body=b'{"boxes": []}'
-                                    if method == "PUT" else None)
+        status, _, text = http_call(
+            srv.url, method, path, token, body=b'{"boxes": []}' if method == "PUT" else None
+        )
         assert status in (400, 404) and status != 500, (path, status, text)
         assert b"error" in text
 
@@ -159,13 +218,23 @@ def test_detections_json_bounded_and_nan_never_stored(env, stream):
         b"[]": 400,
     }
     for body, expected in cases.items():
-        status, _, text = http_call(srv.url, "PUT", "/frames/detcam-1/detections", t,
-                                    {"Content-Type": "application/json"}, body)
+        status, _, text = http_call(
+            srv.url,
+            "PUT",
+            "/frames/detcam-1/detections",
+            t,
+            {"Content-Type": "application/json"},
+            body,
+        )
         assert status == expected, (body[:60], status, text)
     assert http_call(srv.url, "GET", "/frames/detcam-1/detections", tokens["viewer"])[0] == 404
     good = {"boxes": [{"xyxy": [1, 2, 3, 4], "conf": 0.5}], "inference_s": 0.25}
-    assert http_call(srv.url, "PUT", "/frames/detcam-1/detections", t,
-                     body=json.dumps(good).encode())[0] == 200
+    assert (
+        http_call(srv.url, "PUT", "/frames/detcam-1/detections", t, body=json.dumps(good).encode())[
+            0
+        ]
+        == 200
+    )
     metrics = _strict_json(http_call(srv.url, "GET", "/metrics", tokens["admin"])[2])
     inference = metrics["analytics"]["inference_s"]
     assert inference["count"] >= 1 and np.isfinite(inference["mean"])
@@ -202,8 +271,9 @@ def test_crafted_stream_is_quarantined_not_leased_forever(env, stream):
     a = tokens["analytics"]
 
     def claim(lease: str = "1", wait: str = "0.5") -> set[str]:
-        text = http_call(srv.url, "POST", f"/analytics/claim?max=256&wait={wait}&lease={lease}",
-                         a)[2]
+        text = http_call(srv.url, "POST", f"/analytics/claim?max=256&wait={wait}&lease={lease}", a)[
+            2
+        ]
         return {f["id"] for f in json.loads(text)["frames"] if f["id"].startswith("junk-")}
 
     assert claim() == {"junk-1", "junk-2", "junk-3"}
@@ -245,9 +315,11 @@ def test_slow_clients_are_cut_off(env):
     with socket.create_connection((host, int(port))) as s:  # connects, sends nothing
         assert closed_within(s, 6) < 5
     with socket.create_connection((host, int(port))) as s:  # a body that never completes
-        s.sendall(f"POST /cameras/slow/frames?ts=1 HTTP/1.1\r\nHost: x\r\nAuthorization: "
-                  f"Bearer {tokens['camera']}\r\nContent-Length: 100000\r\n\r\n".encode()
-                  + b"\x89VCM")
+        s.sendall(
+            f"POST /cameras/slow/frames?ts=1 HTTP/1.1\r\nHost: x\r\nAuthorization: "
+            f"Bearer {tokens['camera']}\r\nContent-Length: 100000\r\n\r\n".encode()
+            + b"\x89VCM"
+        )
         t0 = time.monotonic()
         s.settimeout(8)
         reply = s.recv(4096)
@@ -283,8 +355,9 @@ def test_decoder_queue_full_answers_503_with_retry_after(env, shared_dir):
     results: list[tuple[int, dict]] = []
 
     def fetch(k: int) -> None:
-        status, headers, _ = http_call(srv.url, "GET", f"/frames/busy-1/image?layers={k}",
-                                       tokens["viewer"])
+        status, headers, _ = http_call(
+            srv.url, "GET", f"/frames/busy-1/image?layers={k}", tokens["viewer"]
+        )
         results.append((status, headers))
 
     threads = [threading.Thread(target=fetch, args=(k,)) for k in (2, 3, 4, 5)]
@@ -301,8 +374,9 @@ def test_decoder_queue_full_answers_503_with_retry_after(env, shared_dir):
 def test_upload_memory_is_bounded_and_measured(tmp_path, stream):
     """Uploads stream to a temp file: four concurrent 24 MB uploads raise the server's peak
     memory by a few MB in all, not 4 x 24 MB (the issue measured ~60 MB per upload)."""
-    big = _repack(stream, last=np.random.default_rng(1).integers(
-        0, 256, 24 << 20, np.uint8).tobytes())
+    big = _repack(
+        stream, last=np.random.default_rng(1).integers(0, 256, 24 << 20, np.uint8).tobytes()
+    )
     with ServerProcess(tmp_path / "store", tmp_path / "server.log") as srv:
         pid = srv.proc.pid
         http_call(srv.url, "GET", "/health")
@@ -310,8 +384,7 @@ def test_upload_memory_is_bounded_and_measured(tmp_path, stream):
         statuses: list[int] = []
 
         def up(i: int) -> None:
-            statuses.append(http_call(srv.url, "POST", f"/cameras/mem/frames?ts={i}",
-                                      body=big)[0])
+            statuses.append(http_call(srv.url, "POST", f"/cameras/mem/frames?ts={i}", body=big)[0])
 
         threads = [threading.Thread(target=up, args=(i,)) for i in range(4)]
         for t in threads:
@@ -322,21 +395,31 @@ def test_upload_memory_is_bounded_and_measured(tmp_path, stream):
         assert statuses == [201] * 4
         files = list((tmp_path / "store" / "mem").glob("*.vcm"))
         assert len(files) == 4 and all(f.stat().st_size == len(big) for f in files)
-    print(f"\nupload memory: peak +{grown_mb:.1f} MB for 4 concurrent {len(big) >> 20} MB "
-          f"uploads ({grown_mb / 4:.1f} MB per upload in flight)")
+    print(
+        f"\nupload memory: peak +{grown_mb:.1f} MB for 4 concurrent {len(big) >> 20} MB "
+        f"uploads ({grown_mb / 4:.1f} MB per upload in flight)"
+    )
     assert grown_mb < 24  # one upload's body would be 24 MB; four would be 96
 
 
 def test_delete_and_retention(tmp_path, stream):
     f = tmp_path / "tokens.json"
-    cam, admin, viewer = (add_token(f, "cam", "camera", ["*"]), add_token(f, "ops", "admin"),
-                          add_token(f, "v", "viewer"))
+    cam, admin, viewer = (
+        add_token(f, "cam", "camera", ["*"]),
+        add_token(f, "ops", "admin"),
+        add_token(f, "v", "viewer"),
+    )
     store = tmp_path / "store"
-    with ServerProcess(store, tmp_path / "server.log", args=(
-            "--tokens-file", str(f), "--max-bytes", str(3 * len(stream) + 10))) as srv:
+    with ServerProcess(
+        store,
+        tmp_path / "server.log",
+        args=("--tokens-file", str(f), "--max-bytes", str(3 * len(stream) + 10)),
+    ) as srv:
         for ts in range(1, 6):
-            assert http_call(srv.url, "POST", f"/cameras/ret/frames?ts={ts}", cam,
-                             body=stream)[0] == 201
+            assert (
+                http_call(srv.url, "POST", f"/cameras/ret/frames?ts={ts}", cam, body=stream)[0]
+                == 201
+            )
             time.sleep(0.02)  # distinct receipt times: the oldest goes first
         assert http_call(srv.url, "DELETE", "/frames/ret-5", viewer)[0] == 403
         assert http_call(srv.url, "DELETE", "/frames/ret-5", admin)[0] == 204
@@ -349,7 +432,8 @@ def test_delete_and_retention(tmp_path, stream):
         listed = json.loads(http_call(srv.url, "GET", "/cameras/ret/frames", viewer)[2])
         assert [fr["ts"] for fr in listed["frames"]] == [2, 3, 4]  # the oldest went
         assert sorted(p.name for p in (store / "ret").iterdir()) == [
-            f"{ts:016d}.vcm" for ts in (2, 3, 4)]
+            f"{ts:016d}.vcm" for ts in (2, 3, 4)
+        ]
     # --keep-days: frames received long ago go at the first pass. Receipt times live in the
     # index; an index rebuilt from the store (here: deleted, so the next start builds it)
     # takes them from the file times
@@ -359,8 +443,9 @@ def test_delete_and_retention(tmp_path, stream):
     os.utime(store / "ret" / f"{2:016d}.vcm", (old, old))
     for p in store.glob(".vcm-index.sqlite3*"):
         p.unlink()
-    with ServerProcess(store, tmp_path / "server2.log", args=(
-            "--tokens-file", str(f), "--keep-days", "1")) as srv:
+    with ServerProcess(
+        store, tmp_path / "server2.log", args=("--tokens-file", str(f), "--keep-days", "1")
+    ) as srv:
         result = json.loads(http_call(srv.url, "POST", "/admin/retention", admin)[2])
         assert result["deleted"] == 1 and result["frames"] == 2
         listed = json.loads(http_call(srv.url, "GET", "/cameras/ret/frames", viewer)[2])

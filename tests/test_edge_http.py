@@ -21,16 +21,21 @@ FAST = "fast"
 def env(tmp_path_factory, photo):
     tmp = tmp_path_factory.mktemp("edge-http")
     f = tmp / "tokens.json"
-    tokens = {"camera": add_token(f, "cam", "camera", ["web", "lazy"]),
-              "viewer": add_token(f, "viewer", "viewer"),
-              "admin": add_token(f, "admin", "admin")}
+    tokens = {
+        "camera": add_token(f, "cam", "camera", ["web", "lazy"]),
+        "viewer": add_token(f, "viewer", "viewer"),
+        "admin": add_token(f, "admin", "admin"),
+    }
     blob = Codec.from_preset(FAST).encode(photo[:96, :128])
     end1 = container.parse_header(blob, 10**8).prefix_end(1)
-    with ServerProcess(tmp / "store", tmp / "server.log",
-                       args=("--tokens-file", str(f))) as srv:
+    with ServerProcess(tmp / "store", tmp / "server.log", args=("--tokens-file", str(f))) as srv:
         for cam, body in (("web", blob), ("lazy", blob[:end1])):
-            assert http_call(srv.url, "POST", f"/cameras/{cam}/frames?ts=1", tokens["camera"],
-                             body=body)[0] == 201
+            assert (
+                http_call(
+                    srv.url, "POST", f"/cameras/{cam}/frames?ts=1", tokens["camera"], body=body
+                )[0]
+                == 201
+            )
         yield srv, tokens, blob, end1
 
 
@@ -44,11 +49,21 @@ def served(env, fid: str) -> int:
 
 
 def test_head_answers_wherever_get_does(env):
-    paths = {"/": "viewer", "/viewer.js": "viewer", "/health": "viewer", "/cameras": "viewer",
-             "/cameras/web/frames": "viewer", "/cameras/web/wanted": "camera",
-             "/frames/web-1": "viewer", "/frames/web-1/image": "viewer",
-             "/frames/web-1/info": "viewer", "/frames/web-1/detections": "viewer",
-             "/metrics": "admin", "/frames": "viewer", "/stats/classes": "viewer"}
+    paths = {
+        "/": "viewer",
+        "/viewer.js": "viewer",
+        "/health": "viewer",
+        "/cameras": "viewer",
+        "/cameras/web/frames": "viewer",
+        "/cameras/web/wanted": "camera",
+        "/frames/web-1": "viewer",
+        "/frames/web-1/image": "viewer",
+        "/frames/web-1/info": "viewer",
+        "/frames/web-1/detections": "viewer",
+        "/metrics": "admin",
+        "/frames": "viewer",
+        "/stats/classes": "viewer",
+    }
     gets = {route for method, route in ROUTE_ROLES if method == "GET"}
     assert len(gets) == len(paths)
     for path, who in paths.items():
@@ -116,10 +131,14 @@ def test_ranges_follow_rfc_9110(env):
     status, h, _ = get(env, "/frames/web-1", {"Range": f"bytes={len(blob)}-"})
     assert status == 416 and h["content-range"] == f"bytes */{len(blob)}"
     # If-Range: the current strong ETag or Last-Modified date -> 206; anything else -> 200
-    for validator, expected in ((etag, 206), (modified, 206), ('"stale"', 200),
-                                (f"W/{etag}", 200), ("Mon, 01 Jan 2001 00:00:00 GMT", 200)):
-        status, h, body = get(env, "/frames/web-1", {"Range": "bytes=0-9",
-                                                     "If-Range": validator})
+    for validator, expected in (
+        (etag, 206),
+        (modified, 206),
+        ('"stale"', 200),
+        (f"W/{etag}", 200),
+        ("Mon, 01 Jan 2001 00:00:00 GMT", 200),
+    ):
+        status, h, body = get(env, "/frames/web-1", {"Range": "bytes=0-9", "If-Range": validator})
         assert status == expected, validator
         assert body == (blob[:10] if expected == 206 else blob)
     # HEAD with a Range: 206 headers, no body

@@ -29,7 +29,7 @@ from vcm_plugin.errors import VCMError
 @pytest.fixture(scope="module")
 def header(photo) -> bytes:
     blob = Codec.from_preset("fast").encode(photo[:64, :64])
-    return blob[:container.parse_header(blob, 10**8).size]
+    return blob[: container.parse_header(blob, 10**8).size]
 
 
 _DB_SEQ = iter(range(10**6))
@@ -54,8 +54,9 @@ def index(request, tmp_path) -> Index:
 def _row(header: bytes, cam: str, ts: int, accepted: float | None = None) -> FrameRow:
     h = container.parse_header(header, 10**8)
     now = time.time() if accepted is None else accepted
-    return FrameRow(cam, ts, header, h.num_layers, h.num_layers, h.prefix_end(h.num_layers), 5,
-                    now, now)
+    return FrameRow(
+        cam, ts, header, h.num_layers, h.num_layers, h.prefix_end(h.num_layers), 5, now, now
+    )
 
 
 def _box(cls: str, score: float) -> Box:
@@ -72,7 +73,7 @@ def test_migrations_from_every_version(tmp_path, header):
     old.close()
     idx = open_index(str(path), "x", str(tmp_path), True)
     assert idx.version() == SCHEMA_VERSION == MIGRATIONS[-1][0] >= 2
-    assert idx.get("cam", 1) is not None and idx.set_detections("cam", 1, [_box("dog", .9)])
+    assert idx.get("cam", 1) is not None and idx.set_detections("cam", 1, [_box("dog", 0.9)])
     assert idx.migrate() == SCHEMA_VERSION  # idempotent
     with idx._tx() as ex:
         ex("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
@@ -100,15 +101,19 @@ def test_queries_keyset_pages_class_filter_and_hourly_counts(index, header):
             break
     assert seen == sorted(seen) and len(seen) == 30 == len(set(seen))
     # one camera in a time window
-    rows, more = index.frames(FrameQuery(cam="cam1", since=base + 3600 * 10**6,
-                                         until=base + 3 * 3600 * 10**6))
+    rows, more = index.frames(
+        FrameQuery(cam="cam1", since=base + 3600 * 10**6, until=base + 3 * 3600 * 10**6)
+    )
     assert more is None and [r.cam for r in rows] == ["cam1"] * len(rows)
     assert all(base + 3600 * 10**6 <= r.ts <= base + 3 * 3600 * 10**6 for r in rows)
     assert len(rows) == 4
     # a class, a score floor, a camera; paged
     rows, more = index.frames(FrameQuery(cls="person", min_score=0.6, limit=3))
-    expect = [(base + i * 600 * 10**6, f"cam{i % 3}") for i in range(0, 30, 2)
-              if 0.3 + 0.02 * i >= 0.6 - 1e-9]
+    expect = [
+        (base + i * 600 * 10**6, f"cam{i % 3}")
+        for i in range(0, 30, 2)
+        if 0.3 + 0.02 * i >= 0.6 - 1e-9
+    ]
     rest, _ = index.frames(FrameQuery(cls="person", min_score=0.6, cursor=more))
     assert [(r.ts, r.cam) for r in rows + rest] == expect
     rows, _ = index.frames(FrameQuery(cls="car", cam="cam0"))
@@ -187,8 +192,7 @@ def test_texture_requests_are_shared_through_the_index(index, header):
     assert index.offer("lazy", 30.0) == []  # offered: not again until reoffer_s
     assert index.offer("lazy", 30.0, now=time.time() + 31) == [(5, h.prefix_end(1))]
     assert not index.relayout("lazy", 5, h.prefix_end(1) + 1, h.num_layers, row.bytes, 1.0)
-    assert index.relayout("lazy", 5, h.prefix_end(1), h.num_layers, h.prefix_end(h.num_layers),
-                          2.0)
+    assert index.relayout("lazy", 5, h.prefix_end(1), h.num_layers, h.prefix_end(h.num_layers), 2.0)
     assert index.offer("lazy", 0.0, now=time.time() + 99) == []  # complete: not wanted
     assert index.get("lazy", 5).stored_layers == h.num_layers
     assert index.totals()["bytes"] == h.prefix_end(h.num_layers)

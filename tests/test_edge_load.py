@@ -23,18 +23,29 @@ CONCURRENCY = 8
 def test_500_uploads_over_loopback(tmp_path, shared_dir):
     paths = sorted((shared_dir / "data" / "coco-val2017" / "images").glob("*.jpg"))[:2]
     codec = Codec()
-    streams = [codec.encode(np.asarray(Image.open(p).convert("RGB")))
-               for p in paths]
+    streams = [codec.encode(np.asarray(Image.open(p).convert("RGB"))) for p in paths]
     tokens = tmp_path / "tokens.json"
     camera = add_token(tokens, "load-cams", "camera", ["load*", "split*"])
     admin = add_token(tokens, "ops", "admin")
-    with ServerProcess(tmp_path / "store", tmp_path / "server.log",
-                       args=("--tokens-file", str(tokens))) as srv:
+    with ServerProcess(
+        tmp_path / "store", tmp_path / "server.log", args=("--tokens-file", str(tokens))
+    ) as srv:
         result = run_load(srv.url, streams, n=UPLOADS, concurrency=CONCURRENCY, token=camera)
-        split = run_load(srv.url, streams, n=100, concurrency=4, cam_prefix="split",
-                         layers_first=True, token=camera)  # layer 0, then texture
-        assert run_load(srv.url, streams[:1], n=2, concurrency=1, cam_prefix="other",
-                        token=camera)["uploads"] == 0  # the token's cameras only
+        split = run_load(
+            srv.url,
+            streams,
+            n=100,
+            concurrency=4,
+            cam_prefix="split",
+            layers_first=True,
+            token=camera,
+        )  # layer 0, then texture
+        assert (
+            run_load(srv.url, streams[:1], n=2, concurrency=1, cam_prefix="other", token=camera)[
+                "uploads"
+            ]
+            == 0
+        )  # the token's cameras only
         client = EdgeClient(srv.url, token=admin)
         stored = sum(len(client.frames(f"load{c}")) for c in range(CONCURRENCY))
         complete = [f["complete"] for c in range(4) for f in client.frames(f"split{c}")]

@@ -38,8 +38,9 @@ def _db(pg, name: str) -> str:
 
 
 def _put(client: EdgeClient, fid: str, names: list[str]) -> None:
-    client.put_detections(fid, {"boxes": [{"xyxy": [1, 2, 3, 4], "name": n, "conf": 0.9}
-                                          for n in names]})
+    client.put_detections(
+        fid, {"boxes": [{"xyxy": [1, 2, 3, 4], "name": n, "conf": 0.9} for n in names]}
+    )
 
 
 def test_sqlite_queries_over_http_and_reindex(tmp_path, blob):
@@ -58,31 +59,51 @@ def test_sqlite_queries_over_http_and_reindex(tmp_path, blob):
         page = c.request("GET", "/frames", query={"class": "person", "limit": 2}).json()
         ids = [f["id"] for f in page["frames"]]
         while page.get("next_cursor"):
-            page = c.request("GET", "/frames", query={"class": "person", "limit": 2,
-                                                      "cursor": page["next_cursor"]}).json()
+            page = c.request(
+                "GET",
+                "/frames",
+                query={"class": "person", "limit": 2, "cursor": page["next_cursor"]},
+            ).json()
             ids += [f["id"] for f in page["frames"]]
         assert ids == [f"door{i % 2}-{base + i * 600 * 10**6}" for i in range(0, 12, 3)]
         one = c.request("GET", "/frames", query={"cam": "door0", "class": "truck"}).json()
         assert [f["id"] for f in one["frames"]] == [
-            f"door0-{base + i * 600 * 10**6}" for i in (0, 4, 8)]
+            f"door0-{base + i * 600 * 10**6}" for i in (0, 4, 8)
+        ]
         counts = c.request("GET", "/stats/classes", query={"class": "person"}).json()["counts"]
         assert sum(r["boxes"] for r in counts) == 4 and {r["cam"] for r in counts} == {
-            "door0", "door1"}
-        for bad in ({"cursor": "zz"}, {"min_score": "nan"}, {"cam": "a%20b"},
-                    {"limit": "0"}, {"class": "x" * 300}):
-            status, _, text = http_call(srv.url, "GET", "/frames?" + "&".join(
-                f"{k}={v}" for k, v in bad.items()))
+            "door0",
+            "door1",
+        }
+        for bad in (
+            {"cursor": "zz"},
+            {"min_score": "nan"},
+            {"cam": "a%20b"},
+            {"limit": "0"},
+            {"class": "x" * 300},
+        ):
+            status, _, text = http_call(
+                srv.url, "GET", "/frames?" + "&".join(f"{k}={v}" for k, v in bad.items())
+            )
             assert status == 400 and b"error" in text, bad
     # the index is lost: reindex rebuilds frames, states and boxes from the store's files
     for p in store.glob(".vcm-index.sqlite3*"):
         p.unlink()
-    r = subprocess.run(vcm_command("edge", "reindex", "--store", str(store)),
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        vcm_command("edge", "reindex", "--store", str(store)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["frames"] == report["added"] == 12 and report["boxes"] == 4 + 3
-    r = subprocess.run(vcm_command("edge", "reindex", "--store", str(store)),
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        vcm_command("edge", "reindex", "--store", str(store)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert json.loads(r.stdout.strip().splitlines()[-1])["updated"] == 12  # idempotent
     with ServerProcess(store, tmp_path / "s2.log") as srv:
         c = EdgeClient(srv.url)
@@ -104,8 +125,7 @@ def test_two_servers_share_one_postgresql_and_store(pg, tmp_path, blob):
         for i in range(20):
             (ca if i % 2 else cb).upload("gate", 1000 + i, blob if i % 3 else blob[:end1])
         for i in range(20):
-            assert (cb if i % 2 else ca).upload("gate", 1000 + i, blob[:end1])[
-                "created"] is False
+            assert (cb if i % 2 else ca).upload("gate", 1000 + i, blob[:end1])["created"] is False
         assert ca.frames("gate") == cb.frames("gate")
         assert len(ca.frames("gate")) == 20
         # an append through one server is seen by the other
@@ -123,8 +143,10 @@ def test_two_servers_share_one_postgresql_and_store(pg, tmp_path, blob):
                 with lock:
                     got.extend(f["id"] for f in frames)
 
-        threads = [threading.Thread(target=work, args=(EdgeClient(u, role="worker"),))
-                   for u in (a.url, b.url, a.url, b.url)]
+        threads = [
+            threading.Thread(target=work, args=(EdgeClient(u, role="worker"),))
+            for u in (a.url, b.url, a.url, b.url)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -165,13 +187,17 @@ def test_sigkill_mid_upload_and_mid_claim_then_database_down(pg, tmp_path, blob)
         c = EdgeClient(srv.url, role="worker", retry_for=5)
         acked = [c.upload("kcam", i, blob)["id"] for i in range(1, 6)]
         host, port = srv.url.removeprefix("http://").split(":")
-        half = subprocess.Popen([sys.executable, "-c", KILLED_UPLOAD, host, port,
-                                 str(len(blob))], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        half = subprocess.Popen(
+            [sys.executable, "-c", KILLED_UPLOAD, host, port, str(len(blob))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         half.stdin.write(blob[: len(blob) // 2])
         half.stdin.close()
         assert half.stdout.readline().strip() == b"sent"
         claimed = c.claim(5, wait=1, lease=2)  # every frame leased, then the server dies
         assert len(claimed) == 5
+
         def long_poll() -> None:
             try:
                 http_call(srv.url, "POST", "/analytics/claim?max=1&wait=20&lease=600")
@@ -197,9 +223,13 @@ def test_sigkill_mid_upload_and_mid_claim_then_database_down(pg, tmp_path, blob)
         assert back == {*acked, "kcam-77"}
         # the database goes down: 503 + Retry-After (never 500); back up: served again
         pg.stop("immediate")
-        for method, path in (("GET", "/cameras"), ("GET", "/frames/kcam-1"),
-                             ("POST", "/analytics/claim?wait=0"), ("GET", "/health"),
-                             ("GET", "/frames?class=person")):
+        for method, path in (
+            ("GET", "/cameras"),
+            ("GET", "/frames/kcam-1"),
+            ("POST", "/analytics/claim?wait=0"),
+            ("GET", "/health"),
+            ("GET", "/frames?class=person"),
+        ):
             status, headers, text = http_call(srv.url, method, path)
             assert status == 503 and headers.get("retry-after"), (path, status, text)
         status, _, _ = http_call(srv.url, "POST", "/cameras/kcam/frames?ts=99", body=blob)

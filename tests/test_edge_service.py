@@ -58,25 +58,51 @@ def _decode_png(data: bytes) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_concurrent_cameras_worker_reads_only_its_point_viewer_gets_all(server, images,
-                                                                       tmp_path):
+def test_concurrent_cameras_worker_reads_only_its_point_viewer_gets_all(server, images, tmp_path):
     frames = list(iter_frames(images))
     worker_log = tmp_path / "worker.log"
     with open(worker_log, "wb") as out:  # the worker is its own process, started first
         worker = subprocess.Popen(
-            vcm_command("edge", "worker", "--server", server.url, "--threads", "1",
-                        "--max-frames", str(CAMERAS * FRAMES_PER_CAMERA + 1), "--batch", "2"),
-            stdout=out, stderr=subprocess.STDOUT)
+            vcm_command(
+                "edge",
+                "worker",
+                "--server",
+                server.url,
+                "--threads",
+                "1",
+                "--max-frames",
+                str(CAMERAS * FRAMES_PER_CAMERA + 1),
+                "--batch",
+                "2",
+            ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     # one more client: the real command line, in its own process
-    cli = subprocess.Popen(vcm_command("edge", "push", str(images), "--server", server.url,
-                                       "--cam", "clicam", "--limit", "1", "--threads", "1"),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = subprocess.Popen(
+        vcm_command(
+            "edge",
+            "push",
+            str(images),
+            "--server",
+            server.url,
+            "--cam",
+            "clicam",
+            "--limit",
+            "1",
+            "--threads",
+            "1",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     cameras = [Camera(EdgeClient(server.url, role="camera"), f"cam{c}") for c in range(CAMERAS)]
     errors: list[BaseException] = []
 
     def push(c: int) -> None:
         try:
-            mine = frames[c * FRAMES_PER_CAMERA:(c + 1) * FRAMES_PER_CAMERA]
+            mine = frames[c * FRAMES_PER_CAMERA : (c + 1) * FRAMES_PER_CAMERA]
             cameras[c].run(iter(mine))
         except BaseException as exc:  # noqa: B036 - surfaced by the assert below
             errors.append(exc)
@@ -140,15 +166,18 @@ def test_concurrent_cameras_worker_reads_only_its_point_viewer_gets_all(server, 
     assert metrics["frames"]["analysed"] == analysed
     total = sum(len(b) for cam in cameras for b in cam.streams.values())
     total += cli_summary["total_bytes"]
-    print(f"\nanalytics-point bytes fraction: {point_total / total:.3f} "
-          f"({point_total} of {total} B, {analysed} frames)")
+    print(
+        f"\nanalytics-point bytes fraction: {point_total / total:.3f} "
+        f"({point_total} of {total} B, {analysed} frames)"
+    )
 
 
 def test_texture_layers_on_request(server, images):
     """A camera that keeps its texture layers uploads them when a viewer opens the frame."""
     camera = Camera(EdgeClient(server.url, role="camera"), "lazycam", texture="on-request")
-    done = threading.Thread(target=camera.run, args=(iter_frames(images, limit=1),),
-                            kwargs={"linger": 20.0})
+    done = threading.Thread(
+        target=camera.run, args=(iter_frames(images, limit=1),), kwargs={"linger": 20.0}
+    )
     done.start()
     viewer = EdgeClient(server.url)
     deadline = time.monotonic() + 60
@@ -170,8 +199,11 @@ def test_texture_layers_on_request(server, images):
 def _raw_upload(url: str, path: str, body: bytes) -> tuple[int, str]:
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:
-        s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
-                  "Connection: close\r\n\r\n".encode() + body)
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + body
+        )
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -201,7 +233,8 @@ def test_bad_uploads_are_refused_and_store_nothing(server, photo):
     client = EdgeClient(server.url)
     assert _frames(client, "badcam") == []
     assert not (server.store_dir / "badcam").exists() or not any(
-        (server.store_dir / "badcam").iterdir())
+        (server.store_dir / "badcam").iterdir()
+    )
     # appends are validated too: wrong offset -> 409, corrupt layer -> 400, both store nothing
     end1 = header.prefix_end(1)
     reply = client.upload("badcam", 2, blob[:end1])
@@ -231,8 +264,11 @@ time.sleep(600)
 def test_client_killed_mid_upload_leaves_no_frame(server, photo):
     blob = Codec().encode(photo)
     host, port = server.url.removeprefix("http://").split(":")
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, host, port, str(len(blob))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CLIENT, host, port, str(len(blob))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     proc.stdin.write(blob[: len(blob) // 2])
     proc.stdin.close()
     assert proc.stdout.readline().strip() == b"sent"
@@ -253,8 +289,9 @@ def test_restart_loses_no_acknowledged_frame_and_cameras_retry(tmp_path, photo):
     srv = ServerProcess(tmp_path / "store", tmp_path / "server.log").start()
     try:
         client = EdgeClient(srv.url, retry_for=5)
-        acked = [client.upload("rcam", 100 + i, blob if i % 2 else blob[:end1])["id"]
-                 for i in range(6)]
+        acked = [
+            client.upload("rcam", 100 + i, blob if i % 2 else blob[:end1])["id"] for i in range(6)
+        ]
         srv.kill()  # SIGKILL right after the acknowledgements
         with pytest.raises(ServerUnavailable):
             EdgeClient(srv.url, retry_for=0.5).health()
@@ -283,9 +320,20 @@ def test_restart_loses_no_acknowledged_frame_and_cameras_retry(tmp_path, photo):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    r = subprocess.run(vcm_command("edge", "push", str(tmp_path / "missing"), "--cam", "c",
-                                   "--server", "http://127.0.0.1:9"),
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        vcm_command(
+            "edge",
+            "push",
+            str(tmp_path / "missing"),
+            "--cam",
+            "c",
+            "--server",
+            "http://127.0.0.1:9",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1
     assert r.stderr.strip().startswith("vcm: error:") and len(r.stderr.strip().splitlines()) == 1
 

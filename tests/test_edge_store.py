@@ -29,8 +29,20 @@ def test_frame_key_round_trip():
     assert key.id == "front-door_2-1700000000123456"
     assert FrameKey.parse(key.id) == key
     assert FrameKey.parse("cam-0") == FrameKey("cam", 0)  # zero is spelled "0"
-    for bad in ("nodash", "cam-", "-123", "a b-1", "cam-12x", "sec-\u00b2", "cam-\u0663",
-                "cam- 7 ", "cam-1_000", "cam-007", "cam-+7", "cam-" + "9" * 17):
+    for bad in (
+        "nodash",
+        "cam-",
+        "-123",
+        "a b-1",
+        "cam-12x",
+        "sec-\u00b2",
+        "cam-\u0663",
+        "cam- 7 ",
+        "cam-1_000",
+        "cam-007",
+        "cam-+7",
+        "cam-" + "9" * 17,
+    ):
         with pytest.raises(VCMError):
             FrameKey.parse(bad)
     with pytest.raises(VCMError, match="camera id"):
@@ -45,8 +57,9 @@ def test_validate_accepts_whole_layer_prefixes(blob, header):
     assert first.end(1) == header.prefix_end(1)
 
 
-@pytest.mark.parametrize("case", ["random", "crc", "cut_in_layer", "cut_in_layer0",
-                                  "trailing", "header_crc", "empty"])
+@pytest.mark.parametrize(
+    "case", ["random", "crc", "cut_in_layer", "cut_in_layer0", "trailing", "header_crc", "empty"]
+)
 def test_validate_rejects_bad_uploads(blob, header, case):
     rng = np.random.default_rng(0)
     data = bytearray(blob)
@@ -71,11 +84,9 @@ def test_validate_rejects_bad_uploads(blob, header, case):
 def test_bytes_per_layer_counts_header_into_layer0(blob, header):
     layout = validate_stream(blob)
     n = header.num_layers
-    assert layout.bytes_per_layer(0, len(blob)) == [header.prefix_end(1)] + list(
-        header.lengths[1:])
+    assert layout.bytes_per_layer(0, len(blob)) == [header.prefix_end(1)] + list(header.lengths[1:])
     assert sum(layout.bytes_per_layer(10, 2000)) == 1990
-    assert layout.bytes_per_layer(0, header.prefix_end(1)) == [header.prefix_end(1)] + [0] * (
-        n - 1)
+    assert layout.bytes_per_layer(0, header.prefix_end(1)) == [header.prefix_end(1)] + [0] * (n - 1)
 
 
 def test_store_write_read_ranges_and_index(tmp_path, blob, header):
@@ -129,17 +140,32 @@ def test_store_on_another_fsspec_filesystem(blob, header):
     assert store.layout(key).stored_layers == 1
     store.write(key, blob)
     assert store.layout(key).complete
-    assert store.read(key, header.prefix_end(1), header.prefix_end(2)) == blob[
-        header.prefix_end(1): header.prefix_end(2)]
+    assert (
+        store.read(key, header.prefix_end(1), header.prefix_end(2))
+        == blob[header.prefix_end(1) : header.prefix_end(2)]
+    )
     assert store.frames("cam") == [key]
     store.fs.rm(store.root, recursive=True)
 
 
-@pytest.mark.parametrize("value,expected", [
-    (None, None), ("bytes=0-9", (0, 10)), ("bytes=5-", (5, 100)), ("bytes=-10", (90, 100)),
-    ("bytes=90-200", (90, 100)), ("bytes=0-1,5-6", None), ("items=0-1", None),
-    ("bytes=x-y", None), ("bytes=7-3", None), ("bytes=5-3", None), ("bytes= 1-2", None),
-    ("bytes=-", None), ("bytes=\u0661-2", None)])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (None, None),
+        ("bytes=0-9", (0, 10)),
+        ("bytes=5-", (5, 100)),
+        ("bytes=-10", (90, 100)),
+        ("bytes=90-200", (90, 100)),
+        ("bytes=0-1,5-6", None),
+        ("items=0-1", None),
+        ("bytes=x-y", None),
+        ("bytes=7-3", None),
+        ("bytes=5-3", None),
+        ("bytes= 1-2", None),
+        ("bytes=-", None),
+        ("bytes=\u0661-2", None),
+    ],
+)
 def test_parse_range(value, expected):
     """RFC 9110 §14.1.1/§14.2: a range whose last position is below its first, or one that
     does not parse, is ignored (the whole representation, 200), not answered 416."""

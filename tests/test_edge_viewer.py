@@ -29,16 +29,25 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("VCM_CHROMIUM", "/usr/bin/chromium")
 DOC_SCREENSHOT = REPO / "docs" / "edge-viewer.png"  # refreshed with VCM_UPDATE_SCREENSHOT=1
 FRAMES = 4
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
     if not (shutil.which(CHROMIUM) or Path(CHROMIUM).is_file()):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium; "
-                    "or set VCM_CHROMIUM); .ci/run installs it")
+        pytest.skip(
+            f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium; "
+            "or set VCM_CHROMIUM); .ci/run installs it"
+        )
     return CHROMIUM
 
 
@@ -58,18 +67,28 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
     shot = DOC_SCREENSHOT if os.environ.get("VCM_UPDATE_SCREENSHOT") else tmp_path / "v.png"
 
     f = tmp_path / "tokens.json"
-    tokens = {"camera": add_token(f, "lobby-cam", "camera", ["lobby"]),
-              "analytics": add_token(f, "worker", "analytics"),
-              "viewer": add_token(f, "alice", "viewer")}
+    tokens = {
+        "camera": add_token(f, "lobby-cam", "camera", ["lobby"]),
+        "analytics": add_token(f, "worker", "analytics"),
+        "viewer": add_token(f, "alice", "viewer"),
+    }
     paths = sorted((shared_dir / "data" / "coco-val2017" / "images").glob("*.jpg"))[:FRAMES]
     images = [np.asarray(Image.open(p).convert("RGB").resize((320, 240))) for p in paths]
-    with ServerProcess(tmp_path / "store", tmp_path / "server.log",
-                       args=("--tokens-file", str(f))) as srv:
-        camera = Camera(EdgeClient(srv.url, role="camera", token=tokens["camera"]), "lobby",
-                        Codec.from_preset("tae", device="cpu"), texture="on-request")
-        runner = threading.Thread(target=camera.run,
-                                  args=(iter([(str(i), im) for i, im in enumerate(images)]),),
-                                  kwargs={"linger": 120.0}, daemon=True)
+    with ServerProcess(
+        tmp_path / "store", tmp_path / "server.log", args=("--tokens-file", str(f))
+    ) as srv:
+        camera = Camera(
+            EdgeClient(srv.url, role="camera", token=tokens["camera"]),
+            "lobby",
+            Codec.from_preset("tae", device="cpu"),
+            texture="on-request",
+        )
+        runner = threading.Thread(
+            target=camera.run,
+            args=(iter([(str(i), im) for i, im in enumerate(images)]),),
+            kwargs={"linger": 120.0},
+            daemon=True,
+        )
         runner.start()
         viewer = EdgeClient(srv.url, token=tokens["viewer"])
         deadline = time.monotonic() + 60
@@ -78,13 +97,16 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
         frames = viewer.frames("lobby")
         assert len(frames) == FRAMES
         # the first upload: through the analytics point; the viewer textures stay behind
-        assert all(fr["stored_layers"] == fr["analytics_layers"] < fr["num_layers"]
-                   for fr in frames)
+        assert all(
+            fr["stored_layers"] == fr["analytics_layers"] < fr["num_layers"] for fr in frames
+        )
         worker = EdgeClient(srv.url, token=tokens["analytics"])
         for i, fr in enumerate(frames):  # frame i gets i + 1 boxes; the last ones are dogs
             name = "dog" if i == FRAMES - 1 else "person"
-            boxes = [{"xyxy": [8 + 78 * j, 40, 74 + 78 * j, 200], "conf": 0.9, "cls": 0,
-                      "name": name} for j in range(i + 1)]
+            boxes = [
+                {"xyxy": [8 + 78 * j, 40, 74 + 78 * j, 200], "conf": 0.9, "cls": 0, "name": name}
+                for j in range(i + 1)
+            ]
             worker.put_detections(fr["id"], {"boxes": boxes, "width": 320, "height": 240})
         target = frames[1]
         errors: list[str] = []
@@ -92,39 +114,49 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 560})
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error"
-                        else None)
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 page.goto(f"{srv.url}/#token={tokens['viewer']}")
-                until(page, "() => document.querySelectorAll("
-                      f"'figure.frame[data-loaded=\"1\"]').length === {FRAMES}")
+                until(
+                    page,
+                    "() => document.querySelectorAll("
+                    f"'figure.frame[data-loaded=\"1\"]').length === {FRAMES}",
+                )
                 assert "token" not in page.url  # the fragment is dropped once read
                 ids = page.eval_on_selector_all("figure.frame", "els => els.map(e => e.dataset.id)")
                 assert ids == [fr["id"] for fr in frames]  # time order, oldest first
-                until(page, "() => [...document.querySelectorAll('figure.frame')].every("
-                      "f => f.querySelectorAll('rect').length > 0)")
+                until(
+                    page,
+                    "() => [...document.querySelectorAll('figure.frame')].every("
+                    "f => f.querySelectorAll('rect').length > 0)",
+                )
                 rects = page.eval_on_selector_all(
-                    "figure.frame", "els => els.map(e => e.querySelectorAll('rect').length)")
+                    "figure.frame", "els => els.map(e => e.querySelectorAll('rect').length)"
+                )
                 assert rects == [1, 2, 3, 4]
                 widths = page.eval_on_selector_all(
-                    "figure.frame img", "els => els.map(e => e.naturalWidth)")
+                    "figure.frame img", "els => els.map(e => e.naturalWidth)"
+                )
                 assert widths == [320] * FRAMES
                 layers = page.eval_on_selector_all(
-                    "figure.frame img", "els => els.map(e => e.dataset.layers)")
+                    "figure.frame img", "els => els.map(e => e.dataset.layers)"
+                )
                 # the analytics picture: the analytics point (stored with the first upload)
                 assert layers == [str(fr["analytics_layers"]) for fr in frames]
                 card = page.locator(f'figure.frame[data-id="{target["id"]}"]')
                 card.get_by_role("button", name="Full quality").click()
-                page.wait_for_selector(f'figure.frame[data-id="{target["id"]}"]'
-                                       '[data-quality="full"]', timeout=60_000)
-                assert card.locator("img").get_attribute("data-layers") == str(
-                    target["num_layers"])
+                page.wait_for_selector(
+                    f'figure.frame[data-id="{target["id"]}"][data-quality="full"]', timeout=60_000
+                )
+                assert card.locator("img").get_attribute("data-layers") == str(target["num_layers"])
                 shown = page.evaluate(  # the pixels on screen, read back through a canvas
                     "(id) => { const img = document.querySelector("
-                    "`figure.frame[data-id=\"${id}\"] img`); const c = document.createElement("
+                    '`figure.frame[data-id="${id}"] img`); const c = document.createElement('
                     "'canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight; "
                     "const g = c.getContext('2d'); g.drawImage(img, 0, 0); return Array.from("
-                    "g.getImageData(0, 0, c.width, c.height).data); }", target["id"])
+                    "g.getImageData(0, 0, c.width, c.height).data); }",
+                    target["id"],
+                )
                 page.screenshot(path=str(shot))
                 # the class filter (the index's GET /frames?class=): dogs only, then all
                 until(page, "() => document.getElementById('class').dataset.loaded === '1'")
@@ -133,10 +165,10 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
                 page.select_option("#class", "dog")
                 until(page, "() => document.querySelectorAll('figure.frame').length === 1")
                 assert page.eval_on_selector_all(
-                    "figure.frame", "els => els.map(e => e.dataset.id)") == [frames[-1]["id"]]
+                    "figure.frame", "els => els.map(e => e.dataset.id)"
+                ) == [frames[-1]["id"]]
                 page.select_option("#class", "")
-                until(page, "() => document.querySelectorAll('figure.frame').length === "
-                      f"{FRAMES}")
+                until(page, f"() => document.querySelectorAll('figure.frame').length === {FRAMES}")
                 browser.close()
         finally:
             camera.stop()
@@ -147,16 +179,29 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
         assert info["complete"] and info["served_bytes"]["alice"] > info["layer_ends"][0]
         others = [viewer.info(fr["id"]) for fr in frames if fr["id"] != target["id"]]
         assert all(o["stored_layers"] == o["analytics_layers"] for o in others)  # not asked
-        status, _, png = http_call(srv.url, "GET", f"/frames/{target['id']}/image?layers="
-                                   f"{target['num_layers']}", tokens["viewer"])
+        status, _, png = http_call(
+            srv.url,
+            "GET",
+            f"/frames/{target['id']}/image?layers={target['num_layers']}",
+            tokens["viewer"],
+        )
         assert status == 200
         full = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
         on_screen = np.asarray(shown, np.uint8).reshape(full.shape[0], full.shape[1], 4)
         np.testing.assert_array_equal(on_screen[..., :3], full)
-        analytics = np.asarray(Image.open(io.BytesIO(http_call(
-            srv.url, "GET", f"/frames/{target['id']}/image?layers=1", tokens["viewer"])[2])))
+        analytics = np.asarray(
+            Image.open(
+                io.BytesIO(
+                    http_call(
+                        srv.url, "GET", f"/frames/{target['id']}/image?layers=1", tokens["viewer"]
+                    )[2]
+                )
+            )
+        )
         assert np.abs(analytics.astype(int) - full).mean() > 0.5  # the swap changed the picture
     assert not errors, errors
     assert shot.stat().st_size > 10_000
-    print(f"\nviewer page: {FRAMES} frames, full quality of {target['id']} "
-          f"({json.dumps(info['layer_ends'])}); screenshot {shot}")
+    print(
+        f"\nviewer page: {FRAMES} frames, full quality of {target['id']} "
+        f"({json.dumps(info['layer_ends'])}); screenshot {shot}"
+    )

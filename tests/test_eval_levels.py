@@ -38,7 +38,8 @@ def test_rate_at_level_uses_the_monotone_hull() -> None:
     assert rate_at_level(rates, metric, 0.92) == pytest.approx(0.2 * 2**0.4, rel=1e-12)
     # a noisy dip after the level was reached does not move the answer
     assert rate_at_level([0.1, 0.2, 0.3], [0.8, 0.95, 0.7], 0.9) == pytest.approx(
-        0.1 * 2 ** (2 / 3), rel=1e-12)
+        0.1 * 2 ** (2 / 3), rel=1e-12
+    )
 
 
 def test_rate_at_level_lower_is_better() -> None:
@@ -48,7 +49,8 @@ def test_rate_at_level_lower_is_better() -> None:
     t = level_target(8.0, 0.9, higher_is_better=False)  # 8 / 0.9 = 8.889
     frac = (10.0 - t) / 2.0
     assert rate_at_level(rates, nme, t, higher_is_better=False) == pytest.approx(
-        0.2 * 2**frac, rel=1e-12)
+        0.2 * 2**frac, rel=1e-12
+    )
     assert rate_at_level(rates, nme, 7.9, higher_is_better=False) is None
 
 
@@ -62,30 +64,50 @@ def test_levels_and_ratio() -> None:
 
 def test_analyse_metric_keys_and_ratios() -> None:
     pts = lambda rs, ms: [{"bpp": r, "metric": m, "x": m} for r, m in zip(rs, ms, strict=True)]  # noqa: E731
-    curves = {"vcm": pts([0.05, 0.1, 0.2], [0.6, 0.8, 0.9]),
-              "avif": pts([0.1, 0.2, 0.4, 0.8], [0.6, 0.8, 0.9, 0.96])}
+    curves = {
+        "vcm": pts([0.05, 0.1, 0.2], [0.6, 0.8, 0.9]),
+        "avif": pts([0.1, 0.2, 0.4, 0.8], [0.6, 0.8, 0.9, 0.96]),
+    }
     rep = analyse_metric(curves, "m", "x", True, 1.0)
     assert set(rep.targets) == {"0.8", "0.9", "0.95"}
-    assert rep.rate_at_accuracy["vcm"] == {"0.8": pytest.approx(0.1), "0.9": pytest.approx(0.2),
-                                           "0.95": None}
+    assert rep.rate_at_accuracy["vcm"] == {
+        "0.8": pytest.approx(0.1),
+        "0.9": pytest.approx(0.2),
+        "0.95": None,
+    }
     assert rep.rate_at_accuracy["avif"]["0.95"] == pytest.approx(0.4 * 2 ** (5 / 6))
-    assert rep.rate_ratio_vs == {"avif": {"0.8": pytest.approx(0.5), "0.9": pytest.approx(0.5),
-                                          "0.95": None}}
+    assert rep.rate_ratio_vs == {
+        "avif": {"0.8": pytest.approx(0.5), "0.9": pytest.approx(0.5), "0.95": None}
+    }
     assert -51 < rep.bd_rate_vs["avif"] < -49  # half the rate where they overlap (PCHIP shapes)
     none = analyse_metric(curves, "psnr", "x", True, 100.0, levels_note="no ceiling")
     assert none.targets == {} and none.rate_at_accuracy == {} and none.levels_note == "no ceiling"
 
 
 def test_results_table_rechecks_stored_numbers() -> None:
-    curves = {"vcm": [{"setting": "layers=1", "bpp": 0.1, "metric": 0.8},
-                      {"setting": "layers=2", "bpp": 0.4, "metric": 0.96}],
-              "avif": [{"setting": "q=0", "bpp": 0.2, "metric": 0.8},
-                       {"setting": "q=50", "bpp": 0.8, "metric": 0.96}]}
+    curves = {
+        "vcm": [
+            {"setting": "layers=1", "bpp": 0.1, "metric": 0.8},
+            {"setting": "layers=2", "bpp": 0.4, "metric": 0.96},
+        ],
+        "avif": [
+            {"setting": "q=0", "bpp": 0.2, "metric": 0.8},
+            {"setting": "q=50", "bpp": 0.8, "metric": 0.96},
+        ],
+    }
     from dataclasses import asdict
 
     rep = asdict(analyse_metric(curves, "m", "metric", True, 1.0))
-    s = {"task": "t", "metric": "m", "preset": "tae", "data": "/x/set", "num_images": 3,
-         "curves": curves, "accuracy_levels": list(LEVELS), "by_metric": {"m": rep}}
+    s = {
+        "task": "t",
+        "metric": "m",
+        "preset": "tae",
+        "data": "/x/set",
+        "num_images": 3,
+        "curves": curves,
+        "accuracy_levels": list(LEVELS),
+        "by_metric": {"m": rep},
+    }
     table = results_table([s])
     assert "| t, tae, set (3) | m ↑ (1) | -50.0 % |" in table
     assert "**0.50** (0.100 / 0.200)" in table

@@ -25,8 +25,9 @@ def test_bd_rate_constant_rate_factor(factor: float, expected: float) -> None:
 
 def test_bd_rate_lower_is_better_metric() -> None:
     nme_vals = np.array([9.0, 7.0, 5.5, 4.6, 4.3])  # falls as the rate grows
-    assert bd_rate(RATES, nme_vals, RATES * 0.8, nme_vals,
-                   higher_is_better=False) == pytest.approx(-20.0, abs=1e-9)
+    assert bd_rate(RATES, nme_vals, RATES * 0.8, nme_vals, higher_is_better=False) == pytest.approx(
+        -20.0, abs=1e-9
+    )
 
 
 def test_bd_rate_only_overlap_counts() -> None:
@@ -77,10 +78,8 @@ def test_choose_settings_keeps_lowest_and_reaches_top() -> None:
 
 # ------------------------------------------------------------------ IoU
 def test_person_iou_and_confusion_by_hand() -> None:
-    gt = np.array([[1, 1, 0, 255],
-                   [1, 1, 0, 0]])
-    pred = np.array([[1, 0, 1, 1],
-                     [1, 1, 0, 0]])
+    gt = np.array([[1, 1, 0, 255], [1, 1, 0, 0]])
+    pred = np.array([[1, 0, 1, 1], [1, 1, 0, 0]])
     cm = confusion(pred, gt, num=2, ignore=255)
     # valid pixels: 7; person gt 4, predicted person (valid) 4, intersection 3, union 5
     assert cm.tolist() == [[2, 1], [1, 3]]
@@ -106,13 +105,15 @@ def test_nme_by_hand() -> None:
 
 # ------------------------------------------------------------------ mAP
 def _gt(boxes: list[list[float]], cls: list[int]) -> dict:
-    return {"boxes": np.asarray(boxes, float), "cls": np.asarray(cls), "width": 200,
-            "height": 200}
+    return {"boxes": np.asarray(boxes, float), "cls": np.asarray(cls), "width": 200, "height": 200}
 
 
 def _det(boxes: list[list[float]], cls: list[int], scores: list[float]) -> dict:
-    return {"boxes": np.asarray(boxes, float).reshape(-1, 4), "cls": np.asarray(cls),
-            "scores": np.asarray(scores)}
+    return {
+        "boxes": np.asarray(boxes, float).reshape(-1, 4),
+        "cls": np.asarray(cls),
+        "scores": np.asarray(scores),
+    }
 
 
 def test_box_iou_by_hand() -> None:

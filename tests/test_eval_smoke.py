@@ -21,8 +21,12 @@ from vcm_eval.report import bd_table, results_table
 DATA = REPO_ROOT.parent / "shared" / "data"
 CODECS = "vcm,jpeg,webp,avif,jxl"
 pytestmark = pytest.mark.needs_shared(
-    "data/coco-val2017", "data/coco-panoptic-val2017", "data/300w-helen-test", "data/kodak",
-    "models/yolov5n.pt")
+    "data/coco-val2017",
+    "data/coco-panoptic-val2017",
+    "data/300w-helen-test",
+    "data/kodak",
+    "models/yolov5n.pt",
+)
 
 CASES = {
     "detection": ("coco-val2017", []),
@@ -53,9 +57,13 @@ def _check_outputs(out: Path, task: str) -> dict:
     vcm = summary["curves"]["vcm"]
     for name, value in summary["bd_rate_vs"].items():  # recomputable from the curves alone
         pts = summary["curves"][name]
-        again = bd_rate([p["bpp"] for p in pts], [p["metric"] for p in pts],
-                        [p["bpp"] for p in vcm], [p["metric"] for p in vcm],
-                        higher_is_better=summary["higher_is_better"])
+        again = bd_rate(
+            [p["bpp"] for p in pts],
+            [p["metric"] for p in pts],
+            [p["bpp"] for p in vcm],
+            [p["metric"] for p in vcm],
+            higher_is_better=summary["higher_is_better"],
+        )
         assert value == (None if again is None else pytest.approx(again, abs=1e-3))
     with (out / "per_image.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -69,10 +77,17 @@ def _check_outputs(out: Path, task: str) -> dict:
     return summary
 
 
-SECONDARY = {"detection": set(), "landmarks": set(),
-             "segmentation": {"person IoU", "mask fidelity (selfie)",
-                              "mask fidelity (selfie-landscape)", "mask fidelity (pose)"},
-             "quality": {"haarpsi", "ssimulacra2", "psnr"}}  # primary ms-ssim in CASES
+SECONDARY = {
+    "detection": set(),
+    "landmarks": set(),
+    "segmentation": {
+        "person IoU",
+        "mask fidelity (selfie)",
+        "mask fidelity (selfie-landscape)",
+        "mask fidelity (pose)",
+    },
+    "quality": {"haarpsi", "ssimulacra2", "psnr"},
+}  # primary ms-ssim in CASES
 
 
 def _check_levels(summary: dict, out: Path) -> None:
@@ -101,13 +116,37 @@ def _check_levels(summary: dict, out: Path) -> None:
 
 @pytest.mark.parametrize("task", list(CASES))
 @pytest.mark.slow
-@pytest.mark.needs_framework("ultralytics", "pycocotools", "mediapipe", "dlib",
-                             "face_recognition_models", "piq", "ssimulacra2", "pillow_jxl")
+@pytest.mark.needs_framework(
+    "ultralytics",
+    "pycocotools",
+    "mediapipe",
+    "dlib",
+    "face_recognition_models",
+    "piq",
+    "ssimulacra2",
+    "pillow_jxl",
+)
 def test_smoke_two_images(task: str, tmp_path: Path) -> None:
     data, extra = CASES[task]
     out = tmp_path / task
-    rc = main(["--task", task, "--data", str(DATA / data), "--codecs", CODECS,
-               "--out", str(out), "--limit", "2", "--num-settings", "6", "--quiet", *extra])
+    rc = main(
+        [
+            "--task",
+            task,
+            "--data",
+            str(DATA / data),
+            "--codecs",
+            CODECS,
+            "--out",
+            str(out),
+            "--limit",
+            "2",
+            "--num-settings",
+            "6",
+            "--quiet",
+            *extra,
+        ]
+    )
     assert rc == 0
     s = _check_outputs(out, task)
     assert s["num_images"] == 2
@@ -125,9 +164,26 @@ def test_smoke_two_images(task: str, tmp_path: Path) -> None:
 
 def test_limit_takes_first_files_in_sorted_order(tmp_path: Path) -> None:
     out = tmp_path / "q"
-    assert main(["--task", "quality", "--data", str(DATA / "kodak"), "--codecs", "jpeg",
-                 "--out", str(out), "--limit", "2", "--qualities", "jpeg=10,50,90",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--task",
+                "quality",
+                "--data",
+                str(DATA / "kodak"),
+                "--codecs",
+                "jpeg",
+                "--out",
+                str(out),
+                "--limit",
+                "2",
+                "--qualities",
+                "jpeg=10,50,90",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with (out / "per_image.csv").open() as f:
         images = {r["image"] for r in csv.DictReader(f)}
     assert images == set(sorted(p.stem for p in (DATA / "kodak").glob("*.png"))[:2])
@@ -136,15 +192,19 @@ def test_limit_takes_first_files_in_sorted_order(tmp_path: Path) -> None:
     assert summary["bd_rate_vs"] == {}  # no vcm curve, nothing to compare
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--task", "nope", "--data", "{kodak}"], "unknown task"),
-    (["--task", "quality", "--data", "{kodak}", "--codecs", "vcm,bmp"], "unknown codec"),
-    (["--task", "quality", "--data", "/nonexistent/dir"], "does not exist"),
-    (["--task", "detection", "--data", "{kodak}"], "data.yaml"),  # wrong layout
-    (["--task", "segmentation", "--data", "{kodak}"], "JPEGImages"),
-])
-def test_bad_input_is_one_line_error(argv: list[str], needle: str, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--task", "nope", "--data", "{kodak}"], "unknown task"),
+        (["--task", "quality", "--data", "{kodak}", "--codecs", "vcm,bmp"], "unknown codec"),
+        (["--task", "quality", "--data", "/nonexistent/dir"], "does not exist"),
+        (["--task", "detection", "--data", "{kodak}"], "data.yaml"),  # wrong layout
+        (["--task", "segmentation", "--data", "{kodak}"], "JPEGImages"),
+    ],
+)
+def test_bad_input_is_one_line_error(
+    argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = [a.replace("{kodak}", str(DATA / "kodak")) for a in argv]
     rc = main([*argv, "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -153,8 +213,23 @@ def test_bad_input_is_one_line_error(argv: list[str], needle: str, tmp_path: Pat
 
 def test_cli_error_has_no_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    r = subprocess.run([sys.executable, "-m", "vcm_eval.rate_accuracy", "--task", "quality",
-                        "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vcm_eval.rate_accuracy",
+            "--task",
+            "quality",
+            "--data",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode != 0
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -18,8 +18,9 @@ from vcm_eval.paths import REPO_ROOT
 from vcm_eval.rate_accuracy import main
 
 DATA = REPO_ROOT.parent / "shared" / "data"
-pytestmark = pytest.mark.needs_shared("data/voc2012-seg-val", "data/300w-helen-test",
-                                      "data/coco-val2017")
+pytestmark = pytest.mark.needs_shared(
+    "data/voc2012-seg-val", "data/300w-helen-test", "data/coco-val2017"
+)
 FAST = ["--limit", "1", "--codecs", "jpeg", "--qualities", "jpeg=5,30,60,90", "--quiet"]
 
 
@@ -44,13 +45,37 @@ def test_mmseg_config_and_checkpoint(tmp_path: Path) -> None:
     model = init_model(Config.fromfile(str(cfg_path)), None, device="cpu")
     ckpt = tmp_path / "fastscnn_random.pth"
     classes = json.loads((DATA / "voc2012-seg-val" / "classes.json").read_text())["classes"]
-    torch.save({"state_dict": model.state_dict(),
-                "meta": {"dataset_meta": {"classes": list(classes),
-                                          "palette": [[i, i, i] for i in range(21)]}}}, ckpt)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "meta": {
+                "dataset_meta": {
+                    "classes": list(classes),
+                    "palette": [[i, i, i] for i in range(21)],
+                }
+            },
+        },
+        ckpt,
+    )
     out = tmp_path / "seg"
-    assert main(["--task", "segmentation", "--data", str(DATA / "voc2012-seg-val"),
-                 "--mmseg-config", str(cfg_path), "--mmseg-checkpoint", str(ckpt),
-                 "--out", str(out), *FAST]) == 0
+    assert (
+        main(
+            [
+                "--task",
+                "segmentation",
+                "--data",
+                str(DATA / "voc2012-seg-val"),
+                "--mmseg-config",
+                str(cfg_path),
+                "--mmseg-checkpoint",
+                str(ckpt),
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     s = _summary(out)
     assert s["metric"] == "mIoU" and 0.0 <= s["original"]["metric"] <= 1.0
 
@@ -66,8 +91,22 @@ def test_face_alignment_fan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     torch.save(FAN(4).state_dict(), ckpt_dir / "2DFAN4-11f355bf06.pth.tar")  # random weights
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     out = tmp_path / "lm"
-    assert main(["--task", "landmarks", "--data", str(DATA / "300w-helen-test"),
-                 "--landmark-model", "face_alignment", "--out", str(out), *FAST]) == 0
+    assert (
+        main(
+            [
+                "--task",
+                "landmarks",
+                "--data",
+                str(DATA / "300w-helen-test"),
+                "--landmark-model",
+                "face_alignment",
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     s = _summary(out)
     assert s["metric"] == "NME" and s["original"]["metric"] > 0
     assert "face_alignment" in s["model"]
@@ -83,8 +122,22 @@ def test_ultralytics_yolo_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     weights = tmp_path / "yolov8n_random.pt"
     model.save(str(weights))
     out = tmp_path / "det"
-    assert main(["--task", "detection", "--data", str(DATA / "coco-val2017"),
-                 "--model", str(weights), "--out", str(out), *FAST]) == 0
+    assert (
+        main(
+            [
+                "--task",
+                "detection",
+                "--data",
+                str(DATA / "coco-val2017"),
+                "--model",
+                str(weights),
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     s = _summary(out)
     assert s["metric"] == "mAP50-95" and "ultralytics" in s["model"]
     assert os.environ["YOLO_OFFLINE"] == "1"

@@ -34,10 +34,28 @@ def test_short_fuzz_run(tmp_path):
     """~20k inputs through decode / inspect / truncate / Pillow: nothing but VCMError."""
     runs = 20_000
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "fuzz.py"), "--runs", str(runs), "--jobs", "2",
-         "--seed", "7", "--out", str(tmp_path), "--max-time", "420",
-         "--seeds", str(DATA / "seeds")],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(REPO / "tools" / "fuzz.py"),
+            "--runs",
+            str(runs),
+            "--jobs",
+            "2",
+            "--seed",
+            "7",
+            "--out",
+            str(tmp_path),
+            "--max-time",
+            "420",
+            "--seeds",
+            str(DATA / "seeds"),
+        ],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     detail = json.dumps({k: summary[k] for k in ("findings", "worker_deaths")}, indent=1)[:4000]
     assert summary["exceptions_by_type"] == {}, detail
@@ -60,8 +78,14 @@ def test_pixel_limit_is_configurable():
 
 
 def test_hostile_headers_stay_in_memory_and_time_bounds():
-    proc = subprocess.run([sys.executable, __file__, "child"], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, __file__, "child"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     for rec in lines:
@@ -98,16 +122,31 @@ def _hostile_cases() -> list[tuple[str, bytes, Codec]]:
         ("thin-within-grid", mm.repack(base, mm.payloads(base), width=65536, height=4), small),
         ("fast-at-limit", mm.repack(base, mm.payloads(base), width=512, height=512), small),
         ("tae-at-limit", mm.repack(tae, mm.payloads(tae), width=512, height=512), small),
-        ("split-bomb-256x256", mm.repack(base, mm.crafted_split_layers(256, 256, 256, 256),
-                                         width=256, height=256), small),
-        ("split-bomb-at-limit", mm.repack(base, mm.crafted_split_layers(512, 512, 256, 256),
-                                          width=512, height=512), small),
-        ("palette-256-at-limit", mm.repack(base, mm.crafted_split_layers(512, 512, 256, 1)[:1],
-                                           width=512, height=512), small),
-        ("layer0-garbage-at-limit", mm.repack(base, [bytes(range(256)) * 8],
-                                              width=512, height=512), small),
-        ("tae-crafted-at-limit", mm.repack(tae, mm.crafted_split_layers(512, 512, 4, 2),
-                                           width=512, height=512), small),
+        (
+            "split-bomb-256x256",
+            mm.repack(base, mm.crafted_split_layers(256, 256, 256, 256), width=256, height=256),
+            small,
+        ),
+        (
+            "split-bomb-at-limit",
+            mm.repack(base, mm.crafted_split_layers(512, 512, 256, 256), width=512, height=512),
+            small,
+        ),
+        (
+            "palette-256-at-limit",
+            mm.repack(base, mm.crafted_split_layers(512, 512, 256, 1)[:1], width=512, height=512),
+            small,
+        ),
+        (
+            "layer0-garbage-at-limit",
+            mm.repack(base, [bytes(range(256)) * 8], width=512, height=512),
+            small,
+        ),
+        (
+            "tae-crafted-at-limit",
+            mm.repack(tae, mm.crafted_split_layers(512, 512, 4, 2), width=512, height=512),
+            small,
+        ),
         ("encoded-at-limit", Codec().encode(_gradient(512, 512)), small),
     ]
     return cases
@@ -147,8 +186,12 @@ def _child() -> None:
             raise LookupError("Pillow refused") from exc
 
     for name, blob, codec in cases:
-        calls = {"decode": codec.decode, "inspect": codec.inspect,
-                 "truncate": lambda b, c=codec: c.truncate(b, 1), "pillow": pillow}
+        calls = {
+            "decode": codec.decode,
+            "inspect": codec.inspect,
+            "truncate": lambda b, c=codec: c.truncate(b, 1),
+            "pillow": pillow,
+        }
         for call, fn in calls.items():
             t0 = time.perf_counter()
             try:
@@ -160,9 +203,13 @@ def _child() -> None:
                 outcome = "Pillow refused"
             except BaseException as exc:  # noqa: BLE001 - MemoryError is what we look for
                 outcome = f"{type(exc).__name__}: {exc}"[:300]
-            rec = {"case": name, "call": call, "outcome": outcome,
-                   "seconds": round(time.perf_counter() - t0, 3),
-                   "rss_growth_mb": round((vm("VmHWM") - rss0) / 2**20, 1)}
+            rec = {
+                "case": name,
+                "call": call,
+                "outcome": outcome,
+                "seconds": round(time.perf_counter() - t0, 3),
+                "rss_growth_mb": round((vm("VmHWM") - rss0) / 2**20, 1),
+            }
             print(json.dumps(rec), flush=True)
 
 

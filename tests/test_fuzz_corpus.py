@@ -35,8 +35,17 @@ def codec() -> Codec:
 
 def test_corpus_covers_the_issue_list():
     names = set(MANIFEST)
-    for prefix in ("trunc-", "crc-payload-layer", "crc-table-layer", "length-past-end",
-                   "offset-overlap", "dims-", "backend-unknown", "preset-unknown", "version-"):
+    for prefix in (
+        "trunc-",
+        "crc-payload-layer",
+        "crc-table-layer",
+        "length-past-end",
+        "offset-overlap",
+        "dims-",
+        "backend-unknown",
+        "preset-unknown",
+        "version-",
+    ):
         assert any(n.startswith(prefix) for n in names), prefix
     assert len(names) >= 60
 
@@ -45,8 +54,11 @@ def test_corpus_covers_the_issue_list():
 def test_malformed_stream_raises_named_vcmerror(codec, name):
     case = MANIFEST[name]
     blob = (DATA / "malformed" / f"{name}.vcm").read_bytes()
-    calls = {"decode": codec.decode, "inspect": codec.inspect,
-             "truncate": lambda b: codec.truncate(b, 1)}
+    calls = {
+        "decode": codec.decode,
+        "inspect": codec.inspect,
+        "truncate": lambda b: codec.truncate(b, 1),
+    }
     for call in case["calls"]:
         with pytest.raises(VCMError) as err:
             calls[call](blob)
@@ -105,8 +117,12 @@ def test_length_past_end_of_last_layer_is_a_truncated_stream(codec):
 def test_every_cut_of_a_stream(codec):
     """Each prefix: header cuts are named errors, cuts inside a layer decode what is complete."""
     base = _script().load_seeds()["fast-3x97-photo"]
-    layer_ends = [o + n for o, n in zip(codec.inspect(base).layer_offsets,
-                                        codec.inspect(base).layer_bytes, strict=True)]
+    layer_ends = [
+        o + n
+        for o, n in zip(
+            codec.inspect(base).layer_offsets, codec.inspect(base).layer_bytes, strict=True
+        )
+    ]
     for cut in range(len(base)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncatedStreamWarning)
@@ -125,8 +141,9 @@ def test_corpus_is_what_the_script_builds(tmp_path):
     manifest = _script().build(tmp_path)
     assert manifest == MANIFEST
     for name in manifest:
-        assert (tmp_path / f"{name}.vcm").read_bytes() == \
-            (DATA / "malformed" / f"{name}.vcm").read_bytes(), name
+        assert (tmp_path / f"{name}.vcm").read_bytes() == (
+            DATA / "malformed" / f"{name}.vcm"
+        ).read_bytes(), name
 
 
 def test_seeds_decode(codec):

@@ -15,8 +15,9 @@ import torch
 
 from vcm_plugin import Codec
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="no CUDA device here: the GPU path cannot run")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here: the GPU path cannot run"
+)
 
 #: Largest per-channel difference (grey levels) between CPU and GPU pixels of one stream, and
 #: the largest share of differing values. Measured on an H200 (torch 2.11, cuDNN, no TF32):
@@ -28,8 +29,10 @@ MAX_SHARE = 0.0005
 def _photos() -> list[np.ndarray]:
     from skimage import data
 
-    return [np.ascontiguousarray(data.astronaut()[:384, :512]),
-            np.ascontiguousarray(data.coffee()[:384, :512])]
+    return [
+        np.ascontiguousarray(data.astronaut()[:384, :512]),
+        np.ascontiguousarray(data.coffee()[:384, :512]),
+    ]
 
 
 def _within_bound(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:

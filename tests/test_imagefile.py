@@ -26,8 +26,9 @@ EXACT = float("inf")
 H, W = 32, 48
 
 _y, _x = np.mgrid[0:H, 0:W]
-RGB16 = np.stack([_x * 1390 + 7, _y * 2040 + 11, (_x * 700 + _y * 900) % 65536],
-                 axis=2).astype(np.uint16)
+RGB16 = np.stack([_x * 1390 + 7, _y * 2040 + 11, (_x * 700 + _y * 900) % 65536], axis=2).astype(
+    np.uint16
+)
 GRAY16 = (RGB16[:, :, 0] // 2 + RGB16[:, :, 1] // 2).astype(np.uint16)
 RGB = (RGB16 >> 8).astype(np.uint8)
 GRAY = RGB[:, :, 1]
@@ -46,13 +47,15 @@ def as_rgb(gray: np.ndarray) -> np.ndarray:
 
 def cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
     c, m, y, k = (cmyk[:, :, i].astype(np.float64) for i in range(4))
-    return np.round(np.stack([(255 - c), (255 - m), (255 - y)], axis=2)
-                    * (255 - k[:, :, None]) / 255).astype(np.uint8)
+    return np.round(
+        np.stack([(255 - c), (255 - m), (255 - y)], axis=2) * (255 - k[:, :, None]) / 255
+    ).astype(np.uint8)
 
 
 def pillow(mode_image, fmt: str, **options):
     def write(path):
         mode_image().save(path, format=fmt, **options)
+
     return write
 
 
@@ -67,8 +70,12 @@ def palette_rgb() -> np.ndarray:
 
 BITS = (_x + _y) % 3 == 0
 # orientation -> how the stored pixels relate to the picture (exif_transpose undoes it)
-STORED_FOR_ORIENTATION = {3: lambda a: np.rot90(a, 2), 6: lambda a: np.rot90(a, 1),
-                          8: lambda a: np.rot90(a, -1), 2: lambda a: a[:, ::-1]}
+STORED_FOR_ORIENTATION = {
+    3: lambda a: np.rot90(a, 2),
+    6: lambda a: np.rot90(a, 1),
+    8: lambda a: np.rot90(a, -1),
+    2: lambda a: a[:, ::-1],
+}
 
 
 def rotated(fmt: str, orientation: int, **options):
@@ -77,24 +84,28 @@ def rotated(fmt: str, orientation: int, **options):
         exif[0x0112] = orientation
         stored = np.ascontiguousarray(STORED_FOR_ORIENTATION[orientation](RGB))
         Image.fromarray(stored).save(path, format=fmt, exif=exif, **options)
+
     return write
 
 
 def cv2_png(array):
     def write(path):
         assert cv2.imwrite(str(path), array[:, :, ::-1] if array.shape[2] == 3 else array)
+
     return write
 
 
 def tiff(array, **options):
     def write(path):
         tifffile.imwrite(path, array, **options)
+
     return write
 
 
 def with_info(make, fmt: str, **options):
     def write(path):
         make().save(path, format=fmt, **options)
+
     return write
 
 
@@ -104,44 +115,103 @@ ACCEPTED = [
     ("rgb-tiff", ".tif", pillow(lambda: Image.fromarray(RGB), "TIFF"), RGB, EXACT),
     ("rgb-bmp", ".bmp", pillow(lambda: Image.fromarray(RGB), "BMP"), RGB, EXACT),
     ("rgb-ppm", ".ppm", pillow(lambda: Image.fromarray(RGB), "PPM"), RGB, EXACT),
-    ("rgb-webp-lossless", ".webp",
-     pillow(lambda: Image.fromarray(RGB), "WEBP", lossless=True), RGB, EXACT),
+    (
+        "rgb-webp-lossless",
+        ".webp",
+        pillow(lambda: Image.fromarray(RGB), "WEBP", lossless=True),
+        RGB,
+        EXACT,
+    ),
     ("rgb-jpeg", ".jpg", pillow(lambda: Image.fromarray(RGB), "JPEG", quality=95), RGB, 33.0),
-    ("rgbx-tiff", ".tif", pillow(lambda: Image.fromarray(RGB).convert("RGBX"), "TIFF"), RGB,
-     EXACT),
+    ("rgbx-tiff", ".tif", pillow(lambda: Image.fromarray(RGB).convert("RGBX"), "TIFF"), RGB, EXACT),
     ("L-png", ".png", pillow(lambda: Image.fromarray(GRAY), "PNG"), as_rgb(GRAY), EXACT),
     ("L-tiff", ".tif", pillow(lambda: Image.fromarray(GRAY), "TIFF"), as_rgb(GRAY), EXACT),
     ("L-pgm", ".pgm", pillow(lambda: Image.fromarray(GRAY), "PPM"), as_rgb(GRAY), EXACT),
-    ("L-jpeg", ".jpg", pillow(lambda: Image.fromarray(GRAY), "JPEG", quality=95),
-     as_rgb(GRAY), 35.0),
-    ("1-png", ".png", pillow(lambda: Image.fromarray(BITS), "PNG"),
-     as_rgb(BITS.astype(np.uint8) * 255), EXACT),
-    ("1-tiff", ".tif", pillow(lambda: Image.fromarray(BITS), "TIFF"),
-     as_rgb(BITS.astype(np.uint8) * 255), EXACT),
-    ("1-bmp", ".bmp", pillow(lambda: Image.fromarray(BITS), "BMP"),
-     as_rgb(BITS.astype(np.uint8) * 255), EXACT),
+    (
+        "L-jpeg",
+        ".jpg",
+        pillow(lambda: Image.fromarray(GRAY), "JPEG", quality=95),
+        as_rgb(GRAY),
+        35.0,
+    ),
+    (
+        "1-png",
+        ".png",
+        pillow(lambda: Image.fromarray(BITS), "PNG"),
+        as_rgb(BITS.astype(np.uint8) * 255),
+        EXACT,
+    ),
+    (
+        "1-tiff",
+        ".tif",
+        pillow(lambda: Image.fromarray(BITS), "TIFF"),
+        as_rgb(BITS.astype(np.uint8) * 255),
+        EXACT,
+    ),
+    (
+        "1-bmp",
+        ".bmp",
+        pillow(lambda: Image.fromarray(BITS), "BMP"),
+        as_rgb(BITS.astype(np.uint8) * 255),
+        EXACT,
+    ),
     ("P-png", ".png", pillow(palette_image, "PNG"), palette_rgb(), EXACT),
     ("P-gif", ".gif", pillow(palette_image, "GIF"), palette_rgb(), EXACT),
     ("P-tiff", ".tif", pillow(palette_image, "TIFF"), palette_rgb(), EXACT),
     ("P-bmp", ".bmp", pillow(palette_image, "BMP"), palette_rgb(), EXACT),
-    ("I;16-png", ".png", pillow(lambda: Image.fromarray(GRAY16), "PNG"), as_rgb(to8(GRAY16)),
-     EXACT),
-    ("I;16-tiff", ".tif", pillow(lambda: Image.fromarray(GRAY16), "TIFF"),
-     as_rgb(to8(GRAY16)), EXACT),
+    (
+        "I;16-png",
+        ".png",
+        pillow(lambda: Image.fromarray(GRAY16), "PNG"),
+        as_rgb(to8(GRAY16)),
+        EXACT,
+    ),
+    (
+        "I;16-tiff",
+        ".tif",
+        pillow(lambda: Image.fromarray(GRAY16), "TIFF"),
+        as_rgb(to8(GRAY16)),
+        EXACT,
+    ),
     ("I;16B-tiff", ".tif", tiff(GRAY16.astype(">u2")), as_rgb(to8(GRAY16)), EXACT),
-    ("I;16-pgm", ".pgm", pillow(lambda: Image.fromarray(GRAY16), "PPM"),
-     as_rgb(to8(GRAY16)), EXACT),
-    ("I;16-jpeg2000", ".jp2", pillow(lambda: Image.fromarray(GRAY16), "JPEG2000"),
-     as_rgb(to8(GRAY16)), EXACT),
+    (
+        "I;16-pgm",
+        ".pgm",
+        pillow(lambda: Image.fromarray(GRAY16), "PPM"),
+        as_rgb(to8(GRAY16)),
+        EXACT,
+    ),
+    (
+        "I;16-jpeg2000",
+        ".jp2",
+        pillow(lambda: Image.fromarray(GRAY16), "JPEG2000"),
+        as_rgb(to8(GRAY16)),
+        EXACT,
+    ),
     # Pillow reads 16-bit RGB as 8-bit RGB by dropping the low byte: at most 1 level off
     ("rgb16-png", ".png", cv2_png(RGB16), to8(RGB16), 48.0),
     ("rgb16-tiff", ".tif", tiff(RGB16, photometric="rgb"), to8(RGB16), 48.0),
-    ("cmyk-tiff", ".tif", pillow(lambda: Image.fromarray(CMYK, "CMYK"), "TIFF"),
-     cmyk_to_rgb(CMYK), 48.0),
-    ("cmyk-jpeg", ".jpg", pillow(lambda: Image.fromarray(CMYK, "CMYK"), "JPEG", quality=95),
-     cmyk_to_rgb(CMYK), 33.0),
-    ("ycbcr-tiff", ".tif", pillow(lambda: Image.fromarray(RGB).convert("YCbCr"), "TIFF"),
-     RGB, 38.0),
+    (
+        "cmyk-tiff",
+        ".tif",
+        pillow(lambda: Image.fromarray(CMYK, "CMYK"), "TIFF"),
+        cmyk_to_rgb(CMYK),
+        48.0,
+    ),
+    (
+        "cmyk-jpeg",
+        ".jpg",
+        pillow(lambda: Image.fromarray(CMYK, "CMYK"), "JPEG", quality=95),
+        cmyk_to_rgb(CMYK),
+        33.0,
+    ),
+    (
+        "ycbcr-tiff",
+        ".tif",
+        pillow(lambda: Image.fromarray(RGB).convert("YCbCr"), "TIFF"),
+        RGB,
+        38.0,
+    ),
     ("exif-rotate180-png", ".png", rotated("PNG", 3), RGB, EXACT),
     ("exif-rotate90-png", ".png", rotated("PNG", 6), RGB, EXACT),
     ("exif-rotate270-png", ".png", rotated("PNG", 8), RGB, EXACT),
@@ -153,22 +223,36 @@ REFUSED = [
     ("RGBA-png", ".png", pillow(lambda: Image.fromarray(RGBA), "PNG"), "mode RGBA"),
     ("RGBA-webp", ".webp", pillow(lambda: Image.fromarray(RGBA), "WEBP"), "mode RGBA"),
     ("rgba16-png", ".png", cv2_png(np.dstack([RGB16, GRAY16])), "mode RGBA"),
-    ("rgba16-tiff", ".tif", tiff(np.dstack([RGB16, GRAY16]), photometric="rgb",
-                                 extrasamples=["unassalpha"]), "mode RGBA"),
+    (
+        "rgba16-tiff",
+        ".tif",
+        tiff(np.dstack([RGB16, GRAY16]), photometric="rgb", extrasamples=["unassalpha"]),
+        "mode RGBA",
+    ),
     ("LA-png", ".png", pillow(lambda: Image.fromarray(RGBA[:, :, 2:]), "PNG"), "mode LA"),
     ("PA-tiff", ".tif", pillow(lambda: palette_image().convert("PA"), "TIFF"), "mode PA"),
     ("P-transparent-png", ".png", with_info(palette_image, "PNG", transparency=0), "mode P"),
     ("P-transparent-gif", ".gif", with_info(palette_image, "GIF", transparency=0), "mode P"),
-    ("L-transparent-png", ".png",
-     with_info(lambda: Image.fromarray(GRAY), "PNG", transparency=7), "mode L"),
-    ("RGB-transparent-png", ".png",
-     with_info(lambda: Image.fromarray(RGB), "PNG", transparency=(1, 2, 3)), "mode RGB"),
-    ("I-tiff", ".tif", pillow(lambda: Image.fromarray(GRAY16.astype(np.int32)), "TIFF"),
-     "mode I "),
-    ("F-tiff", ".tif", pillow(lambda: Image.fromarray(GRAY16.astype(np.float32)), "TIFF"),
-     "mode F "),
-    ("LAB-tiff", ".tif", pillow(lambda: Image.fromarray(RGB).convert("LAB"), "TIFF"),
-     "mode LAB"),
+    (
+        "L-transparent-png",
+        ".png",
+        with_info(lambda: Image.fromarray(GRAY), "PNG", transparency=7),
+        "mode L",
+    ),
+    (
+        "RGB-transparent-png",
+        ".png",
+        with_info(lambda: Image.fromarray(RGB), "PNG", transparency=(1, 2, 3)),
+        "mode RGB",
+    ),
+    ("I-tiff", ".tif", pillow(lambda: Image.fromarray(GRAY16.astype(np.int32)), "TIFF"), "mode I "),
+    (
+        "F-tiff",
+        ".tif",
+        pillow(lambda: Image.fromarray(GRAY16.astype(np.float32)), "TIFF"),
+        "mode F ",
+    ),
+    ("LAB-tiff", ".tif", pillow(lambda: Image.fromarray(RGB).convert("LAB"), "TIFF"), "mode LAB"),
 ]
 
 

@@ -21,8 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
 HELEN = SHARED / "data" / "300w-helen-test"
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"  # face_alignment.api.models_urls['2DFAN-4']
-pytestmark = [pytest.mark.needs_framework("face_alignment", "dlib"),
-              pytest.mark.needs_shared("data/300w-helen-test")]
+pytestmark = [
+    pytest.mark.needs_framework("face_alignment", "dlib"),
+    pytest.mark.needs_shared("data/300w-helen-test"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +68,9 @@ def wrapper(torch_home):
 
     from vcm_plugin.integrations.face_alignment import VCMFaceAlignment
 
-    w = VCMFaceAlignment.create("2D", device="cpu", layers=1, face_detector="dlib",
-                                flip_input=False)
+    w = VCMFaceAlignment.create(
+        "2D", device="cpu", layers=1, face_detector="dlib", flip_input=False
+    )
     assert isinstance(w.fa, FaceAlignment)
     return w
 
@@ -94,8 +97,12 @@ def test_face_alignment_stream_decodes_only_requested_layers(wrapper, face, tmp_
     path = tmp_path / "face.vcm"
     path.write_bytes(blob)
     from_file = wrapper.decode(path)
-    assert wrapper.last_decode == {"layers": 1, "num_layers": 1, "bytes": len(one_layer),
-                                   "source": "stream"}
+    assert wrapper.last_decode == {
+        "layers": 1,
+        "num_layers": 1,
+        "bytes": len(one_layer),
+        "source": "stream",
+    }
     np.testing.assert_array_equal(from_file, codec.decode(blob, layers=1))
 
 
@@ -109,7 +116,8 @@ def test_face_alignment_image_roundtrip_and_all_layers(wrapper, face):
 
     full = VCMFaceAlignment(wrapper.fa, layers=None)
     lm, scores, boxes = full.get_landmarks_from_image(
-        img, detected_faces=[box], return_bboxes=True, return_landmark_score=True)
+        img, detected_faces=[box], return_bboxes=True, return_landmark_score=True
+    )
     assert lm[0].shape == (68, 2) and scores[0].shape == (68,) and len(boxes) == 1
     assert full.last_decode["layers"] == full.last_decode["num_layers"] >= 1
 

@@ -49,8 +49,13 @@ def test_numpy_roundtrip_layers_dtypes_and_channel_order(photo):
     # a range draws a layer count per call; more layers than the stream holds are clamped
     sampled = vcm_roundtrip(photo, layers=(1, 99), rng=random.Random(0))
     assert sampled.shape == photo.shape
-    for bad in (dict(layers=0), dict(layers=(2, 1)), dict(layers="all"), dict(preset="nope"),
-                dict(channel_order="rbg")):
+    for bad in (
+        dict(layers=0),
+        dict(layers=(2, 1)),
+        dict(layers="all"),
+        dict(preset="nope"),
+        dict(channel_order="rbg"),
+    ):
         with pytest.raises(VCMError):
             vcm_roundtrip(photo, **bad)
     with pytest.raises(VCMError):
@@ -108,8 +113,10 @@ def test_albumentations_transform_keeps_boxes_and_serialises(photo):
     from vcm_plugin.integrations.generic import vcm_roundtrip
 
     boxes = [[0.5, 0.5, 0.2, 0.3], [0.25, 0.3, 0.1, 0.1]]
-    pipe = A.Compose([VCMCompression(layers=1, p=1.0)],
-                     bbox_params=A.BboxParams(format="yolo", label_fields=["cls"]))
+    pipe = A.Compose(
+        [VCMCompression(layers=1, p=1.0)],
+        bbox_params=A.BboxParams(format="yolo", label_fields=["cls"]),
+    )
     out = pipe(image=photo, bboxes=boxes, cls=[0, 3])
     np.testing.assert_allclose(np.asarray(out["bboxes"]), np.asarray(boxes), atol=1e-6)
     assert list(out["cls"]) == [0, 3]

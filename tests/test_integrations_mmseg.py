@@ -18,9 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
 VOC = SHARED / "data" / "voc2012-seg-val"
 CONFIG = REPO / "configs" / "mmseg" / "fastscnn_voc12_vcm.py"
-pytestmark = [pytest.mark.needs_framework("mmseg", "mmengine", "mmcv"),
-              pytest.mark.needs_shared("data/voc2012-seg-val")]
-
+pytestmark = [
+    pytest.mark.needs_framework("mmseg", "mmengine", "mmcv"),
+    pytest.mark.needs_shared("data/voc2012-seg-val"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +107,12 @@ def test_mmseg_train_pipeline_keeps_gt_seg_map(cfg):
     pipeline = Compose(steps)
     img = VOC / "JPEGImages" / "2007_000129.jpg"
     seg = VOC / "SegmentationClass" / "2007_000129.png"
-    before = Compose(steps[:-1])(dict(img_path=str(img), seg_map_path=str(seg),
-                                      reduce_zero_label=False, seg_fields=[]))
-    after = pipeline(dict(img_path=str(img), seg_map_path=str(seg),
-                          reduce_zero_label=False, seg_fields=[]))
+    before = Compose(steps[:-1])(
+        dict(img_path=str(img), seg_map_path=str(seg), reduce_zero_label=False, seg_fields=[])
+    )
+    after = pipeline(
+        dict(img_path=str(img), seg_map_path=str(seg), reduce_zero_label=False, seg_fields=[])
+    )
     assert np.array_equal(before["gt_seg_map"], after["gt_seg_map"])
     assert set(np.unique(after["gt_seg_map"])) <= {0, 15, 255} | set(range(21))
     assert after["img"].shape == before["img"].shape and after["img"].dtype == np.uint8
@@ -145,13 +148,19 @@ def test_mmseg_bad_options_raise_vcmerror(cfg):
 
     from vcm_plugin import VCMError
 
-    for bad in (dict(layers=0), dict(layers=(3, 1)), dict(p=1.5), dict(preset="no-such"),
-                dict(channel_order="yuv")):
+    for bad in (
+        dict(layers=0),
+        dict(layers=(3, 1)),
+        dict(p=1.5),
+        dict(preset="no-such"),
+        dict(channel_order="yuv"),
+    ):
         with pytest.raises(VCMError):
             TRANSFORMS.build(dict(type="VCMCompress", **bad))
     t = TRANSFORMS.build(dict(type="VCMCompress", layers=[1, 2], p=0.5))
-    assert repr(t) == ("VCMCompress(layers=(1, 2), preset='tae', p=0.5, cache=False, "
-                       "channel_order='bgr')")
+    assert repr(t) == (
+        "VCMCompress(layers=(1, 2), preset='tae', p=0.5, cache=False, channel_order='bgr')"
+    )
 
 
 @pytest.mark.slow
@@ -190,14 +199,17 @@ def test_shard_transforms_and_shim_register_nothing_else():
     import subprocess
     import sys
 
-    code = ("import sys\n"
-            "import vcm_plugin.integrations.mmcv_shim as shim\n"
-            "assert 'mmcv.ops' not in sys.modules  # importing the shim installs nothing\n"
-            "import vcm_plugin.integrations.mmseg_shards\n"
-            "from mmengine.registry import TRANSFORMS\n"
-            "assert TRANSFORMS.get('LoadVCMShardImage') is not None\n"
-            "assert TRANSFORMS.get('VCMCompress') is None\n"
-            "assert 'vcm_plugin.integrations.mmseg' not in sys.modules\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       cwd=REPO, timeout=300)
+    code = (
+        "import sys\n"
+        "import vcm_plugin.integrations.mmcv_shim as shim\n"
+        "assert 'mmcv.ops' not in sys.modules  # importing the shim installs nothing\n"
+        "import vcm_plugin.integrations.mmseg_shards\n"
+        "from mmengine.registry import TRANSFORMS\n"
+        "assert TRANSFORMS.get('LoadVCMShardImage') is not None\n"
+        "assert TRANSFORMS.get('VCMCompress') is None\n"
+        "assert 'vcm_plugin.integrations.mmseg' not in sys.modules\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert r.returncode == 0, r.stderr

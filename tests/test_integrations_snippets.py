@@ -31,8 +31,13 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
 DOC = REPO / "vcm_plugin" / "integrations" / "README.md"
-SECTIONS = {"ultralytics": "ultralytics", "mmseg": "mmseg", "face-alignment": "face_alignment",
-            "generic": "generic", "pillow": "pillow"}
+SECTIONS = {
+    "ultralytics": "ultralytics",
+    "mmseg": "mmseg",
+    "face-alignment": "face_alignment",
+    "generic": "generic",
+    "pillow": "pillow",
+}
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
 pytestmark = pytest.mark.needs_shared("data")
 
@@ -48,8 +53,9 @@ def _snippets() -> list:
             continue
         counts[section] = counts.get(section, 0) + 1
         line = text[: m.start()].count("\n") + 2
-        found.append(pytest.param(m.group(2), f"{DOC.name}:{line}",
-                                  id=f"{section}-{counts[section]}"))
+        found.append(
+            pytest.param(m.group(2), f"{DOC.name}:{line}", id=f"{section}-{counts[section]}")
+        )
     return found
 
 

@@ -23,7 +23,7 @@ def vcm_tree(tmp_path_factory, photo) -> Path:
     for c, name in enumerate(CLASSES):
         (root / name).mkdir()
         for i in range(2):
-            crop = np.ascontiguousarray(photo[40 * c + 20 * i:][:48, :64])
+            crop = np.ascontiguousarray(photo[40 * c + 20 * i :][:48, :64])
             (root / name / f"{i}.vcm").write_bytes(codec.encode(crop))
     return root
 
@@ -65,8 +65,9 @@ def test_datasetfolder_recipe_with_the_pillow_plugin(vcm_tree):
 
     import vcm_plugin.integrations.pillow  # noqa: F401  (registers the format)
 
-    ds = DatasetFolder(str(vcm_tree), loader=default_loader, extensions=(".vcm",),
-                       transform=T.PILToTensor())
+    ds = DatasetFolder(
+        str(vcm_tree), loader=default_loader, extensions=(".vcm",), transform=T.PILToTensor()
+    )
     labels = [int(y) for _, y in DataLoader(ds, batch_size=1, num_workers=2)]
     assert labels == [0, 0, 1, 1]
 

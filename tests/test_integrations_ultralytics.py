@@ -30,8 +30,7 @@ SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
 COCO128 = SHARED / "data" / "coco128"
 N_IMAGES = 4
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with ultralytics, not installed")
-pytestmark = [pytest.mark.needs_framework("ultralytics"),
-              pytest.mark.needs_shared("data/coco128")]
+pytestmark = [pytest.mark.needs_framework("ultralytics"), pytest.mark.needs_shared("data/coco128")]
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +54,22 @@ def data_yaml(tmp_path_factory):
 
 
 def _train_args(data_yaml: Path, tmp_path: Path, name: str) -> dict:
-    return dict(data=str(data_yaml), epochs=1, imgsz=64, batch=2, workers=0, device="cpu",
-                plots=False, amp=False, val=False, project=str(tmp_path / "runs"), name=name,
-                exist_ok=True, verbose=False, seed=0)
+    return dict(
+        data=str(data_yaml),
+        epochs=1,
+        imgsz=64,
+        batch=2,
+        workers=0,
+        device="cpu",
+        plots=False,
+        amp=False,
+        val=False,
+        project=str(tmp_path / "runs"),
+        name=name,
+        exist_ok=True,
+        verbose=False,
+        seed=0,
+    )
 
 
 def _finite_loss(trainer) -> bool:
@@ -66,8 +78,9 @@ def _finite_loss(trainer) -> bool:
 
     items = trainer.tloss
     values = list(items.values()) if isinstance(items, dict) else [items]
-    return bool(values) and all(bool(torch.isfinite(torch.as_tensor(v)).all())
-                                for v in [*values, trainer.loss.detach()])
+    return bool(values) and all(
+        bool(torch.isfinite(torch.as_tensor(v)).all()) for v in [*values, trainer.loss.detach()]
+    )
 
 
 def test_ultralytics_albumentations_hook_trains(data_yaml, tmp_path):
@@ -79,13 +92,18 @@ def test_ultralytics_albumentations_hook_trains(data_yaml, tmp_path):
 
     reset_stats()
     model = YOLO("yolov8n.yaml")
-    model.train(**_train_args(data_yaml, tmp_path, "aug"),
-                augmentations=[VCMCompression(layers=(1, 4), p=1.0, channel_order="bgr")])
+    model.train(
+        **_train_args(data_yaml, tmp_path, "aug"),
+        augmentations=[VCMCompression(layers=(1, 4), p=1.0, channel_order="bgr")],
+    )
     trainer = model.trainer
     assert _finite_loss(trainer)
     # the transform really sits in the training pipeline and ran once per training sample
-    albu = [t for t in trainer.train_loader.dataset.transforms.transforms
-            if isinstance(t, Albumentations)]
+    albu = [
+        t
+        for t in trainer.train_loader.dataset.transforms.transforms
+        if isinstance(t, Albumentations)
+    ]
     assert albu and any(type(t).__name__ == "VCMCompression" for t in albu[0].transform)
     s = stats()
     assert s["images"] == N_IMAGES and s["encodes"] == N_IMAGES
@@ -105,8 +123,9 @@ def test_ultralytics_vcm_trainer_load_stage_cache_and_val(data_yaml, tmp_path):
     # options from the small config file, one of them overridden in the train call
     args = _train_args(data_yaml, tmp_path, "trainer")
     args.update(epochs=2, close_mosaic=0)
-    model.train(**args, trainer=VCMTrainer, vcm=str(REPO / "configs/ultralytics/vcm.yaml"),
-                vcm_val=True)
+    model.train(
+        **args, trainer=VCMTrainer, vcm=str(REPO / "configs/ultralytics/vcm.yaml"), vcm_val=True
+    )
     trainer = model.trainer
     assert _finite_loss(trainer)
     assert trainer.vcm.layers == (1, 4) and trainer.vcm.cache is True and trainer.vcm.val
@@ -130,14 +149,14 @@ def test_ultralytics_vcm_trainer_final_stage_survives_close_mosaic(data_yaml, tm
     model = YOLO("yolov8n.yaml")
     trainer_cls = VCMTrainer.with_options(layers=1, stage="final")
     # close_mosaic=1 with 1 epoch: ultralytics rebuilds the pipeline before the first batch
-    model.train(**_train_args(data_yaml, tmp_path, "final"), close_mosaic=1,
-                trainer=trainer_cls)
+    model.train(**_train_args(data_yaml, tmp_path, "final"), close_mosaic=1, trainer=trainer_cls)
     trainer = model.trainer
     assert _finite_loss(trainer)
     dataset = trainer.train_loader.dataset
     steps = [type(t).__name__ for t in dataset.transforms.transforms]
-    mosaic = [t for t in dataset.transforms.transforms[0].transforms
-              if type(t).__name__ == "Mosaic"]
+    mosaic = [
+        t for t in dataset.transforms.transforms[0].transforms if type(t).__name__ == "Mosaic"
+    ]
     assert all(t.p == 0.0 for t in mosaic)  # the pipeline was rebuilt by close_mosaic() ...
     assert steps[-2:] == ["_VCMLabels", "Format"], steps  # ... and the step is back in
     s = stats()
@@ -213,11 +232,13 @@ def test_ultralytics_bad_options_raise_vcmerror(data_yaml, tmp_path):
     with pytest.raises(VCMError, match="stage"):
         VCMOptions(stage="later")
     with pytest.raises(VCMError, match="vcm_layer"):  # a typo fails before any training
-        YOLO("yolov8n.yaml").train(**_train_args(data_yaml, tmp_path, "bad"),
-                                    trainer=VCMTrainer, vcm_layer=1)
+        YOLO("yolov8n.yaml").train(
+            **_train_args(data_yaml, tmp_path, "bad"), trainer=VCMTrainer, vcm_layer=1
+        )
     with pytest.raises(VCMError, match="range"):
         VCMDetectionPredictor.with_options(layers=(1, 2))
     t = VCMCompression(layers=(1, 3), p=0.5)
-    assert repr(t) == ("VCMCompression(p=0.5, layers=(1, 3), preset='tae', "
-                       "channel_order='rgb', cache=False)")
+    assert repr(t) == (
+        "VCMCompression(p=0.5, layers=(1, 3), preset='tae', channel_order='rgb', cache=False)"
+    )
     assert math.isclose(t.p, 0.5)

@@ -28,8 +28,7 @@ SHARED = Path(os.environ.get("VCM_SHARED_DIR", REPO.parent / "shared"))
 COCO128 = SHARED / "data" / "coco128"
 N_IMAGES = 4
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with ultralytics, not installed")
-pytestmark = [pytest.mark.needs_framework("ultralytics"),
-              pytest.mark.needs_shared("data/coco128")]
+pytestmark = [pytest.mark.needs_framework("ultralytics"), pytest.mark.needs_shared("data/coco128")]
 
 
 @pytest.fixture(autouse=True)
@@ -66,8 +65,17 @@ def vcm_data(tmp_path_factory) -> Path:
 
 
 def _args(tmp_path: Path, name: str) -> dict:
-    return dict(imgsz=64, batch=2, workers=0, device="cpu", plots=False,
-                project=str(tmp_path / "runs"), name=name, exist_ok=True, verbose=False)
+    return dict(
+        imgsz=64,
+        batch=2,
+        workers=0,
+        device="cpu",
+        plots=False,
+        project=str(tmp_path / "runs"),
+        name=name,
+        exist_ok=True,
+        verbose=False,
+    )
 
 
 def test_predict_without_enabling_finds_nothing(vcm_data):
@@ -79,8 +87,9 @@ def test_predict_without_enabling_finds_nothing(vcm_data):
     disable_vcm_files()  # earlier tests (VCMTrainer, predictors) enable it for the process
 
     with pytest.raises(FileNotFoundError, match="No images or videos found"):
-        YOLO("yolov8n.yaml").predict(str(vcm_data / "images"), imgsz=64, device="cpu",
-                                     verbose=False)
+        YOLO("yolov8n.yaml").predict(
+            str(vcm_data / "images"), imgsz=64, device="cpu", verbose=False
+        )
 
 
 def test_predict_on_vcm_file_folder_and_glob(vcm_data):
@@ -136,8 +145,9 @@ def test_layer_count_on_request_and_bad_input(vcm_data, tmp_path):
 
     # the predictor decodes .vcm sources at its own layer count, without re-encoding them
     reset_stats()
-    YOLO("yolov8n.yaml").predict(str(files[0]), predictor=VCMDetectionPredictor, imgsz=64,
-                                 device="cpu", verbose=False)
+    YOLO("yolov8n.yaml").predict(
+        str(files[0]), predictor=VCMDetectionPredictor, imgsz=64, device="cpu", verbose=False
+    )
     from vcm_plugin.codec.presets import get_preset
 
     point = get_preset("fast").analytics_point  # the predictor's default; the files are fast
@@ -157,8 +167,14 @@ def test_train_and_val_on_vcm_dataset(vcm_data, tmp_path):
     enable_vcm_files()
     reset_stats()
     model = YOLO("yolov8n.yaml")
-    model.train(data=str(vcm_data / "data.yaml"), epochs=1, amp=False, val=False, seed=0,
-                **_args(tmp_path, "train"))
+    model.train(
+        data=str(vcm_data / "data.yaml"),
+        epochs=1,
+        amp=False,
+        val=False,
+        seed=0,
+        **_args(tmp_path, "train"),
+    )
     trainer = model.trainer
     assert len(trainer.train_loader.dataset.im_files) == N_IMAGES
     assert all(f.endswith(".vcm") for f in trainer.train_loader.dataset.im_files)
@@ -180,8 +196,16 @@ def test_vcm_trainer_decodes_vcm_images_at_sampled_layers(vcm_data, tmp_path):
 
     reset_stats()
     model = YOLO("yolov8n.yaml")
-    model.train(data=str(vcm_data / "data.yaml"), epochs=1, amp=False, val=False, seed=0,
-                trainer=VCMTrainer, vcm_layers=(1, 2), **_args(tmp_path, "vcmtrainer"))
+    model.train(
+        data=str(vcm_data / "data.yaml"),
+        epochs=1,
+        amp=False,
+        val=False,
+        seed=0,
+        trainer=VCMTrainer,
+        vcm_layers=(1, 2),
+        **_args(tmp_path, "vcmtrainer"),
+    )
     s = stats()
     assert s["encodes"] == 0
     assert set(s["layers_used"]) <= {1, 2, 5}  # 5: the final val pass reads at the default

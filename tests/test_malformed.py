@@ -22,19 +22,35 @@ def blob(request) -> bytes:
 def _reheader(blob: bytes, **fields) -> bytes:
     """Rewrite header fields and fix the header CRC, as a crafted stream would."""
     h = container.parse_header(blob, 1 << 40)
-    values = dict(magic=container.MAGIC, version=container.VERSION, backend=h.backend_id,
-                  preset=h.preset_id, n=h.num_layers, width=h.width, height=h.height)
+    values = dict(
+        magic=container.MAGIC,
+        version=container.VERSION,
+        backend=h.backend_id,
+        preset=h.preset_id,
+        n=h.num_layers,
+        width=h.width,
+        height=h.height,
+    )
     values.update(fields)
     head = bytearray(blob[: h.size - 4])
-    struct.pack_into("<4sBBBBII", head, 0, values["magic"], values["version"], values["backend"],
-                     values["preset"], values["n"], values["width"], values["height"])
-    return bytes(head) + struct.pack("<I", zlib.crc32(head)) + blob[h.size:]
+    struct.pack_into(
+        "<4sBBBBII",
+        head,
+        0,
+        values["magic"],
+        values["version"],
+        values["backend"],
+        values["preset"],
+        values["n"],
+        values["width"],
+        values["height"],
+    )
+    return bytes(head) + struct.pack("<I", zlib.crc32(head)) + blob[h.size :]
 
 
 CASES = {
     "empty": (lambda b: b"", "empty"),
-    "random": (lambda b: bytes(np.random.default_rng(1).integers(0, 256, 500, np.uint8)),
-               "magic"),
+    "random": (lambda b: bytes(np.random.default_rng(1).integers(0, 256, 500, np.uint8)), "magic"),
     "truncated header": (lambda b: b[:10], "truncated header"),
     "truncated table": (lambda b: b[:30], "truncated header"),
     "wrong magic": (lambda b: b"XVCM" + b[4:], "magic"),
@@ -61,8 +77,7 @@ def test_malformed_header(blob, name):
 def test_bit_flip_in_each_layer(blob):
     codec = Codec()
     info = codec.inspect(blob)
-    for i, (offset, length) in enumerate(zip(info.layer_offsets, info.layer_bytes,
-                                             strict=True)):
+    for i, (offset, length) in enumerate(zip(info.layer_offsets, info.layer_bytes, strict=True)):
         for pos in (offset, offset + length // 2, offset + length - 1):
             bad = bytearray(blob)
             bad[pos] ^= 0x10
@@ -79,8 +94,9 @@ def test_garbage_layer_with_valid_crc(blob):
         layers = [container.layer_payload(blob, h, i) for i in range(h.num_layers)]
         victim = trial % h.num_layers
         layers[victim] = bytes(rng.integers(0, 256, max(4, len(layers[victim])), np.uint8))
-        crafted = container.pack(h.backend_id, h.preset_id, h.width, h.height, h.config_hash,
-                                 layers)
+        crafted = container.pack(
+            h.backend_id, h.preset_id, h.width, h.height, h.config_hash, layers
+        )
         try:
             out = codec.decode(crafted)
         except VCMError:
@@ -92,7 +108,7 @@ def test_non_contiguous_layers(blob):
     h = container.parse_header(blob, 1 << 40)
     head = bytearray(blob[: h.size - 4])
     struct.pack_into("<I", head, 28 + 12, h.offsets[1] + 5)  # layer 1 offset
-    bad = bytes(head) + struct.pack("<I", zlib.crc32(head)) + blob[h.size:]
+    bad = bytes(head) + struct.pack("<I", zlib.crc32(head)) + blob[h.size :]
     with pytest.raises(VCMError, match="contiguous"):
         Codec().decode(bad)
 

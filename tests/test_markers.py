@@ -15,7 +15,7 @@ pytest_plugins = ["pytester"]
 CONFTEST = Path(__file__).with_name("conftest.py")
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
-TESTS = '''
+TESTS = """
 import pytest
 
 
@@ -45,7 +45,7 @@ def test_slow():
 
 def test_plain():
     pass
-'''
+"""
 
 
 @pytest.fixture

@@ -38,8 +38,9 @@ def test_inspect_names_the_analytics_and_viewer_points(stream):
     roles = info.layer_roles
     assert all(roles[k - 1] == "texture" for k in info.viewer_points)
     assert point not in info.viewer_points or roles[point - 1] == "texture"
-    np.testing.assert_array_equal(codec.decode(stream, layers="analytics"),
-                                  codec.decode(stream, layers=point))
+    np.testing.assert_array_equal(
+        codec.decode(stream, layers="analytics"), codec.decode(stream, layers=point)
+    )
     view = codec.view(stream, "analytics")
     assert view == codec.view(stream, point)
     assert len(view) == info.point_bytes[point - 1]
@@ -53,8 +54,9 @@ def test_analytics_on_a_stream_cut_below_it_decodes_the_highest_point_there(stre
     if point == 1:
         pytest.skip("the analytics point is layer 0: nothing below it")
     cut = codec.truncate(stream, layers=point - 1)
-    np.testing.assert_array_equal(codec.decode(cut, layers="analytics"),
-                                  codec.decode(cut, layers=point - 1))
+    np.testing.assert_array_equal(
+        codec.decode(cut, layers="analytics"), codec.decode(cut, layers=point - 1)
+    )
 
 
 def test_readers_fetch_only_the_layers_of_the_analytics_point(stream, tmp_path):
@@ -109,17 +111,30 @@ def test_cli_encode_max_bytes(tmp_path, photo):
     blob = full.read_bytes()
     budget = len(codec.truncate(blob, layers=3)) + 1
     small = tmp_path / "small.vcm"
-    done = subprocess.run([*run, str(small), "--max-bytes", str(budget)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [*run, str(small), "--max-bytes", str(budget)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert small.read_bytes() == codec.truncate(blob, layers=3)
-    bad = subprocess.run([*run, str(tmp_path / "no.vcm"), "--max-bytes", "5"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [*run, str(tmp_path / "no.vcm"), "--max-bytes", "5"], capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "below the smallest operating point" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "no.vcm").exists()
-    dec = subprocess.run([sys.executable, "-m", "vcm_plugin.cli", "decode", str(full),
-                          str(tmp_path / "a.png"), "--layers", "analytics"],
-                         capture_output=True, text=True)
+    dec = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vcm_plugin.cli",
+            "decode",
+            str(full),
+            str(tmp_path / "a.png"),
+            "--layers",
+            "analytics",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert dec.returncode == 0, dec.stderr
     point = codec.inspect(blob).analytics_point
     with Image.open(tmp_path / "a.png") as im:

@@ -23,8 +23,10 @@ COCO128_IMAGES = 8
 
 def python_blocks(text: str) -> list[tuple[int, str]]:
     """(line of the block's first code line, code) for every ```python block, in order."""
-    return [(text[: m.start()].count("\n") + 2, m.group(1))
-            for m in re.finditer(r"^```python\n(.*?)^```", text, re.M | re.S)]
+    return [
+        (text[: m.start()].count("\n") + 2, m.group(1))
+        for m in re.finditer(r"^```python\n(.*?)^```", text, re.M | re.S)
+    ]
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def test_roi_spends_the_bytes_inside_the_region(photo):
     h, w = photo.shape[:2]
     box = (w // 4, h // 4, w // 2, h // 2)
     inside = np.zeros((h, w), bool)
-    inside[box[1]:box[3], box[0]:box[2]] = True
+    inside[box[1] : box[3], box[0] : box[2]] = True
     plain, focused = codec.encode(photo), codec.encode(photo, roi=[box])
     mask_stream = codec.encode(photo, roi=inside)
     assert mask_stream == focused  # a mask and the same box are the same region
@@ -40,8 +40,9 @@ def test_roi_spends_the_bytes_inside_the_region(photo):
     fits = [k for k in codec.inspect(plain).viewer_points if sizes_plain[k - 1] <= sizes_roi[-1]]
     assert fits, "the ROI stream's top point should be smaller than plain points"
     plain_same_bytes = codec.decode(plain, layers=fits[-1])
-    assert psnr(roi_top[inside], photo[inside]) > psnr(plain_same_bytes[inside],
-                                                         photo[inside]) + 1.0
+    assert (
+        psnr(roi_top[inside], photo[inside]) > psnr(plain_same_bytes[inside], photo[inside]) + 1.0
+    )
     # ... paid for outside: the region is where the stream is sharp
     assert psnr(roi_top[~inside], photo[~inside]) < psnr(roi_top[inside], photo[inside])
     # at the same operating point the ROI stream is smaller and the region no less sharp
@@ -52,13 +53,16 @@ def test_roi_spends_the_bytes_inside_the_region(photo):
     assert codec.encode(photo, roi=[(0, 0, w, h)]) == plain
 
 
-@pytest.mark.parametrize("roi, message", [
-    ([(10, 10, 5, 20)], "empty"),
-    ([(0, 0, float("nan"), 5)], "finite"),
-    ("boxes", "mask or a list"),
-    (np.full((3, 3), 0.5), "mask is 3x3"),
-    (np.full((176, 256), 2.0), r"\[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "roi, message",
+    [
+        ([(10, 10, 5, 20)], "empty"),
+        ([(0, 0, float("nan"), 5)], "finite"),
+        ("boxes", "mask or a list"),
+        (np.full((3, 3), 0.5), "mask is 3x3"),
+        (np.full((176, 256), 2.0), r"\[0, 1\]"),
+    ],
+)
 def test_bad_roi_is_a_clear_error(photo, roi, message):
     with pytest.raises(VCMError, match=message):
         Codec("fast").encode(photo, roi=roi)

@@ -48,8 +48,8 @@ class ToyBackend:
         h, w = image.shape[0] // f, image.shape[1] // f
         blocks = image.reshape(h, f, w, f, 3).astype(np.float64)
         means = blocks.mean(axis=(1, 3)).transpose(2, 0, 1) * 4
-        gx = (blocks[:, :, :, f // 2:].mean((1, 3, 4)) - blocks[:, :, :, :f // 2].mean((1, 3, 4)))
-        gy = (blocks[:, f // 2:].mean((1, 3, 4)) - blocks[:, :f // 2].mean((1, 3, 4)))
+        gx = blocks[:, :, :, f // 2 :].mean((1, 3, 4)) - blocks[:, :, :, : f // 2].mean((1, 3, 4))
+        gy = blocks[:, f // 2 :].mean((1, 3, 4)) - blocks[:, : f // 2].mean((1, 3, 4))
         return np.concatenate([means, 8 * gx[None], 8 * gy[None]]).astype(np.float32)
 
     def decode(self, latent: np.ndarray) -> np.ndarray:
@@ -79,14 +79,27 @@ def _start(image: np.ndarray, backend) -> tuple[Source, State]:
 
 
 def _semantic() -> SemanticPalette:
-    return SemanticPalette(coarse_entries=6, fine_entries=20, palette_step=0.5, step=1.5,
-                           deadzone=0.2, index_penalty=0.5, content_classes=3)
+    return SemanticPalette(
+        coarse_entries=6,
+        fine_entries=20,
+        palette_step=0.5,
+        step=1.5,
+        deadzone=0.2,
+        index_penalty=0.5,
+        content_classes=3,
+    )
 
 
 def _chain():
-    return [_semantic(), PaletteSplits(0.5), LatentRefinement(0.75, 0.2),
-            LatentRefinement(0.3, 0.2), TexturePhoto(40, blur=0.5), TextureResidual(30),
-            TexturePhoto(60)]
+    return [
+        _semantic(),
+        PaletteSplits(0.5),
+        LatentRefinement(0.75, 0.2),
+        LatentRefinement(0.3, 0.2),
+        TexturePhoto(40, blur=0.5),
+        TextureResidual(30),
+        TexturePhoto(60),
+    ]
 
 
 FIELDS = ("latent", "coarse_index", "fine_index", "fine_parent", "pixels")
@@ -101,9 +114,11 @@ def _assert_same(decoded: State, encoded: State) -> None:
 
 
 def _snapshot(state: State) -> State:
-    return State(state.geometry, state.backend,
-                 *(None if getattr(state, f) is None else np.copy(getattr(state, f))
-                   for f in FIELDS))
+    return State(
+        state.geometry,
+        state.backend,
+        *(None if getattr(state, f) is None else np.copy(getattr(state, f)) for f in FIELDS),
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -120,9 +135,14 @@ def test_each_brick_decodes_to_the_state_its_encoder_left(image, backend):
             np.testing.assert_array_equal(fresh.pixels, enc.pixels)
         brick.decode(dec, payload, layer)
         _assert_same(dec, enc)
-        changed = [f for f in FIELDS if not np.array_equal(
-            getattr(before, f) if getattr(before, f) is not None else np.zeros(0),
-            getattr(enc, f) if getattr(enc, f) is not None else np.zeros(0))]
+        changed = [
+            f
+            for f in FIELDS
+            if not np.array_equal(
+                getattr(before, f) if getattr(before, f) is not None else np.zeros(0),
+                getattr(enc, f) if getattr(enc, f) is not None else np.zeros(0),
+            )
+        ]
         assert changed, f"layer {layer} ({type(brick).__name__}) moved no state"
 
 
@@ -170,10 +190,24 @@ def test_flags():
     """Only a photo texture stands alone (the container records needs from it); only the
     residual texture is coded against rendered pixels (batches render before it)."""
     chain = _chain()
-    assert [getattr(b, "standalone", False) for b in chain] == \
-        [False, False, False, False, True, False, True]
-    assert [getattr(b, "reads_pixels", False) for b in chain] == \
-        [False, False, False, False, False, True, False]
+    assert [getattr(b, "standalone", False) for b in chain] == [
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+        True,
+    ]
+    assert [getattr(b, "reads_pixels", False) for b in chain] == [
+        False,
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
 
 
 def test_photo_layer_ignores_earlier_state_and_blur_is_encoder_only(image):
@@ -219,8 +253,10 @@ def test_a_palette_larger_than_the_grid_is_refused(image):
     state = _decoder_after(image, 0)
     w = LayerWriter()
     w.uniform(MAX_PALETTE - 1, MAX_PALETTE)
-    with pytest.raises(VCMError, match=f"layer 0: palette of {MAX_PALETTE} entries for "
-                                       f"{state.geometry.positions} positions"):
+    with pytest.raises(
+        VCMError,
+        match=f"layer 0: palette of {MAX_PALETTE} entries for {state.geometry.positions} positions",
+    ):
         _semantic().decode(state, w.getvalue(), 0)
 
 
@@ -275,13 +311,14 @@ def test_semantic_image_is_padded_to_the_grid_and_in_range(image):
     assert sem.shape == (h * 8, w * 8, 3)
     assert sem.min() >= 0 and sem.max() <= 1
     last = g.semantic_height - 1  # edge padding repeats the last row
-    assert np.all(sem[last:] == sem[last:last + 1])
+    assert np.all(sem[last:] == sem[last : last + 1])
 
 
 def test_deadzone_quantise():
     values = np.array([-3.1, -1.2, -0.69, -0.5, 0.0, 0.5, 0.69, 0.71, 1.2, 3.1])
-    np.testing.assert_array_equal(deadzone_quantise(values, 1.0, 0.0),
-                                  [-3, -1, -1, -1, 0, 1, 1, 1, 1, 3])
+    np.testing.assert_array_equal(
+        deadzone_quantise(values, 1.0, 0.0), [-3, -1, -1, -1, 0, 1, 1, 1, 1, 3]
+    )
     out = deadzone_quantise(values, 1.0, 0.2)  # zero bin is |v| < 0.7
     np.testing.assert_array_equal(out, [-3, -1, 0, 0, 0, 0, 0, 1, 1, 3])
     np.testing.assert_array_equal(deadzone_quantise(-values, 1.0, 0.2), -out)

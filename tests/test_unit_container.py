@@ -21,8 +21,16 @@ def _layers(n: int) -> list[bytes]:
     return [bytes([i]) * (3 + 5 * i) for i in range(n)]
 
 
-def _craft(entries: list[tuple], *, version: int = 2, n: int | None = None, magic: bytes = MAGIC,
-           width: int = 64, height: int = 48, fix_crc: bool = True) -> bytes:
+def _craft(
+    entries: list[tuple],
+    *,
+    version: int = 2,
+    n: int | None = None,
+    magic: bytes = MAGIC,
+    width: int = 64,
+    height: int = 48,
+    fix_crc: bool = True,
+) -> bytes:
     """A header from the documented layout: fixed part, one entry per layer, CRC32."""
     n = len(entries) if n is None else n
     head = struct.pack("<4sBBBBII8s", magic, version, 1, 1, n, width, height, HASH)
@@ -98,8 +106,9 @@ def test_needs_other_than_the_prefix_chain_write_version3():
     blob = pack(1, 1, 32, 32, HASH, payloads, needs)
     h = parse_header(blob, BIG)
     assert h.version == 3 and h.needs == needs and h.size == container.header_size(4, 3)
-    assert blob == _craft(_entries(payloads, 3, needs), version=3, width=32,
-                          height=32) + b"".join(payloads)
+    assert blob == _craft(_entries(payloads, 3, needs), version=3, width=32, height=32) + b"".join(
+        payloads
+    )
     assert h.point_layers(2) == [0, 1]
     assert h.point_layers(3) == [2] and h.point_layers(4) == [3]
     # a prefix point is fetched as its own version-2 stream; a standalone one as a v3 view
@@ -109,8 +118,9 @@ def test_needs_other_than_the_prefix_chain_write_version3():
 
 def test_explicit_prefix_needs_still_write_version2():
     payloads = _layers(3)
-    assert pack(1, 1, 8, 8, HASH, payloads, container.prefix_needs(3)) == \
-        pack(1, 1, 8, 8, HASH, payloads)
+    assert pack(1, 1, 8, 8, HASH, payloads, container.prefix_needs(3)) == pack(
+        1, 1, 8, 8, HASH, payloads
+    )
 
 
 def test_an_absent_layer_makes_version3_and_drops_its_points():
@@ -175,10 +185,14 @@ BAD = {
     "fixed part cut": (_good()[:20], "truncated header: 20 bytes, need at least 24"),
     "table cut": (_good()[:40], "truncated header: 40 bytes, the layer table needs 64"),
     "crc": (_craft(_entries(_layers(3)), fix_crc=False), "header CRC mismatch"),
-    "version 1": (_craft(_entries(_layers(1)), version=1),
-                  "unsupported stream version 1 .*older vcm_plugin: re-encode"),
-    "version 4": (_craft(_entries(_layers(1)), version=4),
-                  r"unsupported stream version 4 \(this reader knows 2 and 3\)$"),
+    "version 1": (
+        _craft(_entries(_layers(1)), version=1),
+        "unsupported stream version 1 .*older vcm_plugin: re-encode",
+    ),
+    "version 4": (
+        _craft(_entries(_layers(1)), version=4),
+        r"unsupported stream version 4 \(this reader knows 2 and 3\)$",
+    ),
     "version 0": (_craft(_entries(_layers(1)), version=0), r"stream version 0 \(this reader"),
     "zero layers": (_craft([]), r"bad layer count 0 \(must be 1\.\.16\)"),
     "17 layers": (_craft(_entries(_layers(1)), n=17), "bad layer count 17"),
@@ -187,12 +201,18 @@ BAD = {
     "gap": (_craft([(44, 5, 0)]), "layer 0 starts at byte 44, expected 40"),
     "overlap": (_craft([(52, 5, 0), (56, 5, 0)]), "layer 1 starts at byte 56, expected 57"),
     "v2 absent": (_craft([(40, 0, 0)]), "layer 0 has length 0"),
-    "v3 absent with crc": (_craft([(42, 0, 7, 0)], version=3),
-                           r"layer 0 is absent \(length 0\) but has CRC 0x7"),
-    "v3 needs itself": (_craft([(42, 1, 0, 0b1)], version=3),
-                        r"layer 0 needs layers at or after itself \(mask 0x1\)"),
-    "v3 needs later": (_craft([(56, 1, 0, 0), (57, 1, 0, 0b100)], version=3),
-                       r"layer 1 needs layers at or after itself \(mask 0x4\)"),
+    "v3 absent with crc": (
+        _craft([(42, 0, 7, 0)], version=3),
+        r"layer 0 is absent \(length 0\) but has CRC 0x7",
+    ),
+    "v3 needs itself": (
+        _craft([(42, 1, 0, 0b1)], version=3),
+        r"layer 0 needs layers at or after itself \(mask 0x1\)",
+    ),
+    "v3 needs later": (
+        _craft([(56, 1, 0, 0), (57, 1, 0, 0b100)], version=3),
+        r"layer 1 needs layers at or after itself \(mask 0x4\)",
+    ),
 }
 
 
@@ -253,8 +273,11 @@ def test_layers_longer_than_the_blob_are_missing_not_an_error_until_layer0():
     assert container.decodable_points(cut, h) == [1, 2]
     inside0 = blob[: h.offsets[0] + 1]
     for check in (container.complete_layers, container.decodable_points):
-        with pytest.raises(VCMError, match=f"truncated inside layer 0: {len(inside0)} bytes, "
-                                           f"layer 0 ends at byte {h.prefix_end(1)}"):
+        with pytest.raises(
+            VCMError,
+            match=f"truncated inside layer 0: {len(inside0)} bytes, "
+            f"layer 0 ends at byte {h.prefix_end(1)}",
+        ):
             check(inside0, h)
 
 

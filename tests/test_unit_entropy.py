@@ -296,8 +296,9 @@ def test_laplace_scale_table_is_increasing_positive_and_read_only():
 
 def test_laplace_scale_clips_codes_to_the_table():
     table = laplace_scale(np.arange(256))
-    np.testing.assert_array_equal(laplace_scale(np.array([-5, -1, 0, 255, 256, 1000])),
-                                  table[[0, 0, 0, 255, 255, 255]])
+    np.testing.assert_array_equal(
+        laplace_scale(np.array([-5, -1, 0, 255, 256, 1000])), table[[0, 0, 0, 255, 255, 255]]
+    )
 
 
 @pytest.mark.parametrize("code", [0, 24, 40, 64, 100, 160, 255])

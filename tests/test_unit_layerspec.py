@@ -22,8 +22,9 @@ def test_parse_normalises_every_accepted_form():
     assert parse_layers([1, 5], choices=True) == (1, 5)  # a pair stays a range
 
 
-@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "two", (3, 1), (0, 2), (1, 2.0), [1, 2, 3],
-                                 {1, 2}, (), b"1"])
+@pytest.mark.parametrize(
+    "bad", [0, -1, True, 1.5, "two", (3, 1), (0, 2), (1, 2.0), [1, 2, 3], {1, 2}, (), b"1"]
+)
 def test_parse_refuses_with_the_option_name(bad):
     with pytest.raises(VCMError, match="vcm_layers"):
         parse_layers(bad, "vcm_layers")

@@ -77,10 +77,20 @@ def test_every_preset_is_a_valid_stream_layout(name):
 
 #: a changed value for every field that shapes a stream
 CHANGES = {
-    "preset_id": 99, "backend": "dct-other", "semantic_scale": 0.25, "coarse_entries": 7,
-    "fine_entries": 31, "content_classes": 3, "palette_step": 0.3, "index_penalty": 0.6,
-    "semantic_step": 2.0, "split_step": None, "refine_steps": (1.0,),
-    "texture_qualities": (30,), "deadzone": 0.3, "texture_coding": "photo",
+    "preset_id": 99,
+    "backend": "dct-other",
+    "semantic_scale": 0.25,
+    "coarse_entries": 7,
+    "fine_entries": 31,
+    "content_classes": 3,
+    "palette_step": 0.3,
+    "index_penalty": 0.6,
+    "semantic_step": 2.0,
+    "split_step": None,
+    "refine_steps": (1.0,),
+    "texture_qualities": (30,),
+    "deadzone": 0.3,
+    "texture_coding": "photo",
     "analytics_textures": ((40, 1.0),),
 }
 

@@ -32,9 +32,22 @@ def test_fetch_verifies_and_installs(server, tmp_path, shared_dir):
     for name in ("taef2_encoder.pth", "taef2_decoder.pth"):
         shutil.copy(shared_dir / "models" / name, root / name)
     dest = tmp_path / "cache"
-    result = subprocess.run([sys.executable, "-m", "vcm_plugin.cli", "weights", "fetch", "taef2",
-                             "--dest", str(dest), "--base-url", url], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vcm_plugin.cli",
+            "weights",
+            "fetch",
+            "taef2",
+            "--dest",
+            str(dest),
+            "--base-url",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     for wf in weights.REGISTRY["taef2"]:
         assert weights.sha256_of(dest / wf.name) == wf.sha256

@@ -64,8 +64,32 @@ HANG_S = 5.0  # an input slower than this is a hang (the issue's bound)
 KILL_S = 20  # libFuzzer / watchdog hard limit per input
 RSS_LIMIT_MB = 3072
 
-_INTERESTING = (0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 127, 128, 255, 256, 4095, 65535, 65536,
-                9460, 1 << 20, 1 << 24, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF)
+_INTERESTING = (
+    0,
+    1,
+    2,
+    3,
+    7,
+    8,
+    9,
+    15,
+    16,
+    17,
+    127,
+    128,
+    255,
+    256,
+    4095,
+    65535,
+    65536,
+    9460,
+    1 << 20,
+    1 << 24,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFFE,
+    0xFFFFFFFF,
+)
 
 
 class Reader:
@@ -77,7 +101,7 @@ class Reader:
         self.pos = 0
 
     def take(self, n: int) -> bytes:
-        out = self.data[self.pos:self.pos + max(n, 0)]
+        out = self.data[self.pos : self.pos + max(n, 0)]
         self.pos += len(out)
         return out
 
@@ -110,8 +134,9 @@ class Reader:
 class Harness:
     """Builds a stream from a fuzz input and runs every entry point on it, keeping counts."""
 
-    def __init__(self, out: Path | None, worker: int, runs: int = 0,
-                 seed_dir: Path = SEED_DIR) -> None:
+    def __init__(
+        self, out: Path | None, worker: int, runs: int = 0, seed_dir: Path = SEED_DIR
+    ) -> None:
         import torch
         from PIL import Image
 
@@ -131,8 +156,10 @@ class Harness:
             raise SystemExit(f"no seed streams in {seed_dir}: run tests/data/make_malformed.py")
         self.headers = [container.parse_header(s, 1 << 40) for s in self.seeds]
         #: latent channels of each seed preset's backend (what crafted layers code)
-        self.channels = {name: backends.create(name).channels
-                         for name in {PRESET_BY_ID[h.preset_id].backend for h in self.headers}}
+        self.channels = {
+            name: backends.create(name).channels
+            for name in {PRESET_BY_ID[h.preset_id].backend for h in self.headers}
+        }
         for blob in self.seeds:  # load weights and kernels now, not inside the first input
             self.codec.decode(blob)
         self._avif: dict[tuple, bytes] = {}
@@ -164,10 +191,14 @@ class Harness:
         return [self.container.layer_payload(blob, header, i) for i in range(header.num_layers)]
 
     def _pack(self, header: Any, layers: list[bytes], **kw: Any) -> bytes:
-        return self.container.pack(kw.get("backend", header.backend_id),
-                                   kw.get("preset", header.preset_id),
-                                   kw.get("width", header.width), kw.get("height", header.height),
-                                   kw.get("chash", header.config_hash), layers)
+        return self.container.pack(
+            kw.get("backend", header.backend_id),
+            kw.get("preset", header.preset_id),
+            kw.get("width", header.width),
+            kw.get("height", header.height),
+            kw.get("chash", header.config_hash),
+            layers,
+        )
 
     @staticmethod
     def _edit(payload: bytes, r: Reader) -> bytes:
@@ -183,14 +214,14 @@ class Harness:
             elif op == 2:
                 buf[at:at] = r.take(r.u8() % 17)
             elif op == 3:
-                del buf[at:at + 1 + r.u8() % 64]
+                del buf[at : at + 1 + r.u8() % 64]
             elif op == 4:
                 del buf[at:]
             elif op == 5:
                 buf += r.take(r.u8() % 65)
             elif op == 6 and buf:
                 n = 1 + r.u8() % 32
-                buf[at:at] = buf[at % len(buf):at % len(buf) + n]
+                buf[at:at] = buf[at % len(buf) : at % len(buf) + n]
             elif op == 7 and buf:
                 buf[at % len(buf)] = (0, 0xFF, 0x7F, 0x80)[r.u8() % 4]
         return bytes(buf)
@@ -230,9 +261,9 @@ class Harness:
                 pos = c.FIXED_HEADER.size + entry * (r.u8() % h.num_layers) + 4 * (r.u8() % 3)
                 old = struct.unpack_from("<I", head, pos)[0]
                 struct.pack_into("<I", head, pos, r.value(old, 32))
-        tail = blob[end + c.HEADER_CRC.size:]
+        tail = blob[end + c.HEADER_CRC.size :]
         if r.u8() % 8 == 0:  # leave the header CRC stale now and then
-            return bytes(head) + blob[end:end + c.HEADER_CRC.size] + tail
+            return bytes(head) + blob[end : end + c.HEADER_CRC.size] + tail
         return bytes(head) + c.HEADER_CRC.pack(zlib.crc32(bytes(head))) + tail
 
     def _payload_edit(self, r: Reader) -> bytes:
@@ -260,8 +291,7 @@ class Harness:
             w, hh = h.height, h.width
         else:
             w, hh = r.value(h.width, 32), r.value(h.height, 32)
-        return self._pack(h, self._layers(blob, h), width=w & 0xFFFFFFFF,
-                          height=hh & 0xFFFFFFFF)
+        return self._pack(h, self._layers(blob, h), width=w & 0xFFFFFFFF, height=hh & 0xFFFFFFFF)
 
     def _splice(self, r: Reader) -> bytes:
         blob, h = self._seed(r)
@@ -269,11 +299,13 @@ class Harness:
         other, oh = self._seed(r)
         olayers = self._layers(other, oh)
         mask = r.u16()
-        mixed = [olayers[i] if mask >> i & 1 and i < len(olayers) else p
-                 for i, p in enumerate(layers)]
+        mixed = [
+            olayers[i] if mask >> i & 1 and i < len(olayers) else p for i, p in enumerate(layers)
+        ]
         if r.u8() % 2:
-            return self._pack(h, mixed, backend=oh.backend_id, preset=oh.preset_id,
-                              chash=oh.config_hash)
+            return self._pack(
+                h, mixed, backend=oh.backend_id, preset=oh.preset_id, chash=oh.config_hash
+            )
         return self._pack(h, mixed)
 
     def _cut(self, r: Reader) -> bytes:
@@ -354,8 +386,9 @@ class Harness:
         w.uniform(k0 - 1, 256)
         codes = scales(channels)
         w.uniform(codes, 256)
-        w.laplace(symbols(k0 * channels),
-                  np.broadcast_to(2.0 ** ((codes - 64) / 8), (k0, channels)))
+        w.laplace(
+            symbols(k0 * channels), np.broadcast_to(2.0 ** ((codes - 64) / 8), (k0, channels))
+        )
         coarse = np.frombuffer(r.take(n).ljust(n, b"\0"), np.uint8).astype(np.int64) % k0
         if r.u8() % 2:
             coarse[:] = coarse[0]
@@ -363,22 +396,29 @@ class Harness:
         entry, channel = scales(k0), scales(channels)
         w.uniform(entry, 256)
         w.uniform(channel, 256)
-        w.laplace(symbols(n * channels), 2.0 ** ((entry[coarse][:, None] - 64) / 8)
-                  * 2.0 ** ((channel[None, :] - 64) / 8))
+        w.laplace(
+            symbols(n * channels),
+            2.0 ** ((entry[coarse][:, None] - 64) / 8) * 2.0 ** ((channel[None, :] - 64) / 8),
+        )
         layer0 = w.getvalue() + r.take(r.u8() % 8)
         w = LayerWriter()
         children = 1 + np.frombuffer(r.take(k0).ljust(k0, b"\0"), np.uint8).astype(np.int64) % (
-            256 if r.u8() % 4 == 0 else 6)
+            256 if r.u8() % 4 == 0 else 6
+        )
         w.uniform(children - 1, 256)
-        local = np.frombuffer(r.take(n).ljust(n, b"\0"), np.uint8).astype(np.int64) % \
-            children[coarse]
+        local = (
+            np.frombuffer(r.take(n).ljust(n, b"\0"), np.uint8).astype(np.int64) % children[coarse]
+        )
         IndexMapCoder(g.latent_shape).encode(w, local, children[coarse], coarse)
         total = int(children.sum())
         codes = scales(channels)
         w.uniform(codes, 256)
-        w.laplace(symbols(min(total * channels, 1 << 16)),
-                  np.broadcast_to(2.0 ** ((codes - 64) / 8), (total, channels))
-                  .ravel()[: min(total * channels, 1 << 16)])
+        w.laplace(
+            symbols(min(total * channels, 1 << 16)),
+            np.broadcast_to(2.0 ** ((codes - 64) / 8), (total, channels)).ravel()[
+                : min(total * channels, 1 << 16)
+            ],
+        )
         layer1 = w.getvalue() + r.take(r.u8() % 8)
         keep = r.u8() % (len(layers) + 1)
         rest = layers[2:keep] if keep > 2 else []
@@ -417,7 +457,8 @@ class Harness:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(self._data)
             path.with_suffix(".txt").write_text(
-                f"{key}\n{exc!r}\n\n" + "".join(traceback.format_exception(exc)))
+                f"{key}\n{exc!r}\n\n" + "".join(traceback.format_exception(exc))
+            )
             entry["example"] = str(path)
             entry["message"] = repr(exc)[:300]
             self.flush(force=True)
@@ -440,9 +481,11 @@ class Harness:
         if part is not None:
             again = hc.inspect(part)
             assert_true(again["num_layers"] == k == again["complete_layers"], "truncate")
-        layers: Any = (None, 1, r.u8() % 8, (1.0, "1", True, -1, 1 << 40, np.int64(2))[
-            r.u8() % 6])[sel & 3]
+        layers: Any = (None, 1, r.u8() % 8, (1.0, "1", True, -1, 1 << 40, np.int64(2))[r.u8() % 6])[
+            sel & 3
+        ]
         source: Any = (stream, bytearray(stream), memoryview(stream))[(sel >> 2) % 3]
+
         def decode() -> np.ndarray:
             out = c.decode(source, layers)
             assert_true(out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3, "dtype")
@@ -454,10 +497,13 @@ class Harness:
 
         self._call("decode", decode)
         if part is not None and sel >> 4 & 7 == 6:  # the cut stream is the first k layers
+
             def same() -> None:
                 a, b = self._outcome(c.decode, part), self._outcome(c.decode, stream, k)
-                assert_true(type(a) is type(b) and (isinstance(a, str) or np.array_equal(a, b)),
-                            "truncate changed the result")
+                assert_true(
+                    type(a) is type(b) and (isinstance(a, str) or np.array_equal(a, b)),
+                    "truncate changed the result",
+                )
 
             self._call("truncate-decode", same)
 
@@ -470,8 +516,9 @@ class Harness:
                 return im.size
 
         # OSError: a truncated stream at load(), as Pillow's own formats (and the plugin) do
-        self._call("pillow", pil, ok=(UnidentifiedImageError, Image.DecompressionBombError,
-                                      OSError))
+        self._call(
+            "pillow", pil, ok=(UnidentifiedImageError, Image.DecompressionBombError, OSError)
+        )
 
     def one(self, data: bytes) -> None:
         """libFuzzer's TestOneInput."""
@@ -512,8 +559,9 @@ class Harness:
 
     def flush(self, force: bool = False) -> None:
         now = time.perf_counter()
-        if self.out is None or (not force and now - self._last_flush < 0.5
-                                and self.inputs != self.runs):
+        if self.out is None or (
+            not force and now - self._last_flush < 0.5 and self.inputs != self.runs
+        ):
             return
         self._last_flush = now
         path = self.out / "workers" / f"w{self.worker}.json"
@@ -524,13 +572,20 @@ class Harness:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "inputs": self.inputs, "seconds": round(time.perf_counter() - self.t_start, 1),
-            "exceptions": dict(self.exceptions), "findings": self.findings,
-            "hangs_over_5s": self.hangs, "over_1s": self.over_1s,
-            "slowest_s": round(self.slowest[0], 3), "slowest_input": self.slowest[1],
+            "inputs": self.inputs,
+            "seconds": round(time.perf_counter() - self.t_start, 1),
+            "exceptions": dict(self.exceptions),
+            "findings": self.findings,
+            "hangs_over_5s": self.hangs,
+            "over_1s": self.over_1s,
+            "slowest_s": round(self.slowest[0], 3),
+            "slowest_input": self.slowest[1],
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "ok": dict(self.ok), "refused": dict(self.refused), "warnings": dict(self.warned),
-            "strategies": dict(self.strategies), "harness_errors": self.harness_errors,
+            "ok": dict(self.ok),
+            "refused": dict(self.refused),
+            "warnings": dict(self.warned),
+            "strategies": dict(self.strategies),
+            "harness_errors": self.harness_errors,
         }
 
 
@@ -586,7 +641,7 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
         elif op == 2:
             buf[at:at] = rng.randbytes(rng.randrange(1, 9))
         elif op == 3:
-            del buf[at:at + rng.randrange(1, 9)]
+            del buf[at : at + rng.randrange(1, 9)]
         elif op == 4 and len(buf) > 2:
             buf[rng.randrange(2)] = rng.randrange(256)  # strategy / selector bytes
         elif op == 5:
@@ -601,12 +656,20 @@ def worker_main(args: argparse.Namespace) -> None:
 
         with atheris.instrument_imports(include=["vcm_plugin"]):
             harness = Harness(out, args.worker, args.runs, args.seeds)
-        lf_args = [sys.argv[0], f"-runs={args.runs}", f"-seed={args.seed}",
-                   f"-timeout={KILL_S}", f"-rss_limit_mb={RSS_LIMIT_MB}",
-                   f"-max_total_time={max(int(args.max_time), 1)}", "-max_len=8192",
-                   "-print_final_stats=1", "-reload=30",
-                   f"-artifact_prefix={out / 'findings'}/w{args.worker}-",
-                   str(out / "corpus"), str(out / "initial")]
+        lf_args = [
+            sys.argv[0],
+            f"-runs={args.runs}",
+            f"-seed={args.seed}",
+            f"-timeout={KILL_S}",
+            f"-rss_limit_mb={RSS_LIMIT_MB}",
+            f"-max_total_time={max(int(args.max_time), 1)}",
+            "-max_len=8192",
+            "-print_final_stats=1",
+            "-reload=30",
+            f"-artifact_prefix={out / 'findings'}/w{args.worker}-",
+            str(out / "corpus"),
+            str(out / "initial"),
+        ]
         atheris.Setup(lf_args, harness.one)
         try:
             atheris.Fuzz()
@@ -660,13 +723,29 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     def start(runs: int) -> None:
         nonlocal next_id
         left = args.max_time - (time.monotonic() - t0)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(next_id),
-               "--out", str(out), "--runs", str(runs),
-               "--seed", str(args.seed * 1000 + next_id + 1),
-               "--max-time", str(int(left)), "--engine", engine, "--seeds", str(args.seeds)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            str(next_id),
+            "--out",
+            str(out),
+            "--runs",
+            str(runs),
+            "--seed",
+            str(args.seed * 1000 + next_id + 1),
+            "--max-time",
+            str(int(left)),
+            "--engine",
+            engine,
+            "--seeds",
+            str(args.seeds),
+        ]
         log = open(out / "workers" / f"w{next_id}.log", "wb")  # noqa: SIM115
-        procs[next_id] = (subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT),
-                          runs)
+        procs[next_id] = (
+            subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT),
+            runs,
+        )
         next_id += 1
 
     for _ in range(args.jobs):
@@ -683,28 +762,46 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             left = runs - stats["inputs"]
             tail = (out / "workers" / f"w{wid}.log").read_bytes()[-3000:].decode("utf8", "replace")
             if proc.returncode != 0 and left > 0:
-                kind = ("timeout" if "timeout" in tail.lower() else
-                        "rss" if "out-of-memory" in tail or "rss limit" in tail else "crash")
-                deaths.append({"worker": wid, "kind": kind, "returncode": proc.returncode,
-                               "log_tail": tail[-1200:]})
-                print(f"worker {wid} died ({kind}, rc {proc.returncode}); restarting",
-                      file=sys.stderr)
-            if left > 0 and time.monotonic() - t0 < args.max_time - 5 and \
-                    (proc.returncode != 0 or engine == "random") and len(deaths) < 50:
+                kind = (
+                    "timeout"
+                    if "timeout" in tail.lower()
+                    else "rss"
+                    if "out-of-memory" in tail or "rss limit" in tail
+                    else "crash"
+                )
+                deaths.append(
+                    {
+                        "worker": wid,
+                        "kind": kind,
+                        "returncode": proc.returncode,
+                        "log_tail": tail[-1200:],
+                    }
+                )
+                print(
+                    f"worker {wid} died ({kind}, rc {proc.returncode}); restarting", file=sys.stderr
+                )
+            if (
+                left > 0
+                and time.monotonic() - t0 < args.max_time - 5
+                and (proc.returncode != 0 or engine == "random")
+                and len(deaths) < 50
+            ):
                 start(left)
     return summarise(done, deaths, engine, time.monotonic() - t0, out)
 
 
-def summarise(done: list[dict[str, Any]], deaths: list[dict[str, Any]], engine: str,
-              seconds: float, out: Path) -> dict[str, Any]:
+def summarise(
+    done: list[dict[str, Any]], deaths: list[dict[str, Any]], engine: str, seconds: float, out: Path
+) -> dict[str, Any]:
     exceptions: Counter[str] = Counter()
     findings: dict[str, Any] = {}
     total = Counter()
     for s in done:
         exceptions.update(s.get("exceptions", {}))
         for key, f in s.get("findings", {}).items():
-            agg = findings.setdefault(key, {"count": 0, "example": f["example"],
-                                            "message": f["message"]})
+            agg = findings.setdefault(
+                key, {"count": 0, "example": f["example"], "message": f["message"]}
+            )
             agg["count"] += f["count"]
         for k in ("ok", "refused", "strategies", "warnings"):
             for name, n in s.get(k, {}).items():
@@ -737,8 +834,13 @@ def replay(path: Path, seed_dir: Path = SEED_DIR) -> None:
     data = path.read_bytes()
     t0 = time.perf_counter()
     harness.one(data)
-    print(json.dumps({"seconds": round(time.perf_counter() - t0, 3), **harness.stats()},
-                     indent=1, default=str))
+    print(
+        json.dumps(
+            {"seconds": round(time.perf_counter() - t0, 3), **harness.stats()},
+            indent=1,
+            default=str,
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -748,8 +850,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/fuzz", help="output folder")
     ap.add_argument("--max-time", type=float, default=4 * 3600.0, help="seconds, then stop")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--seeds", type=Path, default=SEED_DIR,
-                    help="folder of valid .vcm streams to start from (default: tests/data/seeds)")
+    ap.add_argument(
+        "--seeds",
+        type=Path,
+        default=SEED_DIR,
+        help="folder of valid .vcm streams to start from (default: tests/data/seeds)",
+    )
     ap.add_argument("--engine", choices=("auto", "atheris", "random"), default="auto")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--replay", type=Path, default=None, help="run one saved input")
@@ -764,8 +870,7 @@ def main(argv: list[str] | None = None) -> int:
     brief = {k: v for k, v in summary.items() if k not in ("counts", "findings")}
     brief["findings"] = {k: v["count"] for k, v in summary["findings"].items()}
     print(json.dumps(brief, indent=1))
-    return 1 if summary["findings"] or summary["hangs_over_5s"] or summary["worker_deaths"] \
-        else 0
+    return 1 if summary["findings"] or summary["hangs_over_5s"] or summary["worker_deaths"] else 0
 
 
 if __name__ == "__main__":

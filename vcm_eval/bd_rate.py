@@ -96,8 +96,10 @@ def bd_rate_note(
     rt, mt = pareto_front(test_rates, test_metrics, higher_is_better)
     for who, r in (("anchor", ra), ("test", rt)):
         if len(r) < 2:
-            return (f"{who} curve has {len(r)} Pareto point(s): its metric does not improve "
-                    "with rate, so no rate difference can be read off it")
+            return (
+                f"{who} curve has {len(r)} Pareto point(s): its metric does not improve "
+                "with rate, so no rate difference can be read off it"
+            )
     sa = ma if higher_is_better else -ma
     st = mt if higher_is_better else -mt
     if not min(sa.max(), st.max()) > max(sa.min(), st.min()):

@@ -81,8 +81,9 @@ def bench_vcm(preset: str, img: np.ndarray, repeats: int, device: str = "cpu") -
     return {
         "encode_s": median_seconds(lambda: codec.encode(img), repeats),
         "decode_layer0_s": median_seconds(lambda: codec.decode(blob, layers=1), repeats),
-        "decode_analytics_s": median_seconds(lambda: codec.decode(blob, layers="analytics"),
-                                             repeats),
+        "decode_analytics_s": median_seconds(
+            lambda: codec.decode(blob, layers="analytics"), repeats
+        ),
         "decode_all_s": median_seconds(lambda: codec.decode(blob), repeats),
         "layer0_bpp": len(codec.truncate(blob, 1)) * 8 / pixels,
         "all_bpp": len(blob) * 8 / pixels,
@@ -99,10 +100,10 @@ def bench_transform(preset: str, img: np.ndarray, repeats: int) -> dict:
     cache = StreamCache()
     vcm_roundtrip(img, layers=1, preset=preset, cache=cache)
     return {
-        "no_cache_s": median_seconds(lambda: vcm_roundtrip(img, layers=1, preset=preset),
-                                     repeats),
-        "cached_s": median_seconds(lambda: vcm_roundtrip(img, layers=1, preset=preset,
-                                                         cache=cache), repeats),
+        "no_cache_s": median_seconds(lambda: vcm_roundtrip(img, layers=1, preset=preset), repeats),
+        "cached_s": median_seconds(
+            lambda: vcm_roundtrip(img, layers=1, preset=preset, cache=cache), repeats
+        ),
     }
 
 
@@ -120,8 +121,9 @@ def bench_baselines(img: np.ndarray, repeats: int) -> dict:
     return out
 
 
-def bench_throughput(preset: str, size: tuple[int, int], batch: int, repeats: int,
-                     device: str) -> dict:
+def bench_throughput(
+    preset: str, size: tuple[int, int], batch: int, repeats: int, device: str
+) -> dict:
     """images/s of batched encode and layer-0 decode on ``device`` (median of ``repeats``)."""
     codec = Codec.from_preset(preset, device=device)
     images = photos(size, batch)
@@ -133,39 +135,58 @@ def bench_throughput(preset: str, size: tuple[int, int], batch: int, repeats: in
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             return out
+
         return call
 
     encode_s = median_seconds(synced(lambda: codec.encode_batch(images)), repeats)
     decode_s = median_seconds(synced(lambda: codec.decode_batch(blobs, layers=1)), repeats)
-    return {"batch": batch, "encode_s": encode_s, "decode_layer0_s": decode_s,
-            "encode_images_per_s": batch / encode_s,
-            "decode_layer0_images_per_s": batch / decode_s}
+    return {
+        "batch": batch,
+        "encode_s": encode_s,
+        "decode_layer0_s": decode_s,
+        "encode_images_per_s": batch / encode_s,
+        "decode_layer0_images_per_s": batch / decode_s,
+    }
 
 
-def run_device(presets: list[str], repeats: int, threads: int, device: str,
-               batches: list[int]) -> dict:
+def run_device(
+    presets: list[str], repeats: int, threads: int, device: str, batches: list[int]
+) -> dict:
     torch.set_num_threads(threads)
-    report = {"device": device, "torch_threads": torch.get_num_threads(), "repeats": repeats,
-              "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-              "cpu": cpu_name(), "throughput": []}
+    report = {
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu": cpu_name(),
+        "throughput": [],
+    }
     for name, size in SIZES.items():
         for preset in presets:
             for batch in batches:
                 row = bench_throughput(preset, size, batch, repeats, device)
                 report["throughput"].append({"size": name, "preset": preset, **row})
-                print(f"{name} {preset} batch {batch}: encode "
-                      f"{row['encode_images_per_s']:.1f} img/s, layer-0 decode "
-                      f"{row['decode_layer0_images_per_s']:.1f} img/s", flush=True)
+                print(
+                    f"{name} {preset} batch {batch}: encode "
+                    f"{row['encode_images_per_s']:.1f} img/s, layer-0 decode "
+                    f"{row['decode_layer0_images_per_s']:.1f} img/s",
+                    flush=True,
+                )
     return report
 
 
 def throughput_table(report: dict) -> str:
-    lines = [f"device: {report['device']} ({report['gpu'] or report['cpu']})", "",
-             "| size | preset | batch | encode images/s | layer-0 decode images/s |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"device: {report['device']} ({report['gpu'] or report['cpu']})",
+        "",
+        "| size | preset | batch | encode images/s | layer-0 decode images/s |",
+        "|---|---|---|---|---|",
+    ]
     for r in report["throughput"]:
-        lines.append(f"| {r['size']} | {r['preset']} | {r['batch']} | "
-                     f"{r['encode_images_per_s']:.1f} | {r['decode_layer0_images_per_s']:.1f} |")
+        lines.append(
+            f"| {r['size']} | {r['preset']} | {r['batch']} | "
+            f"{r['encode_images_per_s']:.1f} | {r['decode_layer0_images_per_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -182,8 +203,13 @@ def cpu_name() -> str:
 
 def run(presets: list[str], repeats: int, threads: int) -> dict:
     torch.set_num_threads(threads)
-    report = {"torch_threads": torch.get_num_threads(), "repeats": repeats,
-              "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "sizes": {}}
+    report = {
+        "torch_threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "cpu": cpu_name(),
+        "cores": len(os.sched_getaffinity(0)),
+        "sizes": {},
+    }
     for name, size in SIZES.items():
         img = photo(size)
         entry = {"baselines": bench_baselines(img, repeats), "presets": {}}
@@ -202,10 +228,12 @@ def run(presets: list[str], repeats: int, threads: int) -> dict:
 
 
 def table(report: dict) -> str:
-    lines = ["| size | preset | encode s | layer-0 decode s | analytics-point decode s | "
-             "all-layer decode s | encode / AVIF enc | layer-0 dec / AVIF enc | "
-             "transform s (no cache / cached) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| size | preset | encode s | layer-0 decode s | analytics-point decode s | "
+        "all-layer decode s | encode / AVIF enc | layer-0 dec / AVIF enc | "
+        "transform s (no cache / cached) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for size, entry in report["sizes"].items():
         for preset, r in entry["presets"].items():
             t = r["transform"]
@@ -214,10 +242,13 @@ def table(report: dict) -> str:
                 f"{r['decode_analytics_s']:.3f} | "
                 f"{r['decode_all_s']:.3f} | {r['encode_over_avif_encode']:.2f} | "
                 f"{r['decode_layer0_over_avif_encode']:.2f} | "
-                f"{t['no_cache_s']:.3f} / {t['cached_s']:.3f} |")
+                f"{t['no_cache_s']:.3f} / {t['cached_s']:.3f} |"
+            )
         for name, b in entry["baselines"].items():
-            lines.append(f"| {size} | {name} q{b['quality']} | {b['encode_s']:.3f} | "
-                         f"{b['decode_s']:.3f} | | | | | |")
+            lines.append(
+                f"| {size} | {name} q{b['quality']} | {b['encode_s']:.3f} | "
+                f"{b['decode_s']:.3f} | | | | | |"
+            )
     return "\n".join(lines)
 
 
@@ -227,8 +258,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--presets", default="tae,fast")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu",
-                        help="cpu: latency table against the baselines; cuda: throughput")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu: latency table against the baselines; cuda: throughput"
+    )
     parser.add_argument("--batches", default="1,32", help="batch sizes for --device cuda")
     args = parser.parse_args(argv)
     presets = args.presets.split(",")

@@ -110,11 +110,16 @@ def read_detection(data: Path, limit: int | None = None) -> tuple[list[Item], li
                 if len(parts) < 5:
                     raise VCMError(f"bad label line in {lbl}: {line!r}")
                 c, cx, cy, bw, bh = int(parts[0]), *map(float, parts[1:5])
-                boxes.append([(cx - bw / 2) * w, (cy - bh / 2) * h,
-                              (cx + bw / 2) * w, (cy + bh / 2) * h])
+                boxes.append(
+                    [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
+                )
                 cls.append(c)
-        gt = {"boxes": np.asarray(boxes, dtype=float).reshape(-1, 4),
-              "cls": np.asarray(cls, dtype=int), "width": w, "height": h}
+        gt = {
+            "boxes": np.asarray(boxes, dtype=float).reshape(-1, 4),
+            "cls": np.asarray(cls, dtype=int),
+            "width": w,
+            "height": h,
+        }
         items.append(Item(p.stem, p, gt))
     return _limit(items, limit, data), names
 
@@ -133,9 +138,29 @@ def read_segmentation(data: Path, limit: int | None = None) -> tuple[list[Item],
         if "classes" not in classes:
             raise VCMError(f"{cj}: expected keys 'classes' and 'ignore_index'")
     else:
-        names = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
-                 "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
-                 "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
+        names = [
+            "background",
+            "aeroplane",
+            "bicycle",
+            "bird",
+            "boat",
+            "bottle",
+            "bus",
+            "car",
+            "cat",
+            "chair",
+            "cow",
+            "diningtable",
+            "dog",
+            "horse",
+            "motorbike",
+            "person",
+            "pottedplant",
+            "sheep",
+            "sofa",
+            "train",
+            "tvmonitor",
+        ]
         classes = {"ignore_index": 255, "classes": {n: i for i, n in enumerate(names)}}
     classes.setdefault("ignore_index", 255)
     split = data / "ImageSets" / "Segmentation" / "val.txt"
@@ -186,6 +211,8 @@ def read_landmarks(data: Path, limit: int | None = None) -> list[Item]:
             continue
         items.append(Item(p.stem, p, {"landmarks": pts}))
     if not items:
-        raise VCMError(f"landmark data {data}: no image with 68-point ground truth "
-                       "(expected images/ + pts/*.pts or landmarks.json)")
+        raise VCMError(
+            f"landmark data {data}: no image with 68-point ground truth "
+            "(expected images/ + pts/*.pts or landmarks.json)"
+        )
     return _limit(items, limit, data)

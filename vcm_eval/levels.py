@@ -18,8 +18,15 @@ from typing import Any
 
 from vcm_eval.bd_rate import bd_rate, bd_rate_note, pareto_front
 
-__all__ = ["LEVELS", "MetricReport", "analyse_metric", "level_key", "level_target",
-           "rate_at_level", "rate_ratio"]
+__all__ = [
+    "LEVELS",
+    "MetricReport",
+    "analyse_metric",
+    "level_key",
+    "level_target",
+    "rate_at_level",
+    "rate_ratio",
+]
 
 LEVELS = (0.8, 0.9, 0.95)
 
@@ -34,8 +41,9 @@ def level_target(m0: float, level: float, higher_is_better: bool = True) -> floa
     return level * m0 if higher_is_better else m0 / level
 
 
-def rate_at_level(rates: Sequence[float], metrics: Sequence[float], target: float,
-                  higher_is_better: bool = True) -> float | None:
+def rate_at_level(
+    rates: Sequence[float], metrics: Sequence[float], target: float, higher_is_better: bool = True
+) -> float | None:
     """The first rate at which a curve reaches ``target``; ``None`` if it never does.
 
     The curve is reduced to its Pareto front (the running-best envelope, as for the BD-rate);
@@ -85,9 +93,14 @@ def _xy(points: list[dict[str, Any]], key: str) -> tuple[list[float], list[float
     return [p["bpp"] for p in points], [p[key] for p in points]
 
 
-def analyse_metric(curves: dict[str, list[dict[str, Any]]], metric: str, key: str,
-                   higher_is_better: bool, original: float,
-                   levels_note: str | None = None) -> MetricReport:
+def analyse_metric(
+    curves: dict[str, list[dict[str, Any]]],
+    metric: str,
+    key: str,
+    higher_is_better: bool,
+    original: float,
+    levels_note: str | None = None,
+) -> MetricReport:
     """BD-rate of vcm vs each baseline and every codec's rate at each level, for the metric
     stored under ``key`` in the curves' points (``"metric"`` for the primary one).
     ``levels_note``: the metric has no relative levels, and why."""
@@ -107,11 +120,13 @@ def analyse_metric(curves: dict[str, list[dict[str, Any]]], metric: str, key: st
     rep.targets = {level_key(lv): level_target(original, lv, higher_is_better) for lv in LEVELS}
     for name, pts in curves.items():
         rep.rate_at_accuracy[name] = {
-            k: rate_at_level(*_xy(pts, key), t, higher_is_better) for k, t in rep.targets.items()}
+            k: rate_at_level(*_xy(pts, key), t, higher_is_better) for k, t in rep.targets.items()
+        }
     if vcm is not None:
         mine = rep.rate_at_accuracy["vcm"]
         for name in curves:
             if name != "vcm":
-                rep.rate_ratio_vs[name] = {k: rate_ratio(mine[k], rep.rate_at_accuracy[name][k])
-                                           for k in rep.targets}
+                rep.rate_ratio_vs[name] = {
+                    k: rate_ratio(mine[k], rep.rate_at_accuracy[name][k]) for k in rep.targets
+                }
     return rep

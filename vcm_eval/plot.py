@@ -8,8 +8,13 @@ from typing import Any
 
 __all__ = ["plot_summary"]
 
-_STYLE = {"vcm": ("C3", "o", 2.4), "jpeg": ("C0", "s", 1.4), "webp": ("C2", "^", 1.4),
-          "avif": ("C1", "D", 1.4), "jxl": ("C4", "v", 1.4)}
+_STYLE = {
+    "vcm": ("C3", "o", 2.4),
+    "jpeg": ("C0", "s", 1.4),
+    "webp": ("C2", "^", 1.4),
+    "avif": ("C1", "D", 1.4),
+    "jxl": ("C4", "v", 1.4),
+}
 
 
 def plot_summary(summary: dict[str, Any], path: Path, metric: str | None = None) -> None:
@@ -38,26 +43,48 @@ def plot_summary(summary: dict[str, Any], path: Path, metric: str | None = None)
             label += f"  (vcm BD-rate {bd[name]:+.1f} %"
             r = ratios.get(name, {}).get(top) if top else None
             label += f", bpp x{r:.2f} at {float(top):.0%})" if r is not None else ")"
-        ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], marker=marker, color=color,
-                lw=lw, ms=5, label=label)
+        ax.plot(
+            [p["bpp"] for p in pts],
+            [p[key] for p in pts],
+            marker=marker,
+            color=color,
+            lw=lw,
+            ms=5,
+            label=label,
+        )
         if name == "vcm":
             for p in pts:
-                ax.annotate(p["setting"].replace("layers=", "L"), (p["bpp"], p[key]),
-                            textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+                ax.annotate(
+                    p["setting"].replace("layers=", "L"),
+                    (p["bpp"], p[key]),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                    color=color,
+                )
     ref = rep.get("original", summary.get("original", {}).get("metric"))
     if ref is not None and summary["task"] != "quality":
         ax.axhline(ref, color="0.3", ls="-", lw=0.8, label=f"uncompressed ({ref:.3g})")
     for level, target in rep.get("targets", {}).items():
         ax.axhline(target, color="0.45", ls="--", lw=0.9)
-        ax.annotate(f"{float(level):.0%} ({target:.3g})", (0, target), xycoords=("axes fraction",
-                    "data"), xytext=(3, 2), textcoords="offset points", fontsize=7, color="0.3")
+        ax.annotate(
+            f"{float(level):.0%} ({target:.3g})",
+            (0, target),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 2),
+            textcoords="offset points",
+            fontsize=7,
+            color="0.3",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("bits per pixel (log scale)")
     higher = rep.get("higher_is_better", summary["higher_is_better"])
     ax.set_ylabel(f"{name_of} ({'higher' if higher else 'lower'} is better)")
-    ax.set_title(f"{summary['task']}: {name_of} vs rate — "
-                 f"{Path(summary.get('data', '')).name} ({summary.get('num_images', '?')} images)",
-                 fontsize=10)
+    ax.set_title(
+        f"{summary['task']}: {name_of} vs rate — "
+        f"{Path(summary.get('data', '')).name} ({summary.get('num_images', '?')} images)",
+        fontsize=10,
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

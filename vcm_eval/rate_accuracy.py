@@ -49,15 +49,19 @@ from vcm_plugin.ray_engine import check_engine
 
 __all__ = ["RunConfig", "choose_settings", "main", "run"]
 
-BD_METHOD = ("Bjontegaard delta rate of vcm vs each baseline (negative = vcm needs fewer bits): "
-             "Pareto front of each curve, PCHIP of log10(bpp) over the metric, exact integral "
-             "over the overlapping metric range (vcm_eval/bd_rate.py)")
+BD_METHOD = (
+    "Bjontegaard delta rate of vcm vs each baseline (negative = vcm needs fewer bits): "
+    "Pareto front of each curve, PCHIP of log10(bpp) over the metric, exact integral "
+    "over the overlapping metric range (vcm_eval/bd_rate.py)"
+)
 NO_VCM_HI_BPP = 1.5  # upper bpp target for the baselines when vcm is not evaluated
-LEVELS_METHOD = ("rate at fixed accuracy: first bpp at which a curve's Pareto front reaches "
-                 "L x the uncompressed metric (lower-is-better: metric <= uncompressed / L), "
-                 "log(bpp) interpolated linearly in the metric between the two front points "
-                 "around it; null when never reached (vcm_eval/levels.py); rate_ratio_vs = vcm bpp "
-                 "/ baseline bpp")
+LEVELS_METHOD = (
+    "rate at fixed accuracy: first bpp at which a curve's Pareto front reaches "
+    "L x the uncompressed metric (lower-is-better: metric <= uncompressed / L), "
+    "log(bpp) interpolated linearly in the metric between the two front points "
+    "around it; null when never reached (vcm_eval/levels.py); rate_ratio_vs = vcm bpp "
+    "/ baseline bpp"
+)
 
 
 @dataclass
@@ -87,14 +91,24 @@ class RunConfig:
     command: str = ""  #: how the run was started, recorded in summary.json
 
     def task_options(self) -> dict[str, Any]:
-        return {"model": self.model, "mmseg_config": self.mmseg_config,
-                "mmseg_checkpoint": self.mmseg_checkpoint,
-                "landmark_model": self.landmark_model, "metric": self.metric}
+        return {
+            "model": self.model,
+            "mmseg_config": self.mmseg_config,
+            "mmseg_checkpoint": self.mmseg_checkpoint,
+            "landmark_model": self.landmark_model,
+            "metric": self.metric,
+        }
 
 
 # --------------------------------------------------------------------------- settings choice
-def choose_settings(candidates: Sequence[int], cand_bpp: Sequence[float], lo: float, hi: float,
-                    n: int = 8, minimum: int = 6) -> list[int]:
+def choose_settings(
+    candidates: Sequence[int],
+    cand_bpp: Sequence[float],
+    lo: float,
+    hi: float,
+    n: int = 8,
+    minimum: int = 6,
+) -> list[int]:
     """Pick ≈``n`` (≥ ``minimum`` when the grid allows) qualities spanning bpp ``[lo, hi]``.
 
     The lowest quality is always kept (baselines are extended downwards to their floor);
@@ -124,8 +138,13 @@ def _probe_indices(n_items: int, k: int = 4) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n_items - 1, min(k, n_items))})
 
 
-def plan_settings(codecs: list[EvalCodec], items: list[Item], overrides: dict[str, list[int]],
-                  num_settings: int, quiet: bool = False) -> dict[str, Any]:
+def plan_settings(
+    codecs: list[EvalCodec],
+    items: list[Item],
+    overrides: dict[str, list[int]],
+    num_settings: int,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Set ``codec.settings`` for every baseline; returns what the probe measured."""
     probe = [load_rgb(items[i].path) for i in _probe_indices(len(items))]
     pixels = sum(im.shape[0] * im.shape[1] for im in probe)
@@ -156,8 +175,9 @@ def plan_settings(codecs: list[EvalCodec], items: list[Item], overrides: dict[st
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(task_name: str, options: dict[str, Any], codec_specs: list[tuple],
-                 threads: int | None) -> None:
+def _init_worker(
+    task_name: str, options: dict[str, Any], codec_specs: list[tuple], threads: int | None
+) -> None:
     """Build the task model and codecs once per process (a process that is handed other
     codecs, as a Ray worker is, keeps its task model and builds only the codecs)."""
     task_key = repr((task_name, sorted(options.items()), threads))
@@ -193,26 +213,38 @@ def _process_item(item: Item, score_original: bool = True) -> dict[str, Any]:
     task: Task = _STATE["task"]
     img = load_rgb(item.path)
     pixels = int(img.shape[0] * img.shape[1])
-    out: dict[str, Any] = {"id": item.id, "width": int(img.shape[1]),
-                           "height": int(img.shape[0]), "pixels": pixels,
-                           "original": {"bytes": item.path.stat().st_size,
-                                        "result": task.score(item, img) if score_original
-                                        else None},
-                           "points": {}}
+    out: dict[str, Any] = {
+        "id": item.id,
+        "width": int(img.shape[1]),
+        "height": int(img.shape[0]),
+        "pixels": pixels,
+        "original": {
+            "bytes": item.path.stat().st_size,
+            "result": task.score(item, img) if score_original else None,
+        },
+        "points": {},
+    }
     for c in _STATE["codecs"]:
         pts = []
         for p in c.points(img):
             if p.image.shape != img.shape:
-                raise VCMError(f"{c.name} {p.setting}: decoded shape {p.image.shape} != "
-                               f"original {img.shape} for {item.id}")
+                raise VCMError(
+                    f"{c.name} {p.setting}: decoded shape {p.image.shape} != "
+                    f"original {img.shape} for {item.id}"
+                )
             pts.append((p.setting, p.nbytes, task.score(item, p.image)))
         out["points"][c.name] = pts
     return out
 
 
 # --------------------------------------------------------------------------- aggregation
-def _curve(task: Task, items: list[Item], recs: list[dict[str, Any]], codec: str,
-           rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _curve(
+    task: Task,
+    items: list[Item],
+    recs: list[dict[str, Any]],
+    codec: str,
+    rows: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
     per_image = [r["points"][codec] for r in recs]
     n = max(len(p) for p in per_image)
     labels = next(p for p in per_image if len(p) == n)
@@ -222,8 +254,12 @@ def _curve(task: Task, items: list[Item], recs: list[dict[str, Any]], codec: str
         chosen = [p[min(k, len(p) - 1)] for p in per_image]  # short vcm streams: full stream
         nbytes = sum(c[1] for c in chosen)
         metrics = task.aggregate(items, [c[2] for c in chosen])
-        point = {"setting": labels[k][0], "bpp": nbytes * 8 / total_px,
-                 "metric": float(metrics[task.metric]), "bytes": int(nbytes)}
+        point = {
+            "setting": labels[k][0],
+            "bpp": nbytes * 8 / total_px,
+            "metric": float(metrics[task.metric]),
+            "bytes": int(nbytes),
+        }
         point.update({key: float(v) for key, v in metrics.items() if key != task.metric})
         curve.append(point)
         for r, c in zip(recs, chosen, strict=True):
@@ -231,29 +267,50 @@ def _curve(task: Task, items: list[Item], recs: list[dict[str, Any]], codec: str
     return curve
 
 
-def _row(task: Task, codec: str, setting: str, rec: dict[str, Any], nbytes: int,
-         result: dict[str, Any]) -> dict[str, Any]:
-    row = {"task": task.name, "codec": codec, "setting": setting, "image": rec["id"],
-           "width": rec["width"], "height": rec["height"], "bytes": nbytes,
-           "bpp": nbytes * 8 / rec["pixels"]}
+def _row(
+    task: Task, codec: str, setting: str, rec: dict[str, Any], nbytes: int, result: dict[str, Any]
+) -> dict[str, Any]:
+    row = {
+        "task": task.name,
+        "codec": codec,
+        "setting": setting,
+        "image": rec["id"],
+        "width": rec["width"],
+        "height": rec["height"],
+        "bytes": nbytes,
+        "bpp": nbytes * 8 / rec["pixels"],
+    }
     row.update({k: v for k, v in result.items() if not k.startswith("_")})
     return row
 
 
-def _analyses(task: Task, curves: dict[str, list[dict[str, Any]]],
-              orig: dict[str, float]) -> dict[str, MetricReport]:
+def _analyses(
+    task: Task, curves: dict[str, list[dict[str, Any]]], orig: dict[str, float]
+) -> dict[str, MetricReport]:
     """The primary metric's analysis (key ``metric`` in the points), then every secondary
     metric's (its own key), each with BD-rates and rates at the accuracy levels."""
-    out = {task.metric: analyse_metric(curves, task.metric, "metric", task.higher_is_better,
-                                       orig[task.metric], task.levels_note(task.metric))}
+    out = {
+        task.metric: analyse_metric(
+            curves,
+            task.metric,
+            "metric",
+            task.higher_is_better,
+            orig[task.metric],
+            task.levels_note(task.metric),
+        )
+    }
     for name, higher in task.secondary_metrics().items():
-        out[name] = analyse_metric(curves, name, name, higher, orig[name],
-                                   task.levels_note(name))
+        out[name] = analyse_metric(curves, name, name, higher, orig[name], task.levels_note(name))
     return out
 
 
-def _extend_to_top_level(task: Task, codecs: list[EvalCodec], items: list[Item],
-                         recs: list[dict[str, Any]], cfg: RunConfig) -> dict[str, list[int]]:
+def _extend_to_top_level(
+    task: Task,
+    codecs: list[EvalCodec],
+    items: list[Item],
+    recs: list[dict[str, Any]],
+    cfg: RunConfig,
+) -> dict[str, list[int]]:
     """Add the next higher grid quality to every baseline whose curve does not reach the top
     accuracy level (95 % of the uncompressed primary metric), round after round, so that every
     baseline's rate at that level is measured, not missing for want of a setting."""
@@ -265,19 +322,30 @@ def _extend_to_top_level(task: Task, codecs: list[EvalCodec], items: list[Item],
     def meets(m: float) -> bool:
         return m >= target if task.higher_is_better else m <= target
 
-    pending = [c for c in codecs if isinstance(c, BaselineCodec)
-               and not any(meets(p["metric"]) for p in _curve(task, items, recs, c.name, []))]
+    pending = [
+        c
+        for c in codecs
+        if isinstance(c, BaselineCodec)
+        and not any(meets(p["metric"]) for p in _curve(task, items, recs, c.name, []))
+    ]
     added: dict[str, list[int]] = {}
     while True:
-        todo = [(c, next(q for q in c.candidates if q > max(c.settings))) for c in pending
-                if max(c.candidates) > max(c.settings)]
+        todo = [
+            (c, next(q for q in c.candidates if q > max(c.settings)))
+            for c in pending
+            if max(c.candidates) > max(c.settings)
+        ]
         if not todo:
             return added
         if not cfg.quiet:
-            print("[settings] below the top accuracy level; adding " + ", ".join(
-                f"{c.name} q={q}" for c, q in todo), file=sys.stderr)
-        new = _score_items(cfg, task, [(c.name, cfg.preset, [q]) for c, q in todo], items,
-                           score_original=False)
+            print(
+                "[settings] below the top accuracy level; adding "
+                + ", ".join(f"{c.name} q={q}" for c, q in todo),
+                file=sys.stderr,
+            )
+        new = _score_items(
+            cfg, task, [(c.name, cfg.preset, [q]) for c, q in todo], items, score_original=False
+        )
         pending = []
         for c, q in todo:
             c.settings.append(q)
@@ -289,15 +357,26 @@ def _extend_to_top_level(task: Task, codecs: list[EvalCodec], items: list[Item],
                 pending.append(c)
 
 
-def _score_items(cfg: RunConfig, task: Task, specs: list[tuple], items: list[Item],
-                 score_original: bool = True) -> list[dict[str, Any]]:
+def _score_items(
+    cfg: RunConfig, task: Task, specs: list[tuple], items: list[Item], score_original: bool = True
+) -> list[dict[str, Any]]:
     """Run the per-image worker over the set with the chosen engine."""
     if cfg.engine == "ray":
-        return _run_items_ray(cfg.task, task.options, specs, items, cfg.workers,
-                              cfg.threads, cfg.quiet, cfg.ray_address, score_original)
+        return _run_items_ray(
+            cfg.task,
+            task.options,
+            specs,
+            items,
+            cfg.workers,
+            cfg.threads,
+            cfg.quiet,
+            cfg.ray_address,
+            score_original,
+        )
     workers = max(1, min(cfg.workers, len(items)))
-    return _run_items(cfg.task, task.options, specs, items, workers, cfg.threads, cfg.quiet,
-                      score_original)
+    return _run_items(
+        cfg.task, task.options, specs, items, workers, cfg.threads, cfg.quiet, score_original
+    )
 
 
 # --------------------------------------------------------------------------- driver
@@ -307,13 +386,21 @@ def code_version() -> str:
     import subprocess
 
     try:
-        r = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
-                           cwd=Path(__file__).resolve().parents[1], capture_output=True,
-                           text=True, timeout=10)
+        r = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         version = r.stdout.strip() or "unknown"
-        d = subprocess.run(["git", "status", "--porcelain", "--", "vcm_plugin"],
-                           cwd=Path(__file__).resolve().parents[1], capture_output=True,
-                           text=True, timeout=10)
+        d = subprocess.run(
+            ["git", "status", "--porcelain", "--", "vcm_plugin"],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return version + (" (vcm_plugin/ has uncommitted changes)" if d.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -337,8 +424,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         raise VCMError(f"limit must be >= 1, got {cfg.limit}")
     for name in cfg.qualities:
         if name not in BASELINES:
-            raise VCMError(f"fixed qualities for {name!r}, which is not a baseline; "
-                           f"baselines: {', '.join(BASELINES)}")
+            raise VCMError(
+                f"fixed qualities for {name!r}, which is not a baseline; "
+                f"baselines: {', '.join(BASELINES)}"
+            )
     task = make_task(cfg.task, cfg.task_options())
     items = task.items(data, cfg.limit)
     codecs = [make_codec(n, cfg.preset, task.vcm_points) for n in names]
@@ -356,23 +445,34 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     reports = _analyses(task, curves, orig)
     primary = reports[task.metric]
     for r in recs:
-        rows.append(_row(task, "original", "-", r, r["original"]["bytes"],
-                         r["original"]["result"]))
+        rows.append(_row(task, "original", "-", r, r["original"]["bytes"], r["original"]["result"]))
     total_px = sum(r["pixels"] for r in recs)
     summary = {
-        "task": task.name, "metric": task.metric, "higher_is_better": task.higher_is_better,
-        "curves": curves, "bd_rate_vs": primary.bd_rate_vs,
+        "task": task.name,
+        "metric": task.metric,
+        "higher_is_better": task.higher_is_better,
+        "curves": curves,
+        "bd_rate_vs": primary.bd_rate_vs,
         "bd_rate_notes": primary.bd_rate_notes,
-        "accuracy_levels": list(LEVELS), "accuracy_targets": primary.targets,
-        "rate_at_accuracy": primary.rate_at_accuracy, "rate_ratio_vs": primary.rate_ratio_vs,
+        "accuracy_levels": list(LEVELS),
+        "accuracy_targets": primary.targets,
+        "rate_at_accuracy": primary.rate_at_accuracy,
+        "rate_ratio_vs": primary.rate_ratio_vs,
         "levels_note": primary.levels_note,
         "by_metric": {name: asdict(r) for name, r in reports.items()},
-        "original": {"metric": float(orig[task.metric]),
-                     "bpp": sum(r["original"]["bytes"] for r in recs) * 8 / total_px,
-                     **{k: float(v) for k, v in orig.items() if k != task.metric}},
-        "data": str(data.resolve()), "num_images": len(items), "pixels": total_px,
-        "preset": cfg.preset, "model": task.describe(), "settings_probe": plan,
-        "bd_rate_method": BD_METHOD, "levels_method": LEVELS_METHOD,
+        "original": {
+            "metric": float(orig[task.metric]),
+            "bpp": sum(r["original"]["bytes"] for r in recs) * 8 / total_px,
+            **{k: float(v) for k, v in orig.items() if k != task.metric},
+        },
+        "data": str(data.resolve()),
+        "num_images": len(items),
+        "pixels": total_px,
+        "preset": cfg.preset,
+        "model": task.describe(),
+        "settings_probe": plan,
+        "bd_rate_method": BD_METHOD,
+        "levels_method": LEVELS_METHOD,
         "code_version": version,
         "command": cfg.command,
         "seconds": round(time.time() - t0, 1),
@@ -397,9 +497,16 @@ def _slug(metric: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", metric.lower()).strip("-")
 
 
-def _run_items(task_name: str, options: dict[str, Any], specs: list[tuple], items: list[Item],
-               workers: int, threads: int, quiet: bool,
-               score_original: bool = True) -> list[dict[str, Any]]:
+def _run_items(
+    task_name: str,
+    options: dict[str, Any],
+    specs: list[tuple],
+    items: list[Item],
+    workers: int,
+    threads: int,
+    quiet: bool,
+    score_original: bool = True,
+) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
     bar = tqdm(total=len(items), desc="images", unit="img", disable=quiet, file=sys.stderr)
@@ -413,8 +520,12 @@ def _run_items(task_name: str, options: dict[str, Any], specs: list[tuple], item
                 bar.update()
             return recs
         ctx = mp.get_context("spawn")  # torch/OpenMP state does not survive fork safely
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(task_name, options, specs, threads)) as ex:
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(task_name, options, specs, threads),
+        ) as ex:
             recs = []
             for r in ex.map(work, items, chunksize=1):
                 recs.append(r)
@@ -424,17 +535,31 @@ def _run_items(task_name: str, options: dict[str, Any], specs: list[tuple], item
         bar.close()
 
 
-def _ray_item(task_name: str, options: dict[str, Any], specs: list[tuple], threads: int,
-              item: Item, score_original: bool) -> dict[str, Any]:
+def _ray_item(
+    task_name: str,
+    options: dict[str, Any],
+    specs: list[tuple],
+    threads: int,
+    item: Item,
+    score_original: bool,
+) -> dict[str, Any]:
     """One Ray task: the pool's worker function on one (image, codec) pair, or on the
     original image alone (``specs`` empty)."""
     _init_worker(task_name, options, specs, threads)
     return _process_item(item, score_original)
 
 
-def _run_items_ray(task_name: str, options: dict[str, Any], specs: list[tuple],
-                   items: list[Item], workers: int, threads: int, quiet: bool,
-                   address: str | None, score_original: bool = True) -> list[dict[str, Any]]:
+def _run_items_ray(
+    task_name: str,
+    options: dict[str, Any],
+    specs: list[tuple],
+    items: list[Item],
+    workers: int,
+    threads: int,
+    quiet: bool,
+    address: str | None,
+    score_original: bool = True,
+) -> list[dict[str, Any]]:
     """Fan images x codecs out as Ray tasks (each codec's settings stay in one task: vcm's
     operating points all come from one encode) and merge them into the records the local
     pool returns. ``workers`` sizes a local Ray instance; ``address`` joins a cluster, whose
@@ -448,8 +573,9 @@ def _run_items_ray(task_name: str, options: dict[str, Any], specs: list[tuple],
         where = {}
         for i, item in enumerate(items):
             for spec in [None, *specs] if score_original else specs:  # None: the original
-                ref = remote.remote(task_name, options, [] if spec is None else [spec],
-                                    threads, item, spec is None)
+                ref = remote.remote(
+                    task_name, options, [] if spec is None else [spec], threads, item, spec is None
+                )
                 where[ref] = (i, None if spec is None else spec[0])
         parts: dict[tuple[int, str | None], dict[str, Any]] = {}
         bar = tqdm(total=len(where), desc="tasks", unit="task", disable=quiet, file=sys.stderr)
@@ -473,8 +599,10 @@ def _parse_qualities(specs: list[str]) -> dict[str, list[int]]:
     for s in specs:
         name, _, qs = s.partition("=")
         if name not in BASELINES or not qs:
-            raise VCMError(f"--qualities expects BASELINE=q1,q2,... with BASELINE one of "
-                           f"{', '.join(BASELINES)}; got {s!r}")
+            raise VCMError(
+                f"--qualities expects BASELINE=q1,q2,... with BASELINE one of "
+                f"{', '.join(BASELINES)}; got {s!r}"
+            )
         try:
             out[name] = sorted({int(q) for q in qs.split(",") if q.strip()})
         except ValueError as e:
@@ -493,8 +621,10 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _print_table(s: dict[str, Any]) -> None:
-    print(f"\n{s['task']} — {s['metric']} ({'higher' if s['higher_is_better'] else 'lower'} "
-          f"is better), {s['num_images']} images; uncompressed: {s['original']['metric']:.4f}")
+    print(
+        f"\n{s['task']} — {s['metric']} ({'higher' if s['higher_is_better'] else 'lower'} "
+        f"is better), {s['num_images']} images; uncompressed: {s['original']['metric']:.4f}"
+    )
     for name, pts in s["curves"].items():
         cells = ", ".join(f"{p['setting']}: {p['bpp']:.3f} bpp → {p['metric']:.4f}" for p in pts)
         print(f"  {name:5s} {cells}")
@@ -507,40 +637,77 @@ def _print_table(s: dict[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vcm_eval.rate_accuracy",
-                                description="Task accuracy vs bitrate for vcm and baselines.")
+    p = argparse.ArgumentParser(
+        prog="python -m vcm_eval.rate_accuracy",
+        description="Task accuracy vs bitrate for vcm and baselines.",
+    )
     p.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
-    p.add_argument("--data", required=True,
-                   help="data set directory (the task's layout: vcm_eval/README.md)")
-    p.add_argument("--codecs", default="vcm,jpeg,webp,avif,jxl",
-                   help="comma list from vcm,jpeg,webp,avif,jxl")
+    p.add_argument(
+        "--data", required=True, help="data set directory (the task's layout: vcm_eval/README.md)"
+    )
+    p.add_argument(
+        "--codecs", default="vcm,jpeg,webp,avif,jxl", help="comma list from vcm,jpeg,webp,avif,jxl"
+    )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--limit", type=int, default=None,
-                   help="first N items in sorted file-name order")
+    p.add_argument(
+        "--limit", type=int, default=None, help="first N items in sorted file-name order"
+    )
     p.add_argument("--preset", default="default", help="vcm preset (default: default)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="process pool size, or CPUs of a local Ray instance (default 1)")
-    p.add_argument("--engine", default="local", choices=["local", "ray"],
-                   help="local: this process or a process pool; ray: images x codecs as Ray "
-                        "tasks (default: local)")
-    p.add_argument("--ray-address", default=None,
-                   help="Ray cluster to join ('auto', 'ray://host:10001'); default: start a "
-                        "local instance")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch/OpenCV threads per process (default 1: on a shared CPU, more "
-                        "threads make a small model many times slower; use --workers instead)")
-    p.add_argument("--num-settings", type=int, default=8,
-                   help="qualities per baseline picked from its grid (>= 6 when possible)")
-    p.add_argument("--qualities", action="append", metavar="CODEC=Q1,Q2,...",
-                   help="fix a baseline's qualities instead of choosing them (repeatable)")
-    p.add_argument("--model", default=None,
-                   help="detection: ultralytics YOLO weights (default: legacy yolov5n.pt)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="process pool size, or CPUs of a local Ray instance (default 1)",
+    )
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process or a process pool; ray: images x codecs as Ray "
+        "tasks (default: local)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join ('auto', 'ray://host:10001'); default: start a local instance",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch/OpenCV threads per process (default 1: on a shared CPU, more "
+        "threads make a small model many times slower; use --workers instead)",
+    )
+    p.add_argument(
+        "--num-settings",
+        type=int,
+        default=8,
+        help="qualities per baseline picked from its grid (>= 6 when possible)",
+    )
+    p.add_argument(
+        "--qualities",
+        action="append",
+        metavar="CODEC=Q1,Q2,...",
+        help="fix a baseline's qualities instead of choosing them (repeatable)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="detection: ultralytics YOLO weights (default: legacy yolov5n.pt)",
+    )
     p.add_argument("--mmseg-config", default=None, help="segmentation: mmseg config (mIoU)")
     p.add_argument("--mmseg-checkpoint", default=None, help="segmentation: mmseg checkpoint")
-    p.add_argument("--landmark-model", default="dlib", choices=["dlib", "face_alignment"],
-                   help="landmarks: dlib 68-point (default) or face_alignment FAN")
-    p.add_argument("--metric", default="haarpsi",
-                   help="quality: haarpsi (default), ms-ssim, ssimulacra2, psnr, lpips, dists")
+    p.add_argument(
+        "--landmark-model",
+        default="dlib",
+        choices=["dlib", "face_alignment"],
+        help="landmarks: dlib 68-point (default) or face_alignment FAN",
+    )
+    p.add_argument(
+        "--metric",
+        default="haarpsi",
+        help="quality: haarpsi (default), ms-ssim, ssimulacra2, psnr, lpips, dists",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
     return p
 
@@ -557,13 +724,26 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig
     for n in codecs:  # before --qualities, which names baselines
         check_codec_name(n)
     return RunConfig(
-        task=args.task, data=Path(args.data), out=Path(args.out), codecs=codecs,
-        limit=args.limit, preset=args.preset, workers=args.workers, engine=args.engine,
-        ray_address=args.ray_address, threads=args.threads, num_settings=args.num_settings,
-        qualities=_parse_qualities(args.qualities or []), model=args.model,
-        mmseg_config=args.mmseg_config, mmseg_checkpoint=args.mmseg_checkpoint,
-        landmark_model=args.landmark_model, metric=args.metric, quiet=args.quiet,
-        command="python -m vcm_eval.rate_accuracy " + " ".join(argv))
+        task=args.task,
+        data=Path(args.data),
+        out=Path(args.out),
+        codecs=codecs,
+        limit=args.limit,
+        preset=args.preset,
+        workers=args.workers,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        threads=args.threads,
+        num_settings=args.num_settings,
+        qualities=_parse_qualities(args.qualities or []),
+        model=args.model,
+        mmseg_config=args.mmseg_config,
+        mmseg_checkpoint=args.mmseg_checkpoint,
+        landmark_model=args.landmark_model,
+        metric=args.metric,
+        quiet=args.quiet,
+        command="python -m vcm_eval.rate_accuracy " + " ".join(argv),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

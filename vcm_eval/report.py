@@ -18,8 +18,15 @@ from typing import Any
 from vcm_eval.bd_rate import bd_rate
 from vcm_eval.levels import analyse_metric
 
-__all__ = ["bd_table", "curve_table", "levels_lines", "main", "operating_points_table",
-           "points_list", "results_table"]
+__all__ = [
+    "bd_table",
+    "curve_table",
+    "levels_lines",
+    "main",
+    "operating_points_table",
+    "points_list",
+    "results_table",
+]
 
 BASELINE_NAMES = {"avif": "AVIF", "jpeg": "JPEG", "webp": "WebP", "jxl": "JPEG XL"}
 
@@ -31,16 +38,24 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _recomputed(s: dict[str, Any], name: str) -> float | None:
     v, b = s["curves"]["vcm"], s["curves"][name]
-    return bd_rate([p["bpp"] for p in b], [p["metric"] for p in b],
-                   [p["bpp"] for p in v], [p["metric"] for p in v], s["higher_is_better"])
+    return bd_rate(
+        [p["bpp"] for p in b],
+        [p["metric"] for p in b],
+        [p["bpp"] for p in v],
+        [p["metric"] for p in v],
+        s["higher_is_better"],
+    )
 
 
 def bd_table(summaries: list[dict[str, Any]]) -> str:
     """One row per summary: task, set, metric, uncompressed value, BD-rate vs each baseline."""
     names = ["jpeg", "webp", "avif", "jxl"]
-    lines = ["| task | data (images) | metric | uncompressed | vcm range (bpp → metric) | "
-             + " | ".join(f"BD-rate vs {n}" for n in names) + " |",
-             "|---|---|---|---|---|" + "---|" * len(names)]
+    lines = [
+        "| task | data (images) | metric | uncompressed | vcm range (bpp → metric) | "
+        + " | ".join(f"BD-rate vs {n}" for n in names)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(names),
+    ]
     for s in summaries:
         cells = []
         for n in names:
@@ -48,22 +63,31 @@ def bd_table(summaries: list[dict[str, Any]]) -> str:
             if n in s["bd_rate_vs"] and "vcm" in s["curves"]:
                 again = _recomputed(s, n)
                 same = (v is None and again is None) or (
-                    v is not None and again is not None and abs(v - again) < 1e-2)
+                    v is not None and again is not None and abs(v - again) < 1e-2
+                )
                 if not same:
                     raise SystemExit(f"BD-rate mismatch for {n}: stored {v}, recomputed {again}")
             cells.append("n/a" if v is None else f"{v:+.1f} %")
         vcm = s["curves"].get("vcm", [])
-        rng = (f"{vcm[0]['bpp']:.3f} → {vcm[0]['metric']:.3f} … {vcm[-1]['bpp']:.2f} → "
-               f"{vcm[-1]['metric']:.3f}") if vcm else "—"
-        lines.append(f"| {s['task']} | {Path(s['data']).name} ({s['num_images']}) | "
-                     f"{s['metric']} | {s['original']['metric']:.3f} | {rng} | "
-                     + " | ".join(cells) + " |")
+        rng = (
+            (
+                f"{vcm[0]['bpp']:.3f} → {vcm[0]['metric']:.3f} … {vcm[-1]['bpp']:.2f} → "
+                f"{vcm[-1]['metric']:.3f}"
+            )
+            if vcm
+            else "—"
+        )
+        lines.append(
+            f"| {s['task']} | {Path(s['data']).name} ({s['num_images']}) | "
+            f"{s['metric']} | {s['original']['metric']:.3f} | {rng} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
 def _close(a: float | None, b: float | None, tol: float) -> bool:
-    return (a is None and b is None) or (a is not None and b is not None
-                                         and abs(a - b) <= tol * max(1.0, abs(b)))
+    return (a is None and b is None) or (
+        a is not None and b is not None and abs(a - b) <= tol * max(1.0, abs(b))
+    )
 
 
 def _checked_reports(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -72,18 +96,27 @@ def _checked_reports(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
     primary = s["metric"]
     out = {}
     for name, stored in s.get("by_metric", {}).items():
-        again = analyse_metric(s["curves"], name, "metric" if name == primary else name,
-                               stored["higher_is_better"], stored["original"],
-                               stored.get("levels_note"))
+        again = analyse_metric(
+            s["curves"],
+            name,
+            "metric" if name == primary else name,
+            stored["higher_is_better"],
+            stored["original"],
+            stored.get("levels_note"),
+        )
         for codec, v in stored["bd_rate_vs"].items():
             if not _close(v, again.bd_rate_vs.get(codec), 1e-4):
-                raise SystemExit(f"{name}: BD-rate vs {codec} stored {v}, recomputed "
-                                 f"{again.bd_rate_vs.get(codec)}")
+                raise SystemExit(
+                    f"{name}: BD-rate vs {codec} stored {v}, recomputed "
+                    f"{again.bd_rate_vs.get(codec)}"
+                )
         for codec, levels in stored["rate_at_accuracy"].items():
             for k, v in levels.items():
                 if not _close(v, again.rate_at_accuracy[codec][k], 1e-9):
-                    raise SystemExit(f"{name}: {codec} rate at {k} stored {v}, recomputed "
-                                     f"{again.rate_at_accuracy[codec][k]}")
+                    raise SystemExit(
+                        f"{name}: {codec} rate at {k} stored {v}, recomputed "
+                        f"{again.rate_at_accuracy[codec][k]}"
+                    )
         out[name] = stored
     return out
 
@@ -97,15 +130,21 @@ def levels_lines(s: dict[str, Any]) -> list[str]:
     harness after its curves)."""
     lines = []
     for name, r in s.get("by_metric", {}).items():
-        lines.append(f"\n  {name} (uncompressed {r['original']:.4g}): BD-rate vcm vs " + ", ".join(
-            f"{c} {'n/a' if v is None else f'{v:+.1f} %'}" for c, v in r["bd_rate_vs"].items()))
+        lines.append(
+            f"\n  {name} (uncompressed {r['original']:.4g}): BD-rate vcm vs "
+            + ", ".join(
+                f"{c} {'n/a' if v is None else f'{v:+.1f} %'}" for c, v in r["bd_rate_vs"].items()
+            )
+        )
         if not r["targets"]:
             lines.append(f"    n/a: {r.get('levels_note')}")
             continue
         for k, t in r["targets"].items():
             cells = ", ".join(f"{c} {_bpp(v[k])}" for c, v in r["rate_at_accuracy"].items())
-            ratio = ", ".join(f"{c} {'n/a' if v[k] is None else f'{v[k]:.2f}'}"
-                              for c, v in r["rate_ratio_vs"].items())
+            ratio = ", ".join(
+                f"{c} {'n/a' if v[k] is None else f'{v[k]:.2f}'}"
+                for c, v in r["rate_ratio_vs"].items()
+            )
             op = ">=" if r["higher_is_better"] else "<="
             lines.append(f"    {float(k) * 100:.0f} % (metric {op} {t:.4g}): bpp {cells}")
             lines.append(f"        vcm bpp / baseline bpp: {ratio}")
@@ -126,23 +165,29 @@ def results_table(summaries: list[dict[str, Any]], base: str = "avif") -> str:
     others = [b for b in BASELINE_NAMES if b != base]
     levels = [float(x) for x in summaries[0].get("accuracy_levels", [0.8, 0.9, 0.95])]
     b_name = BASELINE_NAMES[base]
-    head = (["run (images)", "metric (uncompressed)", f"BD-rate vs {BASELINE_NAMES[base]}"]
-            + [f"vs {BASELINE_NAMES[b]}" for b in others]
-            + [f"vcm / {b_name} bpp at {lv * 100:.0f} % (vcm / {b_name})" for lv in levels])
+    head = (
+        ["run (images)", "metric (uncompressed)", f"BD-rate vs {BASELINE_NAMES[base]}"]
+        + [f"vs {BASELINE_NAMES[b]}" for b in others]
+        + [f"vcm / {b_name} bpp at {lv * 100:.0f} % (vcm / {b_name})" for lv in levels]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summaries:
-        run = (f"{s['task']}, {s.get('preset', 'default')}, {Path(s['data']).name} "
-               f"({s['num_images']})")
+        run = (
+            f"{s['task']}, {s.get('preset', 'default')}, {Path(s['data']).name} ({s['num_images']})"
+        )
         for name, r in _checked_reports(s).items():
-            bd = [("n/a" if r["bd_rate_vs"].get(b) is None else f"{r['bd_rate_vs'][b]:+.1f} %")
-                  for b in [base, *others]]
+            bd = [
+                ("n/a" if r["bd_rate_vs"].get(b) is None else f"{r['bd_rate_vs'][b]:+.1f} %")
+                for b in [base, *others]
+            ]
             if r["targets"]:
                 lv = [_ratio_cell(r, k, base) for k in r["targets"]]
             else:
                 lv = ["— (no level)"] * len(levels)
             better = "↑" if r["higher_is_better"] else "↓"
-            lines.append(f"| {run} | {name} {better} ({r['original']:.4g}) | "
-                         + " | ".join(bd + lv) + " |")
+            lines.append(
+                f"| {run} | {name} {better} ({r['original']:.4g}) | " + " | ".join(bd + lv) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -150,17 +195,23 @@ def _num(m: float) -> str:
     return f"{m:.3f}" if abs(m) < 2 else f"{m:.2f}"
 
 
-def points_list(summaries: list[dict[str, Any]], codecs: tuple[str, ...] = ("vcm", "avif"),
-                ) -> str:
+def points_list(
+    summaries: list[dict[str, Any]],
+    codecs: tuple[str, ...] = ("vcm", "avif"),
+) -> str:
     """One bullet per run: the primary metric's points (bpp → metric) of ``codecs``."""
     lines = []
     for s in summaries:
         curves = "; ".join(
-            f"{BASELINE_NAMES.get(c, c)}: " + ", ".join(
-                f"{p['bpp']:.3f} → {_num(p['metric'])}" for p in s["curves"][c])
-            for c in codecs if c in s["curves"])
-        lines.append(f"* {s['task']}, {s.get('preset', 'default')}, {Path(s['data']).name} — "
-                     f"{s['metric']} (uncompressed {s['original']['metric']:.3g}): {curves}")
+            f"{BASELINE_NAMES.get(c, c)}: "
+            + ", ".join(f"{p['bpp']:.3f} → {_num(p['metric'])}" for p in s["curves"][c])
+            for c in codecs
+            if c in s["curves"]
+        )
+        lines.append(
+            f"* {s['task']}, {s.get('preset', 'default')}, {Path(s['data']).name} — "
+            f"{s['metric']} (uncompressed {s['original']['metric']:.3g}): {curves}"
+        )
     return "\n".join(lines)
 
 
@@ -176,16 +227,19 @@ def operating_points_table(summaries: list[dict[str, Any]]) -> str:
         runs = [s for s in summaries if s.get("preset", "default") == name]
         preset = get_preset(name)
         roles = layer_roles(preset)
-        head = ["k", "role"] + [f"{s['task']}, {Path(s['data']).name} ({s['metric']})"
-                                for s in runs]
-        lines = [f"**{name}** (analytics point: k = {preset.analytics_point})", "",
-                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        head = ["k", "role"] + [
+            f"{s['task']}, {Path(s['data']).name} ({s['metric']})" for s in runs
+        ]
+        lines = [
+            f"**{name}** (analytics point: k = {preset.analytics_point})",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
         for k in range(1, len(roles) + 1):
-            cells = [str(k) + (" (analytics)" if k == preset.analytics_point else ""),
-                     roles[k - 1]]
+            cells = [str(k) + (" (analytics)" if k == preset.analytics_point else ""), roles[k - 1]]
             for s in runs:
-                point = next((p for p in s["curves"]["vcm"] if p["setting"] == f"layers={k}"),
-                             None)
+                point = next((p for p in s["curves"]["vcm"] if p["setting"] == f"layers={k}"), None)
                 if point is None:
                     cells.append("—")
                     continue
@@ -199,13 +253,20 @@ def operating_points_table(summaries: list[dict[str, Any]]) -> str:
 
 def curve_table(s: dict[str, Any]) -> str:
     """Every point of every curve of one summary."""
-    lines = [f"**{s['task']} — {Path(s['data']).name}** ({s['metric']}, "
-             f"{'higher' if s['higher_is_better'] else 'lower'} is better; "
-             f"uncompressed {s['original']['metric']:.4f})", "",
-             "| codec | points (setting: bpp → metric) |", "|---|---|"]
+    lines = [
+        f"**{s['task']} — {Path(s['data']).name}** ({s['metric']}, "
+        f"{'higher' if s['higher_is_better'] else 'lower'} is better; "
+        f"uncompressed {s['original']['metric']:.4f})",
+        "",
+        "| codec | points (setting: bpp → metric) |",
+        "|---|---|",
+    ]
     for name, pts in s["curves"].items():
-        lines.append(f"| {name} | " + ", ".join(
-            f"{p['setting']}: {p['bpp']:.3f} → {p['metric']:.4f}" for p in pts) + " |")
+        lines.append(
+            f"| {name} | "
+            + ", ".join(f"{p['setting']}: {p['bpp']:.3f} → {p['metric']:.4f}" for p in pts)
+            + " |"
+        )
     return "\n".join(lines)
 
 

@@ -31,9 +31,16 @@ from vcm_plugin.codec.measure import psnr
 
 def single_layer_preset(base: presets.Preset, step: float, index: int) -> str:
     """Register a one-layer variant of ``base`` coded at ``step``; returns its name."""
-    variant = dataclasses.replace(base, name=f"{base.name}-single-{step:g}",
-                                  preset_id=200 + index, semantic_step=step, split_step=None,
-                                  refine_steps=(), analytics_textures=(), texture_qualities=())
+    variant = dataclasses.replace(
+        base,
+        name=f"{base.name}-single-{step:g}",
+        preset_id=200 + index,
+        semantic_step=step,
+        split_step=None,
+        refine_steps=(),
+        analytics_textures=(),
+        texture_qualities=(),
+    )
     return presets.register(variant).name
 
 
@@ -43,8 +50,9 @@ def curve(codec: Codec, images: list[np.ndarray], layers: list[int]) -> list[dic
     points = []
     for k in layers:
         size = sum(len(codec.truncate(b, k)) for b in blobs)
-        quality = np.mean([psnr(codec.decode(b, layers=k), i) for b, i in zip(blobs, images,
-                                                                                strict=True)])
+        quality = np.mean(
+            [psnr(codec.decode(b, layers=k), i) for b, i in zip(blobs, images, strict=True)]
+        )
         points.append({"layers": k, "bpp": size * 8 / pixels, "psnr": float(quality)})
     return points
 
@@ -56,8 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    paths = sorted(p for p in args.data.iterdir()
-                   if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[: args.limit]
+    paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[
+        : args.limit
+    ]
     images = [read_rgb(p) for p in paths]
     base = presets.get_preset(args.preset)
     latent_layers = 1 + (base.split_step is not None) + len(base.refine_steps)
@@ -68,10 +77,19 @@ def main(argv: list[str] | None = None) -> None:
     for i, step in enumerate(tqdm(steps, desc="single-layer encodes")):
         point = curve(Codec(single_layer_preset(base, step, i)), images, [1])[0]
         single.append({**point, "step": step})
-    overhead = bd_rate([p["bpp"] for p in single], [p["psnr"] for p in single],
-                       [p["bpp"] for p in layered], [p["psnr"] for p in layered])
-    report = {"preset": base.name, "images": len(images), "layered": layered,
-              "single_layer": single, "layering_overhead_percent": overhead}
+    overhead = bd_rate(
+        [p["bpp"] for p in single],
+        [p["psnr"] for p in single],
+        [p["bpp"] for p in layered],
+        [p["psnr"] for p in layered],
+    )
+    report = {
+        "preset": base.name,
+        "images": len(images),
+        "layered": layered,
+        "single_layer": single,
+        "layering_overhead_percent": overhead,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scalability.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

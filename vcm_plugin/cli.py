@@ -28,10 +28,22 @@ from vcm_plugin.errors import VCMError
 
 # decode's output formats: Pillow format name and save options (JPEG near-transparent, WebP
 # lossless: the decoded picture is what was asked for, not a second lossy generation of it)
-IMAGE_FORMATS = {"png": ("PNG", {}), "jpeg": ("JPEG", {"quality": 95}),
-                 "webp": ("WEBP", {"lossless": True}), "tiff": ("TIFF", {}), "bmp": ("BMP", {})}
-FORMAT_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp",
-                    ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp"}
+IMAGE_FORMATS = {
+    "png": ("PNG", {}),
+    "jpeg": ("JPEG", {"quality": 95}),
+    "webp": ("WEBP", {"lossless": True}),
+    "tiff": ("TIFF", {}),
+    "bmp": ("BMP", {}),
+}
+FORMAT_BY_SUFFIX = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".webp": "webp",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".bmp": "bmp",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,8 +107,10 @@ def cmd_encode(args) -> None:
         blob = codec.truncate(blob, max_bytes=args.max_bytes)
     _write_output(args.output, blob, args.parents)
     info = codec.inspect(blob)
-    print(f"{args.output}: {len(blob)} bytes, {info.num_layers} layers {info.layer_bytes}",
-          file=sys.stderr)
+    print(
+        f"{args.output}: {len(blob)} bytes, {info.num_layers} layers {info.layer_bytes}",
+        file=sys.stderr,
+    )
 
 
 def output_format(output: Path, requested: str | None) -> str:
@@ -105,8 +119,10 @@ def output_format(output: Path, requested: str | None) -> str:
         return requested
     suffix = output.suffix.lower()
     if suffix not in FORMAT_BY_SUFFIX:
-        raise VCMError(f"cannot tell an image format from the name {output.name!r}: use "
-                       f"{', '.join(FORMAT_BY_SUFFIX)} or pass --format")
+        raise VCMError(
+            f"cannot tell an image format from the name {output.name!r}: use "
+            f"{', '.join(FORMAT_BY_SUFFIX)} or pass --format"
+        )
     return FORMAT_BY_SUFFIX[suffix]
 
 
@@ -171,24 +187,40 @@ def cmd_demo(args) -> None:
         audience = "person" if k in info.viewer_points else "analytics"
         if k == info.analytics_point:
             audience = "analytics point"
-        rows.append({"layers": k, "role": role, "audience": audience,
-                     "needs_layers": info.point_layers[k - 1],
-                     "layer_bytes": info.layer_bytes[k - 1], "total_bytes": size,
-                     "bpp": size * 8 / pixels, "psnr_db": psnr(img, original),
-                     "decode_s": decode_s})
+        rows.append(
+            {
+                "layers": k,
+                "role": role,
+                "audience": audience,
+                "needs_layers": info.point_layers[k - 1],
+                "layer_bytes": info.layer_bytes[k - 1],
+                "total_bytes": size,
+                "bpp": size * 8 / pixels,
+                "psnr_db": psnr(img, original),
+                "decode_s": decode_s,
+            }
+        )
         write_atomic(out / f"layers_{k}.png", _image_bytes(img))
         images.append(img)
-        labels.append(f"{k} ({audience}): {size} B, {size * 8 / pixels:.3f} bpp, "
-                      f"{rows[-1]['psnr_db']:.1f} dB")
+        labels.append(
+            f"{k} ({audience}): {size} B, {size * 8 / pixels:.3f} bpp, {rows[-1]['psnr_db']:.1f} dB"
+        )
     write_atomic(out / "astronaut.vcm", blob)
     write_atomic(out / "contact_sheet.png", _image_bytes(contact_sheet(images, labels)))
-    report = {"image": "skimage.data.astronaut", "width": original.shape[1],
-              "height": original.shape[0], "preset": codec.preset.name,
-              "encode_s": encode_s, "layers": rows}
+    report = {
+        "image": "skimage.data.astronaut",
+        "width": original.shape[1],
+        "height": original.shape[0],
+        "preset": codec.preset.name,
+        "encode_s": encode_s,
+        "layers": rows,
+    }
     write_atomic(out / "report.json", json.dumps(report, indent=2).encode())
     for row in rows:
-        print(f"layers={row['layers']} ({row['audience']}, needs {row['needs_layers']}): "
-              f"{row['total_bytes']:7d} B  {row['bpp']:.3f} bpp  {row['psnr_db']:.2f} dB")
+        print(
+            f"layers={row['layers']} ({row['audience']}, needs {row['needs_layers']}): "
+            f"{row['total_bytes']:7d} B  {row['bpp']:.3f} bpp  {row['psnr_db']:.2f} dB"
+        )
     print(f"wrote {out}/ (layers_*.png, contact_sheet.png, report.json, astronaut.vcm)")
 
 
@@ -198,13 +230,23 @@ def cmd_encode_dataset(args) -> None:
     if args.ray_address is not None and args.engine != "ray":
         raise VCMError("--ray-address needs --engine ray")
     _check_parent(args.dst, args.parents)
-    report = encode_dataset(args.src, args.dst, preset=args.preset, engine=args.engine,
-                            shard_size=args.shard_size, workers=args.workers,
-                            ray_address=args.ray_address, layout=args.layout,
-                            progress=not args.quiet)
-    print(f"{args.dst}: {report['images']} images in {report['shards']} shards "
-          f"({len(report['encoded'])} encoded, {len(report['skipped'])} already done) "
-          f"in {report['seconds']:.1f} s with the {report['engine']} engine", file=sys.stderr)
+    report = encode_dataset(
+        args.src,
+        args.dst,
+        preset=args.preset,
+        engine=args.engine,
+        shard_size=args.shard_size,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        layout=args.layout,
+        progress=not args.quiet,
+    )
+    print(
+        f"{args.dst}: {report['images']} images in {report['shards']} shards "
+        f"({len(report['encoded'])} encoded, {len(report['skipped'])} already done) "
+        f"in {report['seconds']:.1f} s with the {report['engine']} engine",
+        file=sys.stderr,
+    )
 
 
 def cmd_weights_fetch(args) -> None:
@@ -237,43 +279,69 @@ def _point(text: str) -> int | str:
         return _positive_int(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected a layer count >= 1 or {ANALYTICS!r}, got {text!r}") from None
+            f"expected a layer count >= 1 or {ANALYTICS!r}, got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
 
     preset_help = f"codec preset (default: {DEFAULT_PRESET})"
-    parser = _Parser(prog="vcm", description=__doc__.splitlines()[0],
-                     epilog="Errors print one 'vcm: error: ...' line and exit with status 1.")
+    parser = _Parser(
+        prog="vcm",
+        description=__doc__.splitlines()[0],
+        epilog="Errors print one 'vcm: error: ...' line and exit with status 1.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("encode", help="image -> layered .vcm stream",
-                       description="Encode an image file (8/16-bit, gray, palette, CMYK; EXIF "
-                       "orientation applied; alpha refused) into a layered .vcm stream.")
+    p = sub.add_parser(
+        "encode",
+        help="image -> layered .vcm stream",
+        description="Encode an image file (8/16-bit, gray, palette, CMYK; EXIF "
+        "orientation applied; alpha refused) into a layered .vcm stream.",
+    )
     p.add_argument("input", type=Path, help="image file Pillow can read")
     p.add_argument("output", type=Path, help="stream to write (.vcm)")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help=preset_help)
-    p.add_argument("--max-bytes", type=_positive_int, default=None, metavar="N",
-                   help="byte budget: keep the longest prefix of layers that fits in N bytes "
-                   "(an error if even layer 0 does not)")
+    p.add_argument(
+        "--max-bytes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="byte budget: keep the longest prefix of layers that fits in N bytes "
+        "(an error if even layer 0 does not)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--parents", action="store_true", help=PARENTS_HELP)
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help=".vcm stream -> image file",
-                       description="Decode a .vcm stream (or its first K layers) into an image "
-                       "in the format OUTPUT's extension names: PNG, JPEG (quality 95), WebP "
-                       "(lossless), TIFF or BMP.")
+    p = sub.add_parser(
+        "decode",
+        help=".vcm stream -> image file",
+        description="Decode a .vcm stream (or its first K layers) into an image "
+        "in the format OUTPUT's extension names: PNG, JPEG (quality 95), WebP "
+        "(lossless), TIFF or BMP.",
+    )
     p.add_argument("input", type=Path, help=".vcm stream to decode")
-    p.add_argument("output", type=Path,
-                   help=f"image to write; its extension ({', '.join(FORMAT_BY_SUFFIX)}) "
-                        "picks the format unless --format is given")
-    p.add_argument("--layers", type=_point, default=None,
-                   help="operating point to decode: a layer count K or 'analytics' (the "
-                   "preset's analytics point); default: the highest the stream holds")
-    p.add_argument("--format", choices=sorted(IMAGE_FORMATS), default=None,
-                   help="image format to write, whatever OUTPUT's extension")
+    p.add_argument(
+        "output",
+        type=Path,
+        help=f"image to write; its extension ({', '.join(FORMAT_BY_SUFFIX)}) "
+        "picks the format unless --format is given",
+    )
+    p.add_argument(
+        "--layers",
+        type=_point,
+        default=None,
+        help="operating point to decode: a layer count K or 'analytics' (the "
+        "preset's analytics point); default: the highest the stream holds",
+    )
+    p.add_argument(
+        "--format",
+        choices=sorted(IMAGE_FORMATS),
+        default=None,
+        help="image format to write, whatever OUTPUT's extension",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--parents", action="store_true", help=PARENTS_HELP)
     p.set_defaults(func=cmd_decode)
@@ -282,35 +350,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help=".vcm stream to describe")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="encode a sample photo, decode every layer count",
-                       description="Encode skimage's astronaut photo, decode it at every layer "
-                       "count and write layers_K.png, contact_sheet.png, report.json and "
-                       "astronaut.vcm into the output folder (replacing its own earlier files).")
+    p = sub.add_parser(
+        "demo",
+        help="encode a sample photo, decode every layer count",
+        description="Encode skimage's astronaut photo, decode it at every layer "
+        "count and write layers_K.png, contact_sheet.png, report.json and "
+        "astronaut.vcm into the output folder (replacing its own earlier files).",
+    )
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help=preset_help)
-    p.add_argument("--out", type=Path, default=Path("vcm-demo"),
-                   help="output folder (default: ./vcm-demo)")
+    p.add_argument(
+        "--out", type=Path, default=Path("vcm-demo"), help="output folder (default: ./vcm-demo)"
+    )
     p.add_argument("--parents", action="store_true", help=PARENTS_HELP)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("encode-dataset", help="data set -> resumable shards of layered streams",
-                       description="Encode a YOLO (images/ + labels/), VOC (JPEGImages/ + "
-                       "SegmentationClass/) or plain image folder into tar shards of .vcm "
-                       "streams with their labels and an index; a rerun skips verified shards. "
-                       "A failed run removes what it created, except finished shards.")
+    p = sub.add_parser(
+        "encode-dataset",
+        help="data set -> resumable shards of layered streams",
+        description="Encode a YOLO (images/ + labels/), VOC (JPEGImages/ + "
+        "SegmentationClass/) or plain image folder into tar shards of .vcm "
+        "streams with their labels and an index; a rerun skips verified shards. "
+        "A failed run removes what it created, except finished shards.",
+    )
     p.add_argument("src", type=Path, help="data set folder to read")
-    p.add_argument("dst", type=Path,
-                   help="shard folder to write: new, empty, or one this command wrote")
+    p.add_argument(
+        "dst", type=Path, help="shard folder to write: new, empty, or one this command wrote"
+    )
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help=preset_help)
-    p.add_argument("--engine", default="local", choices=["local", "ray"],
-                   help="local: a process pool; ray: Ray tasks (default: local)")
-    p.add_argument("--ray-address", default=None,
-                   help="Ray cluster to join ('auto', 'ray://host:10001'); default: start a "
-                        "local instance. SRC and DST must be visible to every node")
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: a process pool; ray: Ray tasks (default: local)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join ('auto', 'ray://host:10001'); default: start a "
+        "local instance. SRC and DST must be visible to every node",
+    )
     p.add_argument("--shard-size", type=int, default=64, help="streams per shard (default 64)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="local pool processes / local Ray CPUs (default: all cores)")
-    p.add_argument("--layout", default="auto", choices=["auto", "yolo", "voc", "folder"],
-                   help="data set layout (default: detected)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local pool processes / local Ray CPUs (default: all cores)",
+    )
+    p.add_argument(
+        "--layout",
+        default="auto",
+        choices=["auto", "yolo", "voc", "folder"],
+        help="data set layout (default: detected)",
+    )
     p.add_argument("--parents", action="store_true", help="create missing parents of DST")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_encode_dataset)

@@ -26,8 +26,10 @@ def check_engine(engine: str, address: str | None = None) -> None:
     if engine not in ENGINES:
         raise VCMError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if address is not None and engine != "ray":
-        raise VCMError(f"a Ray address ({address!r}) applies only to the ray engine, "
-                       f"not to the {engine!r} engine")
+        raise VCMError(
+            f"a Ray address ({address!r}) applies only to the ray engine, "
+            f"not to the {engine!r} engine"
+        )
 
 
 def import_ray() -> Any:
@@ -35,8 +37,9 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise VCMError("the ray engine needs Ray: pip install 'vcm_plugin[ray]' "
-                       "(or pip install ray)") from None
+        raise VCMError(
+            "the ray engine needs Ray: pip install 'vcm_plugin[ray]' (or pip install ray)"
+        ) from None
     return ray
 
 
@@ -55,8 +58,11 @@ class ray_session:  # noqa: N801 - used like a function: ``with ray_session(...)
                 if self.address:
                     ray.init(address=self.address, logging_level=logging.WARNING)
                 else:
-                    ray.init(num_cpus=self.workers or os.cpu_count() or 1,
-                             include_dashboard=False, logging_level=logging.WARNING)
+                    ray.init(
+                        num_cpus=self.workers or os.cpu_count() or 1,
+                        include_dashboard=False,
+                        logging_level=logging.WARNING,
+                    )
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = self.address or "a local instance"
                 raise VCMError(f"cannot start or reach Ray at {where}: {e}") from None

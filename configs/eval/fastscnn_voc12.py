@@ -7,27 +7,43 @@
 # The harness compresses the images itself, so the test pipeline has no VCMCompress step (one in
 # a user's config is removed by the harness). No pretrained VOC FastSCNN ships with mmseg's
 # wheel; the tests run this config with random weights (plumbing only).
-_base_ = ['mmseg::_base_/models/fast_scnn.py']
+_base_ = ["mmseg::_base_/models/fast_scnn.py"]
 
 num_classes = 21
-norm_cfg = dict(type='BN', requires_grad=True, momentum=0.01)  # SyncBN needs a process group
+norm_cfg = dict(type="BN", requires_grad=True, momentum=0.01)  # SyncBN needs a process group
 model = dict(
     data_preprocessor=dict(size=None),
     backbone=dict(norm_cfg=norm_cfg),
     decode_head=dict(num_classes=num_classes, norm_cfg=norm_cfg),
     auxiliary_head=[
-        dict(type='FCNHead', in_channels=128, channels=32, num_convs=1,
-             num_classes=num_classes, in_index=-2, norm_cfg=norm_cfg, concat_input=False,
-             align_corners=False,
-             loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=0.4)),
-        dict(type='FCNHead', in_channels=64, channels=32, num_convs=1,
-             num_classes=num_classes, in_index=-3, norm_cfg=norm_cfg, concat_input=False,
-             align_corners=False,
-             loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=0.4)),
+        dict(
+            type="FCNHead",
+            in_channels=128,
+            channels=32,
+            num_convs=1,
+            num_classes=num_classes,
+            in_index=-2,
+            norm_cfg=norm_cfg,
+            concat_input=False,
+            align_corners=False,
+            loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=0.4),
+        ),
+        dict(
+            type="FCNHead",
+            in_channels=64,
+            channels=32,
+            num_convs=1,
+            num_classes=num_classes,
+            in_index=-3,
+            norm_cfg=norm_cfg,
+            concat_input=False,
+            align_corners=False,
+            loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=0.4),
+        ),
     ],
 )
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='PackSegInputs'),
+    dict(type="LoadImageFromFile"),
+    dict(type="Resize", scale=(2048, 512), keep_ratio=True),
+    dict(type="PackSegInputs"),
 ]

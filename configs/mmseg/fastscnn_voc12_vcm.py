@@ -15,21 +15,21 @@
 # only ImageSets/Segmentation/val.txt: as shipped the example trains and validates on those 13
 # images (a smoke run). With a full VOC set, VCM_VOC_TRAIN_SPLIT=ImageSets/Segmentation/train.txt.
 _base_ = [
-    'mmseg::_base_/models/fast_scnn.py',
-    'mmseg::_base_/datasets/pascal_voc12.py',
-    'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_20k.py',
+    "mmseg::_base_/models/fast_scnn.py",
+    "mmseg::_base_/datasets/pascal_voc12.py",
+    "mmseg::_base_/default_runtime.py",
+    "mmseg::_base_/schedules/schedule_20k.py",
 ]
 
 # Registers VCMCompress (and, on mmcv-lite, the mmcv.ops import shim mmseg needs).
-custom_imports = dict(imports=['vcm_plugin.integrations.mmseg'], allow_failed_imports=False)
+custom_imports = dict(imports=["vcm_plugin.integrations.mmseg"], allow_failed_imports=False)
 
-data_root = '{{$VCM_VOC_ROOT:../shared/data/voc2012-seg-val}}'
-train_split = '{{$VCM_VOC_TRAIN_SPLIT:ImageSets/Segmentation/val.txt}}'
-val_split = 'ImageSets/Segmentation/val.txt'
+data_root = "{{$VCM_VOC_ROOT:../shared/data/voc2012-seg-val}}"
+train_split = "{{$VCM_VOC_TRAIN_SPLIT:ImageSets/Segmentation/val.txt}}"
+val_split = "ImageSets/Segmentation/val.txt"
 crop_size = (512, 512)
 num_classes = 21
-norm_cfg = dict(type='BN', requires_grad=True, momentum=0.01)  # SyncBN needs a process group
+norm_cfg = dict(type="BN", requires_grad=True, momentum=0.01)  # SyncBN needs a process group
 
 data_preprocessor = dict(size=crop_size)
 model = dict(
@@ -37,14 +37,30 @@ model = dict(
     backbone=dict(norm_cfg=norm_cfg),
     decode_head=dict(num_classes=num_classes, norm_cfg=norm_cfg),
     auxiliary_head=[
-        dict(type='FCNHead', in_channels=128, channels=32, num_convs=1,
-             num_classes=num_classes, in_index=-2, norm_cfg=norm_cfg, concat_input=False,
-             align_corners=False,
-             loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=0.4)),
-        dict(type='FCNHead', in_channels=64, channels=32, num_convs=1,
-             num_classes=num_classes, in_index=-3, norm_cfg=norm_cfg, concat_input=False,
-             align_corners=False,
-             loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=0.4)),
+        dict(
+            type="FCNHead",
+            in_channels=128,
+            channels=32,
+            num_convs=1,
+            num_classes=num_classes,
+            in_index=-2,
+            norm_cfg=norm_cfg,
+            concat_input=False,
+            align_corners=False,
+            loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=0.4),
+        ),
+        dict(
+            type="FCNHead",
+            in_channels=64,
+            channels=32,
+            num_convs=1,
+            num_classes=num_classes,
+            in_index=-3,
+            norm_cfg=norm_cfg,
+            concat_input=False,
+            align_corners=False,
+            loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=0.4),
+        ),
     ],
 )
 
@@ -52,30 +68,34 @@ model = dict(
 # between the semantic layer alone and four layers. The stored picture is compressed (right
 # after loading), then augmented as usual. cache=True: later epochs decode without re-encoding.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='VCMCompress', layers=(1, 4), cache=True),
-    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
+    dict(type="LoadImageFromFile"),
+    dict(type="LoadAnnotations"),
+    dict(type="VCMCompress", layers=(1, 4), cache=True),
+    dict(type="RandomResize", scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type="RandomCrop", crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type="RandomFlip", prob=0.5),
+    dict(type="PhotoMetricDistortion"),
+    dict(type="PackSegInputs"),
 ]
 # Evaluation: the semantic layer only (what an edge camera sends to analytics).
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='VCMCompress', layers=1),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
+    dict(type="LoadImageFromFile"),
+    dict(type="VCMCompress", layers=1),
+    dict(type="Resize", scale=(2048, 512), keep_ratio=True),
+    dict(type="LoadAnnotations"),
+    dict(type="PackSegInputs"),
 ]
 
 # batch_size >= 2: FastSCNN's BatchNorm needs more than one value per channel when training
 # (the InfiniteSampler of the iteration-based schedule never yields a short last batch).
 train_dataloader = dict(
-    batch_size=4, num_workers=2,
-    dataset=dict(data_root=data_root, ann_file=train_split, pipeline=train_pipeline))
+    batch_size=4,
+    num_workers=2,
+    dataset=dict(data_root=data_root, ann_file=train_split, pipeline=train_pipeline),
+)
 val_dataloader = dict(
-    batch_size=1, num_workers=2,
-    dataset=dict(data_root=data_root, ann_file=val_split, pipeline=test_pipeline))
+    batch_size=1,
+    num_workers=2,
+    dataset=dict(data_root=data_root, ann_file=val_split, pipeline=test_pipeline),
+)
 test_dataloader = val_dataloader

@@ -30,15 +30,25 @@ def train(args: argparse.Namespace) -> None:
     from vcm_plugin.integrations.ultralytics import VCMCompression, VCMTrainer
 
     model = YOLO(args.model)
-    common = dict(data=str(args.data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                  device="cpu", workers=args.workers, plots=False, project=str(args.project))
+    common = dict(
+        data=str(args.data),
+        epochs=args.epochs,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        device="cpu",
+        workers=args.workers,
+        plots=False,
+        project=str(args.project),
+    )
     if args.mode == "augment":
         # ultralytics hands its Albumentations hook BGR images: say so
-        model.train(**common, name="vcm-augment", augmentations=[
-            VCMCompression(layers=(1, 4), p=0.5, channel_order="bgr")])
+        model.train(
+            **common,
+            name="vcm-augment",
+            augmentations=[VCMCompression(layers=(1, 4), p=0.5, channel_order="bgr")],
+        )
     else:
-        model.train(**common, name="vcm-trainer", trainer=VCMTrainer,
-                    vcm=str(HERE / "vcm.yaml"))
+        model.train(**common, name="vcm-trainer", trainer=VCMTrainer, vcm=str(HERE / "vcm.yaml"))
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -85,11 +95,15 @@ def measure(args: argparse.Namespace) -> None:
         final = run(VCMOptions(layers=(1, 4), stage="final"), mosaic=mosaic)[0]
         rows.append((mosaic, base, nocache, cold, warm, final, per_rt))
     print(f"imgsz={args.imgsz}, {n} samples, CPU threads={os.cpu_count()}")
-    print("mosaic  base s/img  +load(no cache)  +load(cache, 1st)  +load(cache, later)  "
-          "+final  codec s/round-trip")
+    print(
+        "mosaic  base s/img  +load(no cache)  +load(cache, 1st)  +load(cache, later)  "
+        "+final  codec s/round-trip"
+    )
     for mosaic, base, nocache, cold, warm, final, per_rt in rows:
-        print(f"{mosaic!s:6}  {base:10.4f}  {nocache - base:+15.4f}  {cold - base:+17.4f}  "
-              f"{warm - base:+19.4f}  {final - base:+6.4f}  {per_rt:18.4f}")
+        print(
+            f"{mosaic!s:6}  {base:10.4f}  {nocache - base:+15.4f}  {cold - base:+17.4f}  "
+            f"{warm - base:+19.4f}  {final - base:+6.4f}  {per_rt:18.4f}"
+        )
 
 
 def main() -> None:
@@ -102,8 +116,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--project", type=Path, default=Path("runs/vcm"))
-    ap.add_argument("--measure", type=int, default=0,
-                    help="measure the per-image cost over this many samples instead of training")
+    ap.add_argument(
+        "--measure",
+        type=int,
+        default=0,
+        help="measure the per-image cost over this many samples instead of training",
+    )
     args = ap.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")
     if args.measure:

@@ -31,18 +31,31 @@ CORPUS = HERE / "malformed"
 #: (preset, height, width, content): odd sizes, 1x1, thin, flat, noise, photo. Stream version
 #: 2 (the presets of 0.1); version-3 streams are covered by tests/test_codec.py.
 SEED_SPECS = [
-    ("fast", 1, 1, "photo"), ("fast", 2, 3, "noise"), ("fast", 3, 97, "photo"),
-    ("fast", 17, 23, "photo"), ("fast", 48, 64, "photo"), ("fast", 40, 9, "flat"),
-    ("fast", 31, 45, "noise"), ("fast", 96, 72, "photo"),
-    ("tae-residual", 1, 1, "photo"), ("tae-residual", 17, 23, "photo"),
-    ("tae-residual", 48, 64, "photo"), ("tae-residual", 9, 40, "noise"),
+    ("fast", 1, 1, "photo"),
+    ("fast", 2, 3, "noise"),
+    ("fast", 3, 97, "photo"),
+    ("fast", 17, 23, "photo"),
+    ("fast", 48, 64, "photo"),
+    ("fast", 40, 9, "flat"),
+    ("fast", 31, 45, "noise"),
+    ("fast", 96, 72, "photo"),
+    ("tae-residual", 1, 1, "photo"),
+    ("tae-residual", 17, 23, "photo"),
+    ("tae-residual", 48, 64, "photo"),
+    ("tae-residual", 9, 40, "noise"),
 ]
 
 _FIXED = struct.Struct("<4sBBBBII8s")
 _ENTRY = struct.Struct("<III")
 HEADER_FIELDS = [  # (name, start, end) inside the fixed part
-    ("magic", 0, 4), ("version", 4, 5), ("backend", 5, 6), ("preset", 6, 7), ("count", 7, 8),
-    ("width", 8, 12), ("height", 12, 16), ("config_hash", 16, 24),
+    ("magic", 0, 4),
+    ("version", 4, 5),
+    ("backend", 5, 6),
+    ("preset", 6, 7),
+    ("count", 7, 8),
+    ("width", 8, 12),
+    ("height", 12, 16),
+    ("config_hash", 16, 24),
 ]
 
 
@@ -54,7 +67,7 @@ def seed_image(height: int, width: int, content: str) -> np.ndarray:
     if content == "noise":
         rng = np.random.default_rng(height * 1000 + width)
         return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    return np.ascontiguousarray(data.astronaut()[100:100 + height, 180:180 + width])
+    return np.ascontiguousarray(data.astronaut()[100 : 100 + height, 180 : 180 + width])
 
 
 def make_seeds() -> None:
@@ -83,8 +96,9 @@ def entropy_digest(blob: bytes) -> str:
     header = container.parse_header(blob, 1 << 40)
     preset = api.PRESET_BY_ID[header.preset_id]
     backend = api._backend(preset.backend)
-    state = State(Geometry.of(header.width, header.height, preset.semantic_scale,
-                              backend.factor), backend)
+    state = State(
+        Geometry.of(header.width, header.height, preset.semantic_scale, backend.factor), backend
+    )
     h = hashlib.sha256()
     for i, brick in enumerate(api._bricks(preset)[: header.num_layers]):
         if isinstance(brick, TextureResidual):
@@ -130,7 +144,7 @@ def payloads(blob: bytes) -> list[bytes]:
     out = []
     for i in range(num_layers(blob)):
         offset, length, _ = entry(blob, i)
-        out.append(blob[offset:offset + length])
+        out.append(blob[offset : offset + length])
     return out
 
 
@@ -147,7 +161,7 @@ def edit_header(blob: bytes, fmt: str, at: int, *values: int, fix_crc: bool = Tr
     struct.pack_into(fmt, head, at, *values)
     if not fix_crc:
         return bytes(head) + blob[end:]
-    return refix_crc(head, blob[end + 4:])
+    return refix_crc(head, blob[end + 4 :])
 
 
 def edit_entry(blob: bytes, i: int, column: int, value: int) -> bytes:
@@ -161,9 +175,14 @@ def repack(blob: bytes, layers: list[bytes], **fields: int) -> bytes:
 
     magic, version, backend, preset, _n, width, height, chash = _FIXED.unpack_from(blob)
     del magic, version
-    return container.pack(fields.get("backend", backend), fields.get("preset", preset),
-                          fields.get("width", width), fields.get("height", height), chash,
-                          layers)
+    return container.pack(
+        fields.get("backend", backend),
+        fields.get("preset", preset),
+        fields.get("width", width),
+        fields.get("height", height),
+        chash,
+        layers,
+    )
 
 
 def flip(blob: bytes, pos: int, mask: int = 0x10) -> bytes:
@@ -200,8 +219,9 @@ def crafted_palette_layer(k0: int, channels: int) -> bytes:
     return w.getvalue()
 
 
-def crafted_split_layers(width: int, height: int, coarse_entries: int, children: int,
-                         channels: int = 32, seed: int = 0) -> list[bytes]:
+def crafted_split_layers(
+    width: int, height: int, coarse_entries: int, children: int, channels: int = 32, seed: int = 0
+) -> list[bytes]:
     """Layers 0 and 1, validly range-coded, with ``coarse_entries`` palette entries each split
     into ``children``: the largest index-map alphabets the format can carry (256 x 256 once
     made the decoder allocate 256 dense 129 MiB context tables)."""
@@ -243,9 +263,15 @@ def corpus_cases(seeds: dict[str, bytes]) -> list[Case]:
     tae = seeds["tae-17x23-photo"]
     n = num_layers(base)
     hend = header_end(base)
-    cases: list[Case] = [("empty", b"", ALL, "empty stream"),
-                         ("random-bytes", bytes(np.random.default_rng(1).integers(
-                             0, 256, 300, np.uint8)), ALL, "wrong magic")]
+    cases: list[Case] = [
+        ("empty", b"", ALL, "empty stream"),
+        (
+            "random-bytes",
+            bytes(np.random.default_rng(1).integers(0, 256, 300, np.uint8)),
+            ALL,
+            "wrong magic",
+        ),
+    ]
     # truncation at (the start and the middle of) every header field and table entry
     for name, start, end in HEADER_FIELDS:
         for cut, where in ((start, "start"), ((start + end) // 2, "mid")):
@@ -256,37 +282,86 @@ def corpus_cases(seeds: dict[str, bytes]) -> list[Case]:
         for column, label in enumerate(("offset", "length", "crc")):
             cut = _FIXED.size + i * _ENTRY.size + 4 * column + 2
             cases.append((f"trunc-table{i}-{label}", base[:cut], ALL, "truncated header"))
-    cases.append(("trunc-header-crc", base[:hend - 2], ALL, "truncated header"))
+    cases.append(("trunc-header-crc", base[: hend - 2], ALL, "truncated header"))
     cases.append(("trunc-after-header", base[:hend], ALL, "truncated inside layer 0"))
-    cases.append(("trunc-inside-layer0", base[:hend + 5], ALL, "truncated inside layer 0"))
+    cases.append(("trunc-inside-layer0", base[: hend + 5], ALL, "truncated inside layer 0"))
     # each layer's CRC broken: in the payload, and in the table (header CRC fixed)
     for i in range(n):
         offset, length, crc = entry(base, i)
-        cases.append((f"crc-payload-layer{i}", flip(base, offset + length // 2), ALL,
-                      f"layer {i} CRC mismatch"))
-        cases.append((f"crc-table-layer{i}", edit_entry(base, i, 2, crc ^ 1), ALL,
-                      f"layer {i} CRC mismatch"))
+        cases.append(
+            (
+                f"crc-payload-layer{i}",
+                flip(base, offset + length // 2),
+                ALL,
+                f"layer {i} CRC mismatch",
+            )
+        )
+        cases.append(
+            (f"crc-table-layer{i}", edit_entry(base, i, 2, crc ^ 1), ALL, f"layer {i} CRC mismatch")
+        )
     cases.append(("crc-header", flip(base, 9, 0x01), ALL, "header CRC mismatch"))
-    cases.append(("crc-header-unfixed-width",
-                  edit_header(base, "<I", 8, 1000, fix_crc=False), ALL, "header CRC mismatch"))
+    cases.append(
+        (
+            "crc-header-unfixed-width",
+            edit_header(base, "<I", 8, 1000, fix_crc=False),
+            ALL,
+            "header CRC mismatch",
+        )
+    )
     # lengths past the end / offsets that overlap or leave gaps
     first = repack(base, payloads(base)[:1])
-    cases.append(("length-past-end-single-layer", edit_entry(first, 0, 1, 0xFFFFFFFF), ALL,
-                  "truncated inside layer 0"))
+    cases.append(
+        (
+            "length-past-end-single-layer",
+            edit_entry(first, 0, 1, 0xFFFFFFFF),
+            ALL,
+            "truncated inside layer 0",
+        )
+    )
     for i in range(n - 1):
-        cases.append((f"length-past-end-layer{i}", edit_entry(base, i, 1, 0xFFFFFFFF), ALL,
-                      f"layer {i + 1} starts at byte .* contiguous"))
+        cases.append(
+            (
+                f"length-past-end-layer{i}",
+                edit_entry(base, i, 1, 0xFFFFFFFF),
+                ALL,
+                f"layer {i + 1} starts at byte .* contiguous",
+            )
+        )
     cases.append(("length-zero-layer1", edit_entry(base, 1, 1, 0), ALL, "contiguous|length 0"))
     last_zero = edit_entry(base, n - 1, 1, 0)
     cases.append((f"length-zero-layer{n - 1}", last_zero, ALL, f"layer {n - 1} has length 0"))
-    cases.append(("offset-overlap-layer1", edit_entry(base, 1, 0, entry(base, 0)[0]), ALL,
-                  "layer 1 starts at byte .* contiguous"))
-    cases.append(("offset-overlap-last", edit_entry(base, n - 1, 0, entry(base, n - 1)[0] - 7),
-                  ALL, f"layer {n - 1} starts at byte .* contiguous"))
-    cases.append(("offset-gap-layer2", edit_entry(base, 2, 0, entry(base, 2)[0] + 3), ALL,
-                  "layer 2 starts at byte .* contiguous"))
-    cases.append(("offset-past-end-layer0", edit_entry(base, 0, 0, 0xFFFFFFF0), ALL,
-                  "layer 0 starts at byte .* contiguous"))
+    cases.append(
+        (
+            "offset-overlap-layer1",
+            edit_entry(base, 1, 0, entry(base, 0)[0]),
+            ALL,
+            "layer 1 starts at byte .* contiguous",
+        )
+    )
+    cases.append(
+        (
+            "offset-overlap-last",
+            edit_entry(base, n - 1, 0, entry(base, n - 1)[0] - 7),
+            ALL,
+            f"layer {n - 1} starts at byte .* contiguous",
+        )
+    )
+    cases.append(
+        (
+            "offset-gap-layer2",
+            edit_entry(base, 2, 0, entry(base, 2)[0] + 3),
+            ALL,
+            "layer 2 starts at byte .* contiguous",
+        )
+    )
+    cases.append(
+        (
+            "offset-past-end-layer0",
+            edit_entry(base, 0, 0, 0xFFFFFFF0),
+            ALL,
+            "layer 0 starts at byte .* contiguous",
+        )
+    )
     # absurd dimensions
     for label, w, h, calls, msg in (
         ("huge", 0xFFFFFFFF, 0xFFFFFFFF, ALL, "pixel limit"),
@@ -299,41 +374,93 @@ def corpus_cases(seeds: dict[str, bytes]) -> list[Case]:
         cases.append((f"dims-{label}", edit_header(base, "<II", 8, w, h), calls, msg))
     # ids: backend, preset, version, magic, layer count, configuration
     cases.append(("backend-unknown", edit_header(base, "<B", 5, 9), ALL, "unknown backend id 9"))
-    cases.append(("backend-mismatch", edit_header(base, "<B", 5, 2), ALL,
-                  "backend id 2 does not match preset 'fast'"))
+    cases.append(
+        (
+            "backend-mismatch",
+            edit_header(base, "<B", 5, 2),
+            ALL,
+            "backend id 2 does not match preset 'fast'",
+        )
+    )
     cases.append(("preset-unknown", edit_header(base, "<B", 6, 77), ALL, "unknown preset id 77"))
     cases.append(("preset-zero", edit_header(base, "<B", 6, 0), ALL, "unknown preset id 0"))
     for version in (0, 1, 4, 255):
-        cases.append((f"version-{version}", edit_header(base, "<B", 4, version), ALL,
-                      f"unsupported stream version {version}"))
+        cases.append(
+            (
+                f"version-{version}",
+                edit_header(base, "<B", 4, version),
+                ALL,
+                f"unsupported stream version {version}",
+            )
+        )
     cases.append(("magic-wrong", b"\x89VCN" + base[4:], ALL, "wrong magic"))
     cases.append(("magic-png", png_bytes(4, 4), ALL, "wrong magic"))
     for count in (0, 17, 255):
-        cases.append((f"count-{count}", edit_header(base, "<B", 7, count), ALL,
-                      f"bad layer count {count}"))
-    cases.append(("count-more-than-preset", repack(base, payloads(base) + [b"extra"]), ALL,
-                  f"declares {n + 1} layers; preset 'fast' has {n}"))
-    cases.append(("config-hash", edit_header(base, "<B", 16, base[16] ^ 0xFF), ("decode",),
-                  "config hash mismatch"))
-    cases.append(("tae-preset-on-default-layers", repack(base, payloads(base), backend=2,
-                                                         preset=2), ("decode",),
-                  "config hash mismatch"))
+        cases.append(
+            (f"count-{count}", edit_header(base, "<B", 7, count), ALL, f"bad layer count {count}")
+        )
+    cases.append(
+        (
+            "count-more-than-preset",
+            repack(base, payloads(base) + [b"extra"]),
+            ALL,
+            f"declares {n + 1} layers; preset 'fast' has {n}",
+        )
+    )
+    cases.append(
+        (
+            "config-hash",
+            edit_header(base, "<B", 16, base[16] ^ 0xFF),
+            ("decode",),
+            "config hash mismatch",
+        )
+    )
+    cases.append(
+        (
+            "tae-preset-on-default-layers",
+            repack(base, payloads(base), backend=2, preset=2),
+            ("decode",),
+            "config hash mismatch",
+        )
+    )
     # payloads with valid CRCs that the layer decoders must refuse
     layers = payloads(base)
-    cases.append(("palette-larger-than-grid",
-                  repack(base, [crafted_palette_layer(200, 32)] + layers[1:]), ("decode",),
-                  "layer 0: palette of 200 entries for 2 positions"))
-    cases.append(("texture-is-png", repack(base, layers[:3] + [png_bytes(23, 17)] + layers[4:]),
-                  ("decode",), "layer 3: texture data is malformed"))
-    cases.append(("texture-wrong-size",
-                  repack(base, layers[:3] + [avif_bytes(24, 17)] + layers[4:]), ("decode",),
-                  "layer 3: texture is 24x17, image is 23x17"))
-    cases.append(("texture-truncated-avif",
-                  repack(base, layers[:4] + [layers[4][: len(layers[4]) // 2]]), ("decode",),
-                  "layer 4: texture data is malformed"))
+    cases.append(
+        (
+            "palette-larger-than-grid",
+            repack(base, [crafted_palette_layer(200, 32)] + layers[1:]),
+            ("decode",),
+            "layer 0: palette of 200 entries for 2 positions",
+        )
+    )
+    cases.append(
+        (
+            "texture-is-png",
+            repack(base, layers[:3] + [png_bytes(23, 17)] + layers[4:]),
+            ("decode",),
+            "layer 3: texture data is malformed",
+        )
+    )
+    cases.append(
+        (
+            "texture-wrong-size",
+            repack(base, layers[:3] + [avif_bytes(24, 17)] + layers[4:]),
+            ("decode",),
+            "layer 3: texture is 24x17, image is 23x17",
+        )
+    )
+    cases.append(
+        (
+            "texture-truncated-avif",
+            repack(base, layers[:4] + [layers[4][: len(layers[4]) // 2]]),
+            ("decode",),
+            "layer 4: texture data is malformed",
+        )
+    )
     cases.append(("tae-crc-layer2", flip(tae, entry(tae, 2)[0]), ALL, "layer 2 CRC mismatch"))
-    cases.append(("tae-version-9", edit_header(tae, "<B", 4, 9), ALL,
-                  "unsupported stream version 9"))
+    cases.append(
+        ("tae-version-9", edit_header(tae, "<B", 4, 9), ALL, "unsupported stream version 9")
+    )
     return cases
 
 

@@ -60,14 +60,28 @@ def coco_map(gts: list[dict[str, Any]], preds: list[dict[str, Any]]) -> dict[str
         images.append({"id": i, "width": int(g["width"]), "height": int(g["height"])})
         for b, c in zip(np.asarray(g["boxes"]).reshape(-1, 4), g["cls"], strict=True):
             w, h = float(b[2] - b[0]), float(b[3] - b[1])
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c) + 1,
-                         "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(c) + 1,
+                    "bbox": [float(b[0]), float(b[1]), w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
             cats.add(int(c) + 1)
-        for b, c, s in zip(np.asarray(p["boxes"]).reshape(-1, 4), p["cls"], p["scores"],
-                           strict=True):
-            dets.append({"image_id": i, "category_id": int(c) + 1, "score": float(s),
-                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]),
-                                  float(b[3] - b[1])]})
+        for b, c, s in zip(
+            np.asarray(p["boxes"]).reshape(-1, 4), p["cls"], p["scores"], strict=True
+        ):
+            dets.append(
+                {
+                    "image_id": i,
+                    "category_id": int(c) + 1,
+                    "score": float(s),
+                    "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                }
+            )
             cats.add(int(c) + 1)
     if not anns:
         raise VCMError("detection ground truth has no boxes: mAP is undefined")
@@ -75,8 +89,11 @@ def coco_map(gts: list[dict[str, Any]], preds: list[dict[str, Any]]) -> dict[str
         return {"mAP50-95": 0.0, "mAP50": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": anns,
-                      "categories": [{"id": c} for c in sorted(cats)]}
+        gt.dataset = {
+            "images": images,
+            "annotations": anns,
+            "categories": [{"id": c} for c in sorted(cats)],
+        }
         gt.createIndex()
         dt = gt.loadRes(dets)
         ev = COCOeval(gt, dt, "bbox")
@@ -135,8 +152,10 @@ class DetectionTask(Task):
             self._cls_map = {k: index.get(v, -1) for k, v in model_names.items()}
             if not any(v >= 0 for v in self._cls_map.values()):
                 if len(model_names) != len(names):
-                    raise VCMError("the detection model shares no class name with data.yaml "
-                                   f"and has {len(model_names)} classes, not {len(names)}")
+                    raise VCMError(
+                        "the detection model shares no class name with data.yaml "
+                        f"and has {len(model_names)} classes, not {len(names)}"
+                    )
                 # unnamed classes (e.g. '0', '1', ...) but the same count: match by index
                 self._cls_map = {k: k for k in model_names}
         else:
@@ -157,14 +176,22 @@ class DetectionTask(Task):
             # (1, N, 4 + nc): xywh, obj x class probs, as ultralytics' NMS takes it transposed
             pred = torch.cat(head_scores(self._legacy(x)), -1).transpose(1, 2)
             # no time limit: a busy machine must not truncate the detections (and the mAP)
-            det = non_max_suppression(pred, CONF, IOU, multi_label=True, max_det=MAX_DET,
-                                      max_time_img=1e6)[0]
+            det = non_max_suppression(
+                pred, CONF, IOU, multi_label=True, max_det=MAX_DET, max_time_img=1e6
+            )[0]
         boxes = scale_boxes(x.shape[2:], det[:, :4].clone(), img.shape[:2]).numpy()
         return boxes, det[:, 4].numpy(), det[:, 5].numpy().astype(int)
 
     def _predict_yolo(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        r = self._yolo.predict(np.ascontiguousarray(img[..., ::-1]), imgsz=IMGSZ, conf=CONF,
-                               iou=IOU, max_det=MAX_DET, device="cpu", verbose=False)[0]
+        r = self._yolo.predict(
+            np.ascontiguousarray(img[..., ::-1]),
+            imgsz=IMGSZ,
+            conf=CONF,
+            iou=IOU,
+            max_det=MAX_DET,
+            device="cpu",
+            verbose=False,
+        )[0]
         b = r.boxes
         return b.xyxy.numpy(), b.conf.numpy(), b.cls.numpy().astype(int)
 
@@ -184,10 +211,16 @@ class DetectionTask(Task):
             iou = box_iou(gt["boxes"], boxes[conf])
             same = gt["cls"][:, None] == cls[conf][None, :]
             hit = int(((iou >= 0.5) & same).any(axis=1).sum())
-        return {"n_gt": int(len(gt["boxes"])), "n_det@0.25": int(conf.sum()),
-                "recall50@0.25": hit / len(gt["boxes"]) if len(gt["boxes"]) else float("nan"),
-                "_pred": {"boxes": boxes.astype(np.float32), "scores": scores.astype(np.float32),
-                          "cls": cls}}
+        return {
+            "n_gt": int(len(gt["boxes"])),
+            "n_det@0.25": int(conf.sum()),
+            "recall50@0.25": hit / len(gt["boxes"]) if len(gt["boxes"]) else float("nan"),
+            "_pred": {
+                "boxes": boxes.astype(np.float32),
+                "scores": scores.astype(np.float32),
+                "cls": cls,
+            },
+        }
 
     def aggregate(self, items: list[Item], results: list[dict[str, Any]]) -> dict[str, float]:
         return coco_map([it.gt for it in items], [r["_pred"] for r in results])

@@ -71,8 +71,10 @@ class LandmarkTask(Task):
                 try:
                     import face_recognition_models
                 except ImportError as e:
-                    raise VCMError("landmarks: install face-recognition-models for the default "
-                                   "dlib 68-point predictor") from e
+                    raise VCMError(
+                        "landmarks: install face-recognition-models for the default "
+                        "dlib 68-point predictor"
+                    ) from e
                 path = face_recognition_models.pose_predictor_model_location()
             if not Path(path).is_file():
                 raise VCMError(f"dlib shape predictor not found: {path}")
@@ -84,12 +86,18 @@ class LandmarkTask(Task):
 
             try:
                 self._fa = face_alignment.FaceAlignment(
-                    face_alignment.LandmarksType.TWO_D, device="cpu", flip_input=False,
-                    face_detector="folder", compile=False)
+                    face_alignment.LandmarksType.TWO_D,
+                    device="cpu",
+                    flip_input=False,
+                    face_detector="folder",
+                    compile=False,
+                )
             except Exception as e:  # URLError offline when the FAN weights are absent
-                raise VCMError("face_alignment could not build its model (its FAN weights "
-                               "must be in $TORCH_HOME/hub/checkpoints; they cannot be "
-                               f"downloaded here): {e}") from e
+                raise VCMError(
+                    "face_alignment could not build its model (its FAN weights "
+                    "must be in $TORCH_HOME/hub/checkpoints; they cannot be "
+                    f"downloaded here): {e}"
+                ) from e
         else:
             raise VCMError(f"unknown landmark model {which!r}; use dlib or face_alignment")
 
@@ -112,5 +120,8 @@ class LandmarkTask(Task):
         v = np.asarray([r["NME"] for r in results])
         # mean NME is the metric (300-W); median and failure rate (NME > 10 %) show how much
         # of it is a few failed faces
-        return {"NME": float(v.mean()), "NME median": float(np.median(v)),
-                "FR@10": float((v > 10).mean())}
+        return {
+            "NME": float(v.mean()),
+            "NME median": float(np.median(v)),
+            "FR@10": float((v > 10).mean()),
+        }

@@ -34,12 +34,20 @@ LEARNED_WEIGHTS = {
     "lpips": ("vgg16-397923af.pth", "lpips_weights.pt"),
     "dists": ("vgg16-397923af.pth", "dists_weights.pt"),
 }
-_HIGHER = {"haarpsi": True, "ms-ssim": True, "ssimulacra2": True, "psnr": True,
-           "lpips": False, "dists": False}
-_NO_LEVELS = {"psnr": "PSNR of the original against itself is infinite (100 dB by "
-                      "convention): no fraction of it is an accuracy level",
-              "lpips": "a distance (0 for the original): no fraction of it is a level",
-              "dists": "a distance (0 for the original): no fraction of it is a level"}
+_HIGHER = {
+    "haarpsi": True,
+    "ms-ssim": True,
+    "ssimulacra2": True,
+    "psnr": True,
+    "lpips": False,
+    "dists": False,
+}
+_NO_LEVELS = {
+    "psnr": "PSNR of the original against itself is infinite (100 dB by "
+    "convention): no fraction of it is an accuracy level",
+    "lpips": "a distance (0 for the original): no fraction of it is a level",
+    "dists": "a distance (0 for the original): no fraction of it is a level",
+}
 
 
 def ssimulacra2(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,11 +93,16 @@ class QualityTask(Task):
             if ok:
                 self.learned.append(name)
             elif not self.options.get("_quiet"):
-                print(f"[quality] {name.upper()} skipped: weights not found "
-                      f"({', '.join(str(f) for f in files)})", file=sys.stderr)
+                print(
+                    f"[quality] {name.upper()} skipped: weights not found "
+                    f"({', '.join(str(f) for f in files)})",
+                    file=sys.stderr,
+                )
         if m in ("lpips", "dists") and m not in self.learned:
-            raise VCMError(f"--metric {m}: its weights are not present "
-                           f"({', '.join(map(str, _learned_available(m)[1]))})")
+            raise VCMError(
+                f"--metric {m}: its weights are not present "
+                f"({', '.join(map(str, _learned_available(m)[1]))})"
+            )
         self.options["_quiet"] = True  # workers re-create the task: say it once
 
     def items(self, data: Path, limit: int | None) -> list[Item]:
@@ -97,12 +110,17 @@ class QualityTask(Task):
 
     def describe(self) -> str:
         extra = f" + {', '.join(self.learned)}" if self.learned else ""
-        return (f"piq PSNR / MS-SSIM / HaarPSI, ssimulacra2 {_version('ssimulacra2')}{extra}; "
-                f"primary: {self.metric}")
+        return (
+            f"piq PSNR / MS-SSIM / HaarPSI, ssimulacra2 {_version('ssimulacra2')}{extra}; "
+            f"primary: {self.metric}"
+        )
 
     def secondary_metrics(self) -> dict[str, bool]:
-        return {m: _HIGHER[m] for m in ("haarpsi", "ms-ssim", "ssimulacra2", "psnr",
-                                         *self.learned) if m != self.metric}
+        return {
+            m: _HIGHER[m]
+            for m in ("haarpsi", "ms-ssim", "ssimulacra2", "psnr", *self.learned)
+            if m != self.metric
+        }
 
     def levels_note(self, metric: str) -> str | None:
         return _NO_LEVELS.get(metric)
@@ -147,5 +165,6 @@ class QualityTask(Task):
 
     def aggregate(self, items: list[Item], results: list[dict[str, Any]]) -> dict[str, float]:
         keys = ["haarpsi", "ms-ssim", "ssimulacra2", "psnr", *self.learned]
-        return {k: float(np.nanmean([r[k] for r in results])) if results else float("nan")
-                for k in keys}
+        return {
+            k: float(np.nanmean([r[k] for r in results])) if results else float("nan") for k in keys
+        }

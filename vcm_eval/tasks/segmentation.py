@@ -40,8 +40,14 @@ from vcm_eval.datasets import Item, read_segmentation
 from vcm_eval.tasks.base import Task
 from vcm_plugin import VCMError
 
-__all__ = ["SEGMENTERS", "SegmentationTask", "confusion", "iou_from_confusion",
-           "mask_fidelity", "mean_fidelity"]
+__all__ = [
+    "SEGMENTERS",
+    "SegmentationTask",
+    "confusion",
+    "iou_from_confusion",
+    "mask_fidelity",
+    "mean_fidelity",
+]
 
 SEGMENTERS = ("selfie", "selfie-landscape", "pose")
 IN_FIDELITY = ("selfie", "selfie-landscape")  # masks stable enough to average (not pose)
@@ -114,10 +120,12 @@ class SegmentationTask(Task):
     def describe(self) -> str:
         if self.mmseg:
             return f"mmseg {Path(self.options['mmseg_config']).name} (mIoU)"
-        return ("mediapipe 0.10.21 person masks, prob > 0.5: selfie segmenter general + "
-                "landscape models, pose (BlazePose full) segmentation; mask fidelity = mean of "
-                "the selfie models (pose reported, not averaged: it picks one person); "
-                "person IoU vs ground truth from the selfie general model")
+        return (
+            "mediapipe 0.10.21 person masks, prob > 0.5: selfie segmenter general + "
+            "landscape models, pose (BlazePose full) segmentation; mask fidelity = mean of "
+            "the selfie models (pose reported, not averaged: it picks one person); "
+            "person IoU vs ground truth from the selfie general model"
+        )
 
     def secondary_metrics(self) -> dict[str, bool]:
         if self.mmseg:
@@ -135,13 +143,21 @@ class SegmentationTask(Task):
         try:
             import mediapipe as mp
         except Exception as e:
-            raise VCMError("segmentation: mediapipe==0.10.21 is needed for the default "
-                           f"person segmenter ({e})") from e
+            raise VCMError(
+                f"segmentation: mediapipe==0.10.21 is needed for the default person segmenter ({e})"
+            ) from e
         sel = mp.solutions.selfie_segmentation.SelfieSegmentation
-        pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
-                                      enable_segmentation=True, smooth_segmentation=False)
-        self._models = {"selfie": sel(model_selection=0),
-                        "selfie-landscape": sel(model_selection=1), "pose": pose}
+        pose = mp.solutions.pose.Pose(
+            static_image_mode=True,
+            model_complexity=1,
+            enable_segmentation=True,
+            smooth_segmentation=False,
+        )
+        self._models = {
+            "selfie": sel(model_selection=0),
+            "selfie-landscape": sel(model_selection=1),
+            "pose": pose,
+        }
         self._ref: tuple[str, dict[str, np.ndarray]] | None = None
 
     def _setup_mmseg(self) -> None:
@@ -202,10 +218,14 @@ class SegmentationTask(Task):
         g = (gt == person) & valid
         p = masks["selfie"] & valid
         inter, union = int((g & p).sum()), int((g | p).sum())
-        return {**{f"fidelity_{n}": mask_fidelity(masks[n], refs[n]) for n in SEGMENTERS},
-                "person_iou": inter / union if union else float("nan"),
-                "gt_person_px": int(g.sum()), "fp_px": int((p & ~g).sum()),
-                "inter_px": inter, "union_px": union}
+        return {
+            **{f"fidelity_{n}": mask_fidelity(masks[n], refs[n]) for n in SEGMENTERS},
+            "person_iou": inter / union if union else float("nan"),
+            "gt_person_px": int(g.sum()),
+            "fp_px": int((p & ~g).sum()),
+            "inter_px": inter,
+            "union_px": union,
+        }
 
     def aggregate(self, items: list[Item], results: list[dict[str, Any]]) -> dict[str, float]:
         if self.mmseg:
@@ -217,11 +237,16 @@ class SegmentationTask(Task):
         union = sum(r["union_px"] for r in results)
         with_p = [r for r in results if r["gt_person_px"] > 0]
         pi, pu = sum(r["inter_px"] for r in with_p), sum(r["union_px"] for r in with_p)
-        fid = {f"{FIDELITY} ({n})": mean_fidelity([r[f"fidelity_{n}"] for r in results])
-               for n in SEGMENTERS}
-        return {FIDELITY: float(np.mean([fid[f"{FIDELITY} ({n})"] for n in IN_FIDELITY])), **fid,
-                "person IoU": inter / union if union else 1.0,
-                # diagnostics: the same IoU over images that show a person, and the share of
-                # the union that is false positives on images without one
-                "person IoU (person images)": pi / pu if pu else float("nan"),
-                "no-person FP share": (union - pu) / union if union else 0.0}
+        fid = {
+            f"{FIDELITY} ({n})": mean_fidelity([r[f"fidelity_{n}"] for r in results])
+            for n in SEGMENTERS
+        }
+        return {
+            FIDELITY: float(np.mean([fid[f"{FIDELITY} ({n})"] for n in IN_FIDELITY])),
+            **fid,
+            "person IoU": inter / union if union else 1.0,
+            # diagnostics: the same IoU over images that show a person, and the share of
+            # the union that is false positives on images without one
+            "person IoU (person images)": pi / pu if pu else float("nan"),
+            "no-person FP share": (union - pu) / union if union else 0.0,
+        }

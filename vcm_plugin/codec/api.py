@@ -82,8 +82,15 @@ def _bricks(preset: Preset) -> list[LayerBrick]:
     p = preset
     texture = TexturePhoto if p.texture_coding == "photo" else TextureResidual
     return [
-        SemanticPalette(p.coarse_entries, p.fine_entries, p.palette_step, p.semantic_step,
-                        p.deadzone, p.index_penalty, p.content_classes),
+        SemanticPalette(
+            p.coarse_entries,
+            p.fine_entries,
+            p.palette_step,
+            p.semantic_step,
+            p.deadzone,
+            p.index_penalty,
+            p.content_classes,
+        ),
         *([] if p.split_step is None else [PaletteSplits(p.split_step)]),
         *(LatentRefinement(step, p.deadzone) for step in p.refine_steps),
         *(TexturePhoto(quality, blur) for quality, blur in p.analytics_textures),
@@ -93,8 +100,9 @@ def _bricks(preset: Preset) -> list[LayerBrick]:
 
 def _needs(bricks: Sequence[LayerBrick]) -> tuple[int, ...]:
     """Per layer, the bit mask of the earlier layers it is coded against."""
-    return tuple(0 if getattr(b, "standalone", False) else (1 << i) - 1
-                 for i, b in enumerate(bricks))
+    return tuple(
+        0 if getattr(b, "standalone", False) else (1 << i) - 1 for i, b in enumerate(bricks)
+    )
 
 
 def _alone_from(bricks: list) -> int:
@@ -120,8 +128,11 @@ def as_rgb(img) -> np.ndarray:
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     if img.ndim != 3 or img.shape[2] != 3:
-        hint = " (drop or composite the alpha channel first)" if img.ndim == 3 and \
-            img.shape[2] == 4 else ""
+        hint = (
+            " (drop or composite the alpha channel first)"
+            if img.ndim == 3 and img.shape[2] == 4
+            else ""
+        )
         raise VCMError(f"expected an HxWx3 RGB image, got shape {img.shape}{hint}")
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise VCMError(f"image has no pixels: shape {img.shape}")
@@ -138,8 +149,9 @@ class Codec:
     networks' float rounding (README, Assumptions).
     """
 
-    def __init__(self, preset: str = DEFAULT_PRESET, max_pixels: int = MAX_IMAGE_PIXELS,
-                 device: str = "auto") -> None:
+    def __init__(
+        self, preset: str = DEFAULT_PRESET, max_pixels: int = MAX_IMAGE_PIXELS, device: str = "auto"
+    ) -> None:
         self.preset = get_preset(preset)
         self.max_pixels = int(max_pixels)
         resolve_device(device)  # refuse a bad choice now, not at the first encode
@@ -156,8 +168,10 @@ class Codec:
         return cls(name, **kwargs)
 
     def __repr__(self) -> str:
-        return (f"Codec(preset={self.preset.name!r}, max_pixels={self.max_pixels}, "
-                f"device={self.device!r})")
+        return (
+            f"Codec(preset={self.preset.name!r}, max_pixels={self.max_pixels}, "
+            f"device={self.device!r})"
+        )
 
     @property
     def num_layers(self) -> int:
@@ -181,8 +195,9 @@ class Codec:
         (``vcm_plugin.codec.roi``); decoders need nothing to read such a stream."""
         return self.encode_batch([img], None if roi is None else [roi])[0]
 
-    def encode_batch(self, images: Sequence[np.ndarray],
-                     rois: Sequence[Roi | None] | None = None) -> list[bytes]:
+    def encode_batch(
+        self, images: Sequence[np.ndarray], rois: Sequence[Roi | None] | None = None
+    ) -> list[bytes]:
         """Streams of several images, the generator run once per batch of equal sizes (on a
         GPU; on the CPU image by image, so each stream equals ``encode``'s). ``rois``: one
         region (or None) per image, as ``encode``'s ``roi``."""
@@ -190,25 +205,33 @@ class Codec:
         if rois is not None:
             if len(rois) != len(images):
                 raise VCMError(f"{len(rois)} rois for {len(images)} images")
-            images = [img if roi is None else focus(img, roi)
-                      for img, roi in zip(images, rois, strict=True)]
+            images = [
+                img if roi is None else focus(img, roi)
+                for img, roi in zip(images, rois, strict=True)
+            ]
         backend = self._backend_of(self.preset)
-        geometries = [Geometry.of(img.shape[1], img.shape[0], self.preset.semantic_scale,
-                                  backend.factor) for img in images]
-        semantics = [semantic_image(img.astype(np.float64), g)
-                     for img, g in zip(images, geometries, strict=True)]
+        geometries = [
+            Geometry.of(img.shape[1], img.shape[0], self.preset.semantic_scale, backend.factor)
+            for img in images
+        ]
+        semantics = [
+            semantic_image(img.astype(np.float64), g)
+            for img, g in zip(images, geometries, strict=True)
+        ]
         bricks = _bricks(self.preset)
         tail = _alone_from(bricks)
         jobs = len(images) * (len(bricks) - tail)
         with ThreadPoolExecutor(max(1, min(jobs, torch.get_num_threads()))) as pool:
             # the trailing layers that need only the photo (AVIF, GIL released) run beside
             # the generator and each other (tae's encode time: README, Speed)
-            alone = [[pool.submit(brick.encode_alone, img) for brick in bricks[tail:]]
-                     for img in images]
+            alone = [
+                [pool.submit(brick.encode_alone, img) for brick in bricks[tail:]] for img in images
+            ]
             latents = backend.encode_batch(semantics)
-            sources = [Source(img.astype(np.float64), sem,
-                              z.reshape(z.shape[0], -1).T.astype(np.float64))
-                       for img, sem, z in zip(images, semantics, latents, strict=True)]
+            sources = [
+                Source(img.astype(np.float64), sem, z.reshape(z.shape[0], -1).T.astype(np.float64))
+                for img, sem, z in zip(images, semantics, latents, strict=True)
+            ]
             states = [State(g, backend) for g in geometries]
             payloads: list[list[bytes]] = [[] for _ in images]
             for brick in bricks[:tail]:
@@ -219,9 +242,18 @@ class Codec:
             for out, futures in zip(payloads, alone, strict=True):
                 out.extend(future.result() for future in futures)
         config_hash = self._hash(self.preset, backend)
-        return [container.pack(BACKEND_IDS[backend.name], self.preset.preset_id,
-                               g.width, g.height, config_hash, out, _needs(bricks))
-                for g, out in zip(geometries, payloads, strict=True)]
+        return [
+            container.pack(
+                BACKEND_IDS[backend.name],
+                self.preset.preset_id,
+                g.width,
+                g.height,
+                config_hash,
+                out,
+                _needs(bricks),
+            )
+            for g, out in zip(geometries, payloads, strict=True)
+        ]
 
     @property
     def config_hash(self) -> str:
@@ -241,11 +273,12 @@ class Codec:
         if header.backend_id not in _BACKEND_NAMES:
             raise VCMError(f"unknown backend id {header.backend_id} in stream")
         if BACKEND_IDS.get(preset.backend) != header.backend_id:
-            raise VCMError(f"backend id {header.backend_id} does not match preset "
-                           f"'{preset.name}'")
+            raise VCMError(f"backend id {header.backend_id} does not match preset '{preset.name}'")
         if header.num_layers > preset.num_layers:
-            raise VCMError(f"stream declares {header.num_layers} layers; preset "
-                           f"'{preset.name}' has {preset.num_layers}")
+            raise VCMError(
+                f"stream declares {header.num_layers} layers; preset "
+                f"'{preset.name}' has {preset.num_layers}"
+            )
         return header, preset
 
     def decode(self, blob: bytes, layers: int | str | None = None) -> np.ndarray:
@@ -260,25 +293,29 @@ class Codec:
         """
         return self._decode_many([blob], layers, stacklevel=3)[0]
 
-    def decode_batch(self, blobs: Sequence[bytes],
-                     layers: int | str | None = None) -> list[np.ndarray]:
+    def decode_batch(
+        self, blobs: Sequence[bytes], layers: int | str | None = None
+    ) -> list[np.ndarray]:
         """``decode`` of several streams, the generator run once per batch of equal sizes (on
         a GPU; on the CPU stream by stream, so each image equals ``decode``'s)."""
         return self._decode_many(blobs, layers, stacklevel=3)
 
-    def _decode_many(self, blobs: Sequence[bytes], layers: int | str | None,
-                     stacklevel: int) -> list[np.ndarray]:
+    def _decode_many(
+        self, blobs: Sequence[bytes], layers: int | str | None, stacklevel: int
+    ) -> list[np.ndarray]:
         jobs = [self._start_decode(blob, layers, stacklevel + 1) for blob in blobs]
         for step in range(max((len(steps) for *_, steps in jobs), default=0)):
-            active = [(state, blob, header, steps[step])
-                      for state, blob, header, steps in jobs if step < len(steps)]
+            active = [
+                (state, blob, header, steps[step])
+                for state, blob, header, steps in jobs
+                if step < len(steps)
+            ]
             if any(getattr(brick, "reads_pixels", False) for *_, (_, brick) in active):
                 render([state for state, *_ in active])
             for state, blob, header, (index, brick) in active:
                 brick.decode(state, container.layer_payload(blob, header, index), index)
         render([state for state, *_ in jobs], exact=False)  # the output: nothing codes on it
-        return [np.clip(np.round(state.image()), 0, 255).astype(np.uint8)
-                for state, *_ in jobs]
+        return [np.clip(np.round(state.image()), 0, 255).astype(np.uint8) for state, *_ in jobs]
 
     def _start_decode(self, blob: bytes, layers: int | str | None, stacklevel: int):
         """Validate one stream; its empty state and the (index, brick) steps of the point."""
@@ -288,25 +325,34 @@ class Codec:
         layers = resolve_point(layers, header, points, clamp=False)
         if layers is None:
             if len(blob) < header.prefix_end(header.num_layers):
-                warnings.warn(f"stream truncated: decoded {points[-1]} of {header.num_layers} "
-                              "layers", TruncatedStreamWarning, stacklevel=stacklevel)
+                warnings.warn(
+                    f"stream truncated: decoded {points[-1]} of {header.num_layers} layers",
+                    TruncatedStreamWarning,
+                    stacklevel=stacklevel,
+                )
             count = points[-1]
         elif not isinstance(layers, (int, np.integer)) or layers < 1:
             raise VCMError(f"layers must be a positive integer, got {layers!r}")
         elif layers not in points:
             complete = container.complete_layers(blob, header)
-            others = "" if points == list(range(1, complete + 1)) else (
-                f" (decodable operating points: {_ranges(points)})")
-            raise VCMError(f"asked for {layers} layers but the stream has {complete} complete "
-                           f"layer(s) of {header.num_layers}{others}")
+            others = (
+                ""
+                if points == list(range(1, complete + 1))
+                else (f" (decodable operating points: {_ranges(points)})")
+            )
+            raise VCMError(
+                f"asked for {layers} layers but the stream has {complete} complete "
+                f"layer(s) of {header.num_layers}{others}"
+            )
         else:
             count = int(layers)
         backend = self._backend_of(preset)
         if header.config_hash != self._hash(preset, backend):
-            raise VCMError(f"stream was written by a different configuration of preset "
-                           f"'{preset.name}' (config hash mismatch)")
-        geometry = Geometry.of(header.width, header.height, preset.semantic_scale,
-                               backend.factor)
+            raise VCMError(
+                f"stream was written by a different configuration of preset "
+                f"'{preset.name}' (config hash mismatch)"
+            )
+        geometry = Geometry.of(header.width, header.height, preset.semantic_scale, backend.factor)
         # The latent grid is padded to whole blocks of the half-size image, so a thin image
         # (W x 1) costs up to 16x its pixel count in latent positions and padded pixels.
         grid = geometry.positions * (backend.factor / preset.semantic_scale) ** 2
@@ -317,7 +363,7 @@ class Codec:
                 "(raise max_pixels if this stream is trusted)"
             )
         bricks = _bricks(preset)
-        if header.needs != _needs(bricks)[:header.num_layers]:
+        if header.needs != _needs(bricks)[: header.num_layers]:
             raise VCMError(f"layer needs {header.needs} do not match preset '{preset.name}'")
         steps = [(i, bricks[i]) for i in header.point_layers(count)]
         return State(geometry, backend), blob, header, steps
@@ -329,7 +375,7 @@ class Codec:
         header, preset = self._open(blob)
         blob = bytes(blob)
         present = container.complete_layers(blob, header)
-        bricks = _bricks(preset)[:header.num_layers]
+        bricks = _bricks(preset)[: header.num_layers]
         points = range(1, header.num_layers + 1)
         return StreamInfo(
             width=header.width,
@@ -353,8 +399,9 @@ class Codec:
             header=header,
         )
 
-    def truncate(self, blob: bytes, layers: int | str | None = None, *,
-                 max_bytes: int | None = None) -> bytes:
+    def truncate(
+        self, blob: bytes, layers: int | str | None = None, *, max_bytes: int | None = None
+    ) -> bytes:
         """A valid stream of the first ``layers`` layers (no re-encoding); it holds every
         operating point up to ``layers``. ``max_bytes`` instead: the longest such prefix
         that fits (rate control for a link or a store with a byte budget)."""
@@ -364,14 +411,17 @@ class Codec:
         if max_bytes is not None:
             if layers is not None:
                 raise VCMError("give layers or max_bytes, not both")
-            layers = _largest_within({k: len(container.truncate(bytes(blob), header, k))
-                                      for k in range(1, present + 1)}, max_bytes)
+            layers = _largest_within(
+                {k: len(container.truncate(bytes(blob), header, k)) for k in range(1, present + 1)},
+                max_bytes,
+            )
         if not isinstance(layers, (int, np.integer)) or not 1 <= layers <= present:
             raise VCMError(f"layers must be in 1..{present}, got {layers!r}")
         return container.truncate(bytes(blob), header, int(layers))
 
-    def view(self, blob: bytes, layers: int | str | None = None, *,
-             max_bytes: int | None = None) -> bytes:
+    def view(
+        self, blob: bytes, layers: int | str | None = None, *, max_bytes: int | None = None
+    ) -> bytes:
         """A valid stream of operating point ``layers`` alone: the header and the layers it
         needs (``inspect().point_layers``), every other layer absent. For a texture point
         of the generator preset that is one layer: what a viewer fetches. ``max_bytes``
@@ -382,20 +432,33 @@ class Codec:
         if max_bytes is not None:
             if layers is not None:
                 raise VCMError("give layers or max_bytes, not both")
-            layers = _largest_within({k: len(container.view(bytes(blob), header, k))
-                                      for k in points}, max_bytes)
+            layers = _largest_within(
+                {k: len(container.view(bytes(blob), header, k)) for k in points}, max_bytes
+            )
         if not isinstance(layers, (int, np.integer)) or layers not in points:
-            raise VCMError(f"layers must be one of the stream's operating points "
-                           f"{_ranges(points)}, got {layers!r}")
+            raise VCMError(
+                f"layers must be one of the stream's operating points "
+                f"{_ranges(points)}, got {layers!r}"
+            )
         return container.view(bytes(blob), header, int(layers))
 
 
 @overload
-def resolve_point(layers: int | str | None, header: container.Header,
-                  points: Sequence[int] | None = None, *, clamp: Literal[True] = True) -> int: ...
+def resolve_point(
+    layers: int | str | None,
+    header: container.Header,
+    points: Sequence[int] | None = None,
+    *,
+    clamp: Literal[True] = True,
+) -> int: ...
 @overload
-def resolve_point(layers: int | str | None, header: container.Header,
-                  points: Sequence[int] | None = None, *, clamp: Literal[False]) -> Any: ...
+def resolve_point(
+    layers: int | str | None,
+    header: container.Header,
+    points: Sequence[int] | None = None,
+    *,
+    clamp: Literal[False],
+) -> Any: ...
 def resolve_point(layers, header, points=None, *, clamp=True):
     """The operating point ``layers`` names for a stream with this header: the one rule for
     ``"analytics"`` everywhere (the Codec's methods, file and shard readers, the Pillow
@@ -414,11 +477,16 @@ def resolve_point(layers, header, points=None, *, clamp=True):
         preset = PRESET_BY_ID.get(header.preset_id)
         if preset is None:
             raise VCMError(f"unknown preset id {header.preset_id} in stream")
-        below = [k for k in (range(1, header.num_layers + 1) if points is None else points)
-                 if k <= preset.analytics_point]
+        below = [
+            k
+            for k in (range(1, header.num_layers + 1) if points is None else points)
+            if k <= preset.analytics_point
+        ]
         if not below:
-            raise VCMError(f"the stream holds no operating point at or below the analytics "
-                           f"point {preset.analytics_point} of preset '{preset.name}'")
+            raise VCMError(
+                f"the stream holds no operating point at or below the analytics "
+                f"point {preset.analytics_point} of preset '{preset.name}'"
+            )
         return below[-1]
     if not clamp:
         return layers
@@ -431,14 +499,21 @@ def _largest_within(sizes: dict[int, int], max_bytes: int) -> int:
         raise VCMError(f"max_bytes must be a positive integer, got {max_bytes!r}")
     fits = [k for k, size in sizes.items() if size <= max_bytes]
     if not fits:
-        raise VCMError(f"max_bytes={max_bytes} is below the smallest operating point "
-                       f"({min(sizes.values())} bytes)")
+        raise VCMError(
+            f"max_bytes={max_bytes} is below the smallest operating point "
+            f"({min(sizes.values())} bytes)"
+        )
     return max(fits)
 
 
 #: What each layer carries, as ``inspect().layer_roles`` names it.
-_ROLES = {SemanticPalette: "semantic", PaletteSplits: "splits", LatentRefinement: "refinement",
-          TextureResidual: "texture-residual", TexturePhoto: "texture"}
+_ROLES = {
+    SemanticPalette: "semantic",
+    PaletteSplits: "splits",
+    LatentRefinement: "refinement",
+    TextureResidual: "texture-residual",
+    TexturePhoto: "texture",
+}
 #: Roles whose points are meant for a person (``inspect().viewer_points``).
 _VIEWER_ROLES = ("texture", "texture-residual")
 

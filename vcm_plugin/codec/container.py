@@ -37,8 +37,16 @@ VERSION = 3  # 3: per-layer needs and absent layers; 2: moment-matched Laplace s
 VERSIONS = (2, 3)  # read; version-1 streams decode differently and are refused
 MAX_LAYERS = 16
 #: The fixed part of every header, field by field: (name, struct code), little endian.
-FIXED_FIELDS = (("magic", "4s"), ("version", "B"), ("backend_id", "B"), ("preset_id", "B"),
-                ("num_layers", "B"), ("width", "I"), ("height", "I"), ("config_hash", "8s"))
+FIXED_FIELDS = (
+    ("magic", "4s"),
+    ("version", "B"),
+    ("backend_id", "B"),
+    ("preset_id", "B"),
+    ("num_layers", "B"),
+    ("width", "I"),
+    ("height", "I"),
+    ("config_hash", "8s"),
+)
 _FIXED = struct.Struct("<" + "".join(code for _, code in FIXED_FIELDS))
 _ENTRIES = {2: struct.Struct("<III"), 3: struct.Struct("<IIIH")}
 _CRC = struct.Struct("<I")
@@ -46,8 +54,10 @@ _CRC = struct.Struct("<I")
 #: part, each fixed field's byte offset, one layer-table entry per version (offset, length,
 #: crc32; version 3 adds the needs mask) and the trailing header CRC.
 FIXED_HEADER = _FIXED
-FIELD_OFFSETS = {name: struct.calcsize("<" + "".join(c for _, c in FIXED_FIELDS[:i]))
-                 for i, (name, _) in enumerate(FIXED_FIELDS)}
+FIELD_OFFSETS = {
+    name: struct.calcsize("<" + "".join(c for _, c in FIXED_FIELDS[:i]))
+    for i, (name, _) in enumerate(FIXED_FIELDS)
+}
 TABLE_ENTRY = _ENTRIES
 HEADER_CRC = _CRC
 _EMPTY_CRC = zlib.crc32(b"")
@@ -111,8 +121,13 @@ class Header:
 
 
 def pack(
-    backend_id: int, preset_id: int, width: int, height: int, config_hash: bytes,
-    layers: list[bytes], needs: tuple[int, ...] | None = None,
+    backend_id: int,
+    preset_id: int,
+    width: int,
+    height: int,
+    config_hash: bytes,
+    layers: list[bytes],
+    needs: tuple[int, ...] | None = None,
 ) -> bytes:
     """Serialise a header and its layers into one stream; an empty payload is an absent layer.
 
@@ -133,8 +148,9 @@ def pack(
         fields = (offset, len(payload), zlib.crc32(payload)) + ((mask,) if version == 3 else ())
         table += entry.pack(*fields)
         offset += len(payload)
-    head = _FIXED.pack(MAGIC, version, backend_id, preset_id, n, width, height,
-                       config_hash) + bytes(table)
+    head = _FIXED.pack(
+        MAGIC, version, backend_id, preset_id, n, width, height, config_hash
+    ) + bytes(table)
     return head + _CRC.pack(zlib.crc32(head)) + b"".join(layers)
 
 
@@ -151,11 +167,13 @@ def parse_header(blob: bytes, max_pixels: int) -> Header:
     if magic != MAGIC:
         raise VCMError(f"not a VCM stream: wrong magic bytes {magic!r}")
     if version not in VERSIONS:
-        hint = "; it was written by an older vcm_plugin: re-encode the image" if (
-            0 < version < min(VERSIONS)) else ""
+        hint = (
+            "; it was written by an older vcm_plugin: re-encode the image"
+            if (0 < version < min(VERSIONS))
+            else ""
+        )
         known = " and ".join(str(v) for v in VERSIONS)
-        raise VCMError(f"unsupported stream version {version} (this reader knows {known})"
-                       f"{hint}")
+        raise VCMError(f"unsupported stream version {version} (this reader knows {known}){hint}")
     if not 1 <= n <= MAX_LAYERS:
         raise VCMError(f"bad layer count {n} (must be 1..{MAX_LAYERS})")
     size = header_size(n, version)
@@ -176,8 +194,10 @@ def parse_header(blob: bytes, max_pixels: int) -> Header:
     expected = size
     for i, (offset, length, crc, *mask) in enumerate(entries):
         if offset != expected:
-            raise VCMError(f"layer {i} starts at byte {offset}, expected {expected}: "
-                           "layers must be contiguous and in order")
+            raise VCMError(
+                f"layer {i} starts at byte {offset}, expected {expected}: "
+                "layers must be contiguous and in order"
+            )
         if length == 0 and version == 2:
             raise VCMError(f"layer {i} has length 0")
         if length == 0 and crc != _EMPTY_CRC:
@@ -187,8 +207,9 @@ def parse_header(blob: bytes, max_pixels: int) -> Header:
         expected = offset + length
     offsets, lengths, crcs = (tuple(col) for col in zip(*(e[:3] for e in entries), strict=True))
     needs = tuple(e[3] for e in entries) if version == 3 else prefix_needs(n)
-    return Header(backend_id, preset_id, width, height, chash, offsets, lengths, crcs, version,
-                  needs)
+    return Header(
+        backend_id, preset_id, width, height, chash, offsets, lengths, crcs, version, needs
+    )
 
 
 #: Bytes that always hold a complete header (the fixed part plus the largest layer table).
@@ -221,7 +242,7 @@ def present_layers(blob: bytes, header: Header) -> list[bool]:
         if header.lengths[i] == 0 or end > len(blob):
             present.append(False)
             continue
-        if zlib.crc32(blob[header.offsets[i]:end]) != header.crcs[i]:
+        if zlib.crc32(blob[header.offsets[i] : end]) != header.crcs[i]:
             raise VCMError(f"layer {i} CRC mismatch: the layer is corrupt")
         present.append(True)
     return present
@@ -230,13 +251,18 @@ def present_layers(blob: bytes, header: Header) -> list[bool]:
 def decodable_points(blob: bytes, header: Header) -> list[int]:
     """The operating points (layer counts) whose layers are all present, ascending."""
     present = present_layers(blob, header)
-    points = [k for k in range(1, header.num_layers + 1)
-              if all(present[i] for i in header.point_layers(k))]
+    points = [
+        k
+        for k in range(1, header.num_layers + 1)
+        if all(present[i] for i in header.point_layers(k))
+    ]
     if not points:
         raise VCMError(
             f"stream truncated inside layer 0: {len(blob)} bytes, layer 0 ends at byte "
-            f"{header.prefix_end(1)}" if header.lengths[0] and not present[0] else
-            "no operating point of this stream has all its layers")
+            f"{header.prefix_end(1)}"
+            if header.lengths[0] and not present[0]
+            else "no operating point of this stream has all its layers"
+        )
     return points
 
 
@@ -252,14 +278,21 @@ def complete_layers(blob: bytes, header: Header) -> int:
 
 
 def layer_payload(blob: bytes, header: Header, index: int) -> bytes:
-    return blob[header.offsets[index]: header.offsets[index] + header.lengths[index]]
+    return blob[header.offsets[index] : header.offsets[index] + header.lengths[index]]
 
 
 def truncate(blob: bytes, header: Header, layers: int) -> bytes:
     """A valid stream holding the first ``layers`` layers, with a rewritten header."""
     payloads = [layer_payload(blob, header, i) for i in range(layers)]
-    return pack(header.backend_id, header.preset_id, header.width, header.height,
-                header.config_hash, payloads, header.needs[:layers])
+    return pack(
+        header.backend_id,
+        header.preset_id,
+        header.width,
+        header.height,
+        header.config_hash,
+        payloads,
+        header.needs[:layers],
+    )
 
 
 def view(blob: bytes, header: Header, layers: int) -> bytes:
@@ -268,7 +301,15 @@ def view(blob: bytes, header: Header, layers: int) -> bytes:
     keep = set(header.point_layers(layers))
     if keep == set(range(layers)):
         return truncate(blob, header, layers)
-    payloads = [layer_payload(blob, header, i) if i in keep else b""
-                for i in range(header.num_layers)]
-    return pack(header.backend_id, header.preset_id, header.width, header.height,
-                header.config_hash, payloads, header.needs)
+    payloads = [
+        layer_payload(blob, header, i) if i in keep else b"" for i in range(header.num_layers)
+    ]
+    return pack(
+        header.backend_id,
+        header.preset_id,
+        header.width,
+        header.height,
+        header.config_hash,
+        payloads,
+        header.needs,
+    )

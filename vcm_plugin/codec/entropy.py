@@ -76,15 +76,19 @@ class LayerWriter:
 
     def laplace(self, symbols: np.ndarray, scales: np.ndarray) -> None:
         """Zero-mean quantised Laplace symbols with one scale per symbol."""
-        symbols = np.clip(np.asarray(symbols, dtype=np.int32).ravel(), -LAPLACE_LIMIT,
-                          LAPLACE_LIMIT)
+        symbols = np.clip(
+            np.asarray(symbols, dtype=np.int32).ravel(), -LAPLACE_LIMIT, LAPLACE_LIMIT
+        )
         if symbols.size:
             scales = np.maximum(np.asarray(scales, dtype=np.float64).ravel(), MIN_SCALE)
             self._enc.encode(symbols, _LAPLACE, np.zeros(symbols.size), scales)
 
     def categorical(self, symbol: int, probabilities: np.ndarray) -> None:
-        self._enc.encode(np.array([symbol], dtype=np.int32), _CATEGORICAL,
-                         np.asarray(probabilities, dtype=np.float64)[None, :])
+        self._enc.encode(
+            np.array([symbol], dtype=np.int32),
+            _CATEGORICAL,
+            np.asarray(probabilities, dtype=np.float64)[None, :],
+        )
 
     def getvalue(self) -> bytes:
         return self._enc.get_compressed().tobytes()
@@ -124,7 +128,10 @@ class LayerReader:
 
     def categorical(self, probabilities: np.ndarray) -> int:
         try:
-            return int(self._dec.decode(_CATEGORICAL,
-                                        np.asarray(probabilities, dtype=np.float64)[None, :])[0])
+            return int(
+                self._dec.decode(
+                    _CATEGORICAL, np.asarray(probabilities, dtype=np.float64)[None, :]
+                )[0]
+            )
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc) from None

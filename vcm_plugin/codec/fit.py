@@ -42,8 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--count", type=int, default=60)
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "assets" / "tae_pca.npz")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "assets" / "tae_pca.npz"
+    )
     args = parser.parse_args()
     paths = sorted(args.data.glob("*.jpg"))[: args.count]
     mean, basis = fit_pca(paths, get_preset("tae").semantic_scale)

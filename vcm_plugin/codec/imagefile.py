@@ -26,21 +26,26 @@ def pil_to_rgb(im, label: str = "image", file_format: str | None = None) -> np.n
     image came from (PPM's 32-bit "I" mode holds 16-bit samples); default ``im.format``."""
     file_format = file_format or getattr(im, "format", None)
     if im.has_transparency_data:
-        raise VCMError(f"{label} has an alpha channel (mode {im.mode}), which VCM does not "
-                       "code; flatten it first")
+        raise VCMError(
+            f"{label} has an alpha channel (mode {im.mode}), which VCM does not "
+            "code; flatten it first"
+        )
     if im.mode in _SIXTEEN_BIT or (im.mode == "I" and file_format == "PPM"):
         gray16 = np.asarray(im).astype(np.uint32)
         gray8 = ((gray16 + 128) // 257).astype(np.uint8)  # round(v / 257): 65535 -> 255
         return np.repeat(gray8[:, :, None], 3, axis=2)
     if im.mode not in _TO_RGB:
-        raise VCMError(f"{label}: mode {im.mode} has no defined 8-bit RGB meaning "
-                       "(e.g. 32-bit integer, float or CIELAB samples); save it as 8- or "
-                       "16-bit RGB or grayscale first")
+        raise VCMError(
+            f"{label}: mode {im.mode} has no defined 8-bit RGB meaning "
+            "(e.g. 32-bit integer, float or CIELAB samples); save it as 8- or "
+            "16-bit RGB or grayscale first"
+        )
     return np.asarray(im.convert("RGB"))
 
 
-def read_rgb(source: str | Path | bytes, name: str | None = None, *,
-             orient: bool = True) -> np.ndarray:
+def read_rgb(
+    source: str | Path | bytes, name: str | None = None, *, orient: bool = True
+) -> np.ndarray:
     """HxWx3 uint8 from a path or the file's bytes (``name`` labels bytes in messages).
     ``orient=False`` skips the EXIF orientation (ground truth that refers to the stored pixel
     grid, as the eval's data sets have)."""

@@ -46,8 +46,9 @@ class Geometry:
 
     @classmethod
     def of(cls, width: int, height: int, scale: float, factor: int) -> Geometry:
-        return cls(width, height, max(1, round(width * scale)), max(1, round(height * scale)),
-                   factor)
+        return cls(
+            width, height, max(1, round(width * scale)), max(1, round(height * scale)), factor
+        )
 
     @property
     def latent_shape(self) -> tuple[int, int]:
@@ -100,15 +101,17 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
         return image
     t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None]
     with codec_threads():
-        out = F.interpolate(t, size=(height, width), mode="bicubic", align_corners=False,
-                            antialias=True)
+        out = F.interpolate(
+            t, size=(height, width), mode="bicubic", align_corners=False, antialias=True
+        )
     return out[0].permute(1, 2, 0).numpy().astype(image.dtype)
 
 
 def semantic_image(image: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Downscale to the semantic size and edge-pad to the latent grid."""
-    small = resize(image.astype(np.float32) / 255.0, geometry.semantic_height,
-                   geometry.semantic_width)
+    small = resize(
+        image.astype(np.float32) / 255.0, geometry.semantic_height, geometry.semantic_width
+    )
     h, w = geometry.latent_shape
     f = geometry.factor
     pad = ((0, h * f - small.shape[0]), (0, w * f - small.shape[1]), (0, 0))
@@ -199,8 +202,9 @@ class IndexMapCoder:
     def __init__(self, shape: tuple[int, int]) -> None:
         self.shape = shape
 
-    def _walk(self, alphabets: np.ndarray, groups: np.ndarray, symbols: np.ndarray | None,
-              code) -> np.ndarray:
+    def _walk(
+        self, alphabets: np.ndarray, groups: np.ndarray, symbols: np.ndarray | None, code
+    ) -> np.ndarray:
         """Shared raster walk. ``groups`` (per position) chooses the counts table, so maps
         whose alphabet differs per position (children of a coarse entry) share the logic;
         neighbours count as context only inside the same group."""
@@ -224,8 +228,9 @@ class IndexMapCoder:
             counts[sym] += 1.0
         return out
 
-    def encode(self, writer: LayerWriter, symbols: np.ndarray, alphabets: np.ndarray,
-               groups: np.ndarray) -> None:
+    def encode(
+        self, writer: LayerWriter, symbols: np.ndarray, alphabets: np.ndarray, groups: np.ndarray
+    ) -> None:
         def code(p, s):
             writer.categorical(s, p)
             return s
@@ -246,18 +251,19 @@ def _residual_magnitudes(symbols: np.ndarray, index: np.ndarray, entries: int):
     return entry, channel
 
 
-def _residual_scales(entry_codes: np.ndarray, channel_codes: np.ndarray,
-                     index: np.ndarray) -> np.ndarray:
+def _residual_scales(
+    entry_codes: np.ndarray, channel_codes: np.ndarray, index: np.ndarray
+) -> np.ndarray:
     """Laplace scale per (position, channel): log codes add where the means multiply
     (entry codes are relative, centred on code 64 = 1.0)."""
     return laplace_scale(entry_codes[index][:, None] + channel_codes[None, :] - 64)
 
 
-def _write_residual(writer: LayerWriter, symbols: np.ndarray, index: np.ndarray,
-                    entries: int) -> None:
+def _write_residual(
+    writer: LayerWriter, symbols: np.ndarray, index: np.ndarray, entries: int
+) -> None:
     entry, channel = _residual_magnitudes(symbols, index, entries)
-    scales = _residual_scales(_write_scales(writer, entry), _write_scales(writer, channel),
-                              index)
+    scales = _residual_scales(_write_scales(writer, entry), _write_scales(writer, channel), index)
     writer.laplace(symbols, scales)
 
 
@@ -285,15 +291,17 @@ class SemanticPalette:
         gray = src.semantic @ np.array([0.299, 0.587, 0.114])
         classes, _ = content_classes(src.vectors, gray, g.factor, self.content_classes)
         penalty = self.index_penalty * self.step**2
-        src.chain = build_chain(src.vectors, classes, g.latent_shape, self.fine_entries,
-                                self.coarse_entries, penalty)
+        src.chain = build_chain(
+            src.vectors, classes, g.latent_shape, self.fine_entries, self.coarse_entries, penalty
+        )
         coarse = src.chain.coarse_index
         k0 = src.chain.coarse_count
         palette = np.round(src.chain.coarse_means() / self.palette_step).astype(np.int32)
         writer.uniform(k0 - 1, MAX_PALETTE)
         _code_values(writer, palette)
-        IndexMapCoder(g.latent_shape).encode(writer, coarse, np.full(g.positions, k0),
-                                             np.zeros(g.positions))
+        IndexMapCoder(g.latent_shape).encode(
+            writer, coarse, np.full(g.positions, k0), np.zeros(g.positions)
+        )
         prediction = palette[coarse] * self.palette_step
         symbols = deadzone_quantise(src.vectors - prediction, self.step, self.deadzone)
         _write_residual(writer, symbols, coarse, k0)
@@ -309,8 +317,9 @@ class SemanticPalette:
         if k0 > g.positions:
             raise VCMError(f"layer 0: palette of {k0} entries for {g.positions} positions")
         palette = _read_values(reader, k0, channels)
-        coarse = IndexMapCoder(g.latent_shape).decode(reader, np.full(g.positions, k0),
-                                                      np.zeros(g.positions))
+        coarse = IndexMapCoder(g.latent_shape).decode(
+            reader, np.full(g.positions, k0), np.zeros(g.positions)
+        )
         residual = _read_residual(reader, coarse, k0, channels)
         state.set_coarse(coarse, k0)
         state.latent = palette[coarse] * self.palette_step + residual * self.step
@@ -377,8 +386,9 @@ class LatentRefinement:
 
     def decode(self, state: State, payload: bytes, layer: int) -> None:
         entries = len(state.fine_parent)
-        residual = _read_residual(LayerReader(payload, layer), state.fine_index, entries,
-                                  state.backend.channels)
+        residual = _read_residual(
+            LayerReader(payload, layer), state.fine_index, entries, state.backend.channels
+        )
         state.latent = state.latent + residual * self.step
 
 
@@ -420,8 +430,9 @@ def _write_avif(pixels: np.ndarray, quality: int, speed: int) -> bytes:
     encoder runs independent layers side by side instead (``Codec.encode_batch``).
     """
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="AVIF", quality=quality, speed=speed,
-                                 max_threads=AVIF_THREADS)
+    Image.fromarray(pixels).save(
+        buffer, format="AVIF", quality=quality, speed=speed, max_threads=AVIF_THREADS
+    )
     return buffer.getvalue()
 
 
@@ -430,8 +441,10 @@ def _read_avif(payload: bytes, geometry: Geometry, layer: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(payload), formats=["AVIF"]) as im:
             if im.size != (geometry.width, geometry.height):
-                raise VCMError(f"layer {layer}: texture is {im.size[0]}x{im.size[1]}, "
-                               f"image is {geometry.width}x{geometry.height}")
+                raise VCMError(
+                    f"layer {layer}: texture is {im.size[0]}x{im.size[1]}, "
+                    f"image is {geometry.width}x{geometry.height}"
+                )
             return np.asarray(im.convert("RGB"), dtype=np.float64)
     except VCMError:
         raise

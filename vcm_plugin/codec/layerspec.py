@@ -35,8 +35,9 @@ def _count(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def parse_layers(layers: Any, name: str = "layers", *,
-                 choices: bool = False) -> LayerSpec | frozenset[int]:
+def parse_layers(
+    layers: Any, name: str = "layers", *, choices: bool = False
+) -> LayerSpec | frozenset[int]:
     """Validate a layer spec (module docstring) and return it normalised: an int, a
     ``(low, high)`` tuple of ints, a ``frozenset`` of ints (``choices`` only), or ``None`` /
     ``"analytics"`` unchanged. Raises VCMError naming ``name``."""
@@ -47,16 +48,18 @@ def parse_layers(layers: Any, name: str = "layers", *,
             raise VCMError(f"{name} must be >= 1 (1 = semantic layer only), got {layers}")
         return int(layers)
     pair = isinstance(layers, (tuple, list)) and len(layers) == 2
-    many = choices and isinstance(layers, (tuple, list, set, frozenset, range)) and \
-        len(layers) > 0 and not pair
+    many = (
+        choices
+        and isinstance(layers, (tuple, list, set, frozenset, range))
+        and len(layers) > 0
+        and not pair
+    )
     if pair or many:
         if not all(_count(v) for v in layers):
-            raise VCMError(f"{name} {'range' if pair else 'choices'} must be ints, got "
-                           f"{layers!r}")
+            raise VCMError(f"{name} {'range' if pair else 'choices'} must be ints, got {layers!r}")
         values = tuple(int(v) for v in layers)
         if min(values) < 1:
-            raise VCMError(f"{name} must be counts >= 1 (1 = semantic layer only), got "
-                           f"{layers!r}")
+            raise VCMError(f"{name} must be counts >= 1 (1 = semantic layer only), got {layers!r}")
         if many:
             return frozenset(values)
         low, high = values
@@ -66,8 +69,10 @@ def parse_layers(layers: Any, name: str = "layers", *,
     if isinstance(layers, Sequence) and not isinstance(layers, (str, bytes)) and not choices:
         raise VCMError(f"{name} range must be two ints (low, high), got {layers!r}")
     extra = ", a set of ints >= 1 to draw from" if choices else ""
-    raise VCMError(f"{name} must be an int >= 1, a (low, high) pair{extra}, {ANALYTICS!r} or "
-                   f"None, got {layers!r}")
+    raise VCMError(
+        f"{name} must be an int >= 1, a (low, high) pair{extra}, {ANALYTICS!r} or "
+        f"None, got {layers!r}"
+    )
 
 
 def fixed_layers(layers: Any, who: str, name: str = "layers") -> int | str | None:
@@ -80,8 +85,9 @@ def fixed_layers(layers: Any, who: str, name: str = "layers") -> int | str | Non
     return spec
 
 
-def draw_layers(spec: LayerSpec | frozenset[int],
-                rng: random.Random | None = None) -> int | str | None:
+def draw_layers(
+    spec: LayerSpec | frozenset[int], rng: random.Random | None = None
+) -> int | str | None:
     """The operating point for one image: a range or a set drawn with ``rng`` (the ``random``
     module when None), anything else as it is."""
     if isinstance(spec, tuple):

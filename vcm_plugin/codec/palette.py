@@ -110,8 +110,14 @@ def ward_chain(means: np.ndarray, counts: np.ndarray, coarse: int) -> tuple[np.n
     return coarse_id, merges
 
 
-def smooth_index(vectors: np.ndarray, means: np.ndarray, index: np.ndarray, shape: tuple[int, int],
-                 penalty: float, sweeps: int = 2) -> np.ndarray:
+def smooth_index(
+    vectors: np.ndarray,
+    means: np.ndarray,
+    index: np.ndarray,
+    shape: tuple[int, int],
+    penalty: float,
+    sweeps: int = 2,
+) -> np.ndarray:
     """Rate-aware relabelling: switch to a neighbour's entry when the distortion it adds is
     smaller than ``penalty`` per disagreeing neighbour saved (cheaper index maps)."""
     if penalty <= 0:
@@ -122,8 +128,9 @@ def smooth_index(vectors: np.ndarray, means: np.ndarray, index: np.ndarray, shap
     own = ((v - means[idx]) ** 2).sum(-1)
     for _ in range(sweeps):
         padded = np.pad(idx, 1, mode="edge")
-        neighbours = np.stack([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2],
-                               padded[1:-1, 2:]])
+        neighbours = np.stack(
+            [padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
+        )
         best, best_cost = idx, own + penalty * (neighbours != idx).sum(0)
         for cand in neighbours:
             dist = ((v - means[cand]) ** 2).sum(-1)
@@ -136,8 +143,14 @@ def smooth_index(vectors: np.ndarray, means: np.ndarray, index: np.ndarray, shap
     return idx.ravel()
 
 
-def build_chain(vectors: np.ndarray, classes: np.ndarray, shape: tuple[int, int], fine: int,
-                coarse: int, penalty: float) -> PaletteChain:
+def build_chain(
+    vectors: np.ndarray,
+    classes: np.ndarray,
+    shape: tuple[int, int],
+    fine: int,
+    coarse: int,
+    penalty: float,
+) -> PaletteChain:
     """Fine state from content-adaptive K-means, coarse state from the forward Ward chain."""
     means, index = fine_palette(vectors, classes, fine)
     index = smooth_index(vectors, means, index, shape, penalty)

@@ -48,8 +48,13 @@ class Preset:
     @property
     def num_layers(self) -> int:
         splits = 0 if self.split_step is None else 1
-        return (1 + splits + len(self.refine_steps) + len(self.analytics_textures)
-                + len(self.texture_qualities))
+        return (
+            1
+            + splits
+            + len(self.refine_steps)
+            + len(self.analytics_textures)
+            + len(self.texture_qualities)
+        )
 
     def config_hash(self, backend_identity: str) -> bytes:
         fields = asdict(self)
@@ -74,33 +79,87 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         # training-free DCT latent: no weights, fast; far less accurate for analytics
-        Preset("fast", 1, "dct", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
-               content_classes=4, palette_step=0.5, index_penalty=0.5, semantic_step=1.5,
-               split_step=0.5, refine_steps=(0.75,), texture_qualities=(25, 50),
-               hash_name="default", analytics_point=5),
+        Preset(
+            "fast",
+            1,
+            "dct",
+            semantic_scale=0.5,
+            coarse_entries=8,
+            fine_entries=32,
+            content_classes=4,
+            palette_step=0.5,
+            index_penalty=0.5,
+            semantic_step=1.5,
+            split_step=0.5,
+            refine_steps=(0.75,),
+            texture_qualities=(25, 50),
+            hash_name="default",
+            analytics_point=5,
+        ),
         # the TAEF2 generator latent (weights ship in the package): the accurate one. Four
         # latent layers (the low-rate analytics points), two analytics texture layers (the
         # lightly low-passed photo in AVIF: detectors keep their mAP for fewer bits), then five
         # viewer texture layers (the photo in AVIF, 0.1 to 1.6 bpp on Kodak). Every texture
         # layer stands alone (README: "Stream layout").
-        Preset("tae", 4, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
-               content_classes=4, palette_step=0.25, index_penalty=0.5, semantic_step=3.0,
-               split_step=0.25, refine_steps=(1.5, 0.75),
-               analytics_textures=((30, 0.5), (45, 0.5)),
-               texture_qualities=(5, 20, 35, 50, 75), deadzone=0.35, texture_coding="photo",
-               analytics_point=6),
+        Preset(
+            "tae",
+            4,
+            "tae",
+            semantic_scale=0.5,
+            coarse_entries=8,
+            fine_entries=32,
+            content_classes=4,
+            palette_step=0.25,
+            index_penalty=0.5,
+            semantic_step=3.0,
+            split_step=0.25,
+            refine_steps=(1.5, 0.75),
+            analytics_textures=((30, 0.5), (45, 0.5)),
+            texture_qualities=(5, 20, 35, 50, 75),
+            deadzone=0.35,
+            texture_coding="photo",
+            analytics_point=6,
+        ),
         # 0.2's generator preset: four texture layers, no analytics textures; kept so its
         # streams decode
-        Preset("tae-0.2", 3, "tae", semantic_scale=0.5, coarse_entries=8, fine_entries=32,
-               content_classes=4, palette_step=0.25, index_penalty=0.5, semantic_step=3.0,
-               split_step=0.25, refine_steps=(1.5, 0.75), texture_qualities=(20, 35, 50, 70),
-               deadzone=0.35, texture_coding="photo", hash_name="tae", analytics_point=7),
+        Preset(
+            "tae-0.2",
+            3,
+            "tae",
+            semantic_scale=0.5,
+            coarse_entries=8,
+            fine_entries=32,
+            content_classes=4,
+            palette_step=0.25,
+            index_penalty=0.5,
+            semantic_step=3.0,
+            split_step=0.25,
+            refine_steps=(1.5, 0.75),
+            texture_qualities=(20, 35, 50, 70),
+            deadzone=0.35,
+            texture_coding="photo",
+            hash_name="tae",
+            analytics_point=7,
+        ),
         # 0.1's generator preset: texture layers code the residual against the layers before
         # (a person's view cost +76 % over AVIF); kept so its streams decode
-        Preset("tae-residual", 2, "tae", semantic_scale=0.5, coarse_entries=8,
-               fine_entries=32, content_classes=4, palette_step=0.25, index_penalty=0.5,
-               semantic_step=3.0, split_step=0.25, refine_steps=(1.5, 0.75),
-               texture_qualities=(25, 50), deadzone=0.35, hash_name="tae"),
+        Preset(
+            "tae-residual",
+            2,
+            "tae",
+            semantic_scale=0.5,
+            coarse_entries=8,
+            fine_entries=32,
+            content_classes=4,
+            palette_step=0.25,
+            index_penalty=0.5,
+            semantic_step=3.0,
+            split_step=0.25,
+            refine_steps=(1.5, 0.75),
+            texture_qualities=(25, 50),
+            deadzone=0.35,
+            hash_name="tae",
+        ),
     )
 }
 PRESET_BY_ID = {p.preset_id: p for p in PRESETS.values()}
@@ -128,8 +187,10 @@ def register(preset: Preset) -> Preset:
         raise VCMError(f"preset name {preset.name!r} is an alias")
     for taken in (PRESETS.get(preset.name), PRESET_BY_ID.get(preset.preset_id)):
         if taken is not None and taken != preset:
-            raise VCMError(f"preset {preset.name!r} (id {preset.preset_id}) clashes with the "
-                           f"registered preset {taken.name!r} (id {taken.preset_id})")
+            raise VCMError(
+                f"preset {preset.name!r} (id {preset.preset_id}) clashes with the "
+                f"registered preset {taken.name!r} (id {taken.preset_id})"
+            )
     PRESETS[preset.name] = preset
     PRESET_BY_ID[preset.preset_id] = preset
     return preset

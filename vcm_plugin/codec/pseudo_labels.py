@@ -43,8 +43,12 @@ def content_classes(
     feats = (feats - feats.mean(axis=0)) / (feats.std(axis=0) + 1e-6)
     num_classes = max(1, min(num_classes, len(vectors)))
     labels, _ = kmeans(feats, num_classes, seed=1)
-    energy = np.array([texture[labels == c, 1:3].sum(axis=1).mean() if np.any(labels == c)
-                       else -np.inf for c in range(num_classes)])
+    energy = np.array(
+        [
+            texture[labels == c, 1:3].sum(axis=1).mean() if np.any(labels == c) else -np.inf
+            for c in range(num_classes)
+        ]
+    )
     order = np.argsort(energy, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(num_classes)

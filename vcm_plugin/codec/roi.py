@@ -30,15 +30,13 @@ def roi_mask(roi: Roi, height: int, width: int) -> np.ndarray:
     """The region as a float (H, W) weight in [0, 1]; VCMError for anything else."""
     if isinstance(roi, np.ndarray) and roi.ndim == 2:
         if roi.shape != (height, width):
-            raise VCMError(f"roi mask is {roi.shape[1]}x{roi.shape[0]}, image is "
-                           f"{width}x{height}")
+            raise VCMError(f"roi mask is {roi.shape[1]}x{roi.shape[0]}, image is {width}x{height}")
         mask = roi.astype(np.float32)
         if not np.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
             raise VCMError("roi mask values must be in [0, 1]")
         return mask
     try:
-        boxes = np.asarray(roi, dtype=np.float64).reshape(-1, 4) if len(roi) else \
-            np.zeros((0, 4))
+        boxes = np.asarray(roi, dtype=np.float64).reshape(-1, 4) if len(roi) else np.zeros((0, 4))
     except (TypeError, ValueError):
         raise VCMError("roi must be an HxW mask or a list of (x0, y0, x1, y1) boxes") from None
     if not np.isfinite(boxes).all():
@@ -62,7 +60,8 @@ def focus(image: np.ndarray, roi: Roi) -> np.ndarray:
     soft = Image.fromarray(np.round(mask * 255).astype(np.uint8))
     weight = np.asarray(soft.filter(ImageFilter.GaussianBlur(FEATHER)), np.float32) / 255.0
     weight = np.maximum(weight, mask)[..., None]  # feather outwards only: inside stays sharp
-    blurred = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(OUTSIDE_BLUR)),
-                         np.float32)
+    blurred = np.asarray(
+        Image.fromarray(image).filter(ImageFilter.GaussianBlur(OUTSIDE_BLUR)), np.float32
+    )
     out = weight * image.astype(np.float32) + (1.0 - weight) * blurred
     return np.clip(np.round(out), 0, 255).astype(np.uint8)

@@ -61,8 +61,11 @@ class StreamInfo:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-serialisable facts, in field order (what ``vcm info`` prints)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if f.name != "header"}
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "header"
+        }
 
     def __getitem__(self, name: str) -> Any:
         """``info["num_layers"]``: a field by name (``inspect`` used to return a dict)."""

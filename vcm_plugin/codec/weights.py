@@ -36,10 +36,16 @@ class WeightFile:
 
 REGISTRY: dict[str, tuple[WeightFile, ...]] = {
     "taef2": (
-        WeightFile("taef2_encoder.pth", _TAESD + "taef2_encoder.pth",
-                   "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6"),
-        WeightFile("taef2_decoder.pth", _TAESD + "taef2_decoder.pth",
-                   "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5"),
+        WeightFile(
+            "taef2_encoder.pth",
+            _TAESD + "taef2_encoder.pth",
+            "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6",
+        ),
+        WeightFile(
+            "taef2_decoder.pth",
+            _TAESD + "taef2_decoder.pth",
+            "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5",
+        ),
     ),
 }
 
@@ -85,8 +91,10 @@ def find(model: str) -> dict[str, Path]:
             for wf in files:
                 got = _verified_sha256(paths[wf.name], paths[wf.name].stat().st_mtime_ns)
                 if got != wf.sha256:
-                    raise VCMError(f"{paths[wf.name]}: sha256 {got} != expected {wf.sha256} "
-                                   f"(replace it, or run `vcm weights fetch {model}`)")
+                    raise VCMError(
+                        f"{paths[wf.name]}: sha256 {got} != expected {wf.sha256} "
+                        f"(replace it, or run `vcm weights fetch {model}`)"
+                    )
             return paths
     names = ", ".join(f.name for f in files)
     looked = ", ".join(str(d) for d in search_dirs())
@@ -106,8 +114,9 @@ def sha256_of(path: Path) -> str:
     return sha256_file(path)
 
 
-def fetch(model: str, dest: Path | None = None, base_url: str | None = None,
-          timeout: float = 60.0) -> list[Path]:
+def fetch(
+    model: str, dest: Path | None = None, base_url: str | None = None, timeout: float = 60.0
+) -> list[Path]:
     """Download ``model``'s files into ``dest`` (default: the user cache dir), verifying sha256.
 
     A file whose hash does not match is deleted and reported; an existing good file is kept.
@@ -124,8 +133,7 @@ def fetch(model: str, dest: Path | None = None, base_url: str | None = None,
             continue
         url = (base_url.rstrip("/") + "/" + wf.name) if base_url else wf.url
         try:  # installed only once the hash matches (a failed check leaves target as it was)
-            with atomic_file(target) as out, \
-                    urllib.request.urlopen(url, timeout=timeout) as resp:
+            with atomic_file(target) as out, urllib.request.urlopen(url, timeout=timeout) as resp:
                 digest = hashlib.sha256()
                 while chunk := resp.read(1 << 20):
                     digest.update(chunk)

@@ -22,5 +22,15 @@ from vcm_plugin.datasets.shards import (
     encode_shard,
 )
 
-__all__ = ["ENGINES", "FORMAT", "LAYOUTS", "EncodeOptions", "Sample", "ShardDataset", "ShardTask",
-           "encode_dataset", "encode_shard", "scan"]
+__all__ = [
+    "ENGINES",
+    "FORMAT",
+    "LAYOUTS",
+    "EncodeOptions",
+    "Sample",
+    "ShardDataset",
+    "ShardTask",
+    "encode_dataset",
+    "encode_shard",
+    "scan",
+]

@@ -62,8 +62,10 @@ def _check_unique(samples: list[Sample], src: Path) -> None:
     seen: dict[str, str] = {}
     for s in samples:
         if s.key in seen:
-            raise VCMError(f"two images in {src} map to the same key {s.key!r}: {seen[s.key]} "
-                           f"and {s.image} (names must be unique without the extension)")
+            raise VCMError(
+                f"two images in {src} map to the same key {s.key!r}: {seen[s.key]} "
+                f"and {s.image} (names must be unique without the extension)"
+            )
         seen[s.key] = s.image
 
 
@@ -75,16 +77,18 @@ def _scan_yolo(src: Path) -> list[Sample]:
     for img in _images_under(images):
         rel = img.relative_to(images).with_suffix(".txt")
         label = labels / rel
-        samples.append(Sample(_key(img, images), str(img),
-                              (("txt", str(label)),) if label.is_file() else ()))
+        samples.append(
+            Sample(_key(img, images), str(img), (("txt", str(label)),) if label.is_file() else ())
+        )
     return samples
 
 
 def _scan_voc(src: Path) -> list[Sample]:
     jpeg, seg = src / "JPEGImages", src / "SegmentationClass"
     if not jpeg.is_dir() or not seg.is_dir():
-        raise VCMError(f"{src} is not in VOC layout: it needs JPEGImages/ and "
-                       "SegmentationClass/ directories")
+        raise VCMError(
+            f"{src} is not in VOC layout: it needs JPEGImages/ and SegmentationClass/ directories"
+        )
     by_stem: dict[str, Path] = {}
     for img in _images_under(jpeg):
         by_stem.setdefault(_key(img, jpeg), img)
@@ -121,8 +125,10 @@ def scan(src: str | os.PathLike[str], layout: str = "auto") -> tuple[str, list[S
         layout = detect_layout(src)
     samples = {"yolo": _scan_yolo, "voc": _scan_voc, "folder": _scan_folder}[layout](src)
     if not samples:
-        raise VCMError(f"no images found in {src} ({layout} layout; image types: "
-                       f"{', '.join(sorted(IMAGE_EXTS))})")
+        raise VCMError(
+            f"no images found in {src} ({layout} layout; image types: "
+            f"{', '.join(sorted(IMAGE_EXTS))})"
+        )
     samples.sort(key=lambda s: s.key)
     _check_unique(samples, src)
     return layout, samples

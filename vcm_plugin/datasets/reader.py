@@ -50,19 +50,28 @@ class ShardDataset:
     (``{suffix: bytes}``, e.g. ``txt`` for YOLO, ``seg.png`` for VOC masks).
     """
 
-    def __init__(self, root: str | os.PathLike[str], layers: LayersArg = None, seed: int = 0,
-                 channel_order: str = "rgb", verify: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        layers: LayersArg = None,
+        seed: int = 0,
+        channel_order: str = "rgb",
+        verify: bool = True,
+    ) -> None:
         self.root = Path(root)
         path = self.root / "index.json"
         if not path.is_file():
-            raise VCMError(f"{self.root} has no index.json: not a shard directory, or its "
-                           "encode-dataset run has not finished (rerun it to resume)")
+            raise VCMError(
+                f"{self.root} has no index.json: not a shard directory, or its "
+                "encode-dataset run has not finished (rerun it to resume)"
+            )
         try:
             index = json.loads(path.read_text())
             self.meta: dict[str, str] = dict(index.get("meta", {}))
             self.layout: str = index.get("layout", "folder")
             self.items: list[tuple[str, dict[str, Any]]] = [
-                (shard["shard"], m) for shard in index["shards"] for m in shard["members"]]
+                (shard["shard"], m) for shard in index["shards"] for m in shard["members"]
+            ]
             sizes = {shard["shard"]: shard["size"] for shard in index["shards"]}
         except (ValueError, KeyError, TypeError) as e:
             raise VCMError(f"{path} is not a valid shard index: {e}") from None
@@ -70,8 +79,10 @@ class ShardDataset:
             for name, size in sizes.items():
                 p = self.root / name
                 if not p.is_file() or p.stat().st_size != size:
-                    raise VCMError(f"shard {p} is missing or has changed since the index was "
-                                   "written; rerun encode-dataset")
+                    raise VCMError(
+                        f"shard {p} is missing or has changed since the index was "
+                        "written; rerun encode-dataset"
+                    )
         self._spec = parse_layers(layers, choices=True)
         self.layers = layers
         if channel_order not in ("rgb", "bgr"):
@@ -85,8 +96,10 @@ class ShardDataset:
         return len(self.items)
 
     def __repr__(self) -> str:
-        return (f"ShardDataset({str(self.root)!r}, {len(self)} items, layers={self.layers!r}, "
-                f"seed={self.seed})")
+        return (
+            f"ShardDataset({str(self.root)!r}, {len(self)} items, layers={self.layers!r}, "
+            f"seed={self.seed})"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -127,8 +140,9 @@ class ShardDataset:
         except OSError as e:
             raise VCMError(f"cannot read {self.root / shard}: {e.strerror or e}") from None
         if len(data) != length:
-            raise VCMError(f"{self.root / shard} is shorter than its index says; rerun "
-                           "encode-dataset")
+            raise VCMError(
+                f"{self.root / shard} is shorter than its index says; rerun encode-dataset"
+            )
         return data
 
     def stream(self, i: int, layers: int | str | None = None) -> bytes:
@@ -180,12 +194,20 @@ class ShardDataset:
             raise IndexError(f"index {i} out of range for {len(self)} items")
         m = self.items[i][1]
         img, k, nbytes = self.load(i, self.layers_for(i))
-        return {"key": m["key"], "image": img, "layers": k, "nbytes": nbytes,
-                "labels": {s: self.label(i, s) for s in m["labels"]}}
+        return {
+            "key": m["key"],
+            "image": img,
+            "layers": k,
+            "nbytes": nbytes,
+            "labels": {s: self.label(i, s) for s in m["labels"]},
+        }
 
     # -------------------------------------------------------------------------- exports
-    def export_yolo(self, out: str | os.PathLike[str], names: Sequence[str] | None = None,
-                    ) -> Path:
+    def export_yolo(
+        self,
+        out: str | os.PathLike[str],
+        names: Sequence[str] | None = None,
+    ) -> Path:
         """Write a YOLO-layout folder (``images/KEY.png`` decoded at this data set's layer
         choice, ``labels/KEY.txt``, ``data.yaml``) and return the ``data.yaml`` path, for
         ``YOLO(...).train(data=...)``. PNG keeps the decoded pixels exact. Class names come

@@ -50,8 +50,15 @@ from vcm_plugin.datasets.layouts import Sample, meta_files, scan
 from vcm_plugin.errors import VCMError
 from vcm_plugin.ray_engine import ENGINES, check_engine, ray_results, ray_session
 
-__all__ = ["ENGINES", "FORMAT", "EncodeOptions", "ShardTask", "encode_dataset", "encode_shard",
-           "verify_shard"]
+__all__ = [
+    "ENGINES",
+    "FORMAT",
+    "EncodeOptions",
+    "ShardTask",
+    "encode_dataset",
+    "encode_shard",
+    "verify_shard",
+]
 
 FORMAT = "vcm-shards/1"
 JOB_FILE = "vcm-shards.json"
@@ -127,10 +134,12 @@ ENCODE_BATCH = 16
 def _encoded(codec, samples):
     """(sample, source digest, source blobs, stream) per sample, encoded a batch at a time."""
     for start in range(0, len(samples), ENCODE_BATCH):
-        chunk = samples[start:start + ENCODE_BATCH]
+        chunk = samples[start : start + ENCODE_BATCH]
         sources = [_source_hash(sample) for sample in chunk]
-        images = [read_rgb(blobs["image"], sample.image)
-                  for sample, (_, blobs) in zip(chunk, sources, strict=True)]
+        images = [
+            read_rgb(blobs["image"], sample.image)
+            for sample, (_, blobs) in zip(chunk, sources, strict=True)
+        ]
         streams = codec.encode_batch(images)
         for sample, (digest, blobs), blob in zip(chunk, sources, streams, strict=True):
             yield sample, digest, blobs, blob
@@ -152,10 +161,17 @@ def encode_shard(task: ShardTask) -> dict[str, Any]:
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for sample, digest, blobs, blob in _encoded(codec, task.samples):
                 info = codec.inspect(blob)
-                entry = {"key": sample.key, "source": sample.image, "source_sha256": digest,
-                         "width": info.width, "height": info.height,
-                         "header_bytes": info.header_bytes, "layer_bytes": info.layer_bytes,
-                         "layer_offsets": info.layer_offsets, "labels": {}}
+                entry = {
+                    "key": sample.key,
+                    "source": sample.image,
+                    "source_sha256": digest,
+                    "width": info.width,
+                    "height": info.height,
+                    "header_bytes": info.header_bytes,
+                    "layer_bytes": info.layer_bytes,
+                    "layer_offsets": info.layer_offsets,
+                    "labels": {},
+                }
                 tar.addfile(_tarinfo(f"{sample.key}.vcm", len(blob)), io.BytesIO(blob))
                 for suffix, path in sample.labels:
                     data = blobs[suffix]
@@ -171,9 +187,13 @@ def encode_shard(task: ShardTask) -> dict[str, Any]:
             for suffix, lab in entry["labels"].items():
                 lab["offset"], lab["length"] = where[f"{entry['key']}.{suffix}"]
         manifest = {
-            "format": FORMAT, "shard": f"{task.name}.tar", "preset": task.preset,
-            "config": _codec_config(task.preset), "size": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(), "members": members,
+            "format": FORMAT,
+            "shard": f"{task.name}.tar",
+            "preset": task.preset,
+            "config": _codec_config(task.preset),
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "members": members,
         }
         dst = Path(task.dst)
         write_atomic(dst / f"{task.name}.tar", data)
@@ -202,12 +222,14 @@ def verify_shard(dst: Path, task: ShardTask, config: str | None = None) -> dict[
     if manifest.get("config") != (config or _codec_config(task.preset)):
         return None
     members = manifest.get("members")
-    if not isinstance(members, list) or [m.get("key") for m in members] != \
-            [s.key for s in task.samples]:
+    if not isinstance(members, list) or [m.get("key") for m in members] != [
+        s.key for s in task.samples
+    ]:
         return None
     for m, s in zip(members, task.samples, strict=True):
-        if m.get("source_sha256") != _source_hash_only(s) or \
-                sorted(m.get("labels", {})) != sorted(suffix for suffix, _ in s.labels):
+        if m.get("source_sha256") != _source_hash_only(s) or sorted(m.get("labels", {})) != sorted(
+            suffix for suffix, _ in s.labels
+        ):
             return None
     tar = dst / f"{task.name}.tar"
     try:
@@ -221,8 +243,9 @@ def verify_shard(dst: Path, task: ShardTask, config: str | None = None) -> dict[
 
 
 # ------------------------------------------------------------------------------ engines
-def _run_local(tasks: list[ShardTask], workers: int,
-               on_done: Callable[[dict[str, Any]], None]) -> None:
+def _run_local(
+    tasks: list[ShardTask], workers: int, on_done: Callable[[dict[str, Any]], None]
+) -> None:
     if workers <= 1 or len(tasks) <= 1:
         for t in tasks:
             on_done(encode_shard(t))
@@ -242,8 +265,12 @@ def _run_local(tasks: list[ShardTask], workers: int,
             raise
 
 
-def _run_ray(tasks: list[ShardTask], workers: int | None, address: str | None,
-             on_done: Callable[[dict[str, Any]], None]) -> None:
+def _run_ray(
+    tasks: list[ShardTask],
+    workers: int | None,
+    address: str | None,
+    on_done: Callable[[dict[str, Any]], None],
+) -> None:
     with ray_session(address, workers) as ray:
         remote = ray.remote(num_cpus=1)(encode_shard)
         for _, manifest in ray_results(ray, [remote.remote(t) for t in tasks]):
@@ -259,16 +286,20 @@ def _check_dst(dst: Path, job: dict[str, Any]) -> None:
     marker = dst / JOB_FILE
     if not marker.is_file():
         if any(dst.iterdir()):
-            raise VCMError(f"destination {dst} is not empty and holds no {JOB_FILE}: refusing "
-                           "to write shards among other files; choose an empty or new directory")
+            raise VCMError(
+                f"destination {dst} is not empty and holds no {JOB_FILE}: refusing "
+                "to write shards among other files; choose an empty or new directory"
+            )
         return
     old = _read_json(marker)
     if not isinstance(old, dict) or old.get("format") != FORMAT:
         raise VCMError(f"{marker} is not a {FORMAT} job file; choose another destination")
     for k in ("preset", "shard_size", "layout"):
         if old.get(k) != job[k]:
-            raise VCMError(f"{dst} holds shards with {k}={old.get(k)!r}, this run asks for "
-                           f"{job[k]!r}; use another destination or delete it first")
+            raise VCMError(
+                f"{dst} holds shards with {k}={old.get(k)!r}, this run asks for "
+                f"{job[k]!r}; use another destination or delete it first"
+            )
 
 
 def _cleanup(dst: Path, num_shards: int) -> None:
@@ -282,9 +313,10 @@ def _cleanup(dst: Path, num_shards: int) -> None:
 
 
 def plan(samples: list[Sample], shard_size: int, dst: Path, preset: str) -> list[ShardTask]:
-    return [ShardTask(str(dst), shard_name(i // shard_size), preset,
-                      tuple(samples[i:i + shard_size]))
-            for i in range(0, len(samples), shard_size)]
+    return [
+        ShardTask(str(dst), shard_name(i // shard_size), preset, tuple(samples[i : i + shard_size]))
+        for i in range(0, len(samples), shard_size)
+    ]
 
 
 @dataclass(frozen=True)
@@ -320,14 +352,24 @@ class EncodeOptions:
         return replace(self, preset=preset)
 
 
-def _run_engine(opts: EncodeOptions, todo: list[ShardTask],
-                manifests: dict[str, dict[str, Any]], done_images: int,
-                total_images: int) -> None:
+def _run_engine(
+    opts: EncodeOptions,
+    todo: list[ShardTask],
+    manifests: dict[str, dict[str, Any]],
+    done_images: int,
+    total_images: int,
+) -> None:
     """Encode the shards of ``todo``, adding each manifest to ``manifests`` as it lands."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total_images, initial=done_images, unit="img",
-               desc=f"encode ({opts.engine})", disable=not opts.progress, file=sys.stderr)
+    bar = tqdm(
+        total=total_images,
+        initial=done_images,
+        unit="img",
+        desc=f"encode ({opts.engine})",
+        disable=not opts.progress,
+        file=sys.stderr,
+    )
 
     def on_done(manifest: dict[str, Any]) -> None:
         manifests[Path(manifest["shard"]).stem] = manifest
@@ -363,8 +405,9 @@ class _Before:
     def of(cls, dst: Path) -> _Before:
         created_root = _topmost_missing(dst)
         found = set() if created_root else set(os.listdir(dst))
-        saved = {name: (dst / name).read_bytes() for name in (JOB_FILE, INDEX_FILE)
-                 if name in found}
+        saved = {
+            name: (dst / name).read_bytes() for name in (JOB_FILE, INDEX_FILE) if name in found
+        }
         return cls(dst, created_root, found, saved)
 
     def undo(self, finished: set[str]) -> None:
@@ -385,8 +428,9 @@ class _Before:
                 write_atomic(self.dst / name, data)
 
 
-def _verified(dst: Path, tasks: list[ShardTask], preset: str
-              ) -> tuple[dict[str, dict[str, Any]], list[ShardTask]]:
+def _verified(
+    dst: Path, tasks: list[ShardTask], preset: str
+) -> tuple[dict[str, dict[str, Any]], list[ShardTask]]:
     """Split ``tasks`` into the shards already done (their manifests, by name) and the ones to
     encode (see "Resuming" above)."""
     config = _codec_config(preset)
@@ -401,8 +445,12 @@ def _verified(dst: Path, tasks: list[ShardTask], preset: str
     return done, todo
 
 
-def encode_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str],
-                   options: EncodeOptions | None = None, **fields: Any) -> dict[str, Any]:
+def encode_dataset(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    options: EncodeOptions | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
     """Encode every image of ``src`` into shards in ``dst``; returns a report
     (``encoded`` / ``skipped`` shard names, ``images``, ``seconds``, ``index``).
 
@@ -415,9 +463,15 @@ def encode_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     if dst_p == src_p:
         raise VCMError(f"destination {dst_p} must not be the source directory")
     layout_used, samples = scan(src_p, opts.layout)
-    job = {"format": FORMAT, "preset": opts.preset, "shard_size": opts.shard_size,
-           "layout": layout_used, "source": str(src_p), "num_samples": len(samples),
-           "num_shards": -(-len(samples) // opts.shard_size)}
+    job = {
+        "format": FORMAT,
+        "preset": opts.preset,
+        "shard_size": opts.shard_size,
+        "layout": layout_used,
+        "source": str(src_p),
+        "num_samples": len(samples),
+        "num_shards": -(-len(samples) // opts.shard_size),
+    }
     _check_dst(dst_p, job)
     before = _Before.of(dst_p)
     dst_p.mkdir(parents=True, exist_ok=True)
@@ -430,15 +484,25 @@ def encode_dataset(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         skipped = sorted(manifests)
         if todo:
             (dst_p / INDEX_FILE).unlink(missing_ok=True)  # stale until this run completes
-        _run_engine(opts, todo, manifests,
-                    sum(len(t.samples) for t in tasks if t.name in manifests), len(samples))
-        index = dict(job, meta=meta_files(src_p),
-                     shards=[manifests[t.name] for t in tasks])
+        _run_engine(
+            opts,
+            todo,
+            manifests,
+            sum(len(t.samples) for t in tasks if t.name in manifests),
+            len(samples),
+        )
+        index = dict(job, meta=meta_files(src_p), shards=[manifests[t.name] for t in tasks])
         write_atomic(dst_p / INDEX_FILE, _json_bytes(index))
         _cleanup(dst_p, job["num_shards"])  # after success: a failed run keeps the old index's
     except BaseException:
         before.undo({t.name for t in todo if t.name in manifests})
         raise
-    return {"engine": opts.engine, "images": len(samples), "shards": len(tasks),
-            "encoded": sorted(t.name for t in todo), "skipped": skipped,
-            "seconds": time.perf_counter() - t0, "index": str(dst_p / INDEX_FILE)}
+    return {
+        "engine": opts.engine,
+        "images": len(samples),
+        "shards": len(tasks),
+        "encoded": sorted(t.name for t in todo),
+        "skipped": skipped,
+        "seconds": time.perf_counter() - t0,
+        "index": str(dst_p / INDEX_FILE),
+    }

@@ -45,10 +45,10 @@ _CAM_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\*?|\*")
 
 
 class Role(StrEnum):
-    CAMERA = "camera"        # upload its own cameras' frames, answer texture requests
+    CAMERA = "camera"  # upload its own cameras' frames, answer texture requests
     ANALYTICS = "analytics"  # claim frames, read their analytics layers, write detections
-    VIEWER = "viewer"        # read everything (any layer, images, detections, the index)
-    ADMIN = "admin"          # what a viewer may, plus delete, retention and metrics
+    VIEWER = "viewer"  # read everything (any layer, images, detections, the index)
+    ADMIN = "admin"  # what a viewer may, plus delete, retention and metrics
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ class Principal:
             return True
         return Role.CAMERA in self.roles and any(
             p == "*" or p == cam or (p.endswith("*") and cam.startswith(p[:-1]))
-            for p in self.cameras)
+            for p in self.cameras
+        )
 
     @property
     def reads_texture(self) -> bool:
@@ -106,9 +107,12 @@ class TokenTable:
         except OSError as exc:
             raise VCMError(f"cannot read tokens file {path}: {exc.strerror or exc}") from None
         if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO) and any(
-                '"token"' in line for line in raw.splitlines()):
-            raise VCMError(f"tokens file {path} holds tokens and is readable by other users: "
-                           f"chmod 600 {path} (or store sha256 digests instead of tokens)")
+            '"token"' in line for line in raw.splitlines()
+        ):
+            raise VCMError(
+                f"tokens file {path} holds tokens and is readable by other users: "
+                f"chmod 600 {path} (or store sha256 digests instead of tokens)"
+            )
         try:
             doc = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -119,8 +123,10 @@ class TokenTable:
     def parse(cls, doc: object, where: str = "tokens") -> TokenTable:
         items = doc.get("tokens") if isinstance(doc, dict) else None
         if not isinstance(items, list) or not items:
-            raise VCMError(f'{where}: expected {{"tokens": [{{"name", "role", "token"}}, '
-                           "...]} with at least one entry")
+            raise VCMError(
+                f'{where}: expected {{"tokens": [{{"name", "role", "token"}}, '
+                "...]} with at least one entry"
+            )
         table, names = cls(), set()
         for i, item in enumerate(items):
             table._add(item, f"{where}: entry {i}", names)
@@ -138,23 +144,32 @@ class TokenTable:
         try:
             role = Role(role)
         except ValueError:
-            raise VCMError(f"{where} ({name}): role must be one of "
-                           f"{', '.join(r.value for r in Role)}, got {role!r}") from None
+            raise VCMError(
+                f"{where} ({name}): role must be one of "
+                f"{', '.join(r.value for r in Role)}, got {role!r}"
+            ) from None
         cameras = item.get("cameras", [])
         if role is Role.CAMERA:
-            if not isinstance(cameras, list) or not cameras or not all(
-                    isinstance(c, str) and _CAM_PATTERN.fullmatch(c) for c in cameras):
-                raise VCMError(f"{where} ({name}): a camera token needs \"cameras\": a list "
-                               "of camera ids (a trailing * matches a prefix)")
+            if (
+                not isinstance(cameras, list)
+                or not cameras
+                or not all(isinstance(c, str) and _CAM_PATTERN.fullmatch(c) for c in cameras)
+            ):
+                raise VCMError(
+                    f'{where} ({name}): a camera token needs "cameras": a list '
+                    "of camera ids (a trailing * matches a prefix)"
+                )
         elif cameras:
-            raise VCMError(f"{where} ({name}): only camera tokens have \"cameras\"")
+            raise VCMError(f'{where} ({name}): only camera tokens have "cameras"')
         token, digest = item.get("token"), item.get("sha256")
         if (token is None) == (digest is None):
-            raise VCMError(f"{where} ({name}): give exactly one of \"token\" or \"sha256\"")
+            raise VCMError(f'{where} ({name}): give exactly one of "token" or "sha256"')
         if token is not None:
             if not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS or not token.isascii():
-                raise VCMError(f"{where} ({name}): a token must be at least {MIN_TOKEN_CHARS} "
-                               "ASCII characters (vcm edge token makes one)")
+                raise VCMError(
+                    f"{where} ({name}): a token must be at least {MIN_TOKEN_CHARS} "
+                    "ASCII characters (vcm edge token makes one)"
+                )
             digest = _digest(token)
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise VCMError(f"{where} ({name}): sha256 must be 64 lower-case hex digits")
@@ -196,8 +211,9 @@ def client_token(token_file: str | os.PathLike[str] | None = None) -> str | None
     return os.environ.get(TOKEN_ENV) or None
 
 
-def add_token(path: str | os.PathLike[str], name: str, role: str,
-              cameras: list[str] | None = None) -> str:
+def add_token(
+    path: str | os.PathLike[str], name: str, role: str, cameras: list[str] | None = None
+) -> str:
     """Create a token, add it to the tokens file (made mode 600 if new) and return it."""
     path = Path(path)
     doc = {"tokens": []}

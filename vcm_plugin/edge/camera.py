@@ -33,8 +33,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 TEXTURE_MODES = ("after", "on-request", "never")
 
 
-def iter_frames(source: str | Path, every: int = 1, limit: int | None = None
-                ) -> Iterator[tuple[str, np.ndarray]]:
+def iter_frames(
+    source: str | Path, every: int = 1, limit: int | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
     """(name, RGB uint8) from a folder of images, one image, or a video (OpenCV)."""
     source = Path(source)
     if source.is_dir():
@@ -103,20 +104,30 @@ class PushStats:
 
     def summary(self) -> dict:
         lat = np.asarray(self.first_latency or [0.0])
-        return {"frames": self.frames, "first_bytes": self.first_bytes,
-                "layer0_bytes": self.layer0_bytes,
-                "texture_bytes": self.texture_bytes, "total_bytes": self.total_bytes,
-                "first_fraction": self.first_bytes / max(1, self.total_bytes),
-                "first_upload_p95_ms": float(np.percentile(lat, 95) * 1000)}
+        return {
+            "frames": self.frames,
+            "first_bytes": self.first_bytes,
+            "layer0_bytes": self.layer0_bytes,
+            "texture_bytes": self.texture_bytes,
+            "total_bytes": self.total_bytes,
+            "first_fraction": self.first_bytes / max(1, self.total_bytes),
+            "first_upload_p95_ms": float(np.percentile(lat, 95) * 1000),
+        }
 
 
 class Camera:
     """Encodes on the calling thread; one uploader thread drains a priority queue; in
     ``on-request`` mode a poller thread turns viewers' requests into texture jobs."""
 
-    def __init__(self, client: EdgeClient, cam: str, codec: Codec | None = None,
-                 texture: str = "after", keep: int = 512, max_bytes: int | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        client: EdgeClient,
+        cam: str,
+        codec: Codec | None = None,
+        texture: str = "after",
+        keep: int = 512,
+        max_bytes: int | None = None,
+    ) -> None:
         if texture not in TEXTURE_MODES:
             raise VCMError(f"texture mode must be one of {TEXTURE_MODES}, got {texture!r}")
         if max_bytes is not None and max_bytes < 1:
@@ -136,8 +147,10 @@ class Camera:
         self._last_ts = 0
 
     def __repr__(self) -> str:
-        return (f"Camera({self.cam!r}, server={self.client.url!r}, texture={self.texture!r}, "
-                f"max_bytes={self.max_bytes})")
+        return (
+            f"Camera({self.cam!r}, server={self.client.url!r}, texture={self.texture!r}, "
+            f"max_bytes={self.max_bytes})"
+        )
 
     def stop(self) -> None:
         """End :meth:`run` early (after the upload in flight): Ctrl-C, or a test."""
@@ -166,10 +179,13 @@ class Camera:
             cut = self.codec.truncate(blob, "analytics")
             return container.parse_header(cut, self.codec.max_pixels).num_layers
         if header.prefix_end(1) > self.max_bytes:
-            raise VCMError(f"--max-bytes {self.max_bytes} is below the frame's header + "
-                           f"layer 0 ({header.prefix_end(1)} bytes): nothing smaller decodes")
-        return max(k for k in range(1, header.num_layers + 1)
-                   if header.prefix_end(k) <= self.max_bytes)
+            raise VCMError(
+                f"--max-bytes {self.max_bytes} is below the frame's header + "
+                f"layer 0 ({header.prefix_end(1)} bytes): nothing smaller decodes"
+            )
+        return max(
+            k for k in range(1, header.num_layers + 1) if header.prefix_end(k) <= self.max_bytes
+        )
 
     def capture(self, img: np.ndarray) -> FrameKey:
         """Encode one frame and queue its first upload (and, in ``after`` mode, the rest)."""
@@ -202,8 +218,11 @@ class Camera:
             self.stats.first_bytes += len(data)
             self.stats.layer0_bytes += header.prefix_end(1)
             self.stats.total_bytes += len(blob)
-            print(f"{job.key}: layers 0-{job.layers - 1} {len(data)} B uploaded (of "
-                  f"{header.num_layers} layers, {len(blob)} B in all)", flush=True)
+            print(
+                f"{job.key}: layers 0-{job.layers - 1} {len(data)} B uploaded (of "
+                f"{header.num_layers} layers, {len(blob)} B in all)",
+                flush=True,
+            )
         else:
             info = self.client.info(job.key.id)
             offset, end = info["bytes"], header.prefix_end(job.layers)
@@ -215,10 +234,12 @@ class Camera:
                 if exc.status != 409:  # 409: another upload of this frame won the race
                     raise
             self.stats.texture_bytes += end - offset
-            stored = max(k for k in range(1, header.num_layers + 1)
-                         if header.prefix_end(k) <= offset)
-            print(f"{job.key}: layers {stored}-{job.layers - 1} {end - offset} B uploaded",
-                  flush=True)
+            stored = max(
+                k for k in range(1, header.num_layers + 1) if header.prefix_end(k) <= offset
+            )
+            print(
+                f"{job.key}: layers {stored}-{job.layers - 1} {end - offset} B uploaded", flush=True
+            )
 
     def _uploader(self) -> None:
         while True:
@@ -263,8 +284,7 @@ class Camera:
         uploader.start()
         poller = None
         if self.texture == "on-request":
-            poller = threading.Thread(target=self._poll_requests,
-                                      name="edge-requests", daemon=True)
+            poller = threading.Thread(target=self._poll_requests, name="edge-requests", daemon=True)
             poller.start()
         interrupted = False
         try:
@@ -275,7 +295,8 @@ class Camera:
             end = time.monotonic() + linger if linger >= 0 else float("inf")
             with self._cv:
                 while (self._heap or time.monotonic() < end) and not (
-                        self._error or self._stop.is_set()):
+                    self._error or self._stop.is_set()
+                ):
                     self._cv.wait(0.2)
         except BaseException:  # Ctrl-C: drop what is queued, do not wait for retries
             interrupted = True

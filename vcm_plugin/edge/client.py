@@ -60,9 +60,15 @@ class Backoff:
 class EdgeClient:
     """One base URL, one keep-alive connection per thread, retries inside ``retry_for`` s."""
 
-    def __init__(self, url: str, role: str = "viewer", timeout: float = 60.0,
-                 retry_for: float = 60.0, backoff: Backoff | None = None,
-                 token: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        role: str = "viewer",
+        timeout: float = 60.0,
+        retry_for: float = 60.0,
+        backoff: Backoff | None = None,
+        token: str | None = None,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise VCMError(f"bad server URL {url!r}: expected http://HOST:PORT")
@@ -80,8 +86,9 @@ class EdgeClient:
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = http.client.HTTPConnection(self.host, self.port,
-                                                                 timeout=self.timeout)
+            conn = self._local.conn = http.client.HTTPConnection(
+                self.host, self.port, timeout=self.timeout
+            )
         return conn
 
     def _drop(self) -> None:
@@ -93,8 +100,9 @@ class EdgeClient:
     def close(self) -> None:
         self._drop()
 
-    def _once(self, method: str, path: str, body: bytes | None,
-              headers: dict[str, str]) -> Response:
+    def _once(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> Response:
         conn = self._conn()
         try:
             conn.request(method, self.prefix + path, body=body, headers=headers)
@@ -107,10 +115,16 @@ class EdgeClient:
             self._drop()
         return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                query: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
-                ok: tuple[int, ...] = (200, 201, 206), retry_for: float | None = None
-                ) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200, 201, 206),
+        retry_for: float | None = None,
+    ) -> Response:
         """Send one request, retrying transport errors and 429/5xx-busy answers."""
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
@@ -131,8 +145,10 @@ class EdgeClient:
             delay = self.backoff.delay(attempt)
             attempt += 1
             if time.monotonic() + delay > deadline:
-                raise ServerUnavailable(f"{method} {self.url}{path} failed after {attempt} "
-                                        f"attempt(s) in {budget:.0f} s: {problem}")
+                raise ServerUnavailable(
+                    f"{method} {self.url}{path} failed after {attempt} "
+                    f"attempt(s) in {budget:.0f} s: {problem}"
+                )
             time.sleep(delay)
         if resp.status not in ok:
             try:
@@ -147,25 +163,31 @@ class EdgeClient:
         return self.request("POST", f"/cameras/{cam}/frames", data, {"ts": ts}).json()
 
     def append(self, frame_id: str, offset: int, data: bytes) -> dict:
-        return self.request("POST", f"/frames/{frame_id}/layers", data,
-                            {"offset": offset}).json()
+        return self.request("POST", f"/frames/{frame_id}/layers", data, {"offset": offset}).json()
 
-    def frame(self, frame_id: str, layers: int | None = None, wait: float | None = None,
-              byte_range: tuple[int, int] | None = None) -> Response:
+    def frame(
+        self,
+        frame_id: str,
+        layers: int | None = None,
+        wait: float | None = None,
+        byte_range: tuple[int, int] | None = None,
+    ) -> Response:
         headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1] - 1}"} if byte_range else {}
-        return self.request("GET", f"/frames/{frame_id}", query={"layers": layers, "wait": wait},
-                            headers=headers)
+        return self.request(
+            "GET", f"/frames/{frame_id}", query={"layers": layers, "wait": wait}, headers=headers
+        )
 
     def view(self, frame_id: str, layers: int, wait: float | None = None) -> Response:
         """Operating point ``layers`` alone: the header and the layers it needs (for a texture
         point of the generator preset, one layer), as a stream ``Codec.decode`` reads."""
-        return self.request("GET", f"/frames/{frame_id}",
-                            query={"layers": layers, "wait": wait, "view": 1})
+        return self.request(
+            "GET", f"/frames/{frame_id}", query={"layers": layers, "wait": wait, "view": 1}
+        )
 
-    def image(self, frame_id: str, layers: int | None = None, wait: float | None = None
-              ) -> bytes:
-        return self.request("GET", f"/frames/{frame_id}/image",
-                            query={"layers": layers, "wait": wait}).body
+    def image(self, frame_id: str, layers: int | None = None, wait: float | None = None) -> bytes:
+        return self.request(
+            "GET", f"/frames/{frame_id}/image", query={"layers": layers, "wait": wait}
+        ).body
 
     def info(self, frame_id: str) -> dict:
         return self.request("GET", f"/frames/{frame_id}/info").json()
@@ -174,13 +196,17 @@ class EdgeClient:
         return self.request("GET", f"/frames/{frame_id}/detections").json()
 
     def put_detections(self, frame_id: str, result: dict) -> dict:
-        return self.request("PUT", f"/frames/{frame_id}/detections",
-                            json.dumps(result).encode(),
-                            headers={"Content-Type": "application/json"}).json()
+        return self.request(
+            "PUT",
+            f"/frames/{frame_id}/detections",
+            json.dumps(result).encode(),
+            headers={"Content-Type": "application/json"},
+        ).json()
 
     def claim(self, n: int = 1, wait: float = 20.0, lease: float = 120.0) -> list[dict]:
-        return self.request("POST", "/analytics/claim",
-                            query={"max": n, "wait": wait, "lease": lease}).json()["frames"]
+        return self.request(
+            "POST", "/analytics/claim", query={"max": n, "wait": wait, "lease": lease}
+        ).json()["frames"]
 
     def wanted(self, cam: str, wait: float = 20.0) -> list[dict]:
         return self.request("GET", f"/cameras/{cam}/wanted", query={"wait": wait}).json()["frames"]
@@ -191,8 +217,7 @@ class EdgeClient:
     def report_undecodable(self, frame_id: str) -> dict:
         """Tell the server layer 0 of this frame does not decode (it checks, then keeps the
         frame out of analytics)."""
-        return self.request("POST", f"/frames/{frame_id}/undecodable", b"",
-                            ok=(200, 409)).json()
+        return self.request("POST", f"/frames/{frame_id}/undecodable", b"", ok=(200, 409)).json()
 
     def delete(self, frame_id: str) -> None:
         self.request("DELETE", f"/frames/{frame_id}", ok=(204,))

@@ -27,8 +27,9 @@ LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 class HTTPProblem(Exception):
     """An error answer with a status and a one-line message (sent as ``{"error": ...}``)."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.status, self.headers, self.extra = status, headers or {}, extra
 
@@ -48,15 +49,19 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     if first == "":
         n = int(last)
         if n == 0 or size == 0:
-            raise HTTPProblem(416, f"unsatisfiable range {value!r}",
-                              {"Content-Range": f"bytes */{size}"})
+            raise HTTPProblem(
+                416, f"unsatisfiable range {value!r}", {"Content-Range": f"bytes */{size}"}
+            )
         return max(0, size - n), size
     start = int(first)
     if last != "" and int(last) < start:
         return None  # invalid: ignored
     if start >= size:
-        raise HTTPProblem(416, f"range {value!r} outside the {size}-byte representation",
-                          {"Content-Range": f"bytes */{size}"})
+        raise HTTPProblem(
+            416,
+            f"range {value!r} outside the {size}-byte representation",
+            {"Content-Range": f"bytes */{size}"},
+        )
     stop = size if last == "" else min(int(last) + 1, size)
     return start, stop
 
@@ -112,9 +117,11 @@ class ConnectionGuard:
     ``header_timeout`` seconds of connecting or of its previous answer (slow-header clients
     and idle keep-alives). Body timeouts are the upload handlers' own."""
 
-    BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: "
-            b"application/json\r\nContent-Length: 38\r\nConnection: close\r\n\r\n"
-            b'{"error": "too many open connections"}')
+    BUSY = (
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: "
+        b"application/json\r\nContent-Length: 38\r\nConnection: close\r\n\r\n"
+        b'{"error": "too many open connections"}'
+    )
 
     def __init__(self, factory, limits: ServerLimits) -> None:
         self.factory, self.limits = factory, limits
@@ -153,8 +160,7 @@ class _Guarded(asyncio.Protocol):
             transport.close()
             return
         guard.active[self.inner] = [0, time.monotonic()]
-        self.timer = asyncio.get_running_loop().call_later(guard.limits.header_timeout,
-                                                           self._check)
+        self.timer = asyncio.get_running_loop().call_later(guard.limits.header_timeout, self._check)
 
     def _check(self) -> None:
         state = self.guard.active.get(self.inner)

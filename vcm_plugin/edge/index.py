@@ -50,8 +50,10 @@ class IndexUnavailable(VCMError):
 #: A database at version v gets the statements of every later version, each version in one
 #: transaction; a database newer than this code is refused.
 MIGRATIONS: list[tuple[int, list[str]]] = [
-    (1, [
-        """CREATE TABLE frames (
+    (
+        1,
+        [
+            """CREATE TABLE frames (
             cam TEXT NOT NULL,
             ts BIGINT NOT NULL,
             header {blob} NOT NULL,
@@ -68,17 +70,20 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             lease_until {real},
             wanted {real},
             PRIMARY KEY (cam, ts))""",
-        "CREATE INDEX frames_time ON frames (ts, cam)",
-        "CREATE INDEX frames_age ON frames (accepted)",
-        "CREATE INDEX frames_queue ON frames (accepted) WHERE state = 'pending'",
-        "CREATE INDEX frames_wanted ON frames (cam) WHERE wanted IS NOT NULL",
-        """CREATE TABLE cameras (
+            "CREATE INDEX frames_time ON frames (ts, cam)",
+            "CREATE INDEX frames_age ON frames (accepted)",
+            "CREATE INDEX frames_queue ON frames (accepted) WHERE state = 'pending'",
+            "CREATE INDEX frames_wanted ON frames (cam) WHERE wanted IS NOT NULL",
+            """CREATE TABLE cameras (
             cam TEXT PRIMARY KEY,
             frames BIGINT NOT NULL,
             bytes BIGINT NOT NULL)""",
-    ]),
-    (2, [
-        """CREATE TABLE detections (
+        ],
+    ),
+    (
+        2,
+        [
+            """CREATE TABLE detections (
             cam TEXT NOT NULL,
             ts BIGINT NOT NULL,
             n INTEGER NOT NULL,
@@ -86,21 +91,24 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             score {real},
             x0 {real}, y0 {real}, x1 {real}, y1 {real},
             PRIMARY KEY (cam, ts, n))""",
-        "CREATE INDEX detections_class ON detections (class, ts, cam, score)",
-        "CREATE INDEX detections_cam_class ON detections (cam, class, ts, score)",
-        """CREATE TABLE class_hours (
+            "CREATE INDEX detections_class ON detections (class, ts, cam, score)",
+            "CREATE INDEX detections_cam_class ON detections (cam, class, ts, score)",
+            """CREATE TABLE class_hours (
             cam TEXT NOT NULL,
             hour BIGINT NOT NULL,
             class TEXT NOT NULL,
             boxes BIGINT NOT NULL,
             frames BIGINT NOT NULL,
             PRIMARY KEY (cam, hour, class))""",
-    ]),
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-_COLS = ("cam, ts, header, num_layers, stored_layers, bytes, analytics_layers, accepted, "
-         "modified, state, reason, checked, lease_owner, lease_until")
+_COLS = (
+    "cam, ts, header, num_layers, stored_layers, bytes, analytics_layers, accepted, "
+    "modified, state, reason, checked, lease_owner, lease_until"
+)
 
 
 @dataclass(frozen=True)
@@ -146,12 +154,14 @@ def boxes_of(doc: dict) -> list[Box]:
     for box in doc.get("boxes", []):
         name = box.get("name", box.get("cls", box.get("class", "")))
         score = box.get("conf", box.get("score"))
-        if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(
-                score):
+        if (
+            not isinstance(score, (int, float))
+            or isinstance(score, bool)
+            or not math.isfinite(score)
+        ):
             score = None
         x0, y0, x1, y1 = (float(v) for v in box["xyxy"])
-        out.append(Box(str(name)[:256], None if score is None else float(score),
-                       (x0, y0, x1, y1)))
+        out.append(Box(str(name)[:256], None if score is None else float(score), (x0, y0, x1, y1)))
     return out
 
 
@@ -170,12 +180,15 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
             ts, cam = raw.split(":", 1)
-            if not (re.fullmatch(r"0|[1-9][0-9]{0,15}", ts)
-                    and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", cam)):
+            if not (
+                re.fullmatch(r"0|[1-9][0-9]{0,15}", ts)
+                and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", cam)
+            ):
                 raise ValueError(raw)
         except (ValueError, UnicodeDecodeError):
-            raise VCMError(f"bad cursor {text[:80]!r}: pass the next_cursor of a previous "
-                           "page unchanged") from None
+            raise VCMError(
+                f"bad cursor {text[:80]!r}: pass the next_cursor of a previous page unchanged"
+            ) from None
         return cls(int(ts), cam)
 
 
@@ -223,8 +236,9 @@ class _SQLite(_Backend):
         self.path = path
 
     def connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # an acknowledged frame survives power loss
         return conn
@@ -250,8 +264,9 @@ class _Postgres(_Backend):
         try:
             import psycopg
         except ImportError as exc:
-            raise VCMError(f"--db postgresql://... needs psycopg ({exc}): pip install "
-                           "'psycopg[binary]'") from None
+            raise VCMError(
+                f"--db postgresql://... needs psycopg ({exc}): pip install 'psycopg[binary]'"
+            ) from None
         self.psycopg = psycopg
         self.url = url
 
@@ -359,8 +374,9 @@ class Index:
 
     def _version(self, ex) -> int:
         if self.kind == "sqlite":
-            found = ex("SELECT name FROM sqlite_master WHERE type = 'table' AND "
-                       "name = 'schema_version'").fetchone()
+            found = ex(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
         else:
             found = ex("SELECT to_regclass('schema_version')").fetchone()
             found = found if found and found[0] else None
@@ -377,9 +393,11 @@ class Index:
                 ex("SELECT pg_advisory_xact_lock(7250321)")
             found = self._version(ex)
             if found > SCHEMA_VERSION:
-                raise VCMError(f"the index {self.backend.describe()} has schema version "
-                               f"{found}, newer than this vcm_plugin ({SCHEMA_VERSION}); "
-                               "upgrade vcm_plugin")
+                raise VCMError(
+                    f"the index {self.backend.describe()} has schema version "
+                    f"{found}, newer than this vcm_plugin ({SCHEMA_VERSION}); "
+                    "upgrade vcm_plugin"
+                )
             if found == 0:
                 ex("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                 ex("INSERT INTO schema_version VALUES (0)")
@@ -389,8 +407,9 @@ class Index:
                     for text in statements:
                         ex(text.format(blob=self.backend.blob, real=self.backend.real))
                     ex("UPDATE schema_version SET version = ?", (version,))
-                    log.info("index %s: schema migrated to version %d",
-                             self.backend.describe(), version)
+                    log.info(
+                        "index %s: schema migrated to version %d", self.backend.describe(), version
+                    )
         return found
 
     # -- frames ----------------------------------------------------------------------------
@@ -404,8 +423,11 @@ class Index:
         the row is claimed and before it is visible: a concurrent upload of the same id
         waits for it, and a crash before COMMIT leaves no row (the frame unacknowledged)."""
         with self._tx() as ex:
-            cur = ex(f"INSERT INTO frames ({_COLS}) VALUES ({', '.join('?' * 14)}) "
-                     "ON CONFLICT (cam, ts) DO NOTHING", _values(row))
+            cur = ex(
+                f"INSERT INTO frames ({_COLS}) VALUES ({', '.join('?' * 14)}) "
+                "ON CONFLICT (cam, ts) DO NOTHING",
+                _values(row),
+            )
             if cur.rowcount != 1:
                 return False
             _camera_add(ex, row.cam, 1, row.bytes)
@@ -413,23 +435,34 @@ class Index:
                 commit()
         return True
 
-    def relayout(self, cam: str, ts: int, old_bytes: int, stored_layers: int, nbytes: int,
-                 modified: float, commit: Callable[[], None] | None = None) -> bool:
+    def relayout(
+        self,
+        cam: str,
+        ts: int,
+        old_bytes: int,
+        stored_layers: int,
+        nbytes: int,
+        modified: float,
+        commit: Callable[[], None] | None = None,
+    ) -> bool:
         """More layers stored: compare-and-set on the stored size, the row locked while
         ``commit`` renames the longer stream into place (False: another upload changed it
         first, nothing renamed). A complete frame is no longer wanted."""
         with self._tx() as ex:
             lock = " FOR UPDATE" if self.kind == "postgresql" else ""
-            row = ex(f"SELECT bytes FROM frames WHERE cam = ? AND ts = ?{lock}",
-                     (cam, ts)).fetchone()
+            row = ex(
+                f"SELECT bytes FROM frames WHERE cam = ? AND ts = ?{lock}", (cam, ts)
+            ).fetchone()
             if row is None or int(row[0]) != old_bytes:
                 return False
             if commit is not None:
                 commit()
-            ex("UPDATE frames SET stored_layers = ?, bytes = ?, modified = ?, "
-               "wanted = CASE WHEN ? >= num_layers THEN NULL ELSE wanted END "
-               "WHERE cam = ? AND ts = ?",
-               (stored_layers, nbytes, modified, stored_layers, cam, ts))
+            ex(
+                "UPDATE frames SET stored_layers = ?, bytes = ?, modified = ?, "
+                "wanted = CASE WHEN ? >= num_layers THEN NULL ELSE wanted END "
+                "WHERE cam = ? AND ts = ?",
+                (stored_layers, nbytes, modified, stored_layers, cam, ts),
+            )
             _camera_add(ex, cam, 0, nbytes - old_bytes)
         return True
 
@@ -454,58 +487,76 @@ class Index:
                 return None
             _drop_boxes(ex, cam, ts)
             _add_boxes(ex, cam, ts, boxes)
-            ex("UPDATE frames SET state = CASE WHEN state = ? THEN state ELSE ? END, "
-               "lease_owner = NULL, lease_until = NULL WHERE cam = ? AND ts = ?",
-               (QUARANTINED, ANALYSED, cam, ts))
+            ex(
+                "UPDATE frames SET state = CASE WHEN state = ? THEN state ELSE ? END, "
+                "lease_owner = NULL, lease_until = NULL WHERE cam = ? AND ts = ?",
+                (QUARANTINED, ANALYSED, cam, ts),
+            )
         return row[0] == PENDING
 
     def quarantine(self, cam: str, ts: int, reason: str) -> None:
         with self._tx() as ex:
-            ex("UPDATE frames SET state = ?, reason = ?, lease_owner = NULL, lease_until = NULL "
-               "WHERE cam = ? AND ts = ?", (QUARANTINED, reason, cam, ts))
+            ex(
+                "UPDATE frames SET state = ?, reason = ?, lease_owner = NULL, lease_until = NULL "
+                "WHERE cam = ? AND ts = ?",
+                (QUARANTINED, reason, cam, ts),
+            )
 
     # -- the analytics queue ---------------------------------------------------------------
-    def claim(self, n: int, lease_s: float, owner: str, now: float | None = None
-              ) -> list[FrameRow]:
+    def claim(self, n: int, lease_s: float, owner: str, now: float | None = None) -> list[FrameRow]:
         """Lease up to ``n`` frames in one transaction: pending ones not leased, or whose
         lease lapsed after the server checked they decode. PostgreSQL: ``FOR UPDATE SKIP
         LOCKED``, so concurrent claims (any server) never get the same frame."""
         now = time.time() if now is None else now
         until = now + lease_s
-        ready = ("state = 'pending' AND (lease_until IS NULL OR "
-                 "(lease_until < ? AND checked = 1))")
+        ready = "state = 'pending' AND (lease_until IS NULL OR (lease_until < ? AND checked = 1))"
         with self._tx() as ex:
             if self.kind == "postgresql":
-                rows = ex(f"UPDATE frames SET lease_owner = ?, lease_until = ? "
-                          f"WHERE (cam, ts) IN (SELECT cam, ts FROM frames WHERE {ready} "
-                          f"ORDER BY accepted LIMIT ? FOR UPDATE SKIP LOCKED) "
-                          f"RETURNING {_COLS}", (owner, until, now, n)).fetchall()
+                rows = ex(
+                    f"UPDATE frames SET lease_owner = ?, lease_until = ? "
+                    f"WHERE (cam, ts) IN (SELECT cam, ts FROM frames WHERE {ready} "
+                    f"ORDER BY accepted LIMIT ? FOR UPDATE SKIP LOCKED) "
+                    f"RETURNING {_COLS}",
+                    (owner, until, now, n),
+                ).fetchall()
             else:  # BEGIN IMMEDIATE: the whole claim holds the write lock
-                keys = ex(f"SELECT cam, ts FROM frames WHERE {ready} ORDER BY accepted "
-                          "LIMIT ?", (now, n)).fetchall()
+                keys = ex(
+                    f"SELECT cam, ts FROM frames WHERE {ready} ORDER BY accepted LIMIT ?", (now, n)
+                ).fetchall()
                 rows = []
                 for cam, ts in keys:
-                    ex("UPDATE frames SET lease_owner = ?, lease_until = ? WHERE cam = ? "
-                       "AND ts = ?", (owner, until, cam, ts))
-                    rows.append(ex(f"SELECT {_COLS} FROM frames WHERE cam = ? AND ts = ?",
-                                   (cam, ts)).fetchone())
+                    ex(
+                        "UPDATE frames SET lease_owner = ?, lease_until = ? WHERE cam = ? "
+                        "AND ts = ?",
+                        (owner, until, cam, ts),
+                    )
+                    rows.append(
+                        ex(
+                            f"SELECT {_COLS} FROM frames WHERE cam = ? AND ts = ?", (cam, ts)
+                        ).fetchone()
+                    )
         frames = [FrameRow.from_db(r) for r in rows]
         return sorted(frames, key=lambda f: (f.accepted, f.ts, f.cam))
 
     def lapsed_unchecked(self, limit: int = 16, now: float | None = None) -> list[FrameRow]:
         """Frames whose lease lapsed before the server checked that they decode."""
         now = time.time() if now is None else now
-        rows = self._all(f"SELECT {_COLS} FROM frames WHERE state = 'pending' AND "
-                         "lease_until < ? AND checked = 0 ORDER BY accepted LIMIT ?",
-                         (now, limit))
+        rows = self._all(
+            f"SELECT {_COLS} FROM frames WHERE state = 'pending' AND "
+            "lease_until < ? AND checked = 0 ORDER BY accepted LIMIT ?",
+            (now, limit),
+        )
         return [FrameRow.from_db(r) for r in rows]
 
     def release(self, cam: str, ts: int, checked: bool) -> None:
         """Back to the queue (a lapsed lease checked by the server)."""
         with self._tx() as ex:
-            ex("UPDATE frames SET lease_owner = NULL, lease_until = NULL, "
-               "checked = CASE WHEN ? THEN 1 ELSE checked END WHERE cam = ? AND ts = ? "
-               "AND state = 'pending'", (bool(checked), cam, ts))
+            ex(
+                "UPDATE frames SET lease_owner = NULL, lease_until = NULL, "
+                "checked = CASE WHEN ? THEN 1 ELSE checked END WHERE cam = ? AND ts = ? "
+                "AND state = 'pending'",
+                (bool(checked), cam, ts),
+            )
 
     def mark_checked(self, cam: str, ts: int) -> None:
         with self._tx() as ex:
@@ -515,16 +566,21 @@ class Index:
     def want(self, cam: str, ts: int) -> None:
         """A viewer asked for the texture: the camera is told on its next poll."""
         with self._tx() as ex:
-            ex("UPDATE frames SET wanted = ? WHERE cam = ? AND ts = ? AND wanted IS NULL "
-               "AND stored_layers < num_layers", (-1.0, cam, ts))
+            ex(
+                "UPDATE frames SET wanted = ? WHERE cam = ? AND ts = ? AND wanted IS NULL "
+                "AND stored_layers < num_layers",
+                (-1.0, cam, ts),
+            )
 
-    def offer(self, cam: str, reoffer_s: float, now: float | None = None
-              ) -> list[tuple[int, int]]:
+    def offer(self, cam: str, reoffer_s: float, now: float | None = None) -> list[tuple[int, int]]:
         """(ts, stored bytes) of the camera's wanted frames not offered in ``reoffer_s``."""
         now = time.time() if now is None else now
         with self._tx() as ex:
-            rows = ex("SELECT ts, bytes FROM frames WHERE cam = ? AND wanted IS NOT NULL AND "
-                      "wanted <= ? ORDER BY ts LIMIT 256", (cam, now - reoffer_s)).fetchall()
+            rows = ex(
+                "SELECT ts, bytes FROM frames WHERE cam = ? AND wanted IS NOT NULL AND "
+                "wanted <= ? ORDER BY ts LIMIT 256",
+                (cam, now - reoffer_s),
+            ).fetchall()
             for ts, _ in rows:
                 ex("UPDATE frames SET wanted = ? WHERE cam = ? AND ts = ?", (now, cam, ts))
         return [(int(ts), int(b)) for ts, b in rows]
@@ -552,26 +608,37 @@ class Index:
                 box.append("score >= ?")
                 bparams.append(q.min_score)
             cols = ", ".join("f." + c.strip() for c in _COLS.split(","))
-            text = (f"SELECT {cols} FROM frames f JOIN (SELECT DISTINCT ts, cam FROM "
-                    f"detections WHERE {' AND '.join(box)} ORDER BY ts, cam LIMIT ?) d "
-                    "ON f.cam = d.cam AND f.ts = d.ts ORDER BY f.ts, f.cam")
+            text = (
+                f"SELECT {cols} FROM frames f JOIN (SELECT DISTINCT ts, cam FROM "
+                f"detections WHERE {' AND '.join(box)} ORDER BY ts, cam LIMIT ?) d "
+                "ON f.cam = d.cam AND f.ts = d.ts ORDER BY f.ts, f.cam"
+            )
             rows = self._all(text, (*bparams, q.limit + 1))
         else:
             if q.min_score is not None:
-                where.append("EXISTS (SELECT 1 FROM detections d WHERE d.cam = frames.cam AND "
-                             "d.ts = frames.ts AND d.score >= ?)")
+                where.append(
+                    "EXISTS (SELECT 1 FROM detections d WHERE d.cam = frames.cam AND "
+                    "d.ts = frames.ts AND d.score >= ?)"
+                )
                 params.append(q.min_score)
             cond = f"WHERE {' AND '.join(where)}" if where else ""
-            rows = self._all(f"SELECT {_COLS} FROM frames {cond} ORDER BY ts, cam LIMIT ?",
-                             (*params, q.limit + 1))
+            rows = self._all(
+                f"SELECT {_COLS} FROM frames {cond} ORDER BY ts, cam LIMIT ?",
+                (*params, q.limit + 1),
+            )
         frames = [FrameRow.from_db(r) for r in rows]
         more = len(frames) > q.limit
-        frames = frames[:q.limit]
+        frames = frames[: q.limit]
         return frames, (Cursor(frames[-1].ts, frames[-1].cam) if more else None)
 
-    def class_counts(self, cam: str | None = None, since: int | None = None,
-                     until: int | None = None, cls: str | None = None, limit: int = 10_000
-                     ) -> list[dict]:
+    def class_counts(
+        self,
+        cam: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        cls: str | None = None,
+        limit: int = 10_000,
+    ) -> list[dict]:
         """Boxes and frames per class per camera per hour (hours by capture time, UTC)."""
         where, params = ["boxes > 0"], []
         for column, value in (("cam", cam), ("class", cls)):
@@ -584,21 +651,30 @@ class Index:
         if until is not None:
             where.append("hour <= ?")
             params.append(until // HOUR_US)
-        rows = self._all("SELECT cam, hour, class, boxes, frames FROM class_hours WHERE "
-                         f"{' AND '.join(where)} ORDER BY hour, cam, class LIMIT ?",
-                         (*params, limit))
-        return [{"cam": c, "hour": int(h) * HOUR_US, "class": k, "boxes": int(b),
-                 "frames": int(f)} for c, h, k, b, f in rows]
+        rows = self._all(
+            "SELECT cam, hour, class, boxes, frames FROM class_hours WHERE "
+            f"{' AND '.join(where)} ORDER BY hour, cam, class LIMIT ?",
+            (*params, limit),
+        )
+        return [
+            {"cam": c, "hour": int(h) * HOUR_US, "class": k, "boxes": int(b), "frames": int(f)}
+            for c, h, k, b, f in rows
+        ]
 
     def cameras(self) -> list[tuple[str, int, int]]:
-        return [(c, int(n), int(b)) for c, n, b in self._all(
-            "SELECT cam, frames, bytes FROM cameras WHERE frames > 0 ORDER BY cam")]
+        return [
+            (c, int(n), int(b))
+            for c, n, b in self._all(
+                "SELECT cam, frames, bytes FROM cameras WHERE frames > 0 ORDER BY cam"
+            )
+        ]
 
     def totals(self) -> dict:
         """Frames, bytes and analytics backlog; cheap at any size (counters, partial index)."""
         with self._tx(write=False) as ex:
-            n, b = ex("SELECT COALESCE(SUM(frames), 0), COALESCE(SUM(bytes), 0) "
-                      "FROM cameras").fetchone()
+            n, b = ex(
+                "SELECT COALESCE(SUM(frames), 0), COALESCE(SUM(bytes), 0) FROM cameras"
+            ).fetchone()
             pending = ex("SELECT COUNT(*) FROM frames WHERE state = 'pending'").fetchone()[0]
         return {"frames": int(n), "bytes": int(b), "pending": int(pending)}
 
@@ -607,8 +683,10 @@ class Index:
         if before is None:
             rows = self._all(f"SELECT {_COLS} FROM frames ORDER BY accepted LIMIT ?", (limit,))
         else:
-            rows = self._all(f"SELECT {_COLS} FROM frames WHERE accepted < ? ORDER BY accepted "
-                             "LIMIT ?", (before, limit))
+            rows = self._all(
+                f"SELECT {_COLS} FROM frames WHERE accepted < ? ORDER BY accepted LIMIT ?",
+                (before, limit),
+            )
         return [FrameRow.from_db(r) for r in rows]
 
     # -- reindex ---------------------------------------------------------------------------
@@ -619,36 +697,53 @@ class Index:
         """Reindex one frame from the store: its row as the files say, its boxes replaced;
         a lease in flight is kept."""
         with self._tx() as ex:
-            old = ex("SELECT bytes FROM frames WHERE cam = ? AND ts = ?",
-                     (row.cam, row.ts)).fetchone()
+            old = ex(
+                "SELECT bytes FROM frames WHERE cam = ? AND ts = ?", (row.cam, row.ts)
+            ).fetchone()
             if old is None:
-                ex(f"INSERT INTO frames ({_COLS}) VALUES ({', '.join('?' * 14)})",
-                   _values(row))
+                ex(f"INSERT INTO frames ({_COLS}) VALUES ({', '.join('?' * 14)})", _values(row))
                 _camera_add(ex, row.cam, 1, row.bytes)
             else:
-                ex("UPDATE frames SET header = ?, num_layers = ?, stored_layers = ?, bytes = ?, "
-                   "analytics_layers = ?, modified = ?, state = ?, reason = ? "
-                   "WHERE cam = ? AND ts = ?",
-                   (row.header, row.num_layers, row.stored_layers, row.bytes,
-                    row.analytics_layers, row.modified, row.state, row.reason, row.cam,
-                    row.ts))
+                ex(
+                    "UPDATE frames SET header = ?, num_layers = ?, stored_layers = ?, bytes = ?, "
+                    "analytics_layers = ?, modified = ?, state = ?, reason = ? "
+                    "WHERE cam = ? AND ts = ?",
+                    (
+                        row.header,
+                        row.num_layers,
+                        row.stored_layers,
+                        row.bytes,
+                        row.analytics_layers,
+                        row.modified,
+                        row.state,
+                        row.reason,
+                        row.cam,
+                        row.ts,
+                    ),
+                )
                 _camera_add(ex, row.cam, 0, row.bytes - int(old[0]))
             _drop_boxes(ex, row.cam, row.ts)
             if boxes:
                 _add_boxes(ex, row.cam, row.ts, boxes)
 
-    def bulk_insert(self, rows: list[FrameRow], boxes: list[tuple[str, int, list[Box]]]
-                    ) -> None:
+    def bulk_insert(self, rows: list[FrameRow], boxes: list[tuple[str, int, list[Box]]]) -> None:
         """Many new frames and their boxes in one transaction (the scale benchmark)."""
         with self._tx() as ex:
             cur_sql = self.backend.sql
             conn = self._conn()
             many = conn.executemany if self.kind == "sqlite" else conn.cursor().executemany
-            many(cur_sql(f"INSERT INTO frames ({_COLS}) VALUES ({', '.join('?' * 14)})"),
-                 [_values(r) for r in rows])
-            many(cur_sql("INSERT INTO detections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                 [(cam, ts, i, b.cls, b.score, *b.xyxy)
-                  for cam, ts, bs in boxes for i, b in enumerate(bs)])
+            many(
+                cur_sql(f"INSERT INTO frames ({_COLS}) VALUES ({', '.join('?' * 14)})"),
+                [_values(r) for r in rows],
+            )
+            many(
+                cur_sql("INSERT INTO detections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                [
+                    (cam, ts, i, b.cls, b.score, *b.xyxy)
+                    for cam, ts, bs in boxes
+                    for i, b in enumerate(bs)
+                ],
+            )
             per_cam: dict[str, list[int]] = {}
             for r in rows:
                 acc = per_cam.setdefault(r.cam, [0, 0])
@@ -670,28 +765,46 @@ class Index:
 
 
 def _values(row: FrameRow) -> tuple:
-    return (row.cam, row.ts, row.header, row.num_layers, row.stored_layers, row.bytes,
-            row.analytics_layers, row.accepted, row.modified, row.state, row.reason,
-            int(row.checked), row.lease_owner, row.lease_until)
+    return (
+        row.cam,
+        row.ts,
+        row.header,
+        row.num_layers,
+        row.stored_layers,
+        row.bytes,
+        row.analytics_layers,
+        row.accepted,
+        row.modified,
+        row.state,
+        row.reason,
+        int(row.checked),
+        row.lease_owner,
+        row.lease_until,
+    )
 
 
 def _camera_add(ex, cam: str, frames: int, nbytes: int) -> None:
-    ex("INSERT INTO cameras (cam, frames, bytes) VALUES (?, ?, ?) ON CONFLICT (cam) DO UPDATE "
-       "SET frames = cameras.frames + excluded.frames, bytes = cameras.bytes + excluded.bytes",
-       (cam, frames, nbytes))
+    ex(
+        "INSERT INTO cameras (cam, frames, bytes) VALUES (?, ?, ?) ON CONFLICT (cam) DO UPDATE "
+        "SET frames = cameras.frames + excluded.frames, bytes = cameras.bytes + excluded.bytes",
+        (cam, frames, nbytes),
+    )
 
 
 def _hour_add(ex, cam: str, hour: int, cls: str, boxes: int, frames: int) -> None:
-    ex("INSERT INTO class_hours (cam, hour, class, boxes, frames) VALUES (?, ?, ?, ?, ?) "
-       "ON CONFLICT (cam, hour, class) DO UPDATE SET boxes = class_hours.boxes + "
-       "excluded.boxes, frames = class_hours.frames + excluded.frames",
-       (cam, hour, cls, boxes, frames))
+    ex(
+        "INSERT INTO class_hours (cam, hour, class, boxes, frames) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (cam, hour, class) DO UPDATE SET boxes = class_hours.boxes + "
+        "excluded.boxes, frames = class_hours.frames + excluded.frames",
+        (cam, hour, cls, boxes, frames),
+    )
 
 
 def _drop_boxes(ex, cam: str, ts: int) -> None:
     """Remove a frame's boxes and take them out of the hourly counts."""
-    rows = ex("SELECT class, COUNT(*) FROM detections WHERE cam = ? AND ts = ? GROUP BY class",
-              (cam, ts)).fetchall()
+    rows = ex(
+        "SELECT class, COUNT(*) FROM detections WHERE cam = ? AND ts = ? GROUP BY class", (cam, ts)
+    ).fetchall()
     for cls, n in rows:
         _hour_add(ex, cam, ts // HOUR_US, cls, -int(n), -1)
     if rows:
@@ -701,8 +814,10 @@ def _drop_boxes(ex, cam: str, ts: int) -> None:
 def _add_boxes(ex, cam: str, ts: int, boxes: list[Box]) -> None:
     counts: dict[str, int] = {}
     for i, b in enumerate(boxes):
-        ex("INSERT INTO detections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-           (cam, ts, i, b.cls, b.score, *b.xyxy))
+        ex(
+            "INSERT INTO detections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (cam, ts, i, b.cls, b.score, *b.xyxy),
+        )
         counts[b.cls] = counts.get(b.cls, 0) + 1
     for cls, n in counts.items():
         _hour_add(ex, cam, ts // HOUR_US, cls, n, 1)
@@ -732,8 +847,9 @@ def open_index(db: str | None, store_url: str, store_root: str, local: bool) -> 
     elif db.startswith("sqlite:///"):
         backend = _SQLite(db.removeprefix("sqlite://"))
     elif "://" in db:
-        raise VCMError(f"--db {db[:40]!r}: expected postgresql://..., sqlite:///PATH or a "
-                       "file path")
+        raise VCMError(
+            f"--db {db[:40]!r}: expected postgresql://..., sqlite:///PATH or a file path"
+        )
     else:
         backend = _SQLite(db)
     index = Index(backend)
@@ -767,14 +883,25 @@ def frame_row(store, codec, key, now: float | None = None) -> tuple[FrameRow, li
     doc = store.read_json(key, DETECTIONS)
     bad = store.read_json(key, QUARANTINE)
     state = QUARANTINED if bad else (ANALYSED if doc is not None else PENDING)
-    row = FrameRow(key.cam, key.ts, store.read(key, 0, h.size), h.num_layers,
-                   layout.stored_layers, layout.size, analytics_layers(info), mtime, mtime,
-                   state, (bad.get("error", "quarantined") if bad else None))
+    row = FrameRow(
+        key.cam,
+        key.ts,
+        store.read(key, 0, h.size),
+        h.num_layers,
+        layout.stored_layers,
+        layout.size,
+        analytics_layers(info),
+        mtime,
+        mtime,
+        state,
+        (bad.get("error", "quarantined") if bad else None),
+    )
     return row, (boxes_of(doc) if isinstance(doc, dict) else None)
 
 
-def reindex(index: Index, store, codec, progress: Callable[[int], None] | None = None
-            ) -> ReindexReport:
+def reindex(
+    index: Index, store, codec, progress: Callable[[int], None] | None = None
+) -> ReindexReport:
     """Build or repair the index from the store: every stored frame gets its row (layout,
     state from its detections / quarantine files) and its boxes; rows whose frame is gone
     are removed. Leases in flight are kept; the store is the source of truth."""

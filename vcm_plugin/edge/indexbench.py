@@ -31,11 +31,17 @@ def _header() -> bytes:
     from skimage import data
 
     blob = Codec.from_preset("fast").encode(data.astronaut()[:96, :128])
-    return blob[:container.parse_header(blob, 10**8).size]
+    return blob[: container.parse_header(blob, 10**8).size]
 
 
-def fill(index: Index, frames: int, cameras: int, seed: int = 0, batch: int = 20_000,
-         start_us: int = 1_700_000_000 * 10**6) -> dict:
+def fill(
+    index: Index,
+    frames: int,
+    cameras: int,
+    seed: int = 0,
+    batch: int = 20_000,
+    start_us: int = 1_700_000_000 * 10**6,
+) -> dict:
     """``frames`` synthetic frames over ``cameras`` cameras, ~3 boxes each (Poisson)."""
     rng = random.Random(seed)
     header = _header()
@@ -50,11 +56,29 @@ def fill(index: Index, frames: int, cameras: int, seed: int = 0, batch: int = 20
                 break
             ts = start_us + i * SPACING_US + c
             cam = f"cam{c:03d}"
-            rows.append(FrameRow(cam, ts, header, h.num_layers, h.num_layers, size, 5,
-                                 ts / 1e6, ts / 1e6, "analysed"))
+            rows.append(
+                FrameRow(
+                    cam,
+                    ts,
+                    header,
+                    h.num_layers,
+                    h.num_layers,
+                    size,
+                    5,
+                    ts / 1e6,
+                    ts / 1e6,
+                    "analysed",
+                )
+            )
             k = min(12, int(np.random.default_rng(done).poisson(3)))
-            bs = [Box(rng.choices(CLASSES, WEIGHTS)[0], round(rng.uniform(0.25, 1.0), 3),
-                      (10.0, 20.0, 110.0, 220.0)) for _ in range(k)]
+            bs = [
+                Box(
+                    rng.choices(CLASSES, WEIGHTS)[0],
+                    round(rng.uniform(0.25, 1.0), 3),
+                    (10.0, 20.0, 110.0, 220.0),
+                )
+                for _ in range(k)
+            ]
             boxes.append((cam, ts, bs))
             nboxes += k
             done += 1
@@ -63,31 +87,52 @@ def fill(index: Index, frames: int, cameras: int, seed: int = 0, batch: int = 20
                 rows, boxes = [], []
     if rows:
         index.bulk_insert(rows, boxes)
-    return {"frames": done, "boxes": nboxes, "fill_s": round(time.perf_counter() - t0, 1),
-            "span_hours": round(per_cam * SPACING_US / HOUR_US, 2)}
+    return {
+        "frames": done,
+        "boxes": nboxes,
+        "fill_s": round(time.perf_counter() - t0, 1),
+        "span_hours": round(per_cam * SPACING_US / HOUR_US, 2),
+    }
 
 
 def _pct(samples: list[float]) -> dict:
     a = np.asarray(samples) * 1000
-    return {"p50_ms": round(float(np.percentile(a, 50)), 2),
-            "p95_ms": round(float(np.percentile(a, 95)), 2),
-            "max_ms": round(float(a.max()), 2), "n": len(samples)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "max_ms": round(float(a.max()), 2),
+        "n": len(samples),
+    }
 
 
-def time_queries(index: Index, cameras: int, span_us: int, n: int, seed: int = 1,
-                 start_us: int = 1_700_000_000 * 10**6) -> dict:
+def time_queries(
+    index: Index,
+    cameras: int,
+    span_us: int,
+    n: int,
+    seed: int = 1,
+    start_us: int = 1_700_000_000 * 10**6,
+) -> dict:
     """Latency of the queries users ask, each a page of 100 (what the viewer page fetches)."""
     rng = random.Random(seed)
     kinds = {
         "camera_time_window": lambda: FrameQuery(
-            cam=f"cam{rng.randrange(cameras):03d}", since=(s := start_us + rng.randrange(
-                max(1, span_us - HOUR_US))), until=s + HOUR_US, limit=100),
+            cam=f"cam{rng.randrange(cameras):03d}",
+            since=(s := start_us + rng.randrange(max(1, span_us - HOUR_US))),
+            until=s + HOUR_US,
+            limit=100,
+        ),
         "class_filter": lambda: FrameQuery(
-            cls=rng.choice(CLASSES), since=start_us + rng.randrange(span_us), limit=100),
+            cls=rng.choice(CLASSES), since=start_us + rng.randrange(span_us), limit=100
+        ),
         "camera_class_window": lambda: FrameQuery(
-            cam=f"cam{rng.randrange(cameras):03d}", cls=rng.choice(CLASSES),
-            min_score=0.5, since=(s := start_us + rng.randrange(max(1, span_us - HOUR_US))),
-            until=s + HOUR_US, limit=100),
+            cam=f"cam{rng.randrange(cameras):03d}",
+            cls=rng.choice(CLASSES),
+            min_score=0.5,
+            since=(s := start_us + rng.randrange(max(1, span_us - HOUR_US))),
+            until=s + HOUR_US,
+            limit=100,
+        ),
     }
     out = {}
     for name, make in kinds.items():
@@ -103,8 +148,9 @@ def time_queries(index: Index, cameras: int, span_us: int, n: int, seed: int = 1
     samples = []
     for _ in range(max(10, n // 10)):
         t0 = time.perf_counter()
-        index.class_counts(cam=f"cam{rng.randrange(cameras):03d}", since=start_us,
-                           until=start_us + span_us)
+        index.class_counts(
+            cam=f"cam{rng.randrange(cameras):03d}", since=start_us, until=start_us + span_us
+        )
         samples.append(time.perf_counter() - t0)
     out["hourly_class_counts_one_camera"] = _pct(samples)
     return out
@@ -116,15 +162,17 @@ def start_up_seconds(db: str | None, store_dir: Path) -> float:
 
     args = ("--db", db) if db else ()
     t0 = time.perf_counter()
-    srv = ServerProcess(store_dir, store_dir.parent / f"srv-{time.time_ns()}.log",
-                        args=args).start()
+    srv = ServerProcess(
+        store_dir, store_dir.parent / f"srv-{time.time_ns()}.log", args=args
+    ).start()
     took = time.perf_counter() - t0
     srv.stop()
     return round(took, 2)
 
 
-def upload_throughput(db: str | None, store_dir: Path, images: Path, n: int,
-                      concurrency: int) -> dict:
+def upload_throughput(
+    db: str | None, store_dir: Path, images: Path, n: int, concurrency: int
+) -> dict:
     from vcm_plugin.edge.camera import iter_frames
     from vcm_plugin.edge.loadtest import run_load
     from vcm_plugin.edge.testing import ServerProcess
@@ -135,12 +183,20 @@ def upload_throughput(db: str | None, store_dir: Path, images: Path, n: int,
     with ServerProcess(store_dir, store_dir.parent / "upload-srv.log", args=args) as srv:
         result = run_load(srv.url, streams, n=n, concurrency=concurrency, cam_prefix="up-")
     return {k: result[k] for k in result if k not in ("errors",)} | {
-        "errors": len(result.get("errors", []))}
+        "errors": len(result.get("errors", []))
+    }
 
 
-def run_index_bench(db: str | None, frames: int = 1_000_000, cameras: int = 50,
-                    queries: int = 300, images: Path | None = None, uploads: int = 500,
-                    concurrency: int = 8, keep: bool = False) -> dict:
+def run_index_bench(
+    db: str | None,
+    frames: int = 1_000_000,
+    cameras: int = 50,
+    queries: int = 300,
+    images: Path | None = None,
+    uploads: int = 500,
+    concurrency: int = 8,
+    keep: bool = False,
+) -> dict:
     """Fill a scratch index, time queries, start-up and (with ``images``) uploads."""
     scratch = Path(tempfile.mkdtemp(prefix="vcm-index-bench-"))
     if db is None:
@@ -167,8 +223,7 @@ def run_index_bench(db: str | None, frames: int = 1_000_000, cameras: int = 50,
         default = Path("../shared/data/coco-val2017/images")
         images = default if default.is_dir() else None
     if images is not None and uploads > 0:
-        result["uploads_with_index"] = upload_throughput(db, store, images, uploads,
-                                                         concurrency)
+        result["uploads_with_index"] = upload_throughput(db, store, images, uploads, concurrency)
     if not keep and not db.startswith("postgres"):
         import shutil
 

@@ -43,9 +43,13 @@ class Samples:
         if not self.values:
             return {"count": 0}
         v = np.asarray(self.values)
-        return {"count": self.count, "mean": self.total / self.count,
-                "p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
-                "max": float(v.max())}
+        return {
+            "count": self.count,
+            "mean": self.total / self.count,
+            "p50": float(np.percentile(v, 50)),
+            "p95": float(np.percentile(v, 95)),
+            "max": float(v.max()),
+        }
 
 
 class Metrics:
@@ -86,10 +90,12 @@ class Metrics:
             "upload_bytes": self.upload_bytes,
             "bytes_served_per_layer": self.served_per_layer[: last + 1],
             "bytes_served_by_client": dict(self.served_by_client),
-            "analytics": {"latency_s": self.analytics_latency.summary(),
-                          "inference_s": self.inference.summary(),
-                          "bytes_read": self.analytics_bytes_read,
-                          "point_bytes": self.analytics_point_bytes},
+            "analytics": {
+                "latency_s": self.analytics_latency.summary(),
+                "inference_s": self.inference.summary(),
+                "bytes_read": self.analytics_bytes_read,
+                "point_bytes": self.analytics_point_bytes,
+            },
             "requests": dict(self.requests),
             "request_latency_s": {k: v.summary() for k, v in self.request_latency.items()},
             **extra,
@@ -98,18 +104,27 @@ class Metrics:
     def prometheus(self, **gauges: float) -> str:
         """The same numbers in the Prometheus text exposition format."""
         lines = ["# TYPE vcm_edge_bytes_served_total counter"]
-        lines += [f'vcm_edge_bytes_served_total{{layer="{i}"}} {n}'
-                  for i, n in enumerate(self.served_per_layer) if n]
+        lines += [
+            f'vcm_edge_bytes_served_total{{layer="{i}"}} {n}'
+            for i, n in enumerate(self.served_per_layer)
+            if n
+        ]
         lines.append("# TYPE vcm_edge_client_bytes_served_total counter")
-        lines += [f'vcm_edge_client_bytes_served_total{{client="{label(c)}"}} {n}'
-                  for c, n in sorted(self.served_by_client.items())]
+        lines += [
+            f'vcm_edge_client_bytes_served_total{{client="{label(c)}"}} {n}'
+            for c, n in sorted(self.served_by_client.items())
+        ]
         lines.append("# TYPE vcm_edge_frames_total counter")
-        lines += [f'vcm_edge_frames_total{{event="{label(e)}"}} {n}'
-                  for e, n in sorted(self.frames.items())]
+        lines += [
+            f'vcm_edge_frames_total{{event="{label(e)}"}} {n}'
+            for e, n in sorted(self.frames.items())
+        ]
         lines.append("# TYPE vcm_edge_upload_bytes_total counter")
         lines.append(f"vcm_edge_upload_bytes_total {self.upload_bytes}")
-        for name, s in (("analytics_latency_seconds", self.analytics_latency),
-                        ("inference_seconds", self.inference)):
+        for name, s in (
+            ("analytics_latency_seconds", self.analytics_latency),
+            ("inference_seconds", self.inference),
+        ):
             summ = s.summary()
             lines.append(f"# TYPE vcm_edge_{name} summary")
             if summ["count"]:

@@ -18,16 +18,23 @@ _DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 CLIENT_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
 
 
-def int_param(request: web.Request, name: str, default: int | None = None,
-              lo: int | None = None, hi: int | None = None) -> int | None:
+def int_param(
+    request: web.Request,
+    name: str,
+    default: int | None = None,
+    lo: int | None = None,
+    hi: int | None = None,
+) -> int | None:
     """An integer query parameter: ASCII digits, one spelling (no '+', '_', spaces, leading
     zeros or other scripts' digits), within [lo, hi]; else VCMError (400)."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
     if not _INT.fullmatch(raw):
-        raise VCMError(f"query parameter {name}={raw[:40]!r} is not an integer (ASCII digits, "
-                       "no leading zeros)")
+        raise VCMError(
+            f"query parameter {name}={raw[:40]!r} is not an integer (ASCII digits, "
+            "no leading zeros)"
+        )
     value = int(raw)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise VCMError(f"query parameter {name}={value} out of range [{lo}, {hi}]")
@@ -53,8 +60,7 @@ def class_param(request: web.Request) -> str | None:
     if raw is None or raw == "":
         return None
     if len(raw) > 256 or not raw.isprintable():
-        raise VCMError("query parameter class must be a printable name of at most 256 "
-                       "characters")
+        raise VCMError("query parameter class must be a printable name of at most 256 characters")
     return raw
 
 
@@ -81,6 +87,7 @@ def check_detections(doc: object, max_boxes: int) -> dict:
     """The detections document a worker may store: an object of scalars plus ``boxes``, a
     list of objects each with ``xyxy`` (4 finite numbers); every number finite (NaN never
     stored), strings short, nothing nested deeper. Raises VCMError saying what is wrong."""
+
     def scalar(value: object, where: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise VCMError(f"detections: {where} is not a finite number")
@@ -103,9 +110,14 @@ def check_detections(doc: object, max_boxes: int) -> dict:
         if not isinstance(box, dict) or len(box) > 16:
             raise VCMError(f"detections: box {i} must be an object of at most 16 fields")
         xyxy = box.get("xyxy")
-        if not (isinstance(xyxy, list) and len(xyxy) == 4 and all(
+        if not (
+            isinstance(xyxy, list)
+            and len(xyxy) == 4
+            and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                for v in xyxy)):
+                for v in xyxy
+            )
+        ):
             raise VCMError(f"detections: box {i} needs xyxy, four finite numbers")
         for name, value in box.items():
             if name != "xyxy":

@@ -46,18 +46,18 @@ from vcm_plugin.edge.store import FrameKey, check_camera
 from vcm_plugin.edge.stream import Layout, StreamCheck, analytics_layers
 from vcm_plugin.errors import VCMError
 
-__all__ = ["AdminRoutes", "AnalyticsRoutes", "FrameRoutes", "IndexRoutes", "Routes",
-           "UploadRoutes"]
+__all__ = ["AdminRoutes", "AnalyticsRoutes", "FrameRoutes", "IndexRoutes", "Routes", "UploadRoutes"]
 
 V, A, ADM = Role.VIEWER, Role.ANALYTICS, Role.ADMIN
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; connect-src 'self'; "
-                               "img-src 'self' blob: data:; style-src 'unsafe-inline'; "
-                               "frame-ancestors 'none'",
-    "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
+    "img-src 'self' blob: data:; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
 }
-
 
 
 class Routes:
@@ -109,9 +109,17 @@ class UploadRoutes(Routes):
                 if meta is None:
                     now = time.time()
                     h = layout.header
-                    row = FrameRow(cam, ts, bytes(check.head[:h.size]), h.num_layers,
-                                   layout.stored_layers, layout.size,
-                                   analytics_layers(check.info), now, now)
+                    row = FrameRow(
+                        cam,
+                        ts,
+                        bytes(check.head[: h.size]),
+                        h.num_layers,
+                        layout.stored_layers,
+                        layout.size,
+                        analytics_layers(check.info),
+                        now,
+                        now,
+                    )
                     created = await self.state.db(self.index.insert, row, upload.commit)
                     meta = await self.state.get(key)
                     if meta is None:  # deleted at once by someone else
@@ -123,8 +131,7 @@ class UploadRoutes(Routes):
                         raise HTTPProblem(409, f"frame {key} already exists with other content")
                     if size <= stored:
                         self.state.metrics.frames["duplicate"] += 1
-                        return web.json_response({**meta.describe(), "created": False},
-                                                 dumps=dumps)
+                        return web.json_response({**meta.describe(), "created": False}, dumps=dumps)
                     await self.state.relayout(meta, layout, upload)
                 else:
                     self.state.metrics.frames["accepted"] += 1
@@ -132,8 +139,9 @@ class UploadRoutes(Routes):
         finally:
             await self.state.run(upload.abort)
         await self.state.notify()
-        return web.json_response({**meta.describe(), "created": created},
-                                 status=201 if created else 200, dumps=dumps)
+        return web.json_response(
+            {**meta.describe(), "created": created}, status=201 if created else 200, dumps=dumps
+        )
 
     async def append_layers(self, request: web.Request) -> web.Response:
         meta = await self._meta(request)
@@ -154,12 +162,16 @@ class UploadRoutes(Routes):
                     try:
                         await self._receive(request, upload, None)
                         if await self.state.run(self.state.same_bytes, key, upload, offset, n):
-                            return web.json_response({**meta.describe(), "duplicate": True},
-                                                     dumps=dumps)
+                            return web.json_response(
+                                {**meta.describe(), "duplicate": True}, dumps=dumps
+                            )
                     finally:
                         await self.state.run(upload.abort)
-                raise HTTPProblem(409, f"offset {offset} does not match the {size} bytes "
-                                  f"stored for frame {key}", stored_bytes=size)
+                raise HTTPProblem(
+                    409,
+                    f"offset {offset} does not match the {size} bytes stored for frame {key}",
+                    stored_bytes=size,
+                )
             head = await self.state.run(self.state.store.read, key, 0, meta.layout.end(1))
             check = StreamCheck(self.state.codec, resume=(head, size))
             upload = await self.state.run(self.state.store.begin, key, size)
@@ -172,8 +184,9 @@ class UploadRoutes(Routes):
         await self.state.notify()
         return web.json_response(meta.describe(), dumps=dumps)
 
-    async def _receive_stream(self, request: web.Request, upload, check: StreamCheck
-                              ) -> tuple[int, Layout]:
+    async def _receive_stream(
+        self, request: web.Request, upload, check: StreamCheck
+    ) -> tuple[int, Layout]:
         """The body into ``upload`` through the stream check: its byte count and the layout
         it declares; a refused stream counts as rejected."""
         try:
@@ -188,22 +201,27 @@ class UploadRoutes(Routes):
         goes; bounded in size (413) and time (408). Returns the byte count."""
         length = request.content_length
         if length is not None and length > self.limits.max_upload:
-            raise HTTPProblem(413, f"upload of {length} bytes is over the limit of "
-                              f"{self.limits.max_upload}")
+            raise HTTPProblem(
+                413, f"upload of {length} bytes is over the limit of {self.limits.max_upload}"
+            )
         total = 0
         try:
             async with asyncio.timeout(self.limits.body_timeout):
                 async for chunk in request.content.iter_chunked(1 << 16):
                     total += len(chunk)
                     if total > self.limits.max_upload:
-                        raise HTTPProblem(413, f"upload over the limit of "
-                                          f"{self.limits.max_upload} bytes")
+                        raise HTTPProblem(
+                            413, f"upload over the limit of {self.limits.max_upload} bytes"
+                        )
                     if check is not None:
                         check.feed(chunk)
                     sink.write(chunk)
         except TimeoutError:
-            raise HTTPProblem(408, f"upload body not received within "
-                              f"{self.limits.body_timeout:g} s", {"Connection": "close"}) from None
+            raise HTTPProblem(
+                408,
+                f"upload body not received within {self.limits.body_timeout:g} s",
+                {"Connection": "close"},
+            ) from None
         except (HTTPProblem, VCMError):
             raise
         except Exception as exc:  # client went away mid-upload: nothing is stored
@@ -227,14 +245,17 @@ class FrameRoutes(Routes):
         explicit = request.query.get("layers") not in (None, "")
         view = flag_param(request, "view")
         etag = meta.etag("v" if view else "p", k)
-        headers = {**self._validators(meta, etag, k, explicit),
-                   "X-VCM-Layers": str(k), "X-VCM-Num-Layers": str(meta.layout.num_layers),
-                   "X-VCM-Stored-Layers": str(meta.layout.stored_layers),
-                   "X-VCM-Layer-Ends": ",".join(str(meta.layout.end(i)) for i in range(
-                       1, meta.layout.num_layers + 1))}
+        headers = {
+            **self._validators(meta, etag, k, explicit),
+            "X-VCM-Layers": str(k),
+            "X-VCM-Num-Layers": str(meta.layout.num_layers),
+            "X-VCM-Stored-Layers": str(meta.layout.stored_layers),
+            "X-VCM-Layer-Ends": ",".join(
+                str(meta.layout.end(i)) for i in range(1, meta.layout.num_layers + 1)
+            ),
+        }
         if view:
-            headers["X-VCM-View-Layers"] = ",".join(
-                map(str, meta.layout.header.point_layers(k)))
+            headers["X-VCM-View-Layers"] = ",".join(map(str, meta.layout.header.point_layers(k)))
             headers["Accept-Ranges"] = "none"
         else:
             headers["Accept-Ranges"] = "bytes"
@@ -242,8 +263,10 @@ class FrameRoutes(Routes):
             return web.Response(status=304, headers=headers)
         if view:
             if request.method == "HEAD":
-                return web.Response(headers={**headers, "Content-Length": str(
-                    meta.layout.header.point_bytes(k))}, content_type=STREAM_TYPE)
+                return web.Response(
+                    headers={**headers, "Content-Length": str(meta.layout.header.point_bytes(k))},
+                    content_type=STREAM_TYPE,
+                )
             data = await self.state.run(self.state.read_view, meta, k)
             self._served(request, meta, meta.layout.view_per_layer(k))
             return web.Response(body=data, headers=headers, content_type=STREAM_TYPE)
@@ -256,20 +279,25 @@ class FrameRoutes(Routes):
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         status = 206 if rng else 200
         if request.method == "HEAD":
-            return web.Response(status=status, content_type=STREAM_TYPE,
-                                headers={**headers, "Content-Length": str(stop - start)})
+            return web.Response(
+                status=status,
+                content_type=STREAM_TYPE,
+                headers={**headers, "Content-Length": str(stop - start)},
+            )
         data = await self.state.run(self.state.store.read, meta.key, start, stop)
         self._served(request, meta, meta.layout.bytes_per_layer(start, stop))
-        return web.Response(body=data, status=status, headers=headers,
-                            content_type=STREAM_TYPE)
+        return web.Response(body=data, status=status, headers=headers, content_type=STREAM_TYPE)
 
     async def get_image(self, request: web.Request) -> web.StreamResponse:
         meta = await self._meta(request)
         k = await self._layers(request, meta)
         explicit = request.query.get("layers") not in (None, "")
         etag = meta.etag(f"i{self._image_version}-", k)
-        headers = {**self._validators(meta, etag, k, explicit), "Accept-Ranges": "none",
-                   "X-VCM-Layers": str(k)}
+        headers = {
+            **self._validators(meta, etag, k, explicit),
+            "Accept-Ranges": "none",
+            "X-VCM-Layers": str(k),
+        }
         if self._not_modified(request, etag, meta):
             return web.Response(status=304, headers=headers)
         if meta.quarantined is not None:
@@ -311,8 +339,11 @@ class FrameRoutes(Routes):
         asked = int_param(request, "layers", lo=1, hi=n)
         wait = float_param(request, "wait", 0.0, 0.0, 60.0)
         if asked is not None and asked > limit:
-            raise HTTPProblem(403, f"token {principal.name!r} reads layers 1..{limit} of "
-                              f"frame {meta.key} (the analytics layers)")
+            raise HTTPProblem(
+                403,
+                f"token {principal.name!r} reads layers 1..{limit} of "
+                f"frame {meta.key} (the analytics layers)",
+            )
         if asked is None:
             want = min(n if wait > 0 else meta.layout.stored_layers, limit)
         else:
@@ -334,10 +365,14 @@ class FrameRoutes(Routes):
                 return want
         if asked is None:
             return min(meta.layout.stored_layers, limit)
-        raise HTTPProblem(409, f"frame {meta.key} has {meta.layout.stored_layers} of {n} "
-                          f"layers; the rest were requested from camera {meta.key.cam}, "
-                          "retry later", {"Retry-After": "1"},
-                          stored_layers=meta.layout.stored_layers)
+        raise HTTPProblem(
+            409,
+            f"frame {meta.key} has {meta.layout.stored_layers} of {n} "
+            f"layers; the rest were requested from camera {meta.key.cam}, "
+            "retry later",
+            {"Retry-After": "1"},
+            stored_layers=meta.layout.stored_layers,
+        )
 
     def _served(self, request: web.Request, meta: FrameMeta, per_layer: list[int]) -> None:
         principal: Principal = request["principal"]
@@ -351,8 +386,11 @@ class FrameRoutes(Routes):
         """ETag, Last-Modified and Cache-Control: a point whose layers are all stored never
         changes (immutable); "whatever is stored so far" must be revalidated."""
         fixed = meta.layout.complete or explicit
-        return {"ETag": etag, "Last-Modified": http_date(meta.modified),
-                "Cache-Control": IMMUTABLE if fixed else REVALIDATE}
+        return {
+            "ETag": etag,
+            "Last-Modified": http_date(meta.modified),
+            "Cache-Control": IMMUTABLE if fixed else REVALIDATE,
+        }
 
     def _not_modified(self, request: web.Request, etag: str, meta: FrameMeta) -> bool:
         inm = request.headers.get("If-None-Match")
@@ -379,8 +417,15 @@ class AnalyticsRoutes(Routes):
                 key = FrameKey(row.cam, row.ts)
                 if key not in self.state.rechecking:
                     self.state.rechecking.add(key)
-                    self.state.spawn(self.state.recheck(FrameMeta.from_row(
-                        row, self.limits.max_pixels, self.state.served.setdefault(key, Counter()))))
+                    self.state.spawn(
+                        self.state.recheck(
+                            FrameMeta.from_row(
+                                row,
+                                self.limits.max_pixels,
+                                self.state.served.setdefault(key, Counter()),
+                            )
+                        )
+                    )
             got.extend(await self.state.db(self.index.claim, n, lease, owner))
             return bool(got)
 
@@ -388,9 +433,14 @@ class AnalyticsRoutes(Routes):
         frames = []
         for row in got:
             h = container.parse_header(row.header, self.limits.max_pixels)
-            frames.append({"id": FrameKey(row.cam, row.ts).id, "layer0_bytes": h.prefix_end(1),
-                           "analytics_layers": row.analytics_layers,
-                           "stored_layers": row.stored_layers})
+            frames.append(
+                {
+                    "id": FrameKey(row.cam, row.ts).id,
+                    "layer0_bytes": h.prefix_end(1),
+                    "analytics_layers": row.analytics_layers,
+                    "stored_layers": row.stored_layers,
+                }
+            )
         return web.json_response({"frames": frames}, dumps=dumps)
 
     async def get_detections(self, request: web.Request) -> web.Response:
@@ -403,8 +453,11 @@ class AnalyticsRoutes(Routes):
         headers = {"ETag": etag, "Cache-Control": REVALIDATE}
         if none_match(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers=headers)
-        return web.Response(body=None if request.method == "HEAD" else body, headers=headers,
-                            content_type="application/json")
+        return web.Response(
+            body=None if request.method == "HEAD" else body,
+            headers=headers,
+            content_type="application/json",
+        )
 
     async def put_detections(self, request: web.Request) -> web.Response:
         meta = await self._meta(request)
@@ -413,8 +466,9 @@ class AnalyticsRoutes(Routes):
         result["analyst"] = request["principal"].name
         # the record reindex reads
         await self.state.run(self.state.store.write_json, meta.key, result)
-        first = await self.state.db(self.index.set_detections, meta.key.cam, meta.key.ts,
-                                    boxes_of(result))
+        first = await self.state.db(
+            self.index.set_detections, meta.key.cam, meta.key.ts, boxes_of(result)
+        )
         if first is None:
             raise HTTPProblem(404, f"frame {meta.key} was deleted")
         meta.analysed = True
@@ -422,7 +476,8 @@ class AnalyticsRoutes(Routes):
             self.state.metrics.frames["analysed"] += 1
             self.state.metrics.analytics_latency.add(time.time() - meta.accepted)
             self.state.metrics.analytics_point_bytes += meta.layout.header.point_bytes(
-                meta.analytics_point)
+                meta.analytics_point
+            )
             if isinstance(result.get("inference_s"), (int, float)):
                 self.state.metrics.inference.add(result["inference_s"])
         return web.json_response({"id": meta.key.id, "stored": True}, dumps=dumps)
@@ -432,16 +487,18 @@ class AnalyticsRoutes(Routes):
         than Python's parser handles 400."""
         limit = self.limits.max_json
         if request.content_length is not None and request.content_length > limit:
-            raise HTTPProblem(413, f"JSON body of {request.content_length} bytes is over the "
-                              f"limit of {limit}")
+            raise HTTPProblem(
+                413, f"JSON body of {request.content_length} bytes is over the limit of {limit}"
+            )
         try:
             async with asyncio.timeout(self.limits.body_timeout):
                 raw = await request.content.read(limit + 1)
                 if len(raw) > limit:
                     raise HTTPProblem(413, f"JSON body over the limit of {limit} bytes")
         except TimeoutError:
-            raise HTTPProblem(408, "request body not received in time",
-                              {"Connection": "close"}) from None
+            raise HTTPProblem(
+                408, "request body not received in time", {"Connection": "close"}
+            ) from None
         try:
             return json.loads(raw, parse_constant=reject_constant)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -456,8 +513,9 @@ class AnalyticsRoutes(Routes):
             raise HTTPProblem(503, "the decoder is busy; retry shortly", {"Retry-After": "2"})
         if ok:
             raise HTTPProblem(409, f"the analytics point of frame {meta.key} decodes here")
-        await self.state.quarantine(meta, f"the analytics point does not decode (reported by "
-                                    f"{request['principal'].name})")
+        await self.state.quarantine(
+            meta, f"the analytics point does not decode (reported by {request['principal'].name})"
+        )
         return web.json_response({"id": meta.key.id, "quarantined": meta.quarantined})
 
 
@@ -471,10 +529,13 @@ class IndexRoutes(Routes):
     async def camera_frames(self, request: web.Request) -> web.Response:
         cam = check_camera(request.match_info["cam"])
         self._own_camera(request, cam)
-        query = FrameQuery(cam, since=int_param(request, "since", lo=0, hi=10**16),
-                           until=int_param(request, "until", lo=0, hi=10**16),
-                           limit=int_param(request, "limit", default=1000, lo=1, hi=100_000),
-                           cursor=cursor_param(request))
+        query = FrameQuery(
+            cam,
+            since=int_param(request, "since", lo=0, hi=10**16),
+            until=int_param(request, "until", lo=0, hi=10**16),
+            limit=int_param(request, "limit", default=1000, lo=1, hi=100_000),
+            cursor=cursor_param(request),
+        )
         rows, more = await self.state.db(self.index.frames, query)
         page: dict[str, Any] = {"frames": [self._describe(r) for r in rows]}
         if more:
@@ -491,24 +552,32 @@ class IndexRoutes(Routes):
             cam=check_camera(cam) if cam not in (None, "") else None,
             since=int_param(request, "since", lo=0, hi=10**16),
             until=int_param(request, "until", lo=0, hi=10**16),
-            cls=class_param(request), min_score=score_param(request),
+            cls=class_param(request),
+            min_score=score_param(request),
             limit=int_param(request, "limit", default=100, lo=1, hi=1000),
-            cursor=cursor_param(request))
+            cursor=cursor_param(request),
+        )
         rows, more = await self.state.db(self.index.frames, query)
-        return web.json_response({"frames": [self._describe(r) for r in rows],
-                                  "next_cursor": more.encode() if more else None},
-                                 dumps=dumps)
+        return web.json_response(
+            {
+                "frames": [self._describe(r) for r in rows],
+                "next_cursor": more.encode() if more else None,
+            },
+            dumps=dumps,
+        )
 
     async def class_stats(self, request: web.Request) -> web.Response:
         """``GET /stats/classes?cam=&since=&until=&class=``: boxes and frames per class per
         camera per hour (``hour``: its first microsecond, capture time, UTC)."""
         cam = request.query.get("cam")
-        rows = await self.state.db(self.index.class_counts,
-                                   check_camera(cam) if cam not in (None, "") else None,
-                                   int_param(request, "since", lo=0, hi=10**16),
-                                   int_param(request, "until", lo=0, hi=10**16),
-                                   class_param(request),
-                                   int_param(request, "limit", default=10_000, lo=1, hi=100_000))
+        rows = await self.state.db(
+            self.index.class_counts,
+            check_camera(cam) if cam not in (None, "") else None,
+            int_param(request, "since", lo=0, hi=10**16),
+            int_param(request, "until", lo=0, hi=10**16),
+            class_param(request),
+            int_param(request, "limit", default=10_000, lo=1, hi=100_000),
+        )
         return web.json_response({"counts": rows}, dumps=dumps)
 
     async def wanted(self, request: web.Request) -> web.Response:
@@ -522,13 +591,15 @@ class IndexRoutes(Routes):
             return bool(got)
 
         await self.state.wait_until(ready, wait)
-        return web.json_response({"frames": [
-            {"id": FrameKey(cam, ts).id, "offset": offset} for ts, offset in got]})
+        return web.json_response(
+            {"frames": [{"id": FrameKey(cam, ts).id, "offset": offset} for ts, offset in got]}
+        )
 
     def _describe(self, row: FrameRow) -> dict:
         key = FrameKey(row.cam, row.ts)
-        return FrameMeta.from_row(row, self.limits.max_pixels,
-                                  self.state.served.get(key, Counter())).describe()
+        return FrameMeta.from_row(
+            row, self.limits.max_pixels, self.state.served.get(key, Counter())
+        ).describe()
 
 
 class AdminRoutes(Routes):
@@ -551,6 +622,4 @@ class AdminRoutes(Routes):
     async def page_js(self, request: web.Request) -> web.Response:
         from vcm_plugin.edge.viewer import SCRIPT
 
-        return web.Response(text=SCRIPT, content_type="text/javascript",
-                            headers=_PAGE_HEADERS)
-
+        return web.Response(text=SCRIPT, content_type="text/javascript", headers=_PAGE_HEADERS)

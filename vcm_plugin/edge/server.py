@@ -110,9 +110,14 @@ class EdgeServer:
     service-level endpoints (health, metrics), and the application that routes each request
     to its group of handlers (:mod:`vcm_plugin.edge.routes`) over one :class:`ServerState`."""
 
-    def __init__(self, store: FrameStore, limits: ServerLimits | None = None,
-                 tokens: TokenTable | None = None, io_threads: int = 4,
-                 index: Index | None = None) -> None:
+    def __init__(
+        self,
+        store: FrameStore,
+        limits: ServerLimits | None = None,
+        tokens: TokenTable | None = None,
+        io_threads: int = 4,
+        index: Index | None = None,
+    ) -> None:
         self.state = ServerState(store, limits, io_threads, index)
         self.tokens = tokens
         self.guard: ConnectionGuard | None = None
@@ -142,8 +147,11 @@ class EdgeServer:
             if host.startswith("["):
                 name = host[1:].split("]", 1)[0]
             if not is_loopback(name):
-                raise HTTPProblem(403, f"Host {host[:80]!r} is not a loopback address; this "
-                                  "service runs without tokens and answers local names only")
+                raise HTTPProblem(
+                    403,
+                    f"Host {host[:80]!r} is not a loopback address; this "
+                    "service runs without tokens and answers local names only",
+                )
         origin = request.headers.get("Origin")
         allowed = (f"http://{host}", *self.state.limits.allow_origins)
         if origin is not None and origin not in allowed:
@@ -161,11 +169,16 @@ class EdgeServer:
         if roles is None or not roles:
             return principal
         if principal is None:
-            raise HTTPProblem(401, "a bearer token is required (Authorization: Bearer TOKEN)",
-                              {"WWW-Authenticate": 'Bearer realm="vcm-edge"'})
+            raise HTTPProblem(
+                401,
+                "a bearer token is required (Authorization: Bearer TOKEN)",
+                {"WWW-Authenticate": 'Bearer realm="vcm-edge"'},
+            )
         if not principal.has(*roles):
-            raise HTTPProblem(403, f"role {'/'.join(sorted(principal.roles))} may not "
-                              f"{method} {resource.canonical}")
+            raise HTTPProblem(
+                403,
+                f"role {'/'.join(sorted(principal.roles))} may not {method} {resource.canonical}",
+            )
         return principal
 
     @web.middleware
@@ -179,14 +192,18 @@ class EdgeServer:
                 request["principal"] = self._authorize(request)
                 response = await handler(request)
             except HTTPProblem as exc:
-                response = web.json_response({"error": str(exc), **exc.extra},
-                                             status=exc.status, headers=exc.headers,
-                                             dumps=dumps)
+                response = web.json_response(
+                    {"error": str(exc), **exc.extra},
+                    status=exc.status,
+                    headers=exc.headers,
+                    dumps=dumps,
+                )
             except IndexUnavailable as exc:  # the database is down or busy: not our 500
                 self.state.metrics.frames["index_unavailable"] += 1
                 log.warning("%s %s: %s", request.method, request.path, exc)
-                response = web.json_response({"error": str(exc)}, status=503,
-                                             headers={"Retry-After": "5"}, dumps=dumps)
+                response = web.json_response(
+                    {"error": str(exc)}, status=503, headers={"Retry-After": "5"}, dumps=dumps
+                )
             except VCMError as exc:
                 response = web.json_response({"error": str(exc)}, status=400, dumps=dumps)
             except web.HTTPException as exc:
@@ -195,8 +212,9 @@ class EdgeServer:
                 response = exc
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"
-            self.state.metrics.request(f"{request.method} {route}", response.status,
-                                       time.perf_counter() - start)
+            self.state.metrics.request(
+                f"{request.method} {route}", response.status, time.perf_counter() - start
+            )
             if isinstance(response, web.HTTPException):
                 raise response
             return response
@@ -210,30 +228,48 @@ class EdgeServer:
             await self.state.db(self.state.index.version)
             return web.json_response({"status": "ok"})
         totals = await self.state.db(self.state.index.totals)
-        return web.json_response({"status": "ok", "store": self.state.store.url,
-                                  "index": self.state.index.kind,
-                                  "frames": totals["frames"],
-                                  "pending_analytics": totals["pending"],
-                                  "auth": "tokens" if self.tokens is not None else "open"})
+        return web.json_response(
+            {
+                "status": "ok",
+                "store": self.state.store.url,
+                "index": self.state.index.kind,
+                "frames": totals["frames"],
+                "pending_analytics": totals["pending"],
+                "auth": "tokens" if self.tokens is not None else "open",
+            }
+        )
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         totals = await self.state.db(self.state.index.totals)
-        gauges = {"frames_stored": totals["frames"], "analytics_pending": totals["pending"],
-                  "stored_bytes": totals["bytes"], "decode_in_flight": self.state.decoding,
-                  "open_connections": len(self.guard.active) if self.guard else 0,
-                  "connections_refused": self.guard.refused if self.guard else 0,
-                  "connections_timed_out": self.guard.timed_out if self.guard else 0}
+        gauges = {
+            "frames_stored": totals["frames"],
+            "analytics_pending": totals["pending"],
+            "stored_bytes": totals["bytes"],
+            "decode_in_flight": self.state.decoding,
+            "open_connections": len(self.guard.active) if self.guard else 0,
+            "connections_refused": self.guard.refused if self.guard else 0,
+            "connections_timed_out": self.guard.timed_out if self.guard else 0,
+        }
         if request.query.get("format") == "prometheus":
-            return web.Response(text=self.state.metrics.prometheus(**gauges),
-                                content_type="text/plain")
-        return web.json_response(self.state.metrics.snapshot(
-            **gauges, store={"bytes_read": self.state.store.bytes_read,
-                             "bytes_written": self.state.store.bytes_written,
-                             "header_probe_bytes": self.state.store.probe_bytes}), dumps=dumps)
+            return web.Response(
+                text=self.state.metrics.prometheus(**gauges), content_type="text/plain"
+            )
+        return web.json_response(
+            self.state.metrics.snapshot(
+                **gauges,
+                store={
+                    "bytes_read": self.state.store.bytes_read,
+                    "bytes_written": self.state.store.bytes_written,
+                    "header_probe_bytes": self.state.store.probe_bytes,
+                },
+            ),
+            dumps=dumps,
+        )
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.state.limits.max_json,
-                              middlewares=[self._middleware])
+        app = web.Application(
+            client_max_size=self.state.limits.max_json, middlewares=[self._middleware]
+        )
         app.on_startup.append(self.state.startup)
         app.on_shutdown.append(self.state.shutdown)
         app.on_cleanup.append(self.state.cleanup)
@@ -261,21 +297,32 @@ class EdgeServer:
         return app
 
 
-async def serve(store: FrameStore, host: str = "127.0.0.1", port: int = 8750,
-                access_log: bool = False, limits: ServerLimits | None = None,
-                tokens: TokenTable | None = None, index: Index | None = None,
-                db: str | None = None) -> None:
+async def serve(
+    store: FrameStore,
+    host: str = "127.0.0.1",
+    port: int = 8750,
+    access_log: bool = False,
+    limits: ServerLimits | None = None,
+    tokens: TokenTable | None = None,
+    index: Index | None = None,
+    db: str | None = None,
+) -> None:
     """Run until SIGINT/SIGTERM; prints ``serving ... on URL`` once the socket is bound
     (port 0 picks a free port, and the line says which). Without tokens it listens on a
     loopback address only."""
     if tokens is None and not is_loopback(host):
-        raise VCMError(f"refusing to listen on {host} without tokens: anyone who reaches the "
-                       "port could upload, read and delete. Give --tokens-file (see "
-                       "docs/edge.md) or listen on 127.0.0.1")
+        raise VCMError(
+            f"refusing to listen on {host} without tokens: anyone who reaches the "
+            "port could upload, read and delete. Give --tokens-file (see "
+            "docs/edge.md) or listen on 127.0.0.1"
+        )
     index = index or open_index(db, store.url, store.root, store.local)
     server = EdgeServer(store, limits, tokens, index=index)
-    runner = web.AppRunner(server.app(), access_log=log if access_log else None,
-                           keepalive_timeout=server.state.limits.header_timeout)
+    runner = web.AppRunner(
+        server.app(),
+        access_log=log if access_log else None,
+        keepalive_timeout=server.state.limits.header_timeout,
+    )
     await runner.setup()
     listener = None
     try:
@@ -287,10 +334,16 @@ async def serve(store: FrameStore, host: str = "127.0.0.1", port: int = 8750,
             raise VCMError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         bound = listener.sockets[0].getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        mode = (f"{len(tokens)} token(s)" if tokens is not None else
-                "no tokens: open to every local user and program, loopback only")
-        print(f"vcm edge: serving {store.url} on http://{shown}:{bound[1]} ({mode}; index "
-              f"{server.state.index.backend.describe()})", flush=True)
+        mode = (
+            f"{len(tokens)} token(s)"
+            if tokens is not None
+            else "no tokens: open to every local user and program, loopback only"
+        )
+        print(
+            f"vcm edge: serving {store.url} on http://{shown}:{bound[1]} ({mode}; index "
+            f"{server.state.index.backend.describe()})",
+            flush=True,
+        )
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)

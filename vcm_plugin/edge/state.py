@@ -36,32 +36,39 @@ log = logging.getLogger("vcm.edge.server")
 class ServerLimits:
     """Every bound the service enforces against a careless or hostile client."""
 
-    max_upload: int = 64 << 20         # bytes per upload request (413 beyond)
-    max_pixels: int = 3840 * 2160      # largest frame accepted (4K UHD); decoding is O(pixels)
-    max_json: int = 1 << 20            # detections body bytes
-    max_boxes: int = 10_000            # boxes per detections document
-    max_connections: int = 256         # open connections; the next gets 503 and is closed
-    header_timeout: float = 15.0       # a connection must send a request's headers this fast
-    body_timeout: float = 60.0         # an upload body must arrive within this many seconds
-    decode_threads: int = 1            # PNG decodes at once
-    decode_queue: int = 4              # decodes waiting; beyond: 503 + Retry-After
-    png_cache_bytes: int = 32 << 20    # decoded PNGs kept for repeat views
-    keep_days: float | None = None     # retention: frames older than this are deleted
-    max_bytes: int | None = None       # retention: oldest frames deleted above this total
-    retention_every: float = 60.0      # seconds between retention passes
+    max_upload: int = 64 << 20  # bytes per upload request (413 beyond)
+    max_pixels: int = 3840 * 2160  # largest frame accepted (4K UHD); decoding is O(pixels)
+    max_json: int = 1 << 20  # detections body bytes
+    max_boxes: int = 10_000  # boxes per detections document
+    max_connections: int = 256  # open connections; the next gets 503 and is closed
+    header_timeout: float = 15.0  # a connection must send a request's headers this fast
+    body_timeout: float = 60.0  # an upload body must arrive within this many seconds
+    decode_threads: int = 1  # PNG decodes at once
+    decode_queue: int = 4  # decodes waiting; beyond: 503 + Retry-After
+    png_cache_bytes: int = 32 << 20  # decoded PNGs kept for repeat views
+    keep_days: float | None = None  # retention: frames older than this are deleted
+    max_bytes: int | None = None  # retention: oldest frames deleted above this total
+    retention_every: float = 60.0  # seconds between retention passes
     allow_origins: tuple[str, ...] = ()  # browser origins besides the service's own
 
     def __post_init__(self) -> None:
-        for name in ("max_upload", "max_pixels", "max_json", "max_boxes", "max_connections",
-                     "decode_threads"):
+        for name in (
+            "max_upload",
+            "max_pixels",
+            "max_json",
+            "max_boxes",
+            "max_connections",
+            "decode_threads",
+        ):
             if getattr(self, name) < 1:
                 raise VCMError(f"{name.replace('_', '-')} must be at least 1")
         for name in ("header_timeout", "body_timeout", "retention_every"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise VCMError(f"{name.replace('_', '-')} must be a positive number")
-        if self.keep_days is not None and not (math.isfinite(self.keep_days)
-                                               and self.keep_days > 0):
+        if self.keep_days is not None and not (
+            math.isfinite(self.keep_days) and self.keep_days > 0
+        ):
             raise VCMError("keep-days must be a positive number")
         if self.max_bytes is not None and self.max_bytes < 1:
             raise VCMError("max-bytes must be positive")
@@ -74,28 +81,47 @@ class FrameMeta:
 
     key: FrameKey
     layout: Layout
-    accepted: float                 # first receipt (retention age)
-    modified: float                 # last write (Last-Modified)
-    analytics_layers: int = 1       # the operating point the analytics role may read
+    accepted: float  # first receipt (retention age)
+    modified: float  # last write (Last-Modified)
+    analytics_layers: int = 1  # the operating point the analytics role may read
     analysed: bool = False
     quarantined: str | None = None  # why analytics cannot decode it; kept out of analytics
-    checked: bool = False           # the analytics point decoded here once
+    checked: bool = False  # the analytics point decoded here once
     served: Counter[str] = field(default_factory=Counter)  # by this server process
 
     @classmethod
     def from_row(cls, row: FrameRow, max_pixels: int, served: Counter[str]) -> FrameMeta:
         header = container.parse_header(row.header, max_pixels)
-        return cls(FrameKey(row.cam, row.ts), Layout(header, row.stored_layers), row.accepted,
-                   row.modified, row.analytics_layers, analysed=row.state == ANALYSED,
-                   quarantined=row.reason if row.state == QUARANTINED else None,
-                   checked=row.checked, served=served)
+        return cls(
+            FrameKey(row.cam, row.ts),
+            Layout(header, row.stored_layers),
+            row.accepted,
+            row.modified,
+            row.analytics_layers,
+            analysed=row.state == ANALYSED,
+            quarantined=row.reason if row.state == QUARANTINED else None,
+            checked=row.checked,
+            served=served,
+        )
 
     @property
     def digest(self) -> str:
         """Names the stored content: the layer table (lengths and CRC32 of every layer)."""
         h = self.layout.header
-        raw = repr((self.key.id, h.backend_id, h.preset_id, h.width, h.height, h.config_hash,
-                    h.offsets, h.lengths, h.crcs, h.needs))
+        raw = repr(
+            (
+                self.key.id,
+                h.backend_id,
+                h.preset_id,
+                h.width,
+                h.height,
+                h.config_hash,
+                h.offsets,
+                h.lengths,
+                h.crcs,
+                h.needs,
+            )
+        )
         return hashlib.blake2b(raw.encode(), digest_size=10).hexdigest()
 
     @property
@@ -108,18 +134,29 @@ class FrameMeta:
         return f'"{self.digest}-{kind}{layers}"'
 
     def describe(self) -> dict:
-        return {"id": self.key.id, "cam": self.key.cam, "ts": self.key.ts,
-                **self.layout.describe(), "analytics_layers": self.analytics_layers,
-                "analysed": self.analysed, "quarantined": self.quarantined,
-                "served_bytes": dict(self.served)}
+        return {
+            "id": self.key.id,
+            "cam": self.key.cam,
+            "ts": self.key.ts,
+            **self.layout.describe(),
+            "analytics_layers": self.analytics_layers,
+            "analysed": self.analysed,
+            "quarantined": self.quarantined,
+            "served_bytes": dict(self.served),
+        }
 
 
 class ServerState:
     """The state of one service instance over one store, and the operations on it that do not
     depend on who asks (the routes check that)."""
 
-    def __init__(self, store: FrameStore, limits: ServerLimits | None = None,
-                 io_threads: int = 4, index: Index | None = None) -> None:
+    def __init__(
+        self,
+        store: FrameStore,
+        limits: ServerLimits | None = None,
+        io_threads: int = 4,
+        index: Index | None = None,
+    ) -> None:
         self.store = store
         self.index = index or open_index(None, store.url, store.root, store.local)
         self.limits = limits = limits or ServerLimits()
@@ -135,14 +172,16 @@ class ServerState:
         self.pngs: OrderedDict[str, bytes] = OrderedDict()
         self.png_bytes = 0
         self._locks: weakref.WeakValueDictionary[FrameKey, asyncio.Lock] = (
-            weakref.WeakValueDictionary())
+            weakref.WeakValueDictionary()
+        )
         self._changed: asyncio.Condition | None = None
         self._tasks: set[asyncio.Task] = set()
         self.closing = False
 
     async def run(self, fn, *args, cpu: bool = False):
         return await asyncio.get_running_loop().run_in_executor(
-            self._cpu if cpu else self._io, fn, *args)
+            self._cpu if cpu else self._io, fn, *args
+        )
 
     async def decode(self, fn, *args):
         """Run a decode on the bounded pool; 503 + Retry-After when the queue is full."""
@@ -202,8 +241,9 @@ class ServerState:
         row = await self.db(self.index.get, key.cam, key.ts)
         if row is None:
             return None
-        return FrameMeta.from_row(row, self.limits.max_pixels,
-                                  self.served.setdefault(key, Counter()))
+        return FrameMeta.from_row(
+            row, self.limits.max_pixels, self.served.setdefault(key, Counter())
+        )
 
     async def startup(self, app: web.Application) -> None:
         """Start-up reads counters from the index, never the store: its cost does not grow
@@ -212,12 +252,20 @@ class ServerState:
         self._changed = asyncio.Condition()
         if self.index.created and await self.run(self.store.cameras):
             report = await self.run(reindex, self.index, self.store, self.codec)
-            log.info("index built from the existing store: %d frames in %.1f s",
-                     report.frames, report.seconds)
+            log.info(
+                "index built from the existing store: %d frames in %.1f s",
+                report.frames,
+                report.seconds,
+            )
         totals = await self.db(self.index.totals)
         self.metrics.frames["recovered"] = totals["frames"]
-        log.info("store %s, index %s: %d frames, %d awaiting analytics", self.store.url,
-                 self.index.backend.describe(), totals["frames"], totals["pending"])
+        log.info(
+            "store %s, index %s: %d frames, %d awaiting analytics",
+            self.store.url,
+            self.index.backend.describe(),
+            totals["frames"],
+            totals["pending"],
+        )
         if self.limits.keep_days is not None or self.limits.max_bytes is not None:
             self.spawn(self._retention_loop())
 
@@ -267,8 +315,12 @@ class ServerState:
         if deleted:
             log.info("retention: deleted %d frame(s), %d bytes", deleted, freed)
         totals = await self.db(self.index.totals)
-        return {"deleted": deleted, "freed_bytes": freed, "frames": totals["frames"],
-                "stored_bytes": totals["bytes"]}
+        return {
+            "deleted": deleted,
+            "freed_bytes": freed,
+            "frames": totals["frames"],
+            "stored_bytes": totals["bytes"],
+        }
 
     async def delete(self, key: FrameKey) -> int:
         """Index row first (no server offers the frame any more), then the files."""
@@ -284,18 +336,32 @@ class ServerState:
     def same_bytes(self, key: FrameKey, upload, start: int, n: int) -> bool:
         """Stored bytes [start, start + n) equal the upload's first n bytes?"""
         step = 1 << 20
-        return all(self.store.read(key, start + i, start + min(n, i + step))
-                   == upload.read(i, min(n, i + step)) for i in range(0, n, step))
+        return all(
+            self.store.read(key, start + i, start + min(n, i + step))
+            == upload.read(i, min(n, i + step))
+            for i in range(0, n, step)
+        )
 
     async def relayout(self, meta: FrameMeta, layout: Layout, upload) -> None:
         """Store the longer stream and its row together (compare-and-set on the size)."""
         now = time.time()
-        ok = await self.db(self.index.relayout, meta.key.cam, meta.key.ts, meta.layout.size,
-                           layout.stored_layers, layout.size, now, upload.commit)
+        ok = await self.db(
+            self.index.relayout,
+            meta.key.cam,
+            meta.key.ts,
+            meta.layout.size,
+            layout.stored_layers,
+            layout.size,
+            now,
+            upload.commit,
+        )
         if not ok:
-            raise HTTPProblem(409, f"frame {meta.key} changed during the upload (another "
-                              "upload stored layers first); ask /info and retry",
-                              stored_bytes=meta.layout.size)
+            raise HTTPProblem(
+                409,
+                f"frame {meta.key} changed during the upload (another "
+                "upload stored layers first); ask /info and retry",
+                stored_bytes=meta.layout.size,
+            )
         meta.layout, meta.modified = layout, now
 
     def after_layers(self, meta: FrameMeta, nbytes: int) -> None:
@@ -307,15 +373,21 @@ class ServerState:
         """Operating point ``layers`` alone (``Codec.view``), read from the store by range:
         the header plus the layers it needs; a texture point skips the analytics layers."""
         h = meta.layout.header
-        parts = dict(zip(h.point_layers(layers),
-                         (self.store.read(meta.key, a, b)
-                          for a, b in meta.layout.point_ranges(layers)), strict=True))
+        parts = dict(
+            zip(
+                h.point_layers(layers),
+                (self.store.read(meta.key, a, b) for a, b in meta.layout.point_ranges(layers)),
+                strict=True,
+            )
+        )
         if sorted(parts) == list(range(layers)):  # a prefix is its own view
-            return container.truncate(b"".join(
-                [self.store.read(meta.key, 0, h.size), *parts.values()]), h, layers)
+            return container.truncate(
+                b"".join([self.store.read(meta.key, 0, h.size), *parts.values()]), h, layers
+            )
         payloads = [parts.get(i, b"") for i in range(h.num_layers)]
-        return container.pack(h.backend_id, h.preset_id, h.width, h.height, h.config_hash,
-                              payloads, h.needs)
+        return container.pack(
+            h.backend_id, h.preset_id, h.width, h.height, h.config_hash, payloads, h.needs
+        )
 
     def cache_png(self, name: str, png: bytes) -> None:
         if len(png) > self.limits.png_cache_bytes // 4:
@@ -329,8 +401,9 @@ class ServerState:
         from PIL import Image
 
         buf = io.BytesIO()
-        Image.fromarray(self.codec.decode(data, layers=layers)).save(buf, format="PNG",
-                                                                     compress_level=1)
+        Image.fromarray(self.codec.decode(data, layers=layers)).save(
+            buf, format="PNG", compress_level=1
+        )
         return buf.getvalue()
 
     async def verify(self, meta: FrameMeta) -> bool | None:
@@ -356,8 +429,9 @@ class ServerState:
             return
         meta.quarantined = reason[:300]
         self.metrics.frames["quarantined"] += 1
-        await self.run(self.store.write_json, meta.key, {"error": meta.quarantined},
-                       QUARANTINE)  # the file first: reindex rebuilds the state from it
+        await self.run(
+            self.store.write_json, meta.key, {"error": meta.quarantined}, QUARANTINE
+        )  # the file first: reindex rebuilds the state from it
         await self.db(self.index.quarantine, meta.key.cam, meta.key.ts, meta.quarantined)
         log.warning("frame %s quarantined: %s", meta.key, reason)
 
@@ -367,8 +441,10 @@ class ServerState:
         try:
             ok = await self.verify(meta)
             if ok is False:
-                await self.quarantine(meta, "the analytics point does not decode (checked "
-                                      "after a worker's lease lapsed)")
+                await self.quarantine(
+                    meta,
+                    "the analytics point does not decode (checked after a worker's lease lapsed)",
+                )
                 return
             await self.db(self.index.release, meta.key.cam, meta.key.ts, bool(ok))
             await self.notify()

@@ -38,8 +38,9 @@ SUFFIXES = (FRAME, DETECTIONS, QUARANTINE)
 
 def check_camera(cam: str) -> str:
     if not _CAM.fullmatch(cam or ""):
-        raise VCMError(f"bad camera id {cam!r}: use 1-64 letters, digits, '_' or '-' "
-                       "(not starting with '-')")
+        raise VCMError(
+            f"bad camera id {cam!r}: use 1-64 letters, digits, '_' or '-' (not starting with '-')"
+        )
     return cam
 
 
@@ -63,8 +64,10 @@ class FrameKey:
     def parse(cls, frame_id: str) -> FrameKey:
         m = _ID.fullmatch(frame_id or "")
         if m is None:
-            raise VCMError(f"bad frame id {frame_id[:100]!r}: expected CAMERA-TIMESTAMP (the "
-                           "timestamp in ASCII digits, no leading zeros)")
+            raise VCMError(
+                f"bad frame id {frame_id[:100]!r}: expected CAMERA-TIMESTAMP (the "
+                "timestamp in ASCII digits, no leading zeros)"
+            )
         return cls(m.group(1), int(m.group(2)))
 
     def __str__(self) -> str:
@@ -142,8 +145,7 @@ class FrameStore:
         return freed
 
     def write_json(self, key: FrameKey, obj: dict, suffix: str = DETECTIONS) -> None:
-        self.write(key, json.dumps(obj, separators=(",", ":"), allow_nan=False).encode(),
-                   suffix)
+        self.write(key, json.dumps(obj, separators=(",", ":"), allow_nan=False).encode(), suffix)
 
     # -- reading -------------------------------------------------------------------------
     def read(self, key: FrameKey, start: int = 0, end: int | None = None) -> bytes:
@@ -166,8 +168,9 @@ class FrameStore:
             self.probe_bytes += len(probe)
         header = read_header(probe)
         size = self.size(key)
-        layers = max((k for k in range(1, header.num_layers + 1)
-                      if header.prefix_end(k) <= size), default=0)
+        layers = max(
+            (k for k in range(1, header.num_layers + 1) if header.prefix_end(k) <= size), default=0
+        )
         if layers == 0:
             raise VCMError(f"frame {key} is shorter than its layer 0 ({size} bytes)")
         return Layout(header, layers)
@@ -195,8 +198,9 @@ class FrameStore:
         names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False))
         return sorted(n for n in names if _CAM.fullmatch(n))
 
-    def frames(self, cam: str, since: int | None = None, until: int | None = None,
-               suffix: str = FRAME) -> list[FrameKey]:
+    def frames(
+        self, cam: str, since: int | None = None, until: int | None = None, suffix: str = FRAME
+    ) -> list[FrameKey]:
         """Visible frames of one camera, oldest first; temp files are never listed."""
         folder = f"{self.root}/{check_camera(cam)}"
         if not self.fs.exists(folder):
@@ -245,7 +249,7 @@ class Upload:
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(self.fd, view):]
+            view = view[os.write(self.fd, view) :]
         self.size += len(data)
 
     def read(self, start: int, stop: int) -> bytes:

@@ -67,12 +67,17 @@ class Layout:
 
     def describe(self) -> dict:
         points = range(1, self.num_layers + 1)
-        return {"num_layers": self.num_layers, "stored_layers": self.stored_layers,
-                "bytes": self.size, "complete": self.complete,
-                "width": self.header.width, "height": self.header.height,
-                "layer_ends": [self.end(k) for k in points],
-                "point_layers": [self.header.point_layers(k) for k in points],
-                "point_bytes": [self.header.point_bytes(k) for k in points]}
+        return {
+            "num_layers": self.num_layers,
+            "stored_layers": self.stored_layers,
+            "bytes": self.size,
+            "complete": self.complete,
+            "width": self.header.width,
+            "height": self.header.height,
+            "layer_ends": [self.end(k) for k in points],
+            "point_layers": [self.header.point_layers(k) for k in points],
+            "point_bytes": [self.header.point_bytes(k) for k in points],
+        }
 
 
 def read_header(probe: bytes) -> container.Header:
@@ -96,10 +101,13 @@ def _whole_layers(info: StreamInfo, size: int) -> Layout:
     end = header.prefix_end(layers)
     if size > end:
         if layers == header.num_layers:
-            raise VCMError(f"{size - end} unexpected bytes after the last layer "
-                           f"(stream ends at byte {end})")
-        raise VCMError(f"upload ends inside layer {layers}: {size} bytes, layer {layers} "
-                       f"ends at byte {header.prefix_end(layers + 1)}; send whole layers")
+            raise VCMError(
+                f"{size - end} unexpected bytes after the last layer (stream ends at byte {end})"
+            )
+        raise VCMError(
+            f"upload ends inside layer {layers}: {size} bytes, layer {layers} "
+            f"ends at byte {header.prefix_end(layers + 1)}; send whole layers"
+        )
     return Layout(header, layers)
 
 
@@ -123,8 +131,12 @@ class StreamCheck:
     append): its header + layer 0 bytes and its stored size.
     """
 
-    def __init__(self, codec: Codec, resume: tuple[bytes, int] | None = None,
-                 max_layer0: int = MAX_LAYER0_BYTES) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        resume: tuple[bytes, int] | None = None,
+        max_layer0: int = MAX_LAYER0_BYTES,
+    ) -> None:
         self.codec, self.max_layer0 = codec, max_layer0
         self.head = bytearray()
         self.header: container.Header | None = None
@@ -142,8 +154,9 @@ class StreamCheck:
             self.header = container.parse_header(bytes(self.head), self.codec.max_pixels)
             end1 = self.header.prefix_end(1)
             if end1 > self.max_layer0:
-                raise VCMError(f"header + layer 0 is {end1} bytes, over the limit of "
-                               f"{self.max_layer0} bytes")
+                raise VCMError(
+                    f"header + layer 0 is {end1} bytes, over the limit of {self.max_layer0} bytes"
+                )
         end1 = self.header.prefix_end(1)
         if len(self.head) >= end1:
             del self.head[end1:]
@@ -173,8 +186,7 @@ class StreamCheck:
             self.head += view[:take]
             self.pos += min(take, len(view))
             view = view[take:]
-            if len(self.head) >= want and (self.header is not None
-                                           or want == self._head_wanted()):
+            if len(self.head) >= want and (self.header is not None or want == self._head_wanted()):
                 self._parse_head()
         if view:
             self._layers(view)
@@ -185,15 +197,17 @@ class StreamCheck:
         end = h.prefix_end(h.num_layers)
         while view:
             if self.pos >= end:
-                raise VCMError(f"unexpected bytes after the last layer (stream ends at byte "
-                               f"{end})")
-            i = next(i for i in range(h.num_layers)
-                     if h.offsets[i] <= self.pos < h.offsets[i] + h.lengths[i])
+                raise VCMError(f"unexpected bytes after the last layer (stream ends at byte {end})")
+            i = next(
+                i
+                for i in range(h.num_layers)
+                if h.offsets[i] <= self.pos < h.offsets[i] + h.lengths[i]
+            )
             stop = h.offsets[i] + h.lengths[i]
             part = view[: stop - self.pos]
             self._crc = zlib.crc32(part, self._crc)
             self.pos += len(part)
-            view = view[len(part):]
+            view = view[len(part) :]
             if self.pos == stop:
                 if self._crc != h.crcs[i]:
                     raise VCMError(f"layer {i} CRC mismatch: the layer is corrupt")
@@ -210,7 +224,9 @@ class StreamCheck:
         assert h is not None
         layers = max(k for k in range(1, h.num_layers + 1) if h.prefix_end(k) <= self.pos)
         if self.pos != h.prefix_end(layers):
-            raise VCMError(f"upload ends inside layer {layers}: {self.pos} bytes, layer "
-                           f"{layers} ends at byte {h.prefix_end(layers + 1)}; send whole "
-                           "layers")
+            raise VCMError(
+                f"upload ends inside layer {layers}: {self.pos} bytes, layer "
+                f"{layers} ends at byte {h.prefix_end(layers + 1)}; send whole "
+                "layers"
+            )
         return Layout(h, layers)

@@ -27,9 +27,16 @@ def vcm_command(*args: str) -> list[str]:
 class ServerProcess:
     """``vcm edge serve`` in a child process; ``url`` once it listens. Output goes to ``log``."""
 
-    def __init__(self, store: str | os.PathLike[str], log: str | os.PathLike[str],
-                 port: int = 0, host: str = "127.0.0.1", timeout: float = 120.0,
-                 args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        store: str | os.PathLike[str],
+        log: str | os.PathLike[str],
+        port: int = 0,
+        host: str = "127.0.0.1",
+        timeout: float = 120.0,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         """``args``: more ``vcm edge serve`` options (``--tokens-file F``, limits, ...)."""
         self.store, self.log, self.port, self.host = str(store), Path(log), port, host
         self.args, self.env = tuple(args), dict(env or {})
@@ -42,14 +49,27 @@ class ServerProcess:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                vcm_command("edge", "serve", "--store", self.store, "--host", self.host,
-                            "--port", str(self.port), *self.args),
-                stdout=out, stderr=subprocess.STDOUT, env=env)
+                vcm_command(
+                    "edge",
+                    "serve",
+                    "--store",
+                    self.store,
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                    *self.args,
+                ),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise VCMError(f"server exited with {self.proc.returncode}: "
-                               f"{self.log.read_text()[-2000:]}")
+                raise VCMError(
+                    f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}"
+                )
             urls = _URL.findall(self.log.read_text())
             if len(urls) > self._starts:
                 self.url = urls[-1]
@@ -80,9 +100,15 @@ class ServerProcess:
         self.stop()
 
 
-def http_call(url: str, method: str, path: str, token: str | None = None,
-              headers: dict[str, str] | None = None, body: bytes | None = None,
-              timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
+def http_call(
+    url: str,
+    method: str,
+    path: str,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, dict[str, str], bytes]:
     """One raw request (no retries): (status, lower-cased headers, body). For tests that
     check exact HTTP behaviour, which :class:`~vcm_plugin.edge.client.EdgeClient` hides."""
     import http.client
@@ -120,8 +146,11 @@ def postgres_bindir() -> Path | None:
     if shutil.which("pg_config"):
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
         candidates.append(out.stdout.strip())
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"),
-                         key=lambda p: int(re.sub(r"\D", "", p) or 0), reverse=True)
+    candidates += sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(re.sub(r"\D", "", p) or 0),
+        reverse=True,
+    )
     for folder in candidates:
         if folder and (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
             return Path(folder)
@@ -155,8 +184,9 @@ class PostgresServer:
             try:
                 self.user = pwd.getpwnam("postgres")
             except KeyError:
-                raise VCMError("running as root and there is no 'postgres' user to run the "
-                               "server as") from None
+                raise VCMError(
+                    "running as root and there is no 'postgres' user to run the server as"
+                ) from None
             os.chown(self.folder, self.user.pw_uid, self.user.pw_gid)
         self.url = f"postgresql://vcm@127.0.0.1:{port}/postgres"
         self._initdb()
@@ -171,15 +201,39 @@ class PostgresServer:
         return r
 
     def _initdb(self) -> None:
-        self._cmd("initdb", "-D", str(self.data), "-U", "vcm", "-A", "trust", "--no-sync",
-                  "-E", "UTF8", "--locale=C")
+        self._cmd(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "vcm",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
 
     def start(self) -> PostgresServer:
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} "
-                f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200 "
-                "-c shared_buffers=256MB")
-        self._cmd("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w",
-                  "-t", "60", "start")
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} "
+            f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200 "
+            "-c shared_buffers=256MB"
+        )
+        self._cmd(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:

@@ -46,8 +46,14 @@ class Worker:
     analytics point, or the highest point below it that is stored) -> detect -> PUT
     detections. ``bytes_read`` per frame is recorded in the result."""
 
-    def __init__(self, client: EdgeClient, detector: Callable[[np.ndarray], list[Box]],
-                 layers: int | str = ANALYTICS, batch: int = 4, lease: float = 120.0) -> None:
+    def __init__(
+        self,
+        client: EdgeClient,
+        detector: Callable[[np.ndarray], list[Box]],
+        layers: int | str = ANALYTICS,
+        batch: int = 4,
+        lease: float = 120.0,
+    ) -> None:
         self.client, self.detector = client, detector
         self.layers, self.batch, self.lease = parse_layers(layers), batch, lease
         self.codec = Codec()
@@ -78,16 +84,23 @@ class Worker:
         t2 = time.perf_counter()
         boxes = self.detector(img)
         t3 = time.perf_counter()
-        result = {"model": getattr(self.detector, "name", repr(self.detector)),
-                  "layers": k, "bytes_read": len(resp.body),
-                  "width": int(img.shape[1]), "height": int(img.shape[0]),
-                  "fetch_s": t1 - t0, "decode_s": t2 - t1, "inference_s": t3 - t2,
-                  "boxes": boxes}
+        result = {
+            "model": getattr(self.detector, "name", repr(self.detector)),
+            "layers": k,
+            "bytes_read": len(resp.body),
+            "width": int(img.shape[1]),
+            "height": int(img.shape[0]),
+            "fetch_s": t1 - t0,
+            "decode_s": t2 - t1,
+            "inference_s": t3 - t2,
+            "boxes": boxes,
+        }
         self.client.put_detections(frame_id, result)
         return result
 
-    def run(self, max_frames: int | None = None, idle_exit: float | None = None,
-            wait: float = 20.0) -> int:
+    def run(
+        self, max_frames: int | None = None, idle_exit: float | None = None, wait: float = 20.0
+    ) -> int:
         """Work until ``max_frames`` are done or nothing new came for ``idle_exit`` s
         (both None: forever). Returns the number of frames analysed."""
         idle_since = time.monotonic()
@@ -109,9 +122,11 @@ class Worker:
                     continue
                 self.done += 1
                 names = Counter(b["name"] for b in result["boxes"])
-                print(f"{item['id']}: {len(result['boxes'])} boxes "
-                      f"{dict(names.most_common(4))} from {result['bytes_read']} B "
-                      f"(layers={result['layers']}) in {result['inference_s'] * 1000:.0f} ms",
-                      flush=True)
+                print(
+                    f"{item['id']}: {len(result['boxes'])} boxes "
+                    f"{dict(names.most_common(4))} from {result['bytes_read']} B "
+                    f"(layers={result['layers']}) in {result['inference_s'] * 1000:.0f} ms",
+                    flush=True,
+                )
             idle_since = time.monotonic()
         return self.done

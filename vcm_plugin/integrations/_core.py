@@ -101,8 +101,12 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "images": self.images, "encodes": self.encodes, "decodes": self.decodes,
-            "cache_hits": self.cache_hits, "encode_s": self.encode_s, "decode_s": self.decode_s,
+            "images": self.images,
+            "encodes": self.encodes,
+            "decodes": self.decodes,
+            "cache_hits": self.cache_hits,
+            "encode_s": self.encode_s,
+            "decode_s": self.decode_s,
             "layers_used": dict(self.layers_used),
         }
 
@@ -136,8 +140,9 @@ class StreamCache:
     survives runs. Files are written atomically, so concurrent workers never read half a file.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None,
-                 max_bytes: int = 1 << 30) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str] | None = None, max_bytes: int = 1 << 30
+    ) -> None:
         if max_bytes < 0:
             raise VCMError(f"max_bytes must be >= 0, got {max_bytes}")
         self.directory = Path(directory) if directory is not None else None
@@ -321,8 +326,12 @@ def num_layers(blob: bytes, codec: Codec | None = None) -> int:
     return (codec or get_codec()).inspect(blob).complete_layers
 
 
-def decode_layers(blob: bytes, layers: int | str | None, codec: Codec | None = None,
-                  details: dict[str, Any] | None = None) -> np.ndarray:
+def decode_layers(
+    blob: bytes,
+    layers: int | str | None,
+    codec: Codec | None = None,
+    details: dict[str, Any] | None = None,
+) -> np.ndarray:
     """Decode operating point ``layers``, clamped to what the stream holds (a (1, 4) range on a
     3-layer preset simply tops out at 3). ``details``, when given, receives ``layers``
     (decoded), ``num_layers`` (in the stream) and ``bytes`` (what a receiver of this operating
@@ -358,24 +367,37 @@ class CompressOptions:
     cache: CacheSpec
     channel_order: str
 
-    def _set_options(self, layers: Any, preset: str, cache: Any,
-                     channel_order: str = "rgb") -> None:
+    def _set_options(
+        self, layers: Any, preset: str, cache: Any, channel_order: str = "rgb"
+    ) -> None:
         self.layers = check_layers(layers)
         self.preset = preset
         self.cache = check_cache(os.fspath(cache) if isinstance(cache, os.PathLike) else cache)
         self.channel_order = check_channel_order(channel_order)
         get_codec(preset)
 
-    def _roundtrip(self, img: np.ndarray, layers: int | str | None,
-                   details: dict[str, Any] | None = None) -> np.ndarray:
-        return roundtrip(img, layers, self.preset, channel_order=self.channel_order,
-                         cache=resolve_cache(self.cache), details=details)
+    def _roundtrip(
+        self, img: np.ndarray, layers: int | str | None, details: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        return roundtrip(
+            img,
+            layers,
+            self.preset,
+            channel_order=self.channel_order,
+            cache=resolve_cache(self.cache),
+            details=details,
+        )
 
 
-def roundtrip(img: np.ndarray, layers: int | str | None = ANALYTICS,
-              preset: str = DEFAULT_PRESET, *,
-              channel_order: str = "rgb", cache: StreamCache | None = None,
-              details: dict[str, Any] | None = None) -> np.ndarray:
+def roundtrip(
+    img: np.ndarray,
+    layers: int | str | None = ANALYTICS,
+    preset: str = DEFAULT_PRESET,
+    *,
+    channel_order: str = "rgb",
+    cache: StreamCache | None = None,
+    details: dict[str, Any] | None = None,
+) -> np.ndarray:
     """Encode then decode operating point ``layers``; same shape, dtype and channel order as
     the input.
     ``details``: see ``decode_layers``."""
@@ -393,8 +415,9 @@ def roundtrip(img: np.ndarray, layers: int | str | None = ANALYTICS,
 # Streams from files: read only the bytes of the layers you will decode.
 
 
-def read_prefix(f: BinaryIO, layers: int | str | None,
-                probe: container.HeaderRead | None = None) -> bytes:
+def read_prefix(
+    f: BinaryIO, layers: int | str | None, probe: container.HeaderRead | None = None
+) -> bytes:
     """Read just the bytes operating point ``layers`` needs (all if None) from a file object.
 
     Returns a valid stream of that point: the first k layers, or (a version-3 point that is
@@ -414,7 +437,7 @@ def read_prefix(f: BinaryIO, layers: int | str | None,
         # rewrite the header so the prefix is a complete, valid k-layer stream
         return container.truncate(blob, header, k)
     sparse = bytearray(header.prefix_end(k))
-    sparse[:len(head)] = head[:len(sparse)]
+    sparse[: len(head)] = head[: len(sparse)]
     for i in needed:  # seek to each layer the point reads; skip the rest
         start, length = header.offsets[i], header.lengths[i]
         f.seek(start)
@@ -422,12 +445,13 @@ def read_prefix(f: BinaryIO, layers: int | str | None,
         if len(data) < length:  # cut short: the prefix up to the cut, as for a prefix point
             f.seek(len(head))
             return head + f.read(max(0, header.prefix_end(k) - len(head)))
-        sparse[start:start + length] = data
+        sparse[start : start + length] = data
     return container.view(bytes(sparse), header, k)
 
 
-def read_stream(source: bytes | bytearray | memoryview | str | os.PathLike[str],
-                layers: int | str | None = None) -> bytes:
+def read_stream(
+    source: bytes | bytearray | memoryview | str | os.PathLike[str], layers: int | str | None = None
+) -> bytes:
     """The bytes needed to decode operating point ``layers`` of a stream given as bytes or a
     path.
 

@@ -44,8 +44,14 @@ class VCMCompression(CompressOptions, A.ImageOnlyTransform):
     Targets: image. Image types: uint8, float32 (in [0, 1]).
     """
 
-    def __init__(self, layers: LayerSpec = ANALYTICS, preset: str = DEFAULT_PRESET,
-                 channel_order: str = "rgb", cache: bool | str = False, p: float = 0.5) -> None:
+    def __init__(
+        self,
+        layers: LayerSpec = ANALYTICS,
+        preset: str = DEFAULT_PRESET,
+        channel_order: str = "rgb",
+        cache: bool | str = False,
+        p: float = 0.5,
+    ) -> None:
         super().__init__(p=check_p(p))
         self._set_options(layers, preset, cache, channel_order)
 
@@ -59,6 +65,7 @@ class VCMCompression(CompressOptions, A.ImageOnlyTransform):
             layers = self.py_random.randint(layers[0], layers[1])
         return {"layers": layers}
 
-    def apply(self, img: np.ndarray,
-              layers: int | str | None = ANALYTICS, **params: Any) -> np.ndarray:
+    def apply(
+        self, img: np.ndarray, layers: int | str | None = ANALYTICS, **params: Any
+    ) -> np.ndarray:
         return self._roundtrip(img, layers)

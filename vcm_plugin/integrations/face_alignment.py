@@ -31,6 +31,7 @@ from vcm_plugin.integrations._core import (
 
 __all__ = ["VCMFaceAlignment"]
 
+
 def _is_stream_path(path: Path) -> bool:
     if path.suffix.lower() == ".vcm":
         return True
@@ -55,12 +56,11 @@ class VCMFaceAlignment:
     stream prefix) and ``source`` ("stream" or "image").
     """
 
-    def __init__(self, fa: Any,
-                 layers: int | str | None = ANALYTICS, preset: str = DEFAULT_PRESET) -> None:
+    def __init__(
+        self, fa: Any, layers: int | str | None = ANALYTICS, preset: str = DEFAULT_PRESET
+    ) -> None:
         if not hasattr(fa, "get_landmarks_from_image"):
-            raise VCMError(
-                f"fa must be a face_alignment.FaceAlignment, got {type(fa).__name__}"
-            )
+            raise VCMError(f"fa must be a face_alignment.FaceAlignment, got {type(fa).__name__}")
         spec = fixed_layers(layers, "VCMFaceAlignment")
         self.fa = fa
         self.layers = spec
@@ -69,9 +69,14 @@ class VCMFaceAlignment:
         get_codec(preset)
 
     @classmethod
-    def create(cls, landmarks_type: Any = "2D", device: str = "cpu",
-               layers: int | str | None = ANALYTICS,
-               preset: str = DEFAULT_PRESET, **fa_kwargs: Any) -> VCMFaceAlignment:
+    def create(
+        cls,
+        landmarks_type: Any = "2D",
+        device: str = "cpu",
+        layers: int | str | None = ANALYTICS,
+        preset: str = DEFAULT_PRESET,
+        **fa_kwargs: Any,
+    ) -> VCMFaceAlignment:
         """Build the ``FaceAlignment`` too. ``landmarks_type``: "2D", "2.5D", "3D" or the enum;
         ``fa_kwargs`` go to ``FaceAlignment`` (``face_detector``, ``flip_input`` ...);
         ``compile`` defaults to False (torch.compile costs minutes on a CPU)."""
@@ -80,17 +85,19 @@ class VCMFaceAlignment:
         names = {"2D": "TWO_D", "2.5D": "TWO_HALF_D", "3D": "THREE_D"}
         if isinstance(landmarks_type, str):
             if landmarks_type.upper() not in names:
-                raise VCMError(f"landmarks_type must be one of {list(names)}, "
-                               f"got {landmarks_type!r}")
-            landmarks_type = getattr(face_alignment.LandmarksType,
-                                     names[landmarks_type.upper()])
+                raise VCMError(
+                    f"landmarks_type must be one of {list(names)}, got {landmarks_type!r}"
+                )
+            landmarks_type = getattr(face_alignment.LandmarksType, names[landmarks_type.upper()])
         fa_kwargs.setdefault("compile", False)
         fa = face_alignment.FaceAlignment(landmarks_type, device=device, **fa_kwargs)
         return cls(fa, layers=layers, preset=preset)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(layers={layers_repr(self.layers)}, "
-                f"preset={self.preset!r}, fa={type(self.fa).__name__})")
+        return (
+            f"{type(self).__name__}(layers={layers_repr(self.layers)}, "
+            f"preset={self.preset!r}, fa={type(self.fa).__name__})"
+        )
 
     def __getattr__(self, name: str) -> Any:
         # everything else (face_detector, get_landmarks_from_batch ...) is the wrapped object's
@@ -130,14 +137,20 @@ class VCMFaceAlignment:
             return arr.transpose(1, 2, 0) if arr.ndim == 3 and arr.shape[0] == 3 else arr
         raise VCMError(f"expected an image, a .vcm stream or a path, got {type(source).__name__}")
 
-    def get_landmarks_from_image(self, image_or_stream: Any,
-                                 detected_faces: list[Any] | None = None,
-                                 return_bboxes: bool = False,
-                                 return_landmark_score: bool = False) -> Any:
+    def get_landmarks_from_image(
+        self,
+        image_or_stream: Any,
+        detected_faces: list[Any] | None = None,
+        return_bboxes: bool = False,
+        return_landmark_score: bool = False,
+    ) -> Any:
         """``FaceAlignment.get_landmarks_from_image`` on the decoded image; same returns."""
         img = self.decode(image_or_stream)
         return self.fa.get_landmarks_from_image(
-            img, detected_faces=detected_faces, return_bboxes=return_bboxes,
-            return_landmark_score=return_landmark_score)
+            img,
+            detected_faces=detected_faces,
+            return_bboxes=return_bboxes,
+            return_landmark_score=return_landmark_score,
+        )
 
     get_landmarks = get_landmarks_from_image

@@ -33,9 +33,15 @@ from vcm_plugin.integrations._core import (
 __all__ = ["VCMTransform", "vcm_roundtrip"]
 
 
-def vcm_roundtrip(img: np.ndarray, layers: LayerSpec = ANALYTICS, preset: str = DEFAULT_PRESET, *,
-                  channel_order: str = "rgb", cache: CacheSpec = False,
-                  rng: random.Random | None = None) -> np.ndarray:
+def vcm_roundtrip(
+    img: np.ndarray,
+    layers: LayerSpec = ANALYTICS,
+    preset: str = DEFAULT_PRESET,
+    *,
+    channel_order: str = "rgb",
+    cache: CacheSpec = False,
+    rng: random.Random | None = None,
+) -> np.ndarray:
     """Encode ``img`` and decode ``layers`` layers: what a receiver of that operating point sees.
 
     ``img`` is HxWx3 (or HxW / HxWx1) uint8, or float in [0, 1]; the result has the same shape,
@@ -46,8 +52,13 @@ def vcm_roundtrip(img: np.ndarray, layers: LayerSpec = ANALYTICS, preset: str = 
     spec = check_layers(layers)
     channel_order = check_channel_order(channel_order)
     get_codec(preset)  # a bad preset fails here, with the codec's message
-    return roundtrip(img, sample_layers(spec, rng), preset, channel_order=channel_order,
-                     cache=resolve_cache(check_cache(cache)))
+    return roundtrip(
+        img,
+        sample_layers(spec, rng),
+        preset,
+        channel_order=channel_order,
+        cache=resolve_cache(check_cache(cache)),
+    )
 
 
 class VCMTransform(CompressOptions):
@@ -59,16 +70,24 @@ class VCMTransform(CompressOptions):
     ``torchvision.transforms.Compose`` like any other transform.
     """
 
-    def __init__(self, layers: LayerSpec = ANALYTICS, preset: str = DEFAULT_PRESET, p: float = 1.0,
-                 cache: CacheSpec = False, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        layers: LayerSpec = ANALYTICS,
+        preset: str = DEFAULT_PRESET,
+        p: float = 1.0,
+        cache: CacheSpec = False,
+        seed: int | None = None,
+    ) -> None:
         self._set_options(layers, preset, cache)
         self.p = check_p(p)
         self.seed = seed
         self._rng = random.Random(seed)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(layers={layers_repr(self.layers)}, "
-                f"preset={self.preset!r}, p={self.p}, cache={self.cache!r})")
+        return (
+            f"{type(self).__name__}(layers={layers_repr(self.layers)}, "
+            f"preset={self.preset!r}, p={self.p}, cache={self.cache!r})"
+        )
 
     def _one(self, arr: np.ndarray) -> np.ndarray:
         k = sample_layers(self.layers, self._rng)

@@ -30,10 +30,22 @@ __all__ = ["ensure_mmcv_ops", "import_with_ops"]
 _SHIM_FLAG = "__vcm_plugin_shim__"
 # Names mmcv.ops exports in 2.1.0; used only if its __init__.py cannot be parsed.
 _FALLBACK_OPS = (
-    "sigmoid_focal_loss", "softmax_focal_loss", "SigmoidFocalLoss", "SoftmaxFocalLoss",
-    "CrissCrossAttention", "PSAMask", "DeformConv2d", "ModulatedDeformConv2d", "SyncBatchNorm",
-    "nms", "batched_nms", "roi_align", "RoIAlign", "MultiScaleDeformableAttention",
-    "get_compiler_version", "get_compiling_cuda_version",
+    "sigmoid_focal_loss",
+    "softmax_focal_loss",
+    "SigmoidFocalLoss",
+    "SoftmaxFocalLoss",
+    "CrissCrossAttention",
+    "PSAMask",
+    "DeformConv2d",
+    "ModulatedDeformConv2d",
+    "SyncBatchNorm",
+    "nms",
+    "batched_nms",
+    "roi_align",
+    "RoIAlign",
+    "MultiScaleDeformableAttention",
+    "get_compiler_version",
+    "get_compiling_cuda_version",
 )
 _PURE_MODULE = "point_sample"  # pure PyTorch, needs no compiled extension
 
@@ -42,8 +54,11 @@ def _ops_names(ops_dir: Path) -> list[str]:
     try:
         tree = ast.parse((ops_dir / "__init__.py").read_text())
         for node in tree.body:
-            if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-                    and node.targets[0].id == "__all__"):
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "__all__"
+            ):
                 return [str(ast.literal_eval(e)) for e in node.value.elts]  # type: ignore[attr-defined]
     except (OSError, SyntaxError, ValueError):
         pass
@@ -61,8 +76,15 @@ def _placeholder(name: str) -> type:
             "'mmcv' built for your torch to use this op."
         )
 
-    return type(name, (), {"__new__": _raise, "__module__": "mmcv.ops",
-                           "__doc__": f"Placeholder for the compiled op mmcv.ops.{name}."})
+    return type(
+        name,
+        (),
+        {
+            "__new__": _raise,
+            "__module__": "mmcv.ops",
+            "__doc__": f"Placeholder for the compiled op mmcv.ops.{name}.",
+        },
+    )
 
 
 def ensure_mmcv_ops() -> bool:
@@ -81,8 +103,9 @@ def ensure_mmcv_ops() -> bool:
     if importlib.util.find_spec("mmcv._ext") is not None:
         return False  # a full mmcv: leave it alone
     ops_dir = Path(mmcv.__file__).parent / "ops"
-    shim = ModuleType("mmcv.ops", "mmcv.ops import shim installed by vcm_plugin "
-                            "(mmcv-lite has no compiled ops).")
+    shim = ModuleType(
+        "mmcv.ops", "mmcv.ops import shim installed by vcm_plugin (mmcv-lite has no compiled ops)."
+    )
     shim.__path__ = [str(ops_dir)] if ops_dir.is_dir() else []  # submodules import as usual
     shim.__package__ = "mmcv.ops"
     setattr(shim, _SHIM_FLAG, True)
@@ -103,7 +126,6 @@ def ensure_mmcv_ops() -> bool:
             if hasattr(pure, name):
                 setattr(shim, name, getattr(pure, name))
     return True
-
 
 
 def import_with_ops(name: str) -> ModuleType:

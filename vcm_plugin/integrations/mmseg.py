@@ -60,8 +60,14 @@ class VCMCompress(CompressOptions, BaseTransform):
         channel_order: ``'bgr'`` (what ``LoadImageFromFile`` produces) or ``'rgb'``.
     """
 
-    def __init__(self, layers: LayerSpec = ANALYTICS, preset: str = DEFAULT_PRESET, p: float = 1.0,
-                 cache: bool | str = False, channel_order: str = "bgr") -> None:
+    def __init__(
+        self,
+        layers: LayerSpec = ANALYTICS,
+        preset: str = DEFAULT_PRESET,
+        p: float = 1.0,
+        cache: bool | str = False,
+        channel_order: str = "bgr",
+    ) -> None:
         super().__init__()
         self._set_options(layers, preset, cache, channel_order)
         self.prob = check_p(p)
@@ -86,6 +92,8 @@ class VCMCompress(CompressOptions, BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}(layers={layers_repr(self.layers)}, "
-                f"preset={self.preset!r}, p={self.prob}, cache={self.cache!r}, "
-                f"channel_order={self.channel_order!r})")
+        return (
+            f"{self.__class__.__name__}(layers={layers_repr(self.layers)}, "
+            f"preset={self.preset!r}, p={self.prob}, cache={self.cache!r}, "
+            f"channel_order={self.channel_order!r})"
+        )

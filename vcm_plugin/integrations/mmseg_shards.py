@@ -70,8 +70,9 @@ def _classes(root: Path) -> tuple[str, ...] | None:
         classes = json.loads(meta)["classes"]
         return tuple(name for name, _ in sorted(classes.items(), key=lambda kv: kv[1]))
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise VCMError(f"{root}: classes.json in the index is not "
-                       '{"classes": {name: id}}') from None
+        raise VCMError(
+            f'{root}: classes.json in the index is not {{"classes": {{name: id}}}}'
+        ) from None
 
 
 @DATASETS.register_module()
@@ -80,8 +81,9 @@ class VCMShardSegDataset(BaseSegDataset):
     ``vcm_root`` / ``vcm_index`` for the loading transforms. Other arguments as
     ``BaseSegDataset`` (``reduce_zero_label``, ``ignore_index``, ``indices`` ...)."""
 
-    def __init__(self, data_root: str, metainfo: dict[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, data_root: str, metainfo: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         if not data_root:
             raise VCMError("VCMShardSegDataset needs data_root (the shard directory)")
         root = Path(data_root).resolve()
@@ -96,9 +98,17 @@ class VCMShardSegDataset(BaseSegDataset):
         ds = _shards(self._vcm_root)
         root, out = self._vcm_root, []
         for i, (shard, m) in enumerate(ds.items):
-            out.append(dict(img_path=f"{root}/{shard}#{m['key']}", vcm_root=root, vcm_index=i,
-                            vcm_key=m["key"], label_map=self.label_map,
-                            reduce_zero_label=self.reduce_zero_label, seg_fields=[]))
+            out.append(
+                dict(
+                    img_path=f"{root}/{shard}#{m['key']}",
+                    vcm_root=root,
+                    vcm_index=i,
+                    vcm_key=m["key"],
+                    label_map=self.label_map,
+                    reduce_zero_label=self.reduce_zero_label,
+                    seg_fields=[],
+                )
+            )
         return out
 
 
@@ -118,8 +128,9 @@ class LoadVCMShardImage(BaseTransform):
         to_float32: as ``LoadImageFromFile``.
     """
 
-    def __init__(self, layers: Any = ANALYTICS, channel_order: str = "bgr",
-                 to_float32: bool = False) -> None:
+    def __init__(
+        self, layers: Any = ANALYTICS, channel_order: str = "bgr", to_float32: bool = False
+    ) -> None:
         super().__init__()
         self.layers = check_layers(layers)
         self.channel_order = check_channel_order(channel_order)
@@ -135,20 +146,28 @@ class LoadVCMShardImage(BaseTransform):
         try:
             ds, i = _shards(results["vcm_root"]), int(results["vcm_index"])
         except KeyError as e:
-            raise VCMError(f"LoadVCMShardImage needs {e} in the results: use it with "
-                           "VCMShardSegDataset") from None
+            raise VCMError(
+                f"LoadVCMShardImage needs {e} in the results: use it with VCMShardSegDataset"
+            ) from None
         img, k, nbytes = ds.load(i, self._layers())  # RGB (the shared reader's order)
         if self.channel_order == "bgr":
             img = np.ascontiguousarray(img[..., ::-1])
         if self.to_float32:
             img = img.astype(np.float32)
-        results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2],
-                       vcm_layers=k, vcm_bytes=nbytes)
+        results.update(
+            img=img,
+            img_shape=img.shape[:2],
+            ori_shape=img.shape[:2],
+            vcm_layers=k,
+            vcm_bytes=nbytes,
+        )
         return results
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}(layers={layers_repr(self.layers)}, "
-                f"channel_order={self.channel_order!r}, to_float32={self.to_float32})")
+        return (
+            f"{self.__class__.__name__}(layers={layers_repr(self.layers)}, "
+            f"channel_order={self.channel_order!r}, to_float32={self.to_float32})"
+        )
 
 
 @TRANSFORMS.register_module()
@@ -185,5 +204,7 @@ class LoadVCMShardAnnotations(BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}(reduce_zero_label={self.reduce_zero_label}, "
-                f"suffix={self.suffix!r})")
+        return (
+            f"{self.__class__.__name__}(reduce_zero_label={self.reduce_zero_label}, "
+            f"suffix={self.suffix!r})"
+        )

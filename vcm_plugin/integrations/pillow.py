@@ -95,8 +95,9 @@ class VCMImageFile(ImageFile.ImageFile):
         self.info["analytics_point"] = resolve_point(ANALYTICS, header)
         self.info["num_layers"] = header.num_layers
         self.info["layer_bytes"] = list(header.lengths)
-        self.info["point_layers"] = [header.point_layers(k)
-                                     for k in range(1, header.num_layers + 1)]
+        self.info["point_layers"] = [
+            header.point_layers(k) for k in range(1, header.num_layers + 1)
+        ]
         self.tile = [ImageFile._Tile("vcm", (0, 0, *self.size), 0, None)]
 
     def load(self) -> Any:
@@ -122,21 +123,29 @@ class _VCMDecoder(ImageFile.PyDecoder):
         if wanted not in points:
             below = [k for k in points if k < wanted]
             if not ImageFile.LOAD_TRUNCATED_IMAGES:
-                raise OSError(f"image file is truncated (operating point {wanted} asked for; "
-                              f"complete points: {points or 'none'}; set "
-                              "ImageFile.LOAD_TRUNCATED_IMAGES to decode the highest of them)")
+                raise OSError(
+                    f"image file is truncated (operating point {wanted} asked for; "
+                    f"complete points: {points or 'none'}; set "
+                    "ImageFile.LOAD_TRUNCATED_IMAGES to decode the highest of them)"
+                )
             if not below:
                 raise OSError("image file is truncated (no complete layer)")
-            warnings.warn(f"VCM file truncated: decoded operating point {below[-1]} of the "
-                          f"{wanted} asked for", TruncatedStreamWarning, stacklevel=2)
+            warnings.warn(
+                f"VCM file truncated: decoded operating point {below[-1]} of the "
+                f"{wanted} asked for",
+                TruncatedStreamWarning,
+                stacklevel=2,
+            )
             layers = below[-1]
         meta = get_codec().inspect(blob)
         details: dict[str, Any] = {}
         arr = decode_layers(blob, layers, details=details)  # a Codec decodes every preset
         info.update(layers_decoded=details["layers"], preset=meta.preset, backend=meta.backend)
         if arr.shape[:2] != (self.state.ysize, self.state.xsize):
-            raise VCMError(f"decoded size {arr.shape[1]}x{arr.shape[0]} does not match the "
-                           f"header's {self.state.xsize}x{self.state.ysize}")
+            raise VCMError(
+                f"decoded size {arr.shape[1]}x{arr.shape[0]} does not match the "
+                f"header's {self.state.xsize}x{self.state.ysize}"
+            )
         self.set_as_raw(arr.tobytes())
         return -1, 0
 
@@ -145,10 +154,14 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     params = im.encoderinfo
     unknown = sorted(set(params) - set(SAVE_OPTIONS))
     if unknown:
-        hint = (" (a VCM stream holds every operating point: keep fewer with layers=k)"
-                if "quality" in unknown else "")
-        raise VCMError(f"unknown VCM save options {unknown}{hint}; valid: "
-                       f"{', '.join(SAVE_OPTIONS)}")
+        hint = (
+            " (a VCM stream holds every operating point: keep fewer with layers=k)"
+            if "quality" in unknown
+            else ""
+        )
+        raise VCMError(
+            f"unknown VCM save options {unknown}{hint}; valid: {', '.join(SAVE_OPTIONS)}"
+        )
     preset = params.get("preset", DEFAULT_PRESET)
     layers = fixed_layers(params.get("layers"), "save()")
     codec = get_codec(preset)
@@ -161,8 +174,9 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     fp.write(blob)
 
 
-def open_vcm(fp: str | os.PathLike[str] | IO[bytes],
-             layers: int | str | None = ANALYTICS) -> Image.Image:
+def open_vcm(
+    fp: str | os.PathLike[str] | IO[bytes], layers: int | str | None = ANALYTICS
+) -> Image.Image:
     """``Image.open`` for a ``.vcm`` stream, decoding operating point ``layers`` and reading
     only the bytes of the layers it needs."""
     im = Image.open(fp, formats=[FORMAT])

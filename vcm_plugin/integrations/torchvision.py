@@ -50,11 +50,20 @@ class VCMImageFolder(DatasetFolder):
     arguments are ``ImageFolder``'s.
     """
 
-    def __init__(self, root: str | os.PathLike[str], layers: LayerSpec = ANALYTICS,
-                 transform: Callable[..., Any] | None = None,
-                 target_transform: Callable[..., Any] | None = None,
-                 allow_empty: bool = False) -> None:
-        super().__init__(root, loader=VCMLoader(layers), extensions=(EXTENSION,),
-                         transform=transform, target_transform=target_transform,
-                         allow_empty=allow_empty)
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        layers: LayerSpec = ANALYTICS,
+        transform: Callable[..., Any] | None = None,
+        target_transform: Callable[..., Any] | None = None,
+        allow_empty: bool = False,
+    ) -> None:
+        super().__init__(
+            root,
+            loader=VCMLoader(layers),
+            extensions=(EXTENSION,),
+            transform=transform,
+            target_transform=target_transform,
+            allow_empty=allow_empty,
+        )
         self.imgs = self.samples  # ImageFolder's alias

@@ -188,8 +188,9 @@ class _VCMLabels:
 def _roundtrip_bgr(img: np.ndarray, o: VCMOptions) -> np.ndarray:
     if o.p < 1.0 and random.random() >= o.p:
         return img
-    return roundtrip(img, sample_layers(o.layers), o.preset, channel_order="bgr",
-                     cache=resolve_cache(o.cache))
+    return roundtrip(
+        img, sample_layers(o.layers), o.preset, channel_order="bgr", cache=resolve_cache(o.cache)
+    )
 
 
 class _VCMLoadImage:
@@ -228,8 +229,9 @@ def _insert_before_format(transforms: Compose, step: _VCMLabels) -> Compose:
     items = transforms.transforms
     if any(isinstance(t, _VCMLabels) for t in items):
         return transforms
-    index = next((i for i in range(len(items) - 1, -1, -1) if isinstance(items[i], Format)),
-                 len(items))
+    index = next(
+        (i for i in range(len(items) - 1, -1, -1) if isinstance(items[i], Format)), len(items)
+    )
     transforms.insert(index, step)
     return transforms
 
@@ -268,8 +270,12 @@ class VCMTrainer(DetectionTrainer):
 
     vcm_defaults: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None,
-                 _callbacks: dict[str, list[Callable[..., Any]]] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Any = DEFAULT_CFG,
+        overrides: dict[str, Any] | None = None,
+        _callbacks: dict[str, list[Callable[..., Any]]] | None = None,
+    ) -> None:
         overrides = dict(overrides or {})
         self.vcm = _pop_options(overrides, self.vcm_defaults)
         super().__init__(cfg, overrides, _callbacks)
@@ -314,8 +320,12 @@ class VCMPredictorMixin:
     vcm_layers: ClassVar[int | str | None] = ANALYTICS
     vcm_preset: ClassVar[str] = DEFAULT_PRESET
 
-    def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None,
-                 _callbacks: dict[str, list[Callable[..., Any]]] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Any = DEFAULT_CFG,
+        overrides: dict[str, Any] | None = None,
+        _callbacks: dict[str, list[Callable[..., Any]]] | None = None,
+    ) -> None:
         overrides = dict(overrides or {})
         self.vcm_layers = _fixed_layers(overrides.pop("vcm_layers", self.vcm_layers))
         self.vcm_preset = overrides.pop("vcm_preset", self.vcm_preset)
@@ -324,8 +334,9 @@ class VCMPredictorMixin:
         _ensure_vcm_files()
 
     @classmethod
-    def with_options(cls, layers: int | str | None = ANALYTICS,
-                     preset: str = DEFAULT_PRESET) -> type[Any]:
+    def with_options(
+        cls, layers: int | str | None = ANALYTICS, preset: str = DEFAULT_PRESET
+    ) -> type[Any]:
         """``model.predict(src, predictor=VCMDetectionPredictor.with_options(layers=2))``.
 
         Returns the same class for the same options, so ultralytics keeps reusing its predictor.
@@ -341,11 +352,12 @@ class VCMPredictorMixin:
         else:  # torch tensor source: N x 3 x H x W, RGB, float in [0, 1]
             import torch
 
-            arrs = [roundtrip(x.permute(1, 2, 0).cpu().numpy(), self.vcm_layers,
-                              self.vcm_preset) for x in im]
+            arrs = [
+                roundtrip(x.permute(1, 2, 0).cpu().numpy(), self.vcm_layers, self.vcm_preset)
+                for x in im
+            ]
             im = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).to(im.device, im.dtype)
         return super().preprocess(im)  # type: ignore[misc]
-
 
     def _vcm_image(self, img: np.ndarray, path: str) -> np.ndarray:
         """A ``.vcm`` file is already a decode: read it again at this predictor's layer count
@@ -360,8 +372,11 @@ class VCMPredictorMixin:
 
 @cache
 def _predictor_class(base: type[Any], layers: int | str | None, preset: str) -> type[Any]:
-    return type(base.__name__, (base,), {
-        "vcm_layers": layers, "vcm_preset": preset, "__module__": base.__module__})
+    return type(
+        base.__name__,
+        (base,),
+        {"vcm_layers": layers, "vcm_preset": preset, "__module__": base.__module__},
+    )
 
 
 class VCMDetectionPredictor(VCMPredictorMixin, DetectionPredictor):
@@ -369,8 +384,9 @@ class VCMDetectionPredictor(VCMPredictorMixin, DetectionPredictor):
     ``.vcm`` sources (files, folders, globs) are decoded at that layer count, not re-encoded."""
 
 
-def add_vcm_callback(model: Any,
-                     layers: int | str | None = ANALYTICS, preset: str = DEFAULT_PRESET) -> Any:
+def add_vcm_callback(
+    model: Any, layers: int | str | None = ANALYTICS, preset: str = DEFAULT_PRESET
+) -> Any:
     """Any-task alternative to the predictor subclass: an ``on_predict_batch_start`` callback
     that replaces each batch image by its decode. Returns the model (chainable)."""
     _fixed_layers(layers)
@@ -385,8 +401,9 @@ def add_vcm_callback(model: Any,
     return model
 
 
-def decode_stream_bgr(source: bytes | str | os.PathLike[str], layers: int | str | None = ANALYTICS,
-                      gray: bool = False) -> np.ndarray:
+def decode_stream_bgr(
+    source: bytes | str | os.PathLike[str], layers: int | str | None = ANALYTICS, gray: bool = False
+) -> np.ndarray:
     """Decode the first ``layers`` layers of a ``.vcm`` stream to an OpenCV BGR array (HxWx1
     if ``gray``), as ultralytics' ``imread`` returns images; from a file only those layers'
     bytes are read, and errors name the file."""
@@ -402,8 +419,12 @@ def decode_stream_bgr(source: bytes | str | os.PathLike[str], layers: int | str 
     return np.ascontiguousarray(rgb[..., ::-1])
 
 
-def predict_streams(model: Any, streams: Iterable[bytes | str | os.PathLike[str]],
-                    layers: int | str | None = ANALYTICS, **predict_kwargs: Any) -> list[Any]:
+def predict_streams(
+    model: Any,
+    streams: Iterable[bytes | str | os.PathLike[str]],
+    layers: int | str | None = ANALYTICS,
+    **predict_kwargs: Any,
+) -> list[Any]:
     """``model.predict`` straight from ``.vcm`` streams (bytes or paths), decoding only the
     layers it needs (default: the semantic layer). Returns the ultralytics ``Results`` list,
     with ``path`` set to the stream's file name where one was given."""
@@ -432,8 +453,14 @@ DEFAULT_FILE_LAYERS: int | str | None = ANALYTICS
 VCM_SUFFIX = ".vcm"
 #: Modules that bind ultralytics' ``imread`` by name (8.4): the predict loaders, the data set
 #: loads and checks, and the modules later imports take it from.
-IMREAD_MODULES = ("ultralytics.utils.patches", "ultralytics.utils", "ultralytics.data.utils",
-                  "ultralytics.data.base", "ultralytics.data.loaders", "ultralytics.data.dataset")
+IMREAD_MODULES = (
+    "ultralytics.utils.patches",
+    "ultralytics.utils",
+    "ultralytics.data.utils",
+    "ultralytics.data.base",
+    "ultralytics.data.loaders",
+    "ultralytics.data.dataset",
+)
 _UNSET = object()
 _OVERRIDE = threading.local()  # VCMTrainer's per-image layer count, in the loading thread
 
@@ -449,13 +476,17 @@ class _VCMImread:
     def __repr__(self) -> str:
         return f"VCMImread(layers={layers_repr(self.layers)})"
 
-    def __call__(self, filename: str | os.PathLike[str],
-                 flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    def __call__(
+        self, filename: str | os.PathLike[str], flags: int = cv2.IMREAD_COLOR
+    ) -> np.ndarray | None:
         if not os.fspath(filename).lower().endswith(VCM_SUFFIX):
             return self.original(filename, flags)
         layers = getattr(_OVERRIDE, "layers", _UNSET)
-        return decode_stream_bgr(filename, self.layers if layers is _UNSET else layers,
-                            gray=flags == cv2.IMREAD_GRAYSCALE)
+        return decode_stream_bgr(
+            filename,
+            self.layers if layers is _UNSET else layers,
+            gray=flags == cv2.IMREAD_GRAYSCALE,
+        )
 
 
 def _reader() -> _VCMImread | None:
@@ -483,8 +514,7 @@ def enable_vcm_files(layers: int | str | None = DEFAULT_FILE_LAYERS) -> None:
 
     import vcm_plugin.integrations.pillow  # noqa: F401  (data set checks open images with PIL)
 
-    original = patches.imread.original if isinstance(patches.imread, _VCMImread) \
-        else patches.imread
+    original = patches.imread.original if isinstance(patches.imread, _VCMImread) else patches.imread
     reader = _VCMImread(original, layers)
     IMG_FORMATS.add(VCM_SUFFIX[1:])
     for name in IMREAD_MODULES:

@@ -49,8 +49,9 @@ def default_weights() -> Path:
     return models_dir() / DEFAULT_WEIGHTS
 
 
-def letterbox(img: np.ndarray, size: int, stride: int = 32) -> tuple[np.ndarray, float,
-                                                                        tuple[int, int]]:
+def letterbox(
+    img: np.ndarray, size: int, stride: int = 32
+) -> tuple[np.ndarray, float, tuple[int, int]]:
     """Resize the long side to ``size`` and pad to a multiple of ``stride`` (as YOLOv5's
     rectangular inference); returns (image, gain, (pad_x, pad_y))."""
     import cv2
@@ -62,16 +63,23 @@ def letterbox(img: np.ndarray, size: int, stride: int = 32) -> tuple[np.ndarray,
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
     ph, pw = (-nh) % stride, (-nw) % stride
     top, left = ph // 2, pw // 2
-    img = cv2.copyMakeBorder(img, top, ph - top, left, pw - left, cv2.BORDER_CONSTANT,
-                             value=(114, 114, 114))
+    img = cv2.copyMakeBorder(
+        img, top, ph - top, left, pw - left, cv2.BORDER_CONSTANT, value=(114, 114, 114)
+    )
     return img, gain, (left, top)
 
 
 class YOLOv5Legacy:
     """The default detector: legacy YOLOv5 forward + torchvision NMS on the semantic layer."""
 
-    def __init__(self, path: str | Path, conf: float = 0.25, iou: float = 0.45,
-                 imgsz: int = 640, max_det: int = 300) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        imgsz: int = 640,
+        max_det: int = 300,
+    ) -> None:
         self.model, self.names = load_yolov5_checkpoint(path)
         self.name = Path(path).name
         self.conf, self.iou, self.imgsz, self.max_det = conf, iou, imgsz, max_det
@@ -94,16 +102,23 @@ class YOLOv5Legacy:
         h, w = img.shape[:2]
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-        return [{"xyxy": [round(float(v), 1) for v in b], "conf": round(float(s), 4),
-                 "cls": int(c), "name": self.names.get(int(c), str(int(c)))}
-                for b, s, c in zip(boxes, scores[keep], cls[keep], strict=True)]
+        return [
+            {
+                "xyxy": [round(float(v), 1) for v in b],
+                "conf": round(float(s), 4),
+                "cls": int(c),
+                "name": self.names.get(int(c), str(int(c))),
+            }
+            for b, s, c in zip(boxes, scores[keep], cls[keep], strict=True)
+        ]
 
 
 class UltralyticsDetector:
     """Any weights ``ultralytics.YOLO`` loads; boxes from its ``predict``."""
 
-    def __init__(self, path: str | Path, conf: float = 0.25, iou: float = 0.45,
-                 imgsz: int = 640) -> None:
+    def __init__(
+        self, path: str | Path, conf: float = 0.25, iou: float = 0.45, imgsz: int = 640
+    ) -> None:
         from ultralytics import YOLO
 
         self.model = YOLO(str(path))
@@ -114,16 +129,29 @@ class UltralyticsDetector:
         return f"UltralyticsDetector({self.name!r}, conf={self.conf}, imgsz={self.imgsz})"
 
     def __call__(self, img: np.ndarray) -> list[Box]:
-        r = self.model.predict(np.ascontiguousarray(img[..., ::-1]), conf=self.conf,
-                               iou=self.iou, imgsz=self.imgsz, device="cpu", verbose=False)[0]
+        r = self.model.predict(
+            np.ascontiguousarray(img[..., ::-1]),
+            conf=self.conf,
+            iou=self.iou,
+            imgsz=self.imgsz,
+            device="cpu",
+            verbose=False,
+        )[0]
         names = r.names
-        return [{"xyxy": [round(float(v), 1) for v in b], "conf": round(float(s), 4),
-                 "cls": int(c), "name": names.get(int(c), str(int(c)))}
-                for b, s, c in zip(r.boxes.xyxy, r.boxes.conf, r.boxes.cls, strict=True)]
+        return [
+            {
+                "xyxy": [round(float(v), 1) for v in b],
+                "conf": round(float(s), 4),
+                "cls": int(c),
+                "name": names.get(int(c), str(int(c))),
+            }
+            for b, s, c in zip(r.boxes.xyxy, r.boxes.conf, r.boxes.cls, strict=True)
+        ]
 
 
-def load_detector(spec: str | None = None, conf: float = 0.25, imgsz: int = 640
-                  ) -> Detector | Callable[[np.ndarray], list[Box]]:
+def load_detector(
+    spec: str | None = None, conf: float = 0.25, imgsz: int = 640
+) -> Detector | Callable[[np.ndarray], list[Box]]:
     """``None``/``"yolov5n"`` -> the legacy default from the weights dir; a ``.pt`` path ->
     legacy YOLOv5 if it is one, else ultralytics; ``module:factory`` -> ``factory()``."""
     if spec and ":" in spec and not Path(spec).exists() and not spec[1:3] == ":\\":
@@ -135,8 +163,9 @@ def load_detector(spec: str | None = None, conf: float = 0.25, imgsz: int = 640
         return factory()
     path = default_weights() if spec in (None, "", "yolov5n") else Path(spec)
     if not path.is_file():
-        raise VCMError(f"detector weights not found: {path} (set VCM_WEIGHTS_DIR or pass "
-                       "--model PATH)")
+        raise VCMError(
+            f"detector weights not found: {path} (set VCM_WEIGHTS_DIR or pass --model PATH)"
+        )
     try:
         return YOLOv5Legacy(path, conf=conf, imgsz=imgsz)
     except NotLegacyCheckpoint:

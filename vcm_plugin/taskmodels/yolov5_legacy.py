@@ -67,8 +67,11 @@ class SPP(nn.Module):
 
 class Focus(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2],
-                                    x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1))
+        return self.conv(
+            torch.cat(
+                (x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1
+            )
+        )
 
 
 class Concat(nn.Module):
@@ -82,8 +85,9 @@ class Detect(nn.Module):
     def _make_grid(self, nx: int, ny: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.anchors[i]
         shape = 1, self.na, ny, nx, 2
-        yv, xv = torch.meshgrid(torch.arange(ny, dtype=a.dtype), torch.arange(nx, dtype=a.dtype),
-                                indexing="ij")
+        yv, xv = torch.meshgrid(
+            torch.arange(ny, dtype=a.dtype), torch.arange(nx, dtype=a.dtype), indexing="ij"
+        )
         grid = torch.stack((xv, yv), 2).expand(shape) - 0.5
         anchor_grid = (a * self.stride[i]).view((1, self.na, 1, 1, 2)).expand(shape)
         return grid, anchor_grid
@@ -132,8 +136,7 @@ _CLASSES = {
     ("models.yolo", "Model"): Model,
     ("models.yolo", "DetectionModel"): Model,
     ("models.yolo", "Detect"): Detect,
-    **{("models.common", c.__name__): c
-       for c in (Conv, Bottleneck, C3, SPPF, SPP, Focus, Concat)},
+    **{("models.common", c.__name__): c for c in (Conv, Bottleneck, C3, SPPF, SPP, Focus, Concat)},
 }
 
 
@@ -142,8 +145,10 @@ class _Unpickler(pickle.Unpickler):
         if (module, name) in _CLASSES:
             return _CLASSES[(module, name)]
         if module.startswith(("models", "utils")):
-            raise VCMError(f"legacy YOLOv5 checkpoint uses {module}.{name}, which this loader "
-                           "does not provide (only detection models are supported)")
+            raise VCMError(
+                f"legacy YOLOv5 checkpoint uses {module}.{name}, which this loader "
+                "does not provide (only detection models are supported)"
+            )
         if module.startswith("ultralytics"):
             raise NotLegacyCheckpoint(f"{module}.{name} belongs to an ultralytics checkpoint")
         return super().find_class(module, name)
@@ -165,8 +170,7 @@ def load_yolov5_checkpoint(path: str | Path) -> tuple[nn.Module, dict[int, str]]
     if not path.is_file():
         raise VCMError(f"YOLOv5 checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False,
-                          pickle_module=_PickleModule)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_PickleModule)
     except VCMError:
         raise
     except Exception as e:  # corrupt file, wrong format

@@ -31,8 +31,7 @@ class LatentBackend(Protocol):
         """``encode`` of each image; a GPU backend runs equal shapes as one batch."""
         ...
 
-    def decode_batch(self, latents: Sequence[np.ndarray],
-                     exact: bool = True) -> list[np.ndarray]:
+    def decode_batch(self, latents: Sequence[np.ndarray], exact: bool = True) -> list[np.ndarray]:
         """``decode`` of each latent; a GPU backend runs equal shapes as one batch.
         ``exact``: the arithmetic an encoder reproduces (pixels a later layer is coded
         against); False lets a CPU backend use the caller's threads (bounded differences)."""

@@ -15,16 +15,113 @@ import numpy as np
 BLOCK = 8
 _LUMA_KEEP, _CHROMA_KEEP = 20, 6
 
-_JPEG_LUMA = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
-], dtype=np.float64).reshape(8, 8)
-_JPEG_CHROMA = np.array([
-    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
-    24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99,
-] + [99] * 32, dtype=np.float64).reshape(8, 8)
+_JPEG_LUMA = np.array(
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ],
+    dtype=np.float64,
+).reshape(8, 8)
+_JPEG_CHROMA = np.array(
+    [
+        17,
+        18,
+        24,
+        47,
+        99,
+        99,
+        99,
+        99,
+        18,
+        21,
+        26,
+        66,
+        99,
+        99,
+        99,
+        99,
+        24,
+        26,
+        56,
+        99,
+        99,
+        99,
+        99,
+        99,
+        47,
+        66,
+        99,
+        99,
+        99,
+        99,
+        99,
+        99,
+    ]
+    + [99] * 32,
+    dtype=np.float64,
+).reshape(8, 8)
 
 
 def dct_matrix(n: int = BLOCK) -> np.ndarray:
@@ -37,14 +134,16 @@ def dct_matrix(n: int = BLOCK) -> np.ndarray:
 
 
 def zigzag(n: int = BLOCK) -> list[tuple[int, int]]:
-    order = sorted(((i, j) for i in range(n) for j in range(n)),
-                   key=lambda ij: (ij[0] + ij[1], ij[0] if (ij[0] + ij[1]) % 2 else ij[1]))
+    order = sorted(
+        ((i, j) for i in range(n) for j in range(n)),
+        key=lambda ij: (ij[0] + ij[1], ij[0] if (ij[0] + ij[1]) % 2 else ij[1]),
+    )
     return order
 
 
-_RGB2YCC = np.array([[0.299, 0.587, 0.114],
-                     [-0.168736, -0.331264, 0.5],
-                     [0.5, -0.418688, -0.081312]])
+_RGB2YCC = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
+)
 _YCC2RGB = np.linalg.inv(_RGB2YCC)
 
 
@@ -107,7 +206,7 @@ class DCTBackend:
             coeffs = np.zeros((bh, bw, BLOCK, BLOCK))
             rows, cols = zip(*self._keep[c], strict=True)
             coeffs[:, :, list(rows), list(cols)] = (
-                latent[start:start + n].astype(np.float64).transpose(1, 2, 0) * self._weights[c]
+                latent[start : start + n].astype(np.float64).transpose(1, 2, 0) * self._weights[c]
             )
             planes.append(unblockify(self._d.T @ coeffs @ self._d))
             start += n
@@ -118,8 +217,7 @@ class DCTBackend:
     def encode_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [self.encode(image) for image in images]
 
-    def decode_batch(self, latents: Sequence[np.ndarray],
-                     exact: bool = True) -> list[np.ndarray]:
+    def decode_batch(self, latents: Sequence[np.ndarray], exact: bool = True) -> list[np.ndarray]:
         """numpy float64 throughout: the same on any thread count, so ``exact`` changes
         nothing."""
         return [self.decode(latent) for latent in latents]

@@ -48,9 +48,11 @@ class TAEBackend:
         self._encoder = build_encoder(self.channels)
         self._decoder = build_decoder(self.channels)
         self._encoder.load_state_dict(
-            torch.load(paths["taef2_encoder.pth"], weights_only=True, map_location="cpu"))
+            torch.load(paths["taef2_encoder.pth"], weights_only=True, map_location="cpu")
+        )
         self._decoder.load_state_dict(
-            torch.load(paths["taef2_decoder.pth"], weights_only=True, map_location="cpu"))
+            torch.load(paths["taef2_decoder.pth"], weights_only=True, map_location="cpu")
+        )
         # channels-last convolutions: faster oneDNN and cuDNN kernels (vcm_eval.bench_speed)
         for net in (self._encoder, self._decoder):
             net.eval().to(self.device, memory_format=torch.channels_last)
@@ -69,8 +71,9 @@ class TAEBackend:
         sums moves a pixel by at most a level now and then (tests/test_determinism.py)."""
         with torch.inference_mode():
             if self.device.type == "cuda":
-                with torch.backends.cudnn.flags(enabled=True, benchmark=False,
-                                                deterministic=True, allow_tf32=False):
+                with torch.backends.cudnn.flags(
+                    enabled=True, benchmark=False, deterministic=True, allow_tf32=False
+                ):
                     yield
             elif exact:
                 with codec_threads():
@@ -78,8 +81,9 @@ class TAEBackend:
             else:
                 yield
 
-    def _run(self, net: torch.nn.Module, arrays: Sequence[np.ndarray],
-             exact: bool = True) -> list[np.ndarray]:
+    def _run(
+        self, net: torch.nn.Module, arrays: Sequence[np.ndarray], exact: bool = True
+    ) -> list[np.ndarray]:
         """``net`` over (C, H, W) float32 arrays. On the CPU one at a time (a batch could pick
         other kernels and change a sample's float sums); on a GPU in batches of equal shape."""
         out: list[np.ndarray | None] = [None] * len(arrays)
@@ -90,7 +94,7 @@ class TAEBackend:
         with self._arithmetic(exact):
             for members in by_shape.values():
                 for start in range(0, len(members), batch):
-                    chunk = members[start:start + batch]
+                    chunk = members[start : start + batch]
                     x = torch.from_numpy(np.stack([arrays[i] for i in chunk])).to(self.device)
                     y = net(x.contiguous(memory_format=torch.channels_last))
                     y = y.float().contiguous().cpu().numpy()
@@ -114,15 +118,16 @@ class TAEBackend:
             out.append(u.T.reshape(c, h, w).astype(np.float32))
         return out
 
-    def decode_batch(self, latents: Sequence[np.ndarray],
-                     exact: bool = True) -> list[np.ndarray]:
+    def decode_batch(self, latents: Sequence[np.ndarray], exact: bool = True) -> list[np.ndarray]:
         inputs = []
         for latent in latents:
             c, h, w = latent.shape
             z = latent.reshape(c, -1).T.astype(np.float64) @ self._basis.T + self._mean
             inputs.append(z.T.reshape(c, h, w).astype(np.float32))
-        return [np.clip(y, 0, 1).transpose(1, 2, 0).astype(np.float32)
-                for y in self._run(self._decoder, inputs, exact)]
+        return [
+            np.clip(y, 0, 1).transpose(1, 2, 0).astype(np.float32)
+            for y in self._run(self._decoder, inputs, exact)
+        ]
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         return self.encode_batch([image])[0]

@@ -25,12 +25,17 @@ class _Block(nn.Module):
     def __init__(self, channels: int = 64, pooled: bool = False) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            _conv(channels, channels), nn.ReLU(), _conv(channels, channels), nn.ReLU(),
+            _conv(channels, channels),
+            nn.ReLU(),
+            _conv(channels, channels),
+            nn.ReLU(),
             _conv(channels, channels),
         )
         self.pool = (
             nn.Sequential(
-                nn.Conv2d(channels, 256, 1, bias=False), nn.GroupNorm(4, 256), nn.ReLU(),
+                nn.Conv2d(channels, 256, 1, bias=False),
+                nn.GroupNorm(4, 256),
+                nn.ReLU(),
                 nn.Conv2d(256, channels, 1, bias=False),
             )
             if pooled
