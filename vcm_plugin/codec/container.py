@@ -284,15 +284,7 @@ def layer_payload(blob: bytes, header: Header, index: int) -> bytes:
 def truncate(blob: bytes, header: Header, layers: int) -> bytes:
     """A valid stream holding the first ``layers`` layers, with a rewritten header."""
     payloads = [layer_payload(blob, header, i) for i in range(layers)]
-    return pack(
-        header.backend_id,
-        header.preset_id,
-        header.width,
-        header.height,
-        header.config_hash,
-        payloads,
-        header.needs[:layers],
-    )
+    return _repack(header, payloads, header.needs[:layers])
 
 
 def view(blob: bytes, header: Header, layers: int) -> bytes:
@@ -304,6 +296,11 @@ def view(blob: bytes, header: Header, layers: int) -> bytes:
     payloads = [
         layer_payload(blob, header, i) if i in keep else b"" for i in range(header.num_layers)
     ]
+    return _repack(header, payloads, header.needs)
+
+
+def _repack(header: Header, payloads: list[bytes], needs: tuple[int, ...] | None) -> bytes:
+    """A new stream of ``header``'s image and configuration around other layer payloads."""
     return pack(
         header.backend_id,
         header.preset_id,
@@ -311,5 +308,5 @@ def view(blob: bytes, header: Header, layers: int) -> bytes:
         header.height,
         header.config_hash,
         payloads,
-        header.needs,
+        needs,
     )
