@@ -33,6 +33,7 @@ from vcm_plugin.errors import VCMError
 
 if TYPE_CHECKING:
     from vcm_plugin import Codec
+    from vcm_plugin.codec.streaminfo import StreamInfo
 
 
 _CODECS: dict[str, Codec] = {}
@@ -331,13 +332,15 @@ def decode_layers(
     layers: int | str | None,
     codec: Codec | None = None,
     details: dict[str, Any] | None = None,
+    info: StreamInfo | None = None,
 ) -> np.ndarray:
     """Decode operating point ``layers``, clamped to what the stream holds (a (1, 4) range on a
     3-layer preset simply tops out at 3). ``details``, when given, receives ``layers``
     (decoded), ``num_layers`` (in the stream) and ``bytes`` (what a receiver of this operating
-    point was sent: ``Codec.view``)."""
+    point was sent: the size of ``Codec.view``'s stream). ``info``: the stream's
+    ``Codec.inspect``, when the caller already has it."""
     codec = codec or get_codec()
-    info = codec.inspect(blob)
+    info = info or codec.inspect(blob)
     n, points = info.num_layers, info.decodable_points
     if layers == ANALYTICS:
         layers = info.analytics_point
@@ -351,8 +354,7 @@ def decode_layers(
         _STATS.decode_s += dt
         _STATS.layers_used[k] = _STATS.layers_used.get(k, 0) + 1
     if details is not None:
-        sent = len(codec.view(blob, layers=k))
-        details.update(layers=k, num_layers=n, bytes=sent)
+        details.update(layers=k, num_layers=n, bytes=info.point_bytes[k - 1])
     return out
 
 

@@ -139,7 +139,8 @@ class _VCMDecoder(ImageFile.PyDecoder):
             layers = below[-1]
         meta = get_codec().inspect(blob)
         details: dict[str, Any] = {}
-        arr = decode_layers(blob, layers, details=details)  # a Codec decodes every preset
+        # a Codec decodes every preset
+        arr = decode_layers(blob, layers, details=details, info=meta)
         info.update(layers_decoded=details["layers"], preset=meta.preset, backend=meta.backend)
         if arr.shape[:2] != (self.state.ysize, self.state.xsize):
             raise VCMError(
