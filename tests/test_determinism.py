@@ -8,9 +8,10 @@
   generator and those decodes run on one intra-op thread whatever the caller set
   (``vcm_plugin.codec.threads``), and each AVIF texture layer on one libavif thread;
 * a decoded operating point whose pixels are the generator's output (the latent points) is
-  computed on the caller's torch threads, ~1.9x faster on two cores: between thread counts it
+  computed on the caller's torch threads (faster on two cores): between thread counts it
   may differ by at most ``MAX_LEVELS`` grey level in at most ``MAX_SHARE`` of the values
-  (measured here: 1 level in at most 0.009 %); every other point is bit-identical.
+  (measured: 1 level in at most 0.009 %, ``vcm_eval.thread_drift``); every other point is
+  bit-identical.
 
 Platform limits (see the README's Assumptions): pixels go through float32 convolutions (tae)
 and a float bicubic resize, so a CPU with other SIMD kernels may differ by one level in rare
@@ -67,7 +68,8 @@ def _encode_images() -> list[np.ndarray]:
 #: Between torch thread counts, a generator-output point's pixels differ by at most this many
 #: grey levels, in at most this share of the values (or in ``MAX_VALUES`` values, whichever
 #: is more: a 17x23 seed has 1173 values). Measured on this 2-core CPU, 1 against 2 threads,
-#: 300x451 to 768x512 photos (Kodak too): 1 level in 0.002-0.009 % of the values; bound >10x that.
+#: all 14 Kodak photos (python -m vcm_eval.thread_drift): 1 level in 0.0013-0.0088 % of the
+#: values; the bound is over 10x that.
 MAX_LEVELS = 1
 MAX_SHARE = 0.001
 MAX_VALUES = 2

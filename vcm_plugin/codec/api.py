@@ -105,7 +105,7 @@ def _needs(bricks: Sequence[LayerBrick]) -> tuple[int, ...]:
     )
 
 
-def _alone_from(bricks: list) -> int:
+def _alone_from(bricks: Sequence[LayerBrick]) -> int:
     """Index of the first of the trailing bricks that encode from the photo alone
     (``encode_alone``): no later brick reads the encoder state they would leave."""
     start = len(bricks)
@@ -522,6 +522,14 @@ def _role(brick) -> str:
     if isinstance(brick, TexturePhoto) and brick.blur > 0:
         return "texture-analytics"
     return _ROLES[type(brick)]
+
+
+def photo_layers(preset: Preset) -> list[LayerBrick]:
+    """The preset's trailing layers that code the photo alone (``encode_alone``):
+    ``Codec.encode_batch`` runs them beside the generator, so their cost is a floor under the
+    preset's encode time (``vcm_eval.bench_speed``)."""
+    bricks = _bricks(preset)
+    return bricks[_alone_from(bricks) :]
 
 
 def layer_roles(preset: Preset) -> list[str]:

@@ -67,8 +67,9 @@ class TAEBackend:
     def _arithmetic(self, exact: bool) -> Iterator[None]:
         """Full float32 arithmetic: no TF32 convolutions on a GPU. On the CPU one thread when
         ``exact`` (pixels that must not depend on the caller's thread count); otherwise the
-        caller's threads: about 1.9x faster on two cores, and oneDNN's per-thread split of the
-        sums moves a pixel by at most a level now and then (tests/test_determinism.py)."""
+        caller's threads: faster on two cores (README, Assumptions), and oneDNN's per-thread
+        split of the sums moves a pixel by at most a level now and then
+        (tests/test_determinism.py)."""
         with torch.inference_mode():
             if self.device.type == "cuda":
                 with torch.backends.cudnn.flags(

@@ -1,0 +1,50 @@
+"""The speed and determinism instruments measure what the codec does: the photo-alone layers
+that vcm_eval.bench_speed times are the layers a stream carries, and vcm_eval.thread_drift
+reports every generator point."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+from vcm_eval import thread_drift
+from vcm_plugin import Codec
+from vcm_plugin.codec import container
+from vcm_plugin.codec.api import photo_layers
+from vcm_plugin.codec.presets import get_preset
+
+
+def _photo() -> np.ndarray:
+    return np.ascontiguousarray(data.astronaut()[40:104, 140:236])
+
+
+def test_photo_layers_are_the_streams_trailing_layers():
+    img = _photo()
+    blob = Codec.from_preset("tae").encode(img)
+    header = container.parse_header(blob, container.NO_PIXEL_LIMIT)
+    bricks = photo_layers(get_preset("tae"))
+    assert len(bricks) == 7  # two analytics textures, five viewer layers
+    tail = range(header.num_layers - len(bricks), header.num_layers)
+    for brick, index in zip(bricks, tail, strict=True):
+        assert brick.encode_alone(img) == container.layer_payload(blob, header, index)
+
+
+def test_fast_preset_has_no_photo_alone_layers():
+    assert photo_layers(get_preset("fast")) == []  # its textures are coded against layer 0
+
+
+def test_thread_drift_reports_every_generator_point(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(_photo()).save(folder / "a.png")
+    out = tmp_path / "drift.json"
+    thread_drift.main(["--data", str(folder), "--threads", "1,1", "--out", str(out)])
+    rows = json.loads(out.read_text())
+    roles = Codec().inspect(Codec().encode(_photo())).layer_roles
+    generator = [k for k, r in enumerate(roles, 1) if r in thread_drift.GENERATOR_ROLES]
+    assert [r["point"] for r in rows] == generator and len(generator) == 4
+    assert all(r["max_levels"] == 0 and r["share"] == 0.0 for r in rows)  # same count: same
+    assert "largest: 0 levels" in capsys.readouterr().out
