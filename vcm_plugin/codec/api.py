@@ -214,10 +214,8 @@ class Codec:
             Geometry.of(img.shape[1], img.shape[0], self.preset.semantic_scale, backend.factor)
             for img in images
         ]
-        semantics = [
-            semantic_image(img.astype(np.float64), g)
-            for img, g in zip(images, geometries, strict=True)
-        ]
+        originals = [img.astype(np.float64) for img in images]
+        semantics = [semantic_image(img, g) for img, g in zip(originals, geometries, strict=True)]
         bricks = _bricks(self.preset)
         tail = _alone_from(bricks)
         jobs = len(images) * (len(bricks) - tail)
@@ -229,8 +227,8 @@ class Codec:
             ]
             latents = backend.encode_batch(semantics)
             sources = [
-                Source(img.astype(np.float64), sem, z.reshape(z.shape[0], -1).T.astype(np.float64))
-                for img, sem, z in zip(images, semantics, latents, strict=True)
+                Source(img, sem, z.reshape(z.shape[0], -1).T.astype(np.float64))
+                for img, sem, z in zip(originals, semantics, latents, strict=True)
             ]
             states = [State(g, backend) for g in geometries]
             payloads: list[list[bytes]] = [[] for _ in images]
