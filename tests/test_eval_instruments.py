@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 from skimage import data
 
 from vcm_eval import thread_drift
 from vcm_plugin import Codec
 from vcm_plugin.codec import container
-from vcm_plugin.codec.api import photo_layers
+from vcm_plugin.codec.api import photo_jobs
 from vcm_plugin.codec.presets import get_preset
 
 
@@ -21,19 +22,22 @@ def _photo() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut()[40:104, 140:236])
 
 
-def test_photo_layers_are_the_streams_trailing_layers():
+@pytest.mark.parametrize(("preset", "jobs", "layers"), [("tae", 1, 4), ("tae-0.3", 7, 7)])
+def test_photo_jobs_write_the_streams_trailing_layers(preset, jobs, layers):
     img = _photo()
-    blob = Codec.from_preset("tae").encode(img)
+    blob = Codec.from_preset(preset).encode(img)
     header = container.parse_header(blob, container.NO_PIXEL_LIMIT)
-    bricks = photo_layers(get_preset("tae"))
-    assert len(bricks) == 7  # two analytics textures, five viewer layers
-    tail = range(header.num_layers - len(bricks), header.num_layers)
-    for brick, index in zip(bricks, tail, strict=True):
-        assert brick.encode_alone(img) == container.layer_payload(blob, header, index)
+    coders = photo_jobs(get_preset(preset))
+    assert len(coders) == jobs  # tae: one layered encode; 0.3: one AVIF per layer
+    payloads = [payload for job in coders for payload in job(img)]
+    assert len(payloads) == layers
+    tail = range(header.num_layers - layers, header.num_layers)
+    for payload, index in zip(payloads, tail, strict=True):
+        assert payload == container.layer_payload(blob, header, index)
 
 
 def test_fast_preset_has_no_photo_alone_layers():
-    assert photo_layers(get_preset("fast")) == []  # its textures are coded against layer 0
+    assert photo_jobs(get_preset("fast")) == []  # its textures are coded against layer 0
 
 
 def test_thread_drift_reports_every_generator_point(tmp_path, capsys):

@@ -38,7 +38,7 @@ from PIL import Image
 from vcm_eval.codecs import AvifCodec, JpegCodec, JxlCodec, WebpCodec
 from vcm_eval.paths import REPO_ROOT
 from vcm_plugin import Codec
-from vcm_plugin.codec.api import photo_layers
+from vcm_plugin.codec.api import photo_jobs
 from vcm_plugin.codec.presets import get_preset
 
 SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
@@ -79,14 +79,15 @@ def peak_rss_mb() -> float:
 
 def photo_layers_seconds(preset: str, img: np.ndarray, repeats: int) -> float:
     """The preset's photo-alone layers (AVIF textures) encoded as ``Codec.encode_batch``
-    schedules them (as many at once as torch has threads), without the generator."""
-    bricks = photo_layers(get_preset(preset))
-    if not bricks:
+    schedules them (one job per coder, as many at once as torch has threads), without the
+    generator."""
+    jobs = photo_jobs(get_preset(preset))
+    if not jobs:
         return 0.0
 
     def encode_all() -> None:
-        with ThreadPoolExecutor(max(1, min(len(bricks), torch.get_num_threads()))) as pool:
-            list(pool.map(lambda brick: brick.encode_alone(img), bricks))
+        with ThreadPoolExecutor(max(1, min(len(jobs), torch.get_num_threads()))) as pool:
+            list(pool.map(lambda job: job(img), jobs))
 
     return median_seconds(encode_all, repeats)
 

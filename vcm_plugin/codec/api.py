@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, overload
 
@@ -17,10 +17,12 @@ from vcm_plugin.codec.backends.base import LatentBackend, LayerBrick
 from vcm_plugin.codec.layers import (
     Geometry,
     LatentRefinement,
+    LayeredTexture,
     PaletteSplits,
     SemanticPalette,
     Source,
     State,
+    TextureLayer,
     TexturePhoto,
     TextureResidual,
     render,
@@ -80,7 +82,12 @@ def resolve_device(device: str) -> str:
 def _bricks(preset: Preset) -> list[LayerBrick]:
     """The preset's layer coders, one per layer, in stream order."""
     p = preset
-    texture = TexturePhoto if p.texture_coding == "photo" else TextureResidual
+    if p.texture_coding == "layered":
+        chain = LayeredTexture(p.texture_qualities)
+        textures = [TextureLayer(chain, i) for i in range(len(p.texture_qualities))]
+    else:
+        texture = TexturePhoto if p.texture_coding == "photo" else TextureResidual
+        textures = [texture(quality) for quality in p.texture_qualities]
     return [
         SemanticPalette(
             p.coarse_entries,
@@ -94,15 +101,36 @@ def _bricks(preset: Preset) -> list[LayerBrick]:
         *([] if p.split_step is None else [PaletteSplits(p.split_step)]),
         *(LatentRefinement(step, p.deadzone) for step in p.refine_steps),
         *(TexturePhoto(quality, blur) for quality, blur in p.analytics_textures),
-        *(texture(quality) for quality in p.texture_qualities),
+        *textures,
     ]
 
 
 def _needs(bricks: Sequence[LayerBrick]) -> tuple[int, ...]:
-    """Per layer, the bit mask of the earlier layers it is coded against."""
-    return tuple(
-        0 if getattr(b, "standalone", False) else (1 << i) - 1 for i, b in enumerate(bricks)
-    )
+    """Per layer, the bit mask of the earlier layers it is coded against: none for a
+    standalone layer, the chain's earlier layers for a texture chain's layer, else all."""
+    needs = []
+    for i, brick in enumerate(bricks):
+        chain = getattr(brick, "chain", None)
+        if chain is not None:
+            earlier = (j for j in range(i) if getattr(bricks[j], "chain", None) is chain)
+            needs.append(sum(1 << j for j in earlier))
+        else:
+            needs.append(0 if getattr(brick, "standalone", False) else (1 << i) - 1)
+    return tuple(needs)
+
+
+def _photo_jobs(bricks: Sequence[LayerBrick]) -> list[Callable[[np.ndarray], list[bytes]]]:
+    """The encodes of trailing photo-alone bricks, one per coder: a texture chain's layers come
+    from one layered encode, a standalone layer from its own. Each job returns its payloads in
+    stream order."""
+    jobs: list[Callable[[np.ndarray], list[bytes]]] = []
+    for brick in bricks:
+        chain = getattr(brick, "chain", None)
+        if chain is None:
+            jobs.append(lambda img, b=brick: [b.encode_alone(img)])
+        elif brick.index == 0:
+            jobs.append(chain.encode_alone)
+    return jobs
 
 
 def _alone_from(bricks: Sequence[LayerBrick]) -> int:
@@ -218,13 +246,12 @@ class Codec:
         semantics = [semantic_image(img, g) for img, g in zip(originals, geometries, strict=True)]
         bricks = _bricks(self.preset)
         tail = _alone_from(bricks)
-        jobs = len(images) * (len(bricks) - tail)
+        photo_jobs = _photo_jobs(bricks[tail:])
+        jobs = len(images) * len(photo_jobs)
         with ThreadPoolExecutor(max(1, min(jobs, torch.get_num_threads()))) as pool:
             # the trailing layers that need only the photo (AVIF, GIL released) run beside
             # the generator and each other (tae's encode time: README, Speed)
-            alone = [
-                [pool.submit(brick.encode_alone, img) for brick in bricks[tail:]] for img in images
-            ]
+            alone = [[pool.submit(job, img) for job in photo_jobs] for img in images]
             latents = backend.encode_batch(semantics)
             sources = [
                 Source(img, sem, z.reshape(z.shape[0], -1).T.astype(np.float64))
@@ -238,7 +265,8 @@ class Codec:
                 for source, state, out in zip(sources, states, payloads, strict=True):
                     out.append(brick.encode(source, state) or b"\x00\x00\x00\x00")
             for out, futures in zip(payloads, alone, strict=True):
-                out.extend(future.result() for future in futures)
+                for future in futures:
+                    out.extend(future.result())
         config_hash = self._hash(self.preset, backend)
         return [
             container.pack(
@@ -511,6 +539,7 @@ _ROLES = {
     LatentRefinement: "refinement",
     TextureResidual: "texture-residual",
     TexturePhoto: "texture",
+    TextureLayer: "texture",
 }
 #: Roles whose points are meant for a person (``inspect().viewer_points``).
 _VIEWER_ROLES = ("texture", "texture-residual")
@@ -522,12 +551,13 @@ def _role(brick) -> str:
     return _ROLES[type(brick)]
 
 
-def photo_layers(preset: Preset) -> list[LayerBrick]:
-    """The preset's trailing layers that code the photo alone (``encode_alone``):
-    ``Codec.encode_batch`` runs them beside the generator, so their cost is a floor under the
-    preset's encode time (``vcm_eval.bench_speed``)."""
+def photo_jobs(preset: Preset) -> list[Callable[[np.ndarray], list[bytes]]]:
+    """The encodes of the preset's trailing layers that code the photo alone, one per coder
+    (a texture chain is one): ``Codec.encode_batch`` runs them beside the generator, so their
+    cost is a floor under the preset's encode time (``vcm_eval.bench_speed``). Together they
+    return the payloads of those layers in stream order."""
     bricks = _bricks(preset)
-    return bricks[_alone_from(bricks) :]
+    return _photo_jobs(bricks[_alone_from(bricks) :])
 
 
 def layer_roles(preset: Preset) -> list[str]:

@@ -27,11 +27,12 @@ class Preset:
     semantic_step: float
     split_step: float | None  # None: no split layer (a single-palette-state stream)
     refine_steps: tuple[float, ...]  # one latent refinement layer per step, coarse to fine
-    texture_qualities: tuple[int, ...]  # one AVIF texture layer per quality, coarse to fine
+    texture_qualities: tuple[int, ...]  # one texture layer per (AVIF) quality, coarse to fine
     deadzone: float = 0.2
     #: "residual": each texture layer codes the residual against everything before it (0.1);
-    #: "photo": each codes the photo itself and needs no other layer (a viewer's operating
-    #: point is the header plus that one layer).
+    #: "photo": each codes the photo itself and needs no other layer (0.3: a simulcast);
+    #: "layered": the texture layers are the layers of one layered AVIF of the photo, each
+    #: refining the one before and needing no latent layer (0.4; at most four).
     texture_coding: str = "residual"
     #: Analytics texture layers, after the latent ones and before the viewer's: (AVIF quality,
     #: Gaussian blur in pixels) each, coding the low-passed photo (``TexturePhoto.blur``).
@@ -44,6 +45,10 @@ class Preset:
     #: points"). Advice, not a decoding rule: it stays out of the config hash, so re-measuring
     #: it never orphans a stream.
     analytics_point: int = 1
+
+    def __post_init__(self) -> None:
+        if self.texture_coding == "layered" and not 1 <= len(self.texture_qualities) <= 4:
+            raise VCMError(f"preset {self.name!r}: a layered texture holds 1 to 4 layers")
 
     @property
     def num_layers(self) -> int:
@@ -96,13 +101,34 @@ PRESETS: dict[str, Preset] = {
             hash_name="default",
             analytics_point=5,
         ),
-        # the TAEF2 generator latent (weights ship in the package): the accurate one. Four
-        # latent layers (the low-rate analytics points), two analytics texture layers (the
-        # lightly low-passed photo in AVIF: detectors keep their mAP for fewer bits), then five
-        # viewer texture layers (the photo in AVIF, 0.1 to 1.6 bpp on Kodak). Every texture
-        # layer stands alone (README: "Stream layout").
+        # the TAEF2 generator latent (weights ship in the package): the accurate one. Three
+        # latent layers (the low-rate analytics points: palette state, splits, one
+        # refinement), then the texture chain: the photo as one layered AVIF whose first
+        # layer is the analytics point and whose later layers refine it for a person. A point
+        # holds the points below it on the climb (README: "Stream layout").
         Preset(
             "tae",
+            5,
+            "tae",
+            semantic_scale=0.5,
+            coarse_entries=8,
+            fine_entries=32,
+            content_classes=4,
+            palette_step=0.25,
+            index_penalty=0.5,
+            semantic_step=3.0,
+            split_step=0.25,
+            refine_steps=(1.5,),
+            texture_qualities=(30, 45, 60, 75),
+            deadzone=0.35,
+            texture_coding="layered",
+            analytics_point=4,
+        ),
+        # 0.3's generator preset: four latent layers, two analytics textures (the low-passed
+        # photo in AVIF), five viewer textures (AVIF q5..q75), every texture layer standalone
+        # (a simulcast); kept so its streams decode
+        Preset(
+            "tae-0.3",
             4,
             "tae",
             semantic_scale=0.5,
@@ -118,6 +144,7 @@ PRESETS: dict[str, Preset] = {
             texture_qualities=(5, 20, 35, 50, 75),
             deadzone=0.35,
             texture_coding="photo",
+            hash_name="tae",
             analytics_point=6,
         ),
         # 0.2's generator preset: four texture layers, no analytics textures; kept so its
