@@ -201,35 +201,27 @@ def tae_stream() -> tuple[Codec, np.ndarray, bytes]:
 
 
 def test_generator_stream_layout(tae_stream):
-    """Version 3: four latent layers in a prefix chain, then texture layers (two analytics
-    ones, five for a viewer) that each code the photo and need nothing; every operating
-    point's bytes are what ``view`` writes: a header plus its layers."""
+    """Version 3: three latent layers in a prefix chain, then the texture chain (one layered
+    AVIF: the analytics point, then the viewer points) whose layers need the chain's earlier
+    layers and no latent layer; every operating point's bytes are what ``view`` writes."""
     codec, img, blob = tae_stream
     info = codec.inspect(blob)
-    n = 11
+    n = 6
     assert info.version == 3 and info.num_layers == n
-    assert (
-        info.layer_roles
-        == ["semantic", "splits", "refinement", "refinement"]
-        + ["texture-analytics"] * 2
-        + ["texture"] * 5
-    )
-    assert info.point_layers == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]] + [[i] for i in range(4, n)]
-    assert info.viewer_points == [7, 8, 9, 10, 11] and info.analytics_point == 6
+    assert info.layer_roles == ["semantic", "splits", "refinement"] + ["texture"] * 3
+    assert info.point_layers == [[0], [0, 1], [0, 1, 2], [3], [3, 4], [3, 4, 5]]
+    assert info.viewer_points == [4, 5, 6] and info.analytics_point == 4
     for k in range(1, n + 1):
         assert info.point_bytes[k - 1] == len(codec.view(blob, layers=k))
         assert info.point_bytes[k - 1] >= sum(info.layer_bytes[i] for i in info.point_layers[k - 1])
     assert info.decodable_points == list(range(1, n + 1))
+    # the climb is nested: each viewer point holds the one below and is closer to the photo
     errors = [
         np.abs(codec.decode(blob, layers=k).astype(int) - img).mean() for k in info.viewer_points
     ]
-    assert errors == sorted(errors, reverse=True)  # each texture quality is closer to the photo
-    # an analytics texture codes the low-passed photo: fewer bytes than the photo itself at
-    # the same quality, and the blur is the encoder's alone (the decoder reads plain AVIF)
-    from vcm_plugin.codec.layers import _write_avif
-
-    quality = codec.preset.analytics_textures[-1][0]
-    assert info.layer_bytes[5] < len(_write_avif(img, quality, 6))
+    assert errors == sorted(errors, reverse=True)
+    climb = [set(info.point_layers[k - 1]) for k in info.viewer_points]
+    assert all(low < high for low, high in zip(climb, climb[1:], strict=False))
 
 
 def test_a_view_is_its_point_alone(tae_stream):
@@ -241,10 +233,10 @@ def test_a_view_is_its_point_alone(tae_stream):
         assert len(view) == codec.inspect(view).point_bytes[k - 1]
         assert codec.inspect(view).decodable_points[-1] == k
         np.testing.assert_array_equal(codec.decode(view), codec.decode(blob, layers=k))
-    view = codec.view(blob, layers=9)  # one texture layer: the latent layers are absent
-    assert [m > 0 for m in codec.inspect(view).layer_bytes] == [i == 8 for i in range(n)]
-    assert len(view) < info.point_bytes[3] * 3  # one layer, not the stream
-    with pytest.raises(VCMError, match=r"decodable operating points: 9\)"):
+    view = codec.view(blob, layers=6)  # the chain up to point 6: the latent layers are absent
+    assert [m > 0 for m in codec.inspect(view).layer_bytes] == [i in (3, 4, 5) for i in range(n)]
+    assert len(view) < info.total_bytes  # the chain's first layers, not the stream
+    with pytest.raises(VCMError, match=r"decodable operating points: 4\.\.6\)"):
         codec.decode(view, layers=2)
     with pytest.raises(VCMError, match="operating points"):
         codec.view(view, layers=3)
@@ -253,10 +245,10 @@ def test_a_view_is_its_point_alone(tae_stream):
 def test_cut_generator_stream_decodes_the_best_complete_point(tae_stream):
     codec, _, blob = tae_stream
     info = codec.inspect(blob)
-    cut = info.layer_offsets[8] + 5  # inside the third viewer texture layer
-    with pytest.warns(TruncatedStreamWarning, match="decoded 8 of 11"):
+    cut = info.layer_offsets[5] + 5  # inside the third texture layer
+    with pytest.warns(TruncatedStreamWarning, match="decoded 5 of 6"):
         out = codec.decode(blob[:cut])
-    np.testing.assert_array_equal(out, codec.decode(blob, layers=8))
+    np.testing.assert_array_equal(out, codec.decode(blob, layers=5))
 
 
 def test_bad_version3_tables_are_refused(tae_stream):
@@ -277,7 +269,7 @@ def test_bad_version3_tables_are_refused(tae_stream):
     entry = 24 + (n - 1) * 14
     forward = bytearray(blob)
     forward[entry + 12 : entry + 14] = (1 << (n - 1)).to_bytes(2, "little")
-    bad_crc = bytearray(codec.view(blob, layers=9))
+    bad_crc = bytearray(codec.view(blob, layers=6))
     bad_crc[24 + 8 : 24 + 12] = (1234).to_bytes(4, "little")
     for bad, message in (
         (forward, "needs layers at or after itself"),

@@ -103,6 +103,16 @@ class Header:
         point up to ``layers``, since layers only need earlier ones)."""
         return self.size if layers == 0 else self.offsets[layers - 1] + self.lengths[layers - 1]
 
+    def head_end(self) -> int:
+        """End of the first layer that has bytes (the absent layers before it have none): the
+        least an upload holds before any operating point can be checked. A view of a texture
+        point starts with absent latent layers (``Codec.view``), so this is not always
+        ``prefix_end(1)``."""
+        for offset, length in zip(self.offsets, self.lengths, strict=True):
+            if length:
+                return offset + length
+        return self.size
+
     def point_layers(self, layers: int) -> list[int]:
         """Indices of the layers operating point ``layers`` decodes: layer ``layers - 1`` and
         everything it needs, in stream order."""
@@ -275,6 +285,17 @@ def complete_layers(blob: bytes, header: Header) -> int:
             f"{header.prefix_end(1)}"
         )
     return present.index(False) if False in present else len(present)
+
+
+def stored_layers(blob: bytes, header: Header) -> int:
+    """How many leading layers have all their bytes in ``blob``, an absent layer (length 0)
+    counting as stored: where a byte prefix of the stream ends, in layers (the edge store
+    appends uploads at that boundary). A corrupt present layer raises VCMError."""
+    present = present_layers(blob, header)
+    for i, length in enumerate(header.lengths):
+        if length and not present[i]:
+            return i
+    return header.num_layers
 
 
 def layer_payload(blob: bytes, header: Header, index: int) -> bytes:

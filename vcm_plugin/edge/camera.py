@@ -1,5 +1,12 @@
-"""Camera side: encode frames once, upload the prefix through the analytics point at once,
-the rest later or when a viewer asks for it.
+"""Camera side: encode frames once, upload the analytics point at once, the viewer points
+later or when a viewer asks for it.
+
+What goes up the link is the climb: the stream's top point as a view (``Codec.view``), the
+header and the layers a person's best picture needs. For ``tae`` that is the texture chain
+(analytics point, then the viewer points, each refining the one before) with the latent
+layers absent: analytics at the edge reads the analytics point, no one there reads the latent
+points, so the first upload is exactly the analytics point's bytes. For ``fast`` (every layer
+needs the ones before) the view is the whole stream.
 
 Why the analytics point first: analytics reads that point (``Codec.inspect()
 ["analytics_point"]``), so it must be on the server with the frame's first upload, not wait
@@ -22,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from vcm_plugin.codec import container
-from vcm_plugin.codec.api import Codec
+from vcm_plugin.codec.api import Codec, resolve_point
 from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.edge.client import EdgeClient, ServerError, ServerUnavailable
 from vcm_plugin.edge.store import FrameKey
@@ -81,6 +88,12 @@ def _read_video(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         cap.release()
 
 
+def _span(header: container.Header, start: int, stop: int) -> str:
+    """'3-5': the layers in ``[start, stop)`` that have bytes (a view's absent ones aside)."""
+    held = [i for i in range(start, stop) if header.lengths[i]]
+    return f"{held[0]}-{held[-1]}" if held else "none"
+
+
 @dataclass(order=True)
 class _Job:
     priority: int  # 0 = first upload, 1 = texture asked for by a viewer, 2 = texture "after"
@@ -93,7 +106,8 @@ class _Job:
 class PushStats:
     """Bytes by upload: ``first_bytes`` went up with each frame (header and layers through
     the analytics point, or what ``max_bytes`` allows), ``texture_bytes`` later;
-    ``layer0_bytes`` is the header and layer 0 alone, for comparison."""
+    ``layer0_bytes`` is the header and the first layer with bytes alone (layer 0, or the
+    analytics layer of a view of the climb), for comparison."""
 
     frames: int = 0
     first_bytes: int = 0
@@ -169,28 +183,34 @@ class Camera:
         return self._last_ts
 
     def first_layers(self, blob: bytes) -> int:
-        """Layers of a frame's first upload: through the analytics point (the layers of
-        ``Codec.truncate(blob, "analytics")``), or with ``max_bytes`` the longest prefix whose
-        bytes fit (the budget wins over the analytics point). Uploads are byte prefixes of the
-        stream, whose header lists every layer so the rest can be appended: a few bytes more
-        than ``truncate``'s rewritten header, and the budget counts the bytes sent."""
+        """Layers of a frame's first upload (``blob`` is what the camera sends, the view of
+        the climb): through the analytics point's last layer, or with ``max_bytes`` through
+        the highest point whose byte prefix fits (the budget wins over the analytics point).
+        Uploads are byte prefixes of that stream, whose header lists every layer so the rest
+        can be appended; the budget counts the bytes sent."""
         header = container.parse_header(blob, self.codec.max_pixels)
+        points = container.decodable_points(blob, header)
+        ends = {k: max(header.point_layers(k)) + 1 for k in points}
         if self.max_bytes is None:
-            cut = self.codec.truncate(blob, "analytics")
-            return container.parse_header(cut, self.codec.max_pixels).num_layers
-        if header.prefix_end(1) > self.max_bytes:
+            return ends[resolve_point("analytics", header, points)]
+        fits = [k for k in points if header.prefix_end(ends[k]) <= self.max_bytes]
+        if not fits:
+            smallest = min(header.prefix_end(n) for n in ends.values())
             raise VCMError(
-                f"--max-bytes {self.max_bytes} is below the frame's header + "
-                f"layer 0 ({header.prefix_end(1)} bytes): nothing smaller decodes"
+                f"--max-bytes {self.max_bytes} is below the frame's smallest operating point "
+                f"({smallest} bytes with the header): nothing smaller decodes"
             )
-        return max(
-            k for k in range(1, header.num_layers + 1) if header.prefix_end(k) <= self.max_bytes
-        )
+        return ends[max(fits)]
+
+    def climb(self, img: np.ndarray) -> bytes:
+        """The stream the camera sends for one frame: the view of its top point."""
+        blob = self.codec.encode(img)
+        return self.codec.view(blob, self.codec.inspect(blob).decodable_points[-1])
 
     def capture(self, img: np.ndarray) -> FrameKey:
         """Encode one frame and queue its first upload (and, in ``after`` mode, the rest)."""
         key = FrameKey(self.cam, self._timestamp())
-        blob = self.codec.encode(img)
+        blob = self.climb(img)
         first = self.first_layers(blob)
         with self._cv:
             self.streams[key] = blob
@@ -216,10 +236,10 @@ class Camera:
             self.stats.first_latency.append(time.perf_counter() - t0)
             self.stats.frames += 1
             self.stats.first_bytes += len(data)
-            self.stats.layer0_bytes += header.prefix_end(1)
+            self.stats.layer0_bytes += header.head_end()
             self.stats.total_bytes += len(blob)
             print(
-                f"{job.key}: layers 0-{job.layers - 1} {len(data)} B uploaded (of "
+                f"{job.key}: layers {_span(header, 0, job.layers)} {len(data)} B uploaded (of "
                 f"{header.num_layers} layers, {len(blob)} B in all)",
                 flush=True,
             )
@@ -238,7 +258,8 @@ class Camera:
                 k for k in range(1, header.num_layers + 1) if header.prefix_end(k) <= offset
             )
             print(
-                f"{job.key}: layers {stored}-{job.layers - 1} {end - offset} B uploaded", flush=True
+                f"{job.key}: layers {_span(header, stored, job.layers)} {end - offset} B uploaded",
+                flush=True,
             )
 
     def _uploader(self) -> None:

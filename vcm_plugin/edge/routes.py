@@ -172,7 +172,9 @@ class UploadRoutes(Routes):
                     f"offset {offset} does not match the {size} bytes stored for frame {key}",
                     stored_bytes=size,
                 )
-            head = await self.state.run(self.state.store.read, key, 0, meta.layout.end(1))
+            head = await self.state.run(
+                self.state.store.read, key, 0, meta.layout.header.head_end()
+            )
             check = StreamCheck(self.state.codec, resume=(head, size))
             upload = await self.state.run(self.state.store.begin, key, size)
             try:

@@ -91,13 +91,14 @@ def validate_stream(blob: bytes, codec: Codec | None = None) -> Layout:
     codec = codec or Codec()
     blob = bytes(blob)
     # magic, version, preset/backend, header CRC, layer CRCs
-    return _whole_layers(codec.inspect(blob), len(blob))
+    return _whole_layers(codec.inspect(blob), blob)
 
 
-def _whole_layers(info: StreamInfo, size: int) -> Layout:
-    """The layout of an inspected upload of ``size`` bytes; VCMError unless it ends at a
-    layer boundary."""
-    header, layers = info.header, info.complete_layers
+def _whole_layers(info: StreamInfo, blob: bytes) -> Layout:
+    """The layout of an inspected upload; VCMError unless it ends at a layer boundary (absent
+    layers, as in the camera's view of the climb, count as stored)."""
+    header, size = info.header, len(blob)
+    layers = container.stored_layers(blob, header)
     end = header.prefix_end(layers)
     if size > end:
         if layers == header.num_layers:
@@ -111,8 +112,8 @@ def _whole_layers(info: StreamInfo, size: int) -> Layout:
     return Layout(header, layers)
 
 
-#: Largest header + layer 0 an upload may carry: layer 0 is validated (and later decoded) from
-#: memory, so it is bounded apart from the texture layers, which stream to disk.
+#: Largest header + first layer an upload may carry: that layer is validated (and later
+#: decoded) from memory, so it is bounded apart from the later layers, which stream to disk.
 MAX_LAYER0_BYTES = 4 << 20
 
 
@@ -123,12 +124,13 @@ def analytics_layers(info: StreamInfo) -> int:
 
 
 class StreamCheck:
-    """Validate an upload as its bytes arrive, so only header + layer 0 sit in memory.
+    """Validate an upload as its bytes arrive, so only the header and the first layer with
+    bytes (layer 0, or the analytics layer of a view of the climb) sit in memory.
 
-    Header and layer 0 go through :func:`validate_stream` (preset, header CRC, layer-0 CRC);
+    Header and that layer go through :func:`validate_stream` (preset, header CRC, its CRC);
     each later layer's CRC is computed incrementally and a bad one, a cut inside a layer or
     bytes after the last layer are refused. ``resume`` continues after a stored prefix (an
-    append): its header + layer 0 bytes and its stored size.
+    append): its header + first layer bytes and its stored size.
     """
 
     def __init__(
@@ -152,23 +154,24 @@ class StreamCheck:
     def _parse_head(self) -> None:
         if self.header is None:
             self.header = container.parse_header(bytes(self.head), self.codec.max_pixels)
-            end1 = self.header.prefix_end(1)
+            end1 = self.header.head_end()
             if end1 > self.max_layer0:
                 raise VCMError(
-                    f"header + layer 0 is {end1} bytes, over the limit of {self.max_layer0} bytes"
+                    f"header + first layer is {end1} bytes, over the limit of "
+                    f"{self.max_layer0} bytes"
                 )
-        end1 = self.header.prefix_end(1)
+        end1 = self.header.head_end()
         if len(self.head) >= end1:
             del self.head[end1:]
             info = self.codec.inspect(bytes(self.head))
-            _whole_layers(info, len(self.head))
+            _whole_layers(info, bytes(self.head))
             self.info = info
 
     def _head_wanted(self) -> int:
         """Bytes of ``head`` needed for the next parsing step."""
         fixed = container._FIXED.size  # magic .. config hash: enough to read version, n
         if self.header is not None:
-            return self.header.prefix_end(1)
+            return self.header.head_end()
         if len(self.head) < fixed:
             return fixed
         version, n = self.head[4], self.head[7]
@@ -180,7 +183,7 @@ class StreamCheck:
     def feed(self, data: bytes) -> None:
         """The next bytes of the upload; raises VCMError as soon as they are wrong."""
         view = memoryview(data)
-        while self.info is None and view:  # still collecting header + layer 0
+        while self.info is None and view:  # still collecting header + first layer
             want = self._head_wanted()
             take = max(0, want - len(self.head))
             self.head += view[:take]
