@@ -54,44 +54,47 @@ def test_first_upload_holds_the_analytics_point(env, img, codec):
     camera = Camera(_client(env, "camera"), "pointcam", codec, texture="never")
     camera.run(iter([("a", img)]))
     ((key, blob),) = camera.streams.items()
-    info = codec.inspect(blob)
+    info = codec.inspect(blob)  # what the camera sends: the climb, latent layers absent
     k = info.analytics_point
-    assert 1 < k < info.num_layers  # tae: layer 4 alone, texture layers above
+    assert 1 < k < info.num_layers  # tae: the texture chain's first layer, viewer layers above
+    assert [n > 0 for n in info.layer_bytes] == [i >= k - 1 for i in range(info.num_layers)]
     stored = _client(env, "viewer").info(key.id)
     assert stored["stored_layers"] == k
-    cut = codec.truncate(blob, "analytics")  # the same layers, its header rewritten
-    assert codec.inspect(cut).num_layers == k
     assert stored["bytes"] == info.layer_offsets[k - 1] + info.layer_bytes[k - 1]
-    assert camera.stats.first_bytes == stored["bytes"]
-    assert camera.stats.layer0_bytes < camera.stats.first_bytes
+    # exactly what analytics reads: the analytics point's view, byte for byte
+    assert camera.stats.first_bytes == stored["bytes"] == info.point_bytes[k - 1]
+    np.testing.assert_array_equal(
+        codec.decode(blob[: stored["bytes"]]), codec.decode(codec.view(blob, layers=k))
+    )
 
 
 def test_max_bytes_keeps_the_longest_prefix_that_fits(env, img, codec):
     blob = codec.encode(img)
     info = codec.inspect(blob)
     ends = [o + n for o, n in zip(info.layer_offsets, info.layer_bytes, strict=True)]
-    budget = ends[2] + (ends[3] - ends[2]) // 2  # between points 3 and 4: below analytics
+    climb = codec.view(blob, info.num_layers)  # what the camera sends when the budget allows
+    k = info.analytics_point
+    first = codec.inspect(climb).point_bytes[k - 1]  # header + the analytics layer
+    # a budget that holds the analytics point: the climb, its prefix through that point
+    fits = Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=first)
+    assert fits.climb(img) == climb and fits.first_layers(climb) == k
+    big = Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=len(climb) - 1)
+    assert big.first_layers(climb) == info.num_layers - 1  # beyond the analytics point too
+    # below it: the whole stream, whose latent points come first
+    budget = ends[1] + (ends[2] - ends[1]) // 2  # between points 2 and 3
+    assert budget < first
     camera = Camera(_client(env, "camera"), "budgetcam", codec, texture="never", max_bytes=budget)
-    assert camera.first_layers(blob) == 3
-    big = Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=ends[-1] - 1)
-    assert big.first_layers(blob) == info.num_layers - 1  # beyond the analytics point too
-    with pytest.raises(VCMError, match="below the frame's header"):
+    assert camera.climb(img) == blob and camera.first_layers(blob) == 2
+    with pytest.raises(VCMError, match="below the frame's smallest operating point"):
         Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=ends[0] - 1).first_layers(blob)
     camera.run(iter([("a", img)]))
     ((key, sent),) = camera.streams.items()
+    assert sent == blob
     stored = _client(env, "viewer").info(key.id)
-    sent_ends = [
-        o + n
-        for o, n in zip(
-            codec.inspect(sent).layer_offsets, codec.inspect(sent).layer_bytes, strict=True
-        )
-    ]
-    assert stored["bytes"] == sent_ends[stored["stored_layers"] - 1] <= budget
-    assert sent_ends[stored["stored_layers"]] > budget  # the longest prefix that fits
-    # truncate(max_bytes=) keeps the same layers (its header lists fewer, so it is smaller)
-    assert (
-        codec.inspect(codec.truncate(sent, max_bytes=budget)).num_layers == stored["stored_layers"]
-    )
+    assert stored["stored_layers"] == 2 and stored["bytes"] == ends[1] <= budget
+    # truncate(max_bytes=) keeps those layers at least (its header lists fewer layers, so it
+    # is smaller and may fit one more)
+    assert codec.inspect(codec.truncate(sent, max_bytes=budget)).num_layers >= 2
 
 
 def test_max_bytes_below_layer0_is_a_one_line_error(env, img, tmp_path):

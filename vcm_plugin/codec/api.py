@@ -433,6 +433,11 @@ class Codec:
         that fits (rate control for a link or a store with a byte budget)."""
         header, preset = self._open(blob)
         present = container.complete_layers(bytes(blob), header)
+        if present == 0:
+            raise VCMError(
+                "the stream's layer 0 is absent (a view of a texture point): truncate keeps "
+                "leading layers; use view() for its points"
+            )
         layers = resolve_point(layers, header, range(1, present + 1), clamp=False)
         if max_bytes is not None:
             if layers is not None:

@@ -6,7 +6,8 @@ header and the layers a person's best picture needs. For ``tae`` that is the tex
 (analytics point, then the viewer points, each refining the one before) with the latent
 layers absent: analytics at the edge reads the analytics point, no one there reads the latent
 points, so the first upload is exactly the analytics point's bytes. For ``fast`` (every layer
-needs the ones before) the view is the whole stream.
+needs the ones before) the view is the whole stream. A ``max_bytes`` budget below the
+analytics point sends the whole stream instead, whose cheap latent points come first.
 
 Why the analytics point first: analytics reads that point (``Codec.inspect()
 ["analytics_point"]``), so it must be on the server with the frame's first upload, not wait
@@ -203,9 +204,17 @@ class Camera:
         return ends[max(fits)]
 
     def climb(self, img: np.ndarray) -> bytes:
-        """The stream the camera sends for one frame: the view of its top point."""
+        """The stream the camera sends for one frame: the view of its top point (the climb),
+        unless ``max_bytes`` cannot hold its analytics point: then the whole stream, whose
+        latent points come first and may fit (a thin link gets the cheapest analytics)."""
         blob = self.codec.encode(img)
-        return self.codec.view(blob, self.codec.inspect(blob).decodable_points[-1])
+        climb = self.codec.view(blob, self.codec.inspect(blob).decodable_points[-1])
+        if self.max_bytes is None:
+            return climb
+        header = container.parse_header(climb, self.codec.max_pixels)
+        point = resolve_point("analytics", header, container.decodable_points(climb, header))
+        fits = header.prefix_end(max(header.point_layers(point)) + 1) <= self.max_bytes
+        return climb if fits else blob
 
     def capture(self, img: np.ndarray) -> FrameKey:
         """Encode one frame and queue its first upload (and, in ``after`` mode, the rest)."""
