@@ -10,9 +10,9 @@ Per image and in total (ratios of summed bytes), for the preset's stream:
   top texture layer's own quality setting, as 0.3's figures were measured.
 * ``climb_over_avif``: the bytes a person holds after the analytics point and then the top
   viewer point (the union of their layers, plus one header) over that AVIF.
-* ``first_upload_over_analytics``: what a camera sends first (``vcm edge push``: the byte
-  prefix of the view of the top point through the analytics point) over the analytics
-  point's own bytes (``Codec.view``).
+* ``first_upload_over_analytics``: what a camera sends first (``vcm edge push``:
+  ``Codec.uplink`` and ``Codec.first_upload``, the byte prefix through the analytics point)
+  over the analytics point's own bytes (``Codec.view``).
 
 Writes ``stream-cost.json`` in ``--out`` and prints a table.
 """
@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from vcm_plugin import Codec
 from vcm_plugin.codec import container
-from vcm_plugin.codec.api import resolve_point
 from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.codec.measure import psnr
 
@@ -82,10 +81,9 @@ def measure(codec: Codec, img: np.ndarray) -> dict:
     info = codec.inspect(blob)
     top = info.viewer_points[-1] if info.viewer_points else info.num_layers
     analytics = info.analytics_point
-    climb = codec.view(blob, top)
-    header = container.parse_header(climb, codec.max_pixels)
-    point = resolve_point("analytics", header, container.decodable_points(climb, header))
-    first = header.prefix_end(max(header.point_layers(point)) + 1)
+    sent = codec.uplink(blob)
+    header = container.parse_header(sent, codec.max_pixels)
+    first = header.prefix_end(codec.first_upload(sent))
     top_psnr = psnr(codec.decode(blob, layers=top), img)
     reference = avif_at_psnr(img, top_psnr)
     top_quality = codec.preset.texture_qualities[-1]

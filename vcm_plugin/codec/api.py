@@ -473,6 +473,40 @@ class Codec:
             )
         return container.view(bytes(blob), header, int(layers))
 
+    def uplink(self, blob: bytes, max_bytes: int | None = None) -> bytes:
+        """The stream a camera sends for ``blob`` (``vcm edge push``): the view of its top
+        point, the climb, when that holds the analytics point (a nested stream: ``tae``'s
+        texture chain, latent layers absent) and ``max_bytes`` (if given) holds the analytics
+        point's prefix of it; else the whole stream, whose cheap latent points come first."""
+        info = self.inspect(blob)
+        climb = self.view(blob, info.decodable_points[-1])
+        header = container.parse_header(climb, self.max_pixels)
+        points = container.decodable_points(climb, header)
+        if info.analytics_point not in points:
+            return bytes(blob)
+        if max_bytes is None or header.prefix_end(self.first_upload(climb)) <= max_bytes:
+            return climb
+        return bytes(blob)
+
+    def first_upload(self, stream: bytes, max_bytes: int | None = None) -> int:
+        """Layers of the first upload of ``stream`` (what ``uplink`` returned): through the
+        analytics point's last layer, or with ``max_bytes`` through the highest point whose
+        byte prefix fits (the budget wins over the analytics point). Uploads are byte prefixes
+        whose header lists every layer, so the rest can be appended."""
+        header = container.parse_header(stream, self.max_pixels)
+        points = container.decodable_points(stream, header)
+        ends = {k: max(header.point_layers(k)) + 1 for k in points}
+        if max_bytes is None:
+            return ends[resolve_point(ANALYTICS, header, points)]
+        fits = [k for k in points if header.prefix_end(ends[k]) <= max_bytes]
+        if not fits:
+            smallest = min(header.prefix_end(n) for n in ends.values())
+            raise VCMError(
+                f"--max-bytes {max_bytes} is below the frame's smallest operating point "
+                f"({smallest} bytes with the header): nothing smaller decodes"
+            )
+        return ends[max(fits)]
+
 
 @overload
 def resolve_point(

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from vcm_plugin.codec import container
-from vcm_plugin.codec.api import Codec, resolve_point
+from vcm_plugin.codec.api import Codec
 from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.edge.client import EdgeClient, ServerError, ServerUnavailable
 from vcm_plugin.edge.store import FrameKey
@@ -184,37 +184,13 @@ class Camera:
         return self._last_ts
 
     def first_layers(self, blob: bytes) -> int:
-        """Layers of a frame's first upload (``blob`` is what the camera sends, the view of
-        the climb): through the analytics point's last layer, or with ``max_bytes`` through
-        the highest point whose byte prefix fits (the budget wins over the analytics point).
-        Uploads are byte prefixes of that stream, whose header lists every layer so the rest
-        can be appended; the budget counts the bytes sent."""
-        header = container.parse_header(blob, self.codec.max_pixels)
-        points = container.decodable_points(blob, header)
-        ends = {k: max(header.point_layers(k)) + 1 for k in points}
-        if self.max_bytes is None:
-            return ends[resolve_point("analytics", header, points)]
-        fits = [k for k in points if header.prefix_end(ends[k]) <= self.max_bytes]
-        if not fits:
-            smallest = min(header.prefix_end(n) for n in ends.values())
-            raise VCMError(
-                f"--max-bytes {self.max_bytes} is below the frame's smallest operating point "
-                f"({smallest} bytes with the header): nothing smaller decodes"
-            )
-        return ends[max(fits)]
+        """Layers of a frame's first upload of ``blob`` (``Codec.first_upload``: through the
+        analytics point, or the highest point within ``max_bytes``)."""
+        return self.codec.first_upload(blob, self.max_bytes)
 
     def climb(self, img: np.ndarray) -> bytes:
-        """The stream the camera sends for one frame: the view of its top point (the climb),
-        unless ``max_bytes`` cannot hold its analytics point: then the whole stream, whose
-        latent points come first and may fit (a thin link gets the cheapest analytics)."""
-        blob = self.codec.encode(img)
-        climb = self.codec.view(blob, self.codec.inspect(blob).decodable_points[-1])
-        if self.max_bytes is None:
-            return climb
-        header = container.parse_header(climb, self.codec.max_pixels)
-        point = resolve_point("analytics", header, container.decodable_points(climb, header))
-        fits = header.prefix_end(max(header.point_layers(point)) + 1) <= self.max_bytes
-        return climb if fits else blob
+        """The stream the camera sends for one frame (``Codec.uplink``)."""
+        return self.codec.uplink(self.codec.encode(img), self.max_bytes)
 
     def capture(self, img: np.ndarray) -> FrameKey:
         """Encode one frame and queue its first upload (and, in ``after`` mode, the rest)."""
