@@ -141,22 +141,32 @@ def cmd_info(args) -> None:
     print(json.dumps(Codec().inspect(_read_bytes(args.input)).as_dict(), indent=2))
 
 
-def contact_sheet(images: list[np.ndarray], labels: list[str], width: int = 320) -> np.ndarray:
-    from PIL import Image, ImageDraw
+def contact_sheet(
+    images: list[np.ndarray], labels: list[str], width: int = 320, columns: int = 4
+) -> np.ndarray:
+    """A grid of labelled tiles (``columns`` per row, each ``width`` pixels wide), read left
+    to right and top to bottom: the demo's climb, one tile per operating point, with the
+    bytes a reader holds for it and its quality under each picture. Labels may have two lines
+    (``\\n``)."""
+    from PIL import Image, ImageDraw, ImageFont
 
+    font = ImageFont.load_default(size=13)
+    band = 38  # two lines of text
     tiles = []
     for img, label in zip(images, labels, strict=True):
         tile = Image.fromarray(img)
         tile = tile.resize((width, max(1, round(img.shape[0] * width / img.shape[1]))))
-        canvas = Image.new("RGB", (tile.width, tile.height + 18), "white")
-        canvas.paste(tile, (0, 18))
-        ImageDraw.Draw(canvas).text((4, 3), label, fill="black")
+        canvas = Image.new("RGB", (tile.width, tile.height + band), "white")
+        canvas.paste(tile, (0, band))
+        ImageDraw.Draw(canvas).multiline_text((4, 3), label, fill="black", font=font, spacing=3)
         tiles.append(canvas)
-    sheet = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")
-    x = 0
-    for t in tiles:
-        sheet.paste(t, (x, 0))
-        x += t.width
+    columns = max(1, min(columns, len(tiles)))
+    rows = -(-len(tiles) // columns)
+    cell_h = max(t.height for t in tiles)
+    gap = 6
+    sheet = Image.new("RGB", (columns * (width + gap) - gap, rows * (cell_h + gap) - gap), "white")
+    for i, t in enumerate(tiles):
+        sheet.paste(t, ((i % columns) * (width + gap), (i // columns) * (cell_h + gap)))
     return np.asarray(sheet)
 
 
@@ -177,7 +187,7 @@ def cmd_demo(args) -> None:
     info = codec.inspect(blob)
     pixels = original.shape[0] * original.shape[1]
     out.mkdir(parents=True, exist_ok=True)
-    rows, images, labels = [], [original], ["original"]
+    rows, images, labels = [], [original], ["original\n(the photo, uncompressed)"]
     for k in range(1, info.num_layers + 1):
         start = time.perf_counter()
         img = codec.decode(blob, layers=k)
@@ -203,7 +213,8 @@ def cmd_demo(args) -> None:
         write_atomic(out / f"layers_{k}.png", _image_bytes(img))
         images.append(img)
         labels.append(
-            f"{k} ({audience}): {size} B, {size * 8 / pixels:.3f} bpp, {rows[-1]['psnr_db']:.1f} dB"
+            f"layers={k}: {audience}\n{size:,} B held, {size * 8 / pixels:.3f} bpp, "
+            f"{rows[-1]['psnr_db']:.1f} dB"
         )
     write_atomic(out / "astronaut.vcm", blob)
     write_atomic(out / "contact_sheet.png", _image_bytes(contact_sheet(images, labels)))
