@@ -316,4 +316,6 @@ def test_demo_writes_report_and_sheet(tmp_path):
     for k in range(1, len(rows) + 1):
         assert (tmp_path / "demo" / f"layers_{k}.png").is_file()
     sheet = Image.open(io.BytesIO((tmp_path / "demo" / "contact_sheet.png").read_bytes()))
-    assert sheet.width > sheet.height
+    tiles = len(rows) + 1  # the original, then one per point
+    assert tiles > 4 and sheet.width <= 4 * 326  # a grid four tiles wide, not one long row
+    assert sheet.height >= 2 * 320
