@@ -76,7 +76,7 @@ class VCMImageFile(ImageFile.ImageFile):
     decodes (``"analytics"``, the default: the preset's analytics point; None = all layers
     present); ``info``: ``analytics_point``, ``num_layers``, ``layer_bytes``,
     ``point_layers`` (per operating point, the layers it reads: in the generator preset a
-    texture point is one layer), and after loading ``layers_decoded``, ``preset``,
+    texture point is the texture chain up to it), and after loading ``layers_decoded``, ``preset``,
     ``backend``."""
 
     format = FORMAT
