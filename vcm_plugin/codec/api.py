@@ -455,8 +455,8 @@ class Codec:
     ) -> bytes:
         """A valid stream of operating point ``layers`` alone: the header and the layers it
         needs (``inspect().point_layers``), every other layer absent. For a texture point
-        of the generator preset that is the texture chain up to it: what a viewer fetches. ``max_bytes``
-        instead: the highest operating point whose view fits."""
+        of the generator preset that is the texture chain up to it: what a viewer fetches.
+        ``max_bytes`` instead: the highest operating point whose view fits."""
         header, preset = self._open(blob)
         points = container.decodable_points(bytes(blob), header)
         layers = resolve_point(layers, header, points, clamp=False)

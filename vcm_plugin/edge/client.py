@@ -179,7 +179,8 @@ class EdgeClient:
 
     def view(self, frame_id: str, layers: int, wait: float | None = None) -> Response:
         """Operating point ``layers`` alone: the header and the layers it needs (for a texture
-        point of the generator preset, the texture chain up to it), as a stream ``Codec.decode`` reads."""
+        point of the generator preset, the texture chain up to it), as a stream
+        ``Codec.decode`` reads."""
         return self.request(
             "GET", f"/frames/{frame_id}", query={"layers": layers, "wait": wait, "view": 1}
         )
