@@ -287,10 +287,19 @@ def test_crafted_stream_is_quarantined_not_leased_forever(env, stream):
     deadline = time.monotonic() + 10
     while "junk-3" not in offered and time.monotonic() < deadline:
         offered |= claim(lease="60")
+
+    def info(fid: str) -> dict:
+        return json.loads(http_call(srv.url, "GET", f"/frames/{fid}/info", tokens["viewer"])[2])
+
+    # junk-2's check (a decode on the server's pool) may still run when junk-3 is back: keep
+    # claiming until it is quarantined (a loaded machine is slow, not wrong), and it must
+    # never be offered meanwhile
+    deadline = time.monotonic() + 60
+    while not info("junk-2")["quarantined"] and time.monotonic() < deadline:
+        offered |= claim(lease="60", wait="0.2")
     assert offered == {"junk-3"}  # the good one comes back, the crafted ones never
     for fid in ("junk-1", "junk-2"):
-        info = json.loads(http_call(srv.url, "GET", f"/frames/{fid}/info", tokens["viewer"])[2])
-        assert info["quarantined"], info
+        assert info(fid)["quarantined"], info(fid)
         status, _, text = http_call(srv.url, "GET", f"/frames/{fid}/image", tokens["viewer"])
         assert status == 422 and b"does not decode" in text
     assert (srv.store_dir / "junk" / f"{1:016d}.quarantine").is_file()  # survives restarts
