@@ -270,7 +270,9 @@ def decode(pieces: list[bytes], layers: int, width: int, height: int) -> np.ndar
         raise VCMError("layered AVIF: malformed layer pieces")
     (total,) = struct.unpack(">I", pieces[0][:4])
     data = pieces[0][4:] + b"".join(pieces[1:])
-    bound = 4 * 3 * width * height + (1 << 20)  # above any AV1 coding of this image
+    # above any lossy AV1 coding of this image (raw 8-bit 4:4:4 is 3 bytes a pixel): what a
+    # hostile length can make the zero-filled tail allocate
+    bound = 4 * width * height + (1 << 20)
     if not len(data) <= total <= bound:
         raise VCMError(f"layered AVIF: declared length {total} does not fit its pieces")
     data += bytes(total - len(data))
