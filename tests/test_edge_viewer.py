@@ -193,7 +193,8 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
             Image.open(
                 io.BytesIO(
                     http_call(
-                        srv.url, "GET", f"/frames/{target['id']}/image?layers=1", tokens["viewer"]
+                        srv.url, "GET", f"/frames/{target['id']}/image?layers={target['analytics_layers']}",
+                        tokens["viewer"],
                     )[2]
                 )
             )

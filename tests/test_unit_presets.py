@@ -67,7 +67,9 @@ def test_every_preset_is_a_valid_stream_layout(name):
     assert roles.count("refinement") == len(p.refine_steps)
     assert roles.count("texture-analytics") == len(p.analytics_textures)
     assert 1 <= p.analytics_point <= p.num_layers
-    assert p.texture_coding in ("residual", "photo")
+    assert p.texture_coding in ("residual", "photo", "layered")
+    if p.texture_coding == "layered":  # libavif codes at most 4 layers in one image item
+        assert 1 <= roles.count("texture") == len(p.texture_qualities) <= 4
     assert all(0 <= q <= 100 for q in p.texture_qualities)
     assert list(p.texture_qualities) == sorted(p.texture_qualities)  # coarse to fine
     assert p.fine_entries >= p.coarse_entries >= 1
@@ -140,9 +142,11 @@ def _committed_streams() -> dict[int, set[bytes]]:
     return out
 
 
-#: streams written by 0.3.0 carry this for preset "tae" (id 4) and no committed stream pins it;
-#: a format constant like the others, so a change here orphans every 0.3.0 stream
+#: streams written by 0.3.0 carry this for preset "tae" (id 4, now named "tae-0.3"), and 0.4's
+#: "tae" (id 5) the other: format constants like the others, so a change here orphans every
+#: stream its release wrote
 TAE_0_3_HASH = "560513d02b782d05"
+TAE_0_4_HASH = "17cb298c6ac2bb9a"
 
 
 def test_hashes_are_the_ones_released_streams_carry():
@@ -151,7 +155,8 @@ def test_hashes_are_the_ones_released_streams_carry():
     for preset_id, hashes in committed.items():
         name = PRESET_BY_ID[preset_id].name
         assert hashes == {bytes.fromhex(Codec(name, device="cpu").config_hash)}, name
-    assert Codec("tae", device="cpu").config_hash == TAE_0_3_HASH
+    assert Codec("tae-0.3", device="cpu").config_hash == TAE_0_3_HASH
+    assert Codec("tae", device="cpu").config_hash == TAE_0_4_HASH
 
 
 def test_analytics_is_a_named_point():
