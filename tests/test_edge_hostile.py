@@ -216,6 +216,14 @@ def test_detections_json_bounded_and_nan_never_stored(env, stream):
         b'{"boxes": [], "pad": "' + b"x" * (2 << 20) + b'"}': 413,
         b"\xff\xfe": 400,
         b"[]": 400,
+        # issue 27, items 2, 3 and 8: each was a 500 or a silently stored frame in 0.3
+        b'{"boxes": [{"xyxy": [0, 0, 1, 1], "name": "\\ud800"}]}': 400,
+        b'{"boxes": [{"xyxy": [0, 0, 1, 1], "\\udfff": 1}]}': 400,
+        b'{"boxes": [], "\\ud800": 1}': 400,
+        b'{"boxes": [{"xyxy": [0, 0, 1, ' + b"7" * 5000 + b"]}]}": 400,
+        b'{"boxes": [], "n": -' + b"7" * 21 + b"}": 400,
+        b'{"boxes": [{"xyxy": [0, 0, 1, 1], "conf": "high"}]}': 400,
+        b'{"boxes": [{"xyxy": [0, 0, 1, 1], "score": true}]}': 400,
     }
     for body, expected in cases.items():
         status, _, text = http_call(

@@ -21,6 +21,7 @@ from vcm_plugin.edge.index import (
     FrameRow,
     Index,
     _SQLite,
+    boxes_of,
     open_index,
 )
 from vcm_plugin.errors import VCMError
@@ -134,6 +135,19 @@ def test_queries_keyset_pages_class_filter_and_hourly_counts(index, header):
     index.delete("cam0", base)
     assert sum(c["boxes"] for c in index.class_counts(cls="person")) == 14
     assert index.totals()["frames"] == 29
+
+
+def test_a_lone_surrogate_from_an_old_store_is_indexed_not_fatal(index, header):
+    """0.3 stored detections whose names held lone surrogates (JSON "\\ud800"); reindexing
+    such a store died with UnicodeEncodeError (issue 27, item 2). The name is kept with
+    U+FFFD in place of the surrogate, and the frame is found by it."""
+    ts = 1_700_000_000 * 10**6
+    assert index.insert(_row(header, "old", ts))
+    boxes = boxes_of({"boxes": [{"name": "dog\ud800", "conf": 0.9, "xyxy": [0, 0, 4, 4]}]})
+    assert boxes == [Box("dog\ufffd", 0.9, (0.0, 0.0, 4.0, 4.0))]
+    assert index.set_detections("old", ts, boxes) is True
+    rows, _ = index.frames(FrameQuery(cls="dog\ufffd"))
+    assert [(r.cam, r.ts) for r in rows] == [("old", ts)]
 
 
 def test_cursor_is_checked():

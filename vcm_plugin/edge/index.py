@@ -149,10 +149,13 @@ class Box:
 
 def boxes_of(doc: dict) -> list[Box]:
     """The rows of a detections document: ``name`` (else ``cls``, else ``class``) and
-    ``conf`` (else ``score``) of each box."""
+    ``conf`` (else ``score``) of each box. A name that is not valid Unicode (a lone
+    surrogate, which the server refuses since 0.4 but a 0.3 store may hold) is stored with
+    U+FFFD in its place, so ``reindex`` of an old store neither dies nor drops the frame."""
     out = []
     for box in doc.get("boxes", []):
-        name = box.get("name", box.get("cls", box.get("class", "")))
+        name = str(box.get("name", box.get("cls", box.get("class", ""))))[:256]
+        name = name.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         score = box.get("conf", box.get("score"))
         if (
             not isinstance(score, (int, float))
@@ -161,7 +164,7 @@ def boxes_of(doc: dict) -> list[Box]:
         ):
             score = None
         x0, y0, x1, y1 = (float(v) for v in box["xyxy"])
-        out.append(Box(str(name)[:256], None if score is None else float(score), (x0, y0, x1, y1)))
+        out.append(Box(name, None if score is None else float(score), (x0, y0, x1, y1)))
     return out
 
 

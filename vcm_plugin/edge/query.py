@@ -88,13 +88,26 @@ def check_detections(doc: object, max_boxes: int) -> dict:
     list of objects each with ``xyxy`` (4 finite numbers); every number finite (NaN never
     stored), strings short, nothing nested deeper. Raises VCMError saying what is wrong."""
 
+    def text(value: str, where: str) -> None:
+        if len(value) > 256:
+            raise VCMError(f"detections: {where} is longer than 256 characters")
+        try:  # JSON's \ud800 escapes decode to lone surrogates, which no index can store
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise VCMError(f"detections: {where} is not valid Unicode (a lone surrogate)") from None
+
     def scalar(value: object, where: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise VCMError(f"detections: {where} is not a finite number")
-        if isinstance(value, str) and len(value) > 256:
-            raise VCMError(f"detections: {where} is longer than 256 characters")
+        if isinstance(value, str):
+            text(value, where)
         if not isinstance(value, (str, int, float, bool)) and value is not None:
             raise VCMError(f"detections: {where} must be a string, number, boolean or null")
+
+    def number(value: object) -> bool:
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
 
     if not isinstance(doc, dict) or not isinstance(doc.get("boxes"), list):
         raise VCMError('detections must be a JSON object with a "boxes" list')
@@ -104,28 +117,41 @@ def check_detections(doc: object, max_boxes: int) -> dict:
     if len(boxes) > max_boxes:
         raise VCMError(f"detections: {len(boxes)} boxes, over the limit of {max_boxes}")
     for name, value in doc.items():
+        text(name, f"field name {name[:40]!r}")
         if name != "boxes":
             scalar(value, repr(name[:40]))
     for i, box in enumerate(boxes):
         if not isinstance(box, dict) or len(box) > 16:
             raise VCMError(f"detections: box {i} must be an object of at most 16 fields")
         xyxy = box.get("xyxy")
-        if not (
-            isinstance(xyxy, list)
-            and len(xyxy) == 4
-            and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                for v in xyxy
-            )
-        ):
+        if not (isinstance(xyxy, list) and len(xyxy) == 4 and all(number(v) for v in xyxy)):
             raise VCMError(f"detections: box {i} needs xyxy, four finite numbers")
         for name, value in box.items():
+            text(name, f"box {i} field name {name[:40]!r}")
             if name != "xyxy":
                 scalar(value, f"box {i} {name[:40]!r}")
+        for name in ("conf", "score"):  # min_score filters on them: a number or nothing
+            if box.get(name) is not None and not number(box[name]):
+                raise VCMError(f"detections: box {i} {name} must be a finite number or null")
     inference = doc.get("inference_s")
     if inference is not None and (not isinstance(inference, (int, float)) or inference < 0):
         raise VCMError("detections: inference_s must be a number of seconds >= 0")
     return doc
+
+
+#: the longest integer literal a detections document may hold (a 64-bit value has 20 digits);
+#: Python refuses to parse over 4300 digits with a ValueError that is no client's business
+MAX_INT_DIGITS = 20
+
+
+def bounded_int(literal: str) -> int:
+    """``json.loads``'s ``parse_int``: integer literals of at most ``MAX_INT_DIGITS`` digits."""
+    if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+        raise VCMError(
+            f"detections: an integer of {len(literal.lstrip('-'))} digits "
+            f"(at most {MAX_INT_DIGITS})"
+        )
+    return int(literal)
 
 
 def reject_constant(name: str) -> None:

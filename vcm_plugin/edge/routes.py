@@ -32,6 +32,7 @@ from vcm_plugin.edge.http import (
 )
 from vcm_plugin.edge.index import FrameQuery, FrameRow, Index, boxes_of
 from vcm_plugin.edge.query import (
+    bounded_int,
     check_detections,
     class_param,
     cursor_param,
@@ -502,7 +503,7 @@ class AnalyticsRoutes(Routes):
                 408, "request body not received in time", {"Connection": "close"}
             ) from None
         try:
-            return json.loads(raw, parse_constant=reject_constant)
+            return json.loads(raw, parse_constant=reject_constant, parse_int=bounded_int)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise VCMError(f"detections must be JSON: {exc}") from None
         except RecursionError:
