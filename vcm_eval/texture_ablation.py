@@ -15,7 +15,8 @@ Pillow AVIF (speed 6, one thread) per quality, per metric, over all images. Cand
 
 The shipped ``tae`` chain is the candidate ``layered-444-s6`` with its preset's qualities.
 Stream headers are left out (the same for every candidate). Writes ``texture-ablation.json``
-in ``--out`` and prints a table.
+and ``texture-ablation.png`` (the climbs, one panel per metric) in ``--out`` and prints a
+table.
 """
 
 from __future__ import annotations
@@ -123,6 +124,39 @@ def curve(images: list[np.ndarray], climb: Climb, score: Scorer) -> tuple[list, 
     return list(held * 8 / pixels), quality / len(images), seconds / len(images)
 
 
+def plot(report: dict, path: Path) -> None:
+    """One panel per metric: each candidate's climb (bytes held at each layer) and the AVIF
+    anchor, bpp on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(16, 5), dpi=110)
+    for ax, metric in zip(axes, METRICS, strict=True):
+        anchor = report["anchor"]
+        ax.plot(anchor["bpp"], anchor[metric], "D-", color="C1", lw=2, label="AVIF (one image)")
+        for i, row in enumerate(report["candidates"]):
+            shipped = "shipped" in row["candidate"]
+            ax.plot(
+                row["bpp"],
+                row[metric],
+                "o-" if shipped else ".--",
+                color="C3" if shipped else f"C{(i + 4) % 10}",
+                lw=2.4 if shipped else 1.0,
+                label=row["candidate"],
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("bpp a viewer holds (log)")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"texture stacks climbed against one AVIF ({report['images']} images)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a folder of images")
@@ -148,14 +182,23 @@ def main(argv: list[str] | None = None) -> None:
             {
                 "candidate": name,
                 "bpp": bpp,
-                "psnr": list(metrics[:, 0]),
+                **{m: list(metrics[:, i]) for i, m in enumerate(METRICS)},
                 "bd_rate_vs_avif": bd,
                 "encode_s_per_image": seconds,
             }
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"data": str(args.data), "images": len(images), "candidates": rows}
+    report = {
+        "data": str(args.data),
+        "images": len(images),
+        "anchor": {
+            "bpp": anchor_bpp,
+            **{m: list(anchor_metrics[:, i]) for i, m in enumerate(METRICS)},
+        },
+        "candidates": rows,
+    }
     (args.out / "texture-ablation.json").write_text(json.dumps(report, indent=2))
+    plot(report, args.out / "texture-ablation.png")
     print("| candidate | bpp held per layer | BD vs AVIF: PSNR / HaarPSI / SSIMULACRA2 | enc s |")
     print("|---|---|---|---|")
     for r in rows:
