@@ -344,6 +344,30 @@ def test_slow_clients_are_cut_off(env):
     _responsive(srv, tokens)
 
 
+def test_an_oversized_authorization_header_never_logs_the_token(env):
+    """aiohttp logged the first ~100 bytes of a header line over 8190 bytes, the bearer token
+    with them, even without --access-log (issue 27, item 4)."""
+    srv, tokens = env
+    host, port = srv.url.removeprefix("http://").split(":")
+    secret = tokens["admin"]
+    before = srv.log.read_text()
+    with socket.create_connection((host, int(port))) as s:
+        s.settimeout(10)
+        s.sendall(
+            f"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}"
+            f"{'A' * 9000}\r\n\r\n".encode()
+        )
+        reply = s.recv(4096)
+    assert reply.split(b" ", 2)[1] == b"400", reply[:80]  # refused, not served
+    deadline = time.monotonic() + 5
+    while srv.log.read_text() == before and time.monotonic() < deadline:
+        time.sleep(0.05)  # the line is written after the reply
+    logged = srv.log.read_text()[len(before) :]
+    assert "Error handling request" in logged and "bytes not logged" in logged
+    assert secret not in srv.log.read_text() and secret[:12] not in logged
+    _responsive(srv, tokens)
+
+
 def test_connection_cap(env):
     srv, tokens = env
     host, port = srv.url.removeprefix("http://").split(":")
