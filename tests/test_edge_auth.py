@@ -267,10 +267,18 @@ def test_tokens_file_rules(tmp_path):
     principal = table.lookup(token)
     assert principal.name == "cam" and principal.owns("lobby") and not principal.owns("lobby2")
     assert table.lookup(token + "x") is None and table.lookup("") is None
-    os.chmod(f, 0o644)
-    with pytest.raises(VCMError, match="readable by other users"):
-        TokenTable.load(f)
-    os.chmod(f, 0o600)
+    # at rest only the digest (issue 27, item 6): a copy of the file lets no one in
+    assert token not in f.read_text() and '"sha256"' in f.read_text()
+    # a file holding tokens themselves must not be readable by others, however the key is
+    # spelled (0.3 matched the text '"token"', so "\u0074oken" got past)
+    for key in ('"token"', '"\\u0074oken"'):
+        plain = tmp_path / "plain.json"
+        plain.write_text(f'{{"tokens": [{{"name": "a", "role": "viewer", {key}: "{"z" * 40}"}}]}}')
+        os.chmod(plain, 0o600)
+        assert TokenTable.load(plain).lookup("z" * 40).name == "a"
+        os.chmod(plain, 0o644)
+        with pytest.raises(VCMError, match="readable by other users"):
+            TokenTable.load(plain)
     bad = [
         {"tokens": [{"name": "a", "role": "root", "token": "x" * 20}]},
         {"tokens": [{"name": "a", "role": "viewer", "token": "short"}]},

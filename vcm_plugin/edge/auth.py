@@ -106,17 +106,20 @@ class TokenTable:
             raw = path.read_text()
         except OSError as exc:
             raise VCMError(f"cannot read tokens file {path}: {exc.strerror or exc}") from None
-        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO) and any(
-            '"token"' in line for line in raw.splitlines()
-        ):
-            raise VCMError(
-                f"tokens file {path} holds tokens and is readable by other users: "
-                f"chmod 600 {path} (or store sha256 digests instead of tokens)"
-            )
         try:
             doc = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise VCMError(f"tokens file {path} is not JSON: {exc}") from None
+        # judged on the parsed document, so no spelling ("\u0074oken") slips past a text match
+        entries = doc.get("tokens") if isinstance(doc, dict) else None
+        plain = isinstance(entries, list) and any(
+            isinstance(e, dict) and "token" in e for e in entries
+        )
+        if plain and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise VCMError(
+                f"tokens file {path} holds tokens and is readable by other users: "
+                f"chmod 600 {path} (or store sha256 digests instead of tokens)"
+            )
         return cls.parse(doc, str(path))
 
     @classmethod
@@ -214,14 +217,16 @@ def client_token(token_file: str | os.PathLike[str] | None = None) -> str | None
 def add_token(
     path: str | os.PathLike[str], name: str, role: str, cameras: list[str] | None = None
 ) -> str:
-    """Create a token, add it to the tokens file (made mode 600 if new) and return it."""
+    """Create a token, add its sha256 digest to the tokens file (made mode 600 if new) and
+    return it: the file never holds the token itself, so a copy or backup of it lets no one
+    in (issue 27, item 6); the caller shows the token once."""
     path = Path(path)
     doc = {"tokens": []}
     if path.exists():
         TokenTable.load(path)  # refuse to extend a broken or world-readable file
         doc = json.loads(path.read_text())
     token = secrets.token_urlsafe(32)
-    entry = {"name": name, "role": role, "token": token}
+    entry = {"name": name, "role": role, "sha256": _digest(token)}
     if cameras:
         entry["cameras"] = list(cameras)
     doc["tokens"].append(entry)
