@@ -475,6 +475,13 @@ def test_delete_and_retention(tmp_path, stream):
         assert sorted(p.name for p in (store / "ret").iterdir()) == [
             f"{ts:016d}.vcm" for ts in (2, 3, 4)
         ]
+        # a frame over the whole budget was answered 201, then deleted with everything else
+        # by the next pass (issue 27, item 7); it is refused, and nothing stored is lost
+        huge = stream + b"\0" * (3 * len(stream))
+        status, _, text = http_call(srv.url, "POST", "/cameras/ret/frames?ts=9", cam, body=huge)
+        assert status == 413 and b"--max-bytes" in text, text
+        result = json.loads(http_call(srv.url, "POST", "/admin/retention", admin)[2])
+        assert result["deleted"] == 0 and result["frames"] == 3
     # --keep-days: frames received long ago go at the first pass. Receipt times live in the
     # index; an index rebuilt from the store (here: deleted, so the next start builds it)
     # takes them from the file times

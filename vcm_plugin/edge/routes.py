@@ -202,20 +202,19 @@ class UploadRoutes(Routes):
     async def _receive(self, request: web.Request, sink, check: StreamCheck | None) -> int:
         """Stream the request body into ``sink`` (an Upload) chunk by chunk, validating as it
         goes; bounded in size (413) and time (408). Returns the byte count."""
+        limit, option = self.limits.upload_limit()
         length = request.content_length
-        if length is not None and length > self.limits.max_upload:
+        if length is not None and length > limit:
             raise HTTPProblem(
-                413, f"upload of {length} bytes is over the limit of {self.limits.max_upload}"
+                413, f"upload of {length} bytes is over the limit of {limit} ({option})"
             )
         total = 0
         try:
             async with asyncio.timeout(self.limits.body_timeout):
                 async for chunk in request.content.iter_chunked(1 << 16):
                     total += len(chunk)
-                    if total > self.limits.max_upload:
-                        raise HTTPProblem(
-                            413, f"upload over the limit of {self.limits.max_upload} bytes"
-                        )
+                    if total > limit:
+                        raise HTTPProblem(413, f"upload over the limit of {limit} bytes ({option})")
                     if check is not None:
                         check.feed(chunk)
                     sink.write(chunk)

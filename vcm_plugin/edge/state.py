@@ -73,6 +73,15 @@ class ServerLimits:
         if self.max_bytes is not None and self.max_bytes < 1:
             raise VCMError("max-bytes must be positive")
 
+    def upload_limit(self) -> tuple[int, str]:
+        """The most bytes one upload may carry, and the option that sets it: ``max_upload``,
+        or the retention budget ``max_bytes`` when smaller — a frame over the budget would be
+        answered 201 and deleted by the next retention pass (issue 27, item 7), so it is
+        refused (413) instead."""
+        if self.max_bytes is not None and self.max_bytes < self.max_upload:
+            return self.max_bytes, "--max-bytes (the store's retention budget)"
+        return self.max_upload, "--max-upload-mb"
+
 
 @dataclass
 class FrameMeta:
