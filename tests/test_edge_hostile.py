@@ -491,10 +491,22 @@ def test_delete_and_retention(tmp_path, stream):
     os.utime(store / "ret" / f"{2:016d}.vcm", (old, old))
     for p in store.glob(".vcm-index.sqlite3*"):
         p.unlink()
+    # what a kill -9 mid-upload leaves (issue 27, item 5): removed once no one has written it
+    # for twice the body timeout (at start-up and by every retention pass), never sooner
+    dead = store / "ret" / f".{7:016d}.vcm.{'d' * 32}.part"
+    dead.write_bytes(b"\x89VCM" + b"\0" * 5000)
+    os.utime(dead, (old, old))
     with ServerProcess(
         store, tmp_path / "server2.log", args=("--tokens-file", str(f), "--keep-days", "1")
     ) as srv:
+        assert not dead.exists()
+        live = store / "ret" / f".{8:016d}.vcm.{'e' * 32}.part"
+        live.write_bytes(b"\x89VCM")
+        dead.write_bytes(b"\x89VCM")
+        os.utime(dead, (old, old))
         result = json.loads(http_call(srv.url, "POST", "/admin/retention", admin)[2])
+        assert result["removed_parts"] == 1 and not dead.exists() and live.exists()
+        live.unlink()
         assert result["deleted"] == 1 and result["frames"] == 2
         listed = json.loads(http_call(srv.url, "GET", "/cameras/ret/frames", viewer)[2])
         assert [fr["ts"] for fr in listed["frames"]] == [3, 4]

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from vcm_plugin.edge.store import STALE_PART_S
 from vcm_plugin.errors import VCMError
 
 log = logging.getLogger("vcm.edge.index")
@@ -870,6 +871,7 @@ class ReindexReport:
     removed: int = 0
     skipped: int = 0
     boxes: int = 0
+    removed_parts: int = 0  # temp files of uploads whose process was killed
     seconds: float = 0.0
 
 
@@ -907,9 +909,11 @@ def reindex(
 ) -> ReindexReport:
     """Build or repair the index from the store: every stored frame gets its row (layout,
     state from its detections / quarantine files) and its boxes; rows whose frame is gone
-    are removed. Leases in flight are kept; the store is the source of truth."""
+    are removed, and so are upload temp files no one has written for ``STALE_PART_S``. Leases
+    in flight are kept; the store is the source of truth."""
     t0 = time.perf_counter()
     report = ReindexReport()
+    report.removed_parts, _ = store.remove_stale_parts(STALE_PART_S)
     known = index.keys()
     for key in store.all_frames():
         try:

@@ -275,8 +275,8 @@ class ServerState:
             totals["frames"],
             totals["pending"],
         )
-        if self.limits.keep_days is not None or self.limits.max_bytes is not None:
-            self.spawn(self._retention_loop())
+        await self.sweep_parts()
+        self.spawn(self._retention_loop())  # also sweeps temp files, with or without limits
 
     async def shutdown(self, app: web.Application) -> None:
         """End long-polls at once so a stop does not wait out a worker's 20 s claim."""
@@ -298,10 +298,20 @@ class ServerState:
             except Exception:  # keep the loop alive; the next pass retries
                 log.exception("retention pass failed")
 
+    async def sweep_parts(self) -> tuple[int, int]:
+        """Remove the temp files of uploads whose process was killed (issue 27, item 5):
+        untouched for twice ``body_timeout``, which no live upload is."""
+        files, freed = await self.run(self.store.remove_stale_parts, 2 * self.limits.body_timeout)
+        if files:
+            log.info("removed %d stale upload temp file(s), %d bytes", files, freed)
+        return files, freed
+
     async def apply_retention(self) -> dict:
-        """Delete frames older than ``keep_days``, then the oldest while the store holds more
-        than ``max_bytes``. Age is the server's receipt time, not the camera's timestamp;
-        both walk the index's age order in batches."""
+        """Remove stale upload temp files (:meth:`sweep_parts`); delete frames older than
+        ``keep_days``, then the oldest while the store holds more than ``max_bytes``. Age is
+        the server's receipt time, not the camera's timestamp; both walk the index's age
+        order in batches."""
+        parts, parts_bytes = await self.sweep_parts()
         deleted = freed = 0
         if self.limits.keep_days is not None:
             cutoff = time.time() - self.limits.keep_days * 86400
@@ -327,6 +337,8 @@ class ServerState:
         return {
             "deleted": deleted,
             "freed_bytes": freed,
+            "removed_parts": parts,
+            "removed_parts_bytes": parts_bytes,
             "frames": totals["frames"],
             "stored_bytes": totals["bytes"],
         }

@@ -34,6 +34,9 @@ FRAME = ".vcm"
 DETECTIONS = ".json"
 QUARANTINE = ".quarantine"  # why a frame that does not decode is kept out of analytics
 SUFFIXES = (FRAME, DETECTIONS, QUARANTINE)
+#: seconds without a write after which an upload's temp file is a killed process's leftover,
+#: where no server says otherwise (``vcm edge reindex``): twice the default body timeout
+STALE_PART_S = 120.0
 
 
 def check_camera(cam: str) -> str:
@@ -217,6 +220,37 @@ class FrameStore:
 
     def all_frames(self) -> list[FrameKey]:
         return [k for cam in self.cameras() for k in self.frames(cam)]
+
+    def stale_parts(self, older_than: float) -> list[tuple[str, int]]:
+        """Temp files (``.<name>.<uuid>.part`` in a camera folder) untouched for
+        ``older_than`` seconds, with their sizes: what a process killed mid-upload left (its
+        ``abort`` never ran). A live upload writes at least every ``body_timeout`` seconds,
+        so a longer silence means no one will finish it."""
+        now, out = time.time(), []
+        for cam in self.cameras():
+            for p in self.fs.ls(f"{self.root}/{cam}", detail=False):
+                name = p.rsplit("/", 1)[-1]
+                if not (name.startswith(".") and name.endswith(".part")):
+                    continue
+                try:
+                    age = now - self.fs.modified(p).timestamp()
+                    size = int(self.fs.size(p))
+                except (FileNotFoundError, NotImplementedError):
+                    continue
+                if age > older_than:
+                    out.append((p, size))
+        return out
+
+    def remove_stale_parts(self, older_than: float) -> tuple[int, int]:
+        """Delete :meth:`stale_parts`; returns (files, bytes) removed."""
+        files = freed = 0
+        for path, size in self.stale_parts(older_than):
+            try:
+                self.fs.rm(path)
+            except FileNotFoundError:  # another server sharing the store got it first
+                continue
+            files, freed = files + 1, freed + size
+        return files, freed
 
 
 class Upload:
