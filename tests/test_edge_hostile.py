@@ -5,6 +5,7 @@ serving honest clients afterwards."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
@@ -436,11 +437,33 @@ def test_upload_memory_is_bounded_and_measured(tmp_path, stream):
         assert statuses == [201] * 4
         files = list((tmp_path / "store" / "mem").glob("*.vcm"))
         assert len(files) == 4 and all(f.stat().st_size == len(big) for f in files)
+        # reads stream too (issue 27, item 1: one GET of a 63 MB frame added 134 MB in 0.3):
+        # four concurrent GETs of the whole frame and four of its top point's view
+        reads: list[tuple[int, bytes]] = []
+        before_reads = rss_kib(pid, "VmHWM")
+
+        def down(i: int, query: str) -> None:
+            status, _, body = http_call(srv.url, "GET", f"/frames/mem-{i}{query}", timeout=120)
+            reads.append((status, hashlib.sha256(body).digest()))
+
+        threads = [
+            threading.Thread(target=down, args=(i, q)) for i in range(4) for q in ("", "?view=1")
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        read_mb = (rss_kib(pid, "VmHWM") - before_reads) / 1024
+        whole = hashlib.sha256(big).digest()
+        view = hashlib.sha256(Codec().view(big, container.parse_header(big, 10**8).num_layers))
+        assert sorted(reads) == sorted([(200, whole)] * 4 + [(200, view.digest())] * 4)
     print(
         f"\nupload memory: peak +{grown_mb:.1f} MB for 4 concurrent {len(big) >> 20} MB "
-        f"uploads ({grown_mb / 4:.1f} MB per upload in flight)"
+        f"uploads ({grown_mb / 4:.1f} MB per upload in flight); reads: peak +{read_mb:.1f} MB "
+        "for 8 concurrent GETs"
     )
     assert grown_mb < 24  # one upload's body would be 24 MB; four would be 96
+    assert read_mb < 24  # one GET's frame would be 24 MB; eight would be 192
 
 
 def test_delete_and_retention(tmp_path, stream):

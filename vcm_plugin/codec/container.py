@@ -144,24 +144,40 @@ def pack(
     ``needs`` (per layer, a bit mask of earlier layers) defaults to the prefix chain, which is
     written as version 2; anything else, or an absent layer, as version 3.
     """
-    n = len(layers)
+    lengths = [len(payload) for payload in layers]
+    crcs = [zlib.crc32(payload) for payload in layers]
+    head = _head(backend_id, preset_id, width, height, config_hash, lengths, crcs, needs)
+    return head + b"".join(layers)
+
+
+def _head(
+    backend_id: int,
+    preset_id: int,
+    width: int,
+    height: int,
+    config_hash: bytes,
+    lengths: list[int],
+    crcs: list[int],
+    needs: tuple[int, ...] | None,
+) -> bytes:
+    """The header ``pack`` writes for layers of these lengths and CRCs (length 0: absent)."""
+    n = len(lengths)
     if not 1 <= n <= MAX_LAYERS:
         raise VCMError(f"a stream holds 1..{MAX_LAYERS} layers, got {n}")
     needs = prefix_needs(n) if needs is None else tuple(needs)
     if len(needs) != n or any(m >> i for i, m in enumerate(needs)):
         raise VCMError(f"bad layer needs {needs}: one mask per layer, earlier layers only")
-    version = 2 if needs == prefix_needs(n) and all(layers) else 3
+    version = 2 if needs == prefix_needs(n) and all(lengths) else 3
     entry = _ENTRIES[version]
     table = bytearray()
     offset = header_size(n, version)
-    for payload, mask in zip(layers, needs, strict=True):
-        fields = (offset, len(payload), zlib.crc32(payload)) + ((mask,) if version == 3 else ())
-        table += entry.pack(*fields)
-        offset += len(payload)
+    for length, crc, mask in zip(lengths, crcs, needs, strict=True):
+        table += entry.pack(*((offset, length, crc) + ((mask,) if version == 3 else ())))
+        offset += length
     head = _FIXED.pack(
         MAGIC, version, backend_id, preset_id, n, width, height, config_hash
     ) + bytes(table)
-    return head + _CRC.pack(zlib.crc32(head)) + b"".join(layers)
+    return head + _CRC.pack(zlib.crc32(head))
 
 
 def parse_header(blob: bytes, max_pixels: int) -> Header:
@@ -318,6 +334,30 @@ def view(blob: bytes, header: Header, layers: int) -> bytes:
         layer_payload(blob, header, i) if i in keep else b"" for i in range(header.num_layers)
     ]
     return _repack(header, payloads, header.needs)
+
+
+def view_head(header: Header, layers: int) -> tuple[bytes, list[int]]:
+    """``view(blob, header, layers)`` without the blob: its header (lengths and CRCs from
+    ``header``) and the indices of the stored layers that follow it, in order. A server
+    streams a view from these without holding the frame in memory; the bytes are the same."""
+    keep = header.point_layers(layers)
+    if keep == list(range(layers)):
+        lengths, crcs, needs = header.lengths[:layers], header.crcs[:layers], header.needs[:layers]
+    else:
+        lengths = tuple(header.lengths[i] if i in keep else 0 for i in range(header.num_layers))
+        crcs = tuple(header.crcs[i] if i in keep else 0 for i in range(header.num_layers))
+        needs = header.needs
+    head = _head(
+        header.backend_id,
+        header.preset_id,
+        header.width,
+        header.height,
+        header.config_hash,
+        list(lengths),
+        list(crcs),
+        needs,
+    )
+    return head, keep
 
 
 def _repack(header: Header, payloads: list[bytes], needs: tuple[int, ...] | None) -> bytes:

@@ -392,23 +392,16 @@ class ServerState:
 
     def read_view(self, meta: FrameMeta, layers: int) -> bytes:
         """Operating point ``layers`` alone (``Codec.view``), read from the store by range:
-        the header plus the layers it needs; a texture point skips the analytics layers."""
-        h = meta.layout.header
-        parts = dict(
-            zip(
-                h.point_layers(layers),
-                (self.store.read(meta.key, a, b) for a, b in meta.layout.point_ranges(layers)),
-                strict=True,
-            )
-        )
-        if sorted(parts) == list(range(layers)):  # a prefix is its own view
-            return container.truncate(
-                b"".join([self.store.read(meta.key, 0, h.size), *parts.values()]), h, layers
-            )
-        payloads = [parts.get(i, b"") for i in range(h.num_layers)]
-        return container.pack(
-            h.backend_id, h.preset_id, h.width, h.height, h.config_hash, payloads, h.needs
-        )
+        the header plus the layers it needs; a texture point skips the analytics layers.
+        For a decode; a GET streams the same bytes (``view_pieces``) instead."""
+        head, ranges = self.view_pieces(meta, layers)
+        return head + b"".join(self.store.read(meta.key, a, b) for a, b in ranges)
+
+    @staticmethod
+    def view_pieces(meta: FrameMeta, layers: int) -> tuple[bytes, list[tuple[int, int]]]:
+        """A view's header and the stored byte ranges that follow it (``container.view_head``)."""
+        head, _ = container.view_head(meta.layout.header, layers)
+        return head, meta.layout.point_ranges(layers)
 
     def cache_png(self, name: str, png: bytes) -> None:
         if len(png) > self.limits.png_cache_bytes // 4:
