@@ -474,10 +474,21 @@ def test_delete_and_retention(tmp_path, stream):
         add_token(f, "v", "viewer"),
     )
     store = tmp_path / "store"
+    budget = ("--tokens-file", str(f), "--max-bytes", str(3 * len(stream) + 10))
+    # within the grace period (default 300 s) nothing just received is deleted, even over
+    # the budget: 0.3 deleted what it had answered 201 a moment before (issue 27, item 7)
+    with ServerProcess(store, tmp_path / "server0.log", args=budget) as srv:
+        for ts in (101, 102, 103, 104):
+            assert (
+                http_call(srv.url, "POST", f"/cameras/young/frames?ts={ts}", cam, body=stream)[0]
+                == 201
+            )
+        result = json.loads(http_call(srv.url, "POST", "/admin/retention", admin)[2])
+        assert result["deleted"] == 0 and result["frames"] == 4
+        for ts in (101, 102, 103, 104):
+            assert http_call(srv.url, "DELETE", f"/frames/young-{ts}", admin)[0] == 204
     with ServerProcess(
-        store,
-        tmp_path / "server.log",
-        args=("--tokens-file", str(f), "--max-bytes", str(3 * len(stream) + 10)),
+        store, tmp_path / "server.log", args=(*budget, "--retention-grace", "0")
     ) as srv:
         for ts in range(1, 6):
             assert (

@@ -73,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         decode_queue=args.decode_queue,
         keep_days=args.keep_days,
         max_bytes=args.max_bytes,
+        retention_grace=args.retention_grace,
         allow_origins=tuple(args.allow_origin),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -287,6 +288,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=_size,
         default=None,
         help="retention: delete the oldest frames while the store holds more (e.g. 20G)",
+    )
+    p.add_argument(
+        "--retention-grace",
+        type=float,
+        default=300.0,
+        help="seconds after receipt in which --max-bytes never deletes a frame, so analytics "
+        "and a viewer get to it (default 300)",
     )
     p.add_argument(
         "--allow-origin",

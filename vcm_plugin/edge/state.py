@@ -49,6 +49,7 @@ class ServerLimits:
     keep_days: float | None = None  # retention: frames older than this are deleted
     max_bytes: int | None = None  # retention: oldest frames deleted above this total
     retention_every: float = 60.0  # seconds between retention passes
+    retention_grace: float = 300.0  # max_bytes never deletes a frame younger than this
     allow_origins: tuple[str, ...] = ()  # browser origins besides the service's own
 
     def __post_init__(self) -> None:
@@ -72,6 +73,8 @@ class ServerLimits:
             raise VCMError("keep-days must be a positive number")
         if self.max_bytes is not None and self.max_bytes < 1:
             raise VCMError("max-bytes must be positive")
+        if not (math.isfinite(self.retention_grace) and self.retention_grace >= 0):
+            raise VCMError("retention-grace must be a number of seconds >= 0")
 
     def upload_limit(self) -> tuple[int, str]:
         """The most bytes one upload may carry, and the option that sets it: ``max_upload``,
@@ -308,9 +311,9 @@ class ServerState:
 
     async def apply_retention(self) -> dict:
         """Remove stale upload temp files (:meth:`sweep_parts`); delete frames older than
-        ``keep_days``, then the oldest while the store holds more than ``max_bytes``. Age is
-        the server's receipt time, not the camera's timestamp; both walk the index's age
-        order in batches."""
+        ``keep_days``, then the oldest while the store holds more than ``max_bytes`` (never
+        one received within ``retention_grace`` seconds). Age is the server's receipt time,
+        not the camera's timestamp; both walk the index's age order in batches."""
         parts, parts_bytes = await self.sweep_parts()
         deleted = freed = 0
         if self.limits.keep_days is not None:
@@ -320,8 +323,11 @@ class ServerState:
                     freed += await self.delete(FrameKey(row.cam, row.ts))
                     deleted += 1
         if self.limits.max_bytes is not None:
+            # frames younger than the grace period stay even over the budget (issue 27, item
+            # 7): the store may exceed it for that long rather than lose what it just took
+            young = time.time() - self.limits.retention_grace
             while (await self.db(self.index.totals))["bytes"] > self.limits.max_bytes:
-                batch = await self.db(self.index.oldest, 64)
+                batch = await self.db(self.index.oldest, 64, young)
                 if not batch:
                     break
                 total = (await self.db(self.index.totals))["bytes"]
