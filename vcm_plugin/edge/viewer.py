@@ -79,9 +79,20 @@ function status(text, error = false) {
   el.className = error ? "error" : "";
 }
 
+const RETRIES = 6;  // a busy decoder (503) is asked again, backing off, this many times
+
 async function api(path, wanted = "json") {
   const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
-  const r = await fetch(path, { headers, credentials: "omit" });
+  let r;
+  for (let attempt = 0; ; attempt++) {
+    r = await fetch(path, { headers, credentials: "omit" });
+    if (r.status !== 503 || attempt === RETRIES) break;
+    // the server's Retry-After, doubled per attempt, capped at 20 s, with jitter so a page
+    // of pictures does not come back at once
+    const after = Math.min(Number(r.headers.get("Retry-After")) || 1, 20);
+    const wait = Math.min(after * 2 ** attempt, 20) * (0.75 + Math.random() / 2);
+    await new Promise((done) => setTimeout(done, wait * 1000));
+  }
   if (!r.ok) {
     let message = r.status + " " + r.statusText;
     try { message = (await r.json()).error || message; } catch (e) { /* not JSON */ }
@@ -105,8 +116,10 @@ function svgEl(tag, attrs) {
   return e;
 }
 
-function when(ts) {
-  return new Date(ts / 1000).toISOString().replace("T", " ").replace("Z", " UTC");
+function when(ts) {  // the viewer's local time, as a camera user reads a clock
+  return new Date(ts / 1000).toLocaleString(undefined, {
+    dateStyle: "medium", timeStyle: "medium",
+  });
 }
 
 async function showImage(fig, frame, layers, wait) {
