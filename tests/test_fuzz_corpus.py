@@ -148,7 +148,7 @@ def test_corpus_is_what_the_script_builds(tmp_path):
 
 def test_seeds_decode(codec):
     seeds = _script().load_seeds()
-    assert {k.split("-")[0] for k in seeds} == {"fast", "tae"}
+    assert {k.split("-")[0] for k in seeds} == {"fast", "tae", "tae04"}
     for name, blob in seeds.items():
         h, w = (int(v) for v in name.split("-")[1].split("x"))
         assert codec.decode(blob).shape == (h, w, 3), name

@@ -29,7 +29,7 @@ SEEDS = HERE / "seeds"
 CORPUS = HERE / "malformed"
 
 #: (preset, height, width, content): odd sizes, 1x1, thin, flat, noise, photo. Stream version
-#: 2 (the presets of 0.1); version-3 streams are covered by tests/test_codec.py.
+#: 2 (the presets of 0.1), and 0.4's tae (version 3, latent layers then a layered AVIF).
 SEED_SPECS = [
     ("fast", 1, 1, "photo"),
     ("fast", 2, 3, "noise"),
@@ -43,7 +43,11 @@ SEED_SPECS = [
     ("tae-residual", 17, 23, "photo"),
     ("tae-residual", 48, 64, "photo"),
     ("tae-residual", 9, 40, "noise"),
+    ("tae", 17, 23, "photo"),  # 0.4: the layered-AVIF texture chain (stream version 3)
+    ("tae", 48, 64, "photo"),
 ]
+#: file-name tag per preset: 0.1's generator preset (now "tae-residual") kept the name "tae"
+TAGS = {"tae-residual": "tae", "tae": "tae04"}
 
 _FIXED = struct.Struct("<4sBBBBII8s")
 _ENTRY = struct.Struct("<III")
@@ -83,7 +87,7 @@ def make_seeds() -> None:
     for preset, h, w, content in SEED_SPECS:
         codec = codecs.setdefault(preset, Codec.from_preset(preset))
         blob = codec.encode(seed_image(h, w, content))
-        tag = preset.split("-")[0]  # "tae" for 0.1's generator preset, now "tae-residual"
+        tag = TAGS.get(preset, preset)
         (SEEDS / f"{tag}-{h}x{w}-{content}.vcm").write_bytes(blob)
 
 
@@ -91,7 +95,7 @@ def entropy_digest(blob: bytes) -> str:
     """Digest of what the range decoder produced: index maps and the latent after every latent
     layer (integers times preset steps), before any float convolution."""
     from vcm_plugin.codec import api, container
-    from vcm_plugin.codec.layers import Geometry, State, TextureResidual
+    from vcm_plugin.codec.layers import Geometry, State, TextureLayer, TextureResidual
 
     header = container.parse_header(blob, 1 << 40)
     preset = api.PRESET_BY_ID[header.preset_id]
@@ -101,7 +105,7 @@ def entropy_digest(blob: bytes) -> str:
     )
     h = hashlib.sha256()
     for i, brick in enumerate(api._bricks(preset)[: header.num_layers]):
-        if isinstance(brick, TextureResidual):
+        if isinstance(brick, (TextureResidual, TextureLayer)):  # pixels, not range-coded
             break
         brick.decode(state, container.layer_payload(blob, header, i), i)
         for part in (state.coarse_index, state.fine_index, state.latent):

@@ -305,6 +305,10 @@ class Codec:
                 f"stream declares {header.num_layers} layers; preset "
                 f"'{preset.name}' has {preset.num_layers}"
             )
+        # every door (decode, inspect, truncate, view) refuses the same streams: a truncate
+        # that dropped the mismatched layers would hand on a stream decode had refused
+        if header.needs != _needs(_bricks(preset))[: header.num_layers]:
+            raise VCMError(f"layer needs {header.needs} do not match preset '{preset.name}'")
         return header, preset
 
     def decode(self, blob: bytes, layers: int | str | None = None) -> np.ndarray:
@@ -389,8 +393,6 @@ class Codec:
                 "(raise max_pixels if this stream is trusted)"
             )
         bricks = _bricks(preset)
-        if header.needs != _needs(bricks)[: header.num_layers]:
-            raise VCMError(f"layer needs {header.needs} do not match preset '{preset.name}'")
         steps = [(i, bricks[i]) for i in header.point_layers(count)]
         return State(geometry, backend), blob, header, steps
 
