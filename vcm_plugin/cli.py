@@ -24,7 +24,7 @@ import numpy as np
 from vcm_plugin.codec.files import write_atomic
 from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.codec.measure import psnr
-from vcm_plugin.errors import VCMError
+from vcm_plugin.errors import Unavailable, VCMError
 
 # decode's output formats: Pillow format name and save options (JPEG near-transparent, WebP
 # lossless: the decoded picture is what was asked for, not a second lossy generation of it)
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             args.func(args)
             sys.stdout.flush()  # a closed pipe surfaces here, not at interpreter exit
-        except VCMError as exc:
+        except (VCMError, Unavailable) as exc:  # bad input, or a service that is not there
             print(f"vcm: error: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from vcm_plugin.errors import VCMError
+from vcm_plugin.errors import Unavailable, VCMError
 
 RETRY_STATUS = {429, 502, 503, 504}
 
@@ -31,8 +31,8 @@ class ServerError(VCMError):
         self.status = status
 
 
-class ServerUnavailable(VCMError):
-    """The server could not be reached within the retry budget."""
+class ServerUnavailable(Unavailable):
+    """The server could not be reached within the retry budget (an outage: not a VCMError)."""
 
 
 @dataclass

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vcm_plugin.edge.store import STALE_PART_S
-from vcm_plugin.errors import VCMError
+from vcm_plugin.errors import Unavailable, VCMError
 
 log = logging.getLogger("vcm.edge.index")
 
@@ -42,7 +42,7 @@ HOUR_US = 3_600_000_000
 PENDING, ANALYSED, QUARANTINED = "pending", "analysed", "quarantined"
 
 
-class IndexUnavailable(VCMError):
+class IndexUnavailable(Unavailable):
     """The index database cannot be reached or is busy: answer 503, retry later."""
 
 

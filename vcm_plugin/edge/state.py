@@ -27,7 +27,7 @@ from vcm_plugin.edge.index import ANALYSED, QUARANTINED, FrameRow, Index, open_i
 from vcm_plugin.edge.metrics import Metrics
 from vcm_plugin.edge.store import QUARANTINE, FrameKey, FrameStore
 from vcm_plugin.edge.stream import Layout
-from vcm_plugin.errors import VCMError
+from vcm_plugin.errors import Unavailable, VCMError
 
 log = logging.getLogger("vcm.edge.server")
 
@@ -468,7 +468,11 @@ class ServerState:
                 return
             await self.db(self.index.release, meta.key.cam, meta.key.ts, bool(ok))
             await self.notify()
-        except (VCMError, OSError) as exc:  # index down, frame gone: the next claim retries
+        except (
+            VCMError,
+            Unavailable,
+            OSError,
+        ) as exc:  # frame gone, index down: next claim retries
             log.warning("recheck of %s: %s", meta.key, exc)
         finally:
             self.rechecking.discard(meta.key)

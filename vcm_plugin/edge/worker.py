@@ -19,7 +19,7 @@ import numpy as np
 
 from vcm_plugin.codec.api import Codec
 from vcm_plugin.codec.presets import ANALYTICS
-from vcm_plugin.edge.client import EdgeClient, ServerUnavailable
+from vcm_plugin.edge.client import EdgeClient
 from vcm_plugin.errors import VCMError
 from vcm_plugin.taskmodels.detect import Box
 
@@ -115,8 +115,6 @@ class Worker:
             for item in claimed:
                 try:
                     result = self.process(item["id"], item)
-                except ServerUnavailable:
-                    raise
                 except VCMError as exc:  # e.g. the frame vanished; its lease just lapses
                     log.warning("frame %s skipped: %s", item["id"], exc)
                     continue

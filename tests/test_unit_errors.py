@@ -1,0 +1,40 @@
+"""The error hierarchy (issue 28, item 3): bad input is a VCMError (a ValueError); an outage
+(the edge service or its index database out of reach) is an Unavailable, which is *not* a
+ValueError, so ``except ValueError`` never swallows it and the service's 503 follows from the
+type; the CLI reports either as one line and exit status 1."""
+
+from __future__ import annotations
+
+import pytest
+
+from vcm_plugin import cli
+from vcm_plugin.edge.client import EdgeClient, ServerError, ServerUnavailable
+from vcm_plugin.edge.index import IndexUnavailable
+from vcm_plugin.errors import Unavailable, VCMError
+
+
+def test_outages_are_not_bad_input():
+    for outage in (ServerUnavailable, IndexUnavailable):
+        assert issubclass(outage, Unavailable)
+        assert not issubclass(outage, (VCMError, ValueError))
+    assert issubclass(VCMError, ValueError) and not issubclass(Unavailable, ValueError)
+    assert issubclass(ServerError, VCMError)  # the server refused what was sent
+
+
+def test_an_unreachable_server_is_an_outage_not_a_value_error():
+    client = EdgeClient("http://127.0.0.1:1", retry_for=0.5, timeout=2.0)
+    with pytest.raises(Unavailable) as err:
+        try:
+            client.frames("cam")
+        except ValueError:  # what 0.3 let swallow an outage
+            pytest.fail("an outage was caught as a ValueError")
+    assert "http://127.0.0.1:1" in str(err.value) and "ConnectionRefusedError" in str(err.value)
+
+
+def test_cli_reports_an_outage_in_one_line(tmp_path, capsys):
+    rc = cli.main(
+        ["edge", "reindex", "--store", str(tmp_path), "--db", "postgresql://u@127.0.0.1:1/x"]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("vcm: error: index database unavailable")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
