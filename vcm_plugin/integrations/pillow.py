@@ -8,7 +8,8 @@
     im.info["analytics_point"]            # the preset's analytics operating point
     im.layers = 1                         # optional, before the pixels are touched:
     im.load()                             # decode the semantic layer only (default: the
-                                          # analytics point; im.layers = None: every layer)
+                                          # best point the file holds, as every Pillow
+                                          # format; im.layers = "analytics": that point)
     Image.open("photo.png").save("photo.vcm", preset="tae", layers=None)
 
 Fewer layers: set ``im.layers = k`` after ``Image.open`` and before any pixel access (the way
@@ -73,11 +74,12 @@ def _accept(prefix: bytes) -> bool:
 
 class VCMImageFile(ImageFile.ImageFile):
     """A ``.vcm`` stream opened by Pillow. ``layers``: which operating point ``load()``
-    decodes (``"analytics"``, the default: the preset's analytics point; None = all layers
-    present); ``info``: ``analytics_point``, ``num_layers``, ``layer_bytes``,
-    ``point_layers`` (per operating point, the layers it reads: in the generator preset a
-    texture point is the texture chain up to it), and after loading ``layers_decoded``, ``preset``,
-    ``backend``."""
+    decodes (None, the default: the best the file holds, every layer, as a person opening an
+    image with Pillow expects; ``"analytics"``: the preset's analytics point, which the
+    framework integrations decode by default; k: point k). ``info``: ``analytics_point``,
+    ``num_layers``, ``layer_bytes``, ``point_layers`` (per operating point, the layers it
+    reads: in the generator preset a texture point is the texture chain up to it), and after
+    loading ``layers_decoded``, ``preset``, ``backend``."""
 
     format = FORMAT
     format_description = "VCM scalable image for machine vision (vcm_plugin)"
@@ -91,7 +93,7 @@ class VCMImageFile(ImageFile.ImageFile):
         header = self._vcm.header
         self._size = (header.width, header.height)
         self._mode = "RGB"
-        self.layers: int | str | None = ANALYTICS
+        self.layers: int | str | None = None
         self.info["analytics_point"] = resolve_point(ANALYTICS, header)
         self.info["num_layers"] = header.num_layers
         self.info["layer_bytes"] = list(header.lengths)
@@ -176,10 +178,11 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
 
 
 def open_vcm(
-    fp: str | os.PathLike[str] | IO[bytes], layers: int | str | None = ANALYTICS
+    fp: str | os.PathLike[str] | IO[bytes], layers: int | str | None = None
 ) -> Image.Image:
-    """``Image.open`` for a ``.vcm`` stream, decoding operating point ``layers`` and reading
-    only the bytes of the layers it needs."""
+    """``Image.open`` for a ``.vcm`` stream, decoding operating point ``layers`` (default: the
+    best the file holds, like ``Image.open``) and reading only the bytes of the layers it
+    needs."""
     im = Image.open(fp, formats=[FORMAT])
     assert isinstance(im, VCMImageFile)
     im.layers = layers
