@@ -13,10 +13,11 @@ import torch
 
 from vcm_plugin.codec import container
 from vcm_plugin.codec.backends import BACKEND_IDS, create
-from vcm_plugin.codec.backends.base import LatentBackend, LayerBrick
+from vcm_plugin.codec.backends.base import LatentBackend
 from vcm_plugin.codec.layers import (
     Geometry,
     LatentRefinement,
+    LayerBrick,
     LayeredTexture,
     PaletteSplits,
     SemanticPalette,
@@ -110,12 +111,12 @@ def _needs(bricks: Sequence[LayerBrick]) -> tuple[int, ...]:
     standalone layer, the chain's earlier layers for a texture chain's layer, else all."""
     needs = []
     for i, brick in enumerate(bricks):
-        chain = getattr(brick, "chain", None)
+        chain = brick.texture_chain()
         if chain is not None:
-            earlier = (j for j in range(i) if getattr(bricks[j], "chain", None) is chain)
+            earlier = (j for j in range(i) if bricks[j].texture_chain() is chain)
             needs.append(sum(1 << j for j in earlier))
         else:
-            needs.append(0 if getattr(brick, "standalone", False) else (1 << i) - 1)
+            needs.append(0 if brick.standalone else (1 << i) - 1)
     return tuple(needs)
 
 
@@ -124,11 +125,13 @@ def _photo_jobs(bricks: Sequence[LayerBrick]) -> list[Callable[[np.ndarray], lis
     from one layered encode, a standalone layer from its own. Each job returns its payloads in
     stream order."""
     jobs: list[Callable[[np.ndarray], list[bytes]]] = []
+    chains: list[LayeredTexture] = []
     for brick in bricks:
-        chain = getattr(brick, "chain", None)
+        chain = brick.texture_chain()
         if chain is None:
             jobs.append(lambda img, b=brick: [b.encode_alone(img)])
-        elif brick.index == 0:
+        elif not any(chain is seen for seen in chains):  # one layered encode per chain
+            chains.append(chain)
             jobs.append(chain.encode_alone)
     return jobs
 
@@ -137,7 +140,7 @@ def _alone_from(bricks: Sequence[LayerBrick]) -> int:
     """Index of the first of the trailing bricks that encode from the photo alone
     (``encode_alone``): no later brick reads the encoder state they would leave."""
     start = len(bricks)
-    while start > 0 and hasattr(bricks[start - 1], "encode_alone"):
+    while start > 0 and bricks[start - 1].photo_alone:
         start -= 1
     return start
 
@@ -260,7 +263,7 @@ class Codec:
             states = [State(g, backend) for g in geometries]
             payloads: list[list[bytes]] = [[] for _ in images]
             for brick in bricks[:tail]:
-                if getattr(brick, "reads_pixels", False):
+                if brick.reads_pixels:
                     render(states)
                 for source, state, out in zip(sources, states, payloads, strict=True):
                     out.append(brick.encode(source, state) or b"\x00\x00\x00\x00")
@@ -340,7 +343,7 @@ class Codec:
                 for state, blob, header, steps in jobs
                 if step < len(steps)
             ]
-            if any(getattr(brick, "reads_pixels", False) for *_, (_, brick) in active):
+            if any(brick.reads_pixels for *_, (_, brick) in active):
                 render([state for state, *_ in active])
             for state, blob, header, (index, brick) in active:
                 brick.decode(state, container.layer_payload(blob, header, index), index)

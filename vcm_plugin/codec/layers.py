@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +36,42 @@ from vcm_plugin.errors import VCMError
 MAX_PALETTE = 256
 #: libavif threads per texture layer (``_write_avif``)
 AVIF_THREADS = 1
+
+
+class LayerBrick:
+    """What every layer coder provides: one layer of a stream.
+
+    The encoder advances the very state the decoder rebuilds, so every layer is coded against
+    exactly what a receiver holds after the layers before it. A preset is a list of bricks,
+    one per layer, in stream order (``codec.api._bricks``). The class attributes declare how
+    the codec schedules a brick; each subclass sets the ones that hold for it.
+    """
+
+    #: coded against the decoded pixels of the layers before it, so a batch renders them first
+    reads_pixels: ClassVar[bool] = False
+    #: needs no earlier layer: the container records that, and a view fetches it alone
+    standalone: ClassVar[bool] = False
+    #: its payload comes from the photo alone (``encode_alone``), so the encoder can code it
+    #: beside the generator when no later brick reads the state it would leave
+    photo_alone: ClassVar[bool] = False
+
+    def encode(self, src: Source, state: State) -> bytes:
+        """Code this layer from the encoder's originals; leave ``state`` as a decoder will
+        have it after reading the returned payload."""
+        raise NotImplementedError
+
+    def decode(self, state: State, payload: bytes, layer: int) -> None:
+        """Read this layer's payload (layer index ``layer``, for messages) into ``state``."""
+        raise NotImplementedError
+
+    def encode_alone(self, image: np.ndarray) -> bytes:
+        """The payload from the photo alone (``photo_alone`` bricks only)."""
+        raise NotImplementedError(f"{type(self).__name__} is not coded from the photo alone")
+
+    def texture_chain(self) -> LayeredTexture | None:
+        """The texture chain this layer belongs to, if any: it then needs exactly the chain's
+        earlier layers, and one encode of the chain makes every one of them."""
+        return None
 
 
 @dataclass
@@ -286,7 +323,7 @@ def _read_residual(reader: LayerReader, index: np.ndarray, entries: int, channel
 
 
 @dataclass
-class SemanticPalette:
+class SemanticPalette(LayerBrick):
     """Layer 0: coarse palette state + its index map + a coarse latent residual."""
 
     coarse_entries: int
@@ -338,7 +375,7 @@ class SemanticPalette:
 
 
 @dataclass
-class PaletteSplits:
+class PaletteSplits(LayerBrick):
     """Reverse chain: split every coarse entry into its fine children (index bits per position
     plus one quantised correction vector per child)."""
 
@@ -380,7 +417,7 @@ class PaletteSplits:
 
 
 @dataclass
-class LatentRefinement:
+class LatentRefinement(LayerBrick):
     """Finer latent residual, its entropy model conditioned on the fine palette entry."""
 
     step: float
@@ -403,7 +440,7 @@ class LatentRefinement:
 
 
 @dataclass
-class TextureResidual:
+class TextureResidual(LayerBrick):
     """Full-resolution detail through a real codec: the residual against the current
     reconstruction, offset by 128, coded as AVIF (Pillow's libavif, bit-exact AV1 decoding).
 
@@ -413,7 +450,6 @@ class TextureResidual:
 
     quality: int
     speed: int = 6
-    #: coded against the pixels of what came before, so a batch renders them first (``render``)
     reads_pixels = True
 
     def encode(self, src: Source, state: State) -> bytes:
@@ -463,7 +499,7 @@ def _read_avif(payload: bytes, geometry: Geometry, layer: int) -> np.ndarray:
 
 
 @dataclass
-class TexturePhoto:
+class TexturePhoto(LayerBrick):
     """The photo itself at one AVIF quality, needing no other layer: a person's view is the
     header plus this layer, and analytics above the latent layers' reach read it too.
 
@@ -480,8 +516,8 @@ class TexturePhoto:
     quality: int
     blur: float = 0.0
     speed: int = 6
-    #: needs no earlier layer (the container records it; a view fetches this layer alone)
     standalone = True
+    photo_alone = True
 
     def encode(self, src: Source, state: State) -> bytes:
         payload = self.encode_alone(src.image)
@@ -529,13 +565,17 @@ class LayeredTexture:
 
 
 @dataclass
-class TextureLayer:
+class TextureLayer(LayerBrick):
     """Layer ``index`` of a ``LayeredTexture`` chain: it needs the chain's layers before it and
     no latent layer (``codec.api._needs``), so a viewer's point is the header plus the chain up
     to it, and the analytics point (the chain's first layer) is one piece."""
 
     chain: LayeredTexture
     index: int
+    photo_alone = True
+
+    def texture_chain(self) -> LayeredTexture:
+        return self.chain
 
     def encode(self, src: Source, state: State) -> bytes:
         if src.texture is None:

@@ -1,15 +1,12 @@
-"""The codec's two plug-in contracts: a latent backend (an invertible-ish map between images and
-latents) and a layer brick (the coder of one layer of a stream)."""
+"""The latent backend contract: an invertible-ish map between images and latents. (The other
+plug-in contract, a layer's coder, is ``vcm_plugin.codec.layers.LayerBrick``.)"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from vcm_plugin.codec.layers import Source, State
 
 
 class LatentBackend(Protocol):
@@ -39,27 +36,4 @@ class LatentBackend(Protocol):
 
     def identity(self) -> str:
         """A string that changes whenever decoded pixels would (weights, transforms)."""
-        ...
-
-
-class LayerBrick(Protocol):
-    """What every layer coder (``vcm_plugin.codec.layers``) provides: one layer of a stream.
-
-    The encoder advances the very state the decoder rebuilds, so every layer is coded against
-    exactly what a receiver holds after the layers before it. A preset is a list of bricks,
-    one per layer, in stream order (``codec.api._bricks``).
-
-    Two optional class attributes (read with ``getattr``, default False) tell the codec how to
-    schedule a brick: ``reads_pixels`` (it is coded against the decoded pixels of the layers
-    before it, so a batch renders them first) and ``standalone`` (it needs no earlier layer;
-    the container records that, and a view fetches it alone).
-    """
-
-    def encode(self, src: Source, state: State) -> bytes:
-        """Code this layer from the encoder's originals; leave ``state`` as a decoder will
-        have it after reading the returned payload."""
-        ...
-
-    def decode(self, state: State, payload: bytes, layer: int) -> None:
-        """Read this layer's payload (layer index ``layer``, for messages) into ``state``."""
         ...
