@@ -11,10 +11,7 @@ import ipaddress
 import json
 import re
 import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from vcm_plugin.edge.state import ServerLimits
+from typing import Any
 
 STREAM_TYPE = "application/vnd.vcm"
 IMMUTABLE = "private, max-age=31536000, immutable"
@@ -123,8 +120,12 @@ class ConnectionGuard:
         b'{"error": "too many open connections"}'
     )
 
-    def __init__(self, factory, limits: ServerLimits) -> None:
-        self.factory, self.limits = factory, limits
+    def __init__(self, factory, max_connections: int, header_timeout: float) -> None:
+        """``max_connections`` open at once (the next gets 503 and is closed); a connection
+        must send a request's headers within ``header_timeout`` seconds of opening or of its
+        last response."""
+        self.factory = factory
+        self.max_connections, self.header_timeout = max_connections, header_timeout
         self.active: dict[object, list[float]] = {}  # handler -> [requests in flight, since]
         self.refused = 0
         self.timed_out = 0
@@ -154,19 +155,19 @@ class _Guarded(asyncio.Protocol):
         self.transport = transport
         self.inner.connection_made(transport)
         guard = self.guard
-        if len(guard.active) >= guard.limits.max_connections:
+        if len(guard.active) >= guard.max_connections:
             guard.refused += 1
             transport.write(ConnectionGuard.BUSY)
             transport.close()
             return
         guard.active[self.inner] = [0, time.monotonic()]
-        self.timer = asyncio.get_running_loop().call_later(guard.limits.header_timeout, self._check)
+        self.timer = asyncio.get_running_loop().call_later(guard.header_timeout, self._check)
 
     def _check(self) -> None:
         state = self.guard.active.get(self.inner)
         if state is None or self.transport is None:
             return
-        timeout = self.guard.limits.header_timeout
+        timeout = self.guard.header_timeout
         idle = time.monotonic() - state[1]
         if state[0] == 0 and idle >= timeout:
             self.guard.timed_out += 1

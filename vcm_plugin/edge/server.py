@@ -350,7 +350,8 @@ async def serve(
     await runner.setup()
     listener = None
     try:
-        server.guard = ConnectionGuard(runner.server, server.state.limits)
+        limits = server.state.limits
+        server.guard = ConnectionGuard(runner.server, limits.max_connections, limits.header_timeout)
         loop = asyncio.get_running_loop()
         try:
             listener = await loop.create_server(server.guard, host, port, backlog=1024)
