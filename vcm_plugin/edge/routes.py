@@ -45,6 +45,7 @@ from vcm_plugin.edge.query import (
 from vcm_plugin.edge.state import FrameMeta, ServerLimits, ServerState
 from vcm_plugin.edge.store import FrameKey, check_camera
 from vcm_plugin.edge.stream import Layout, StreamCheck, analytics_layers
+from vcm_plugin.edge.viewer import page_file
 from vcm_plugin.errors import VCMError
 
 #: bytes read from the store per write when a frame or view is sent
@@ -652,11 +653,11 @@ class AdminRoutes(Routes):
         return web.json_response(await self.state.apply_retention(), dumps=dumps)
 
     async def page(self, request: web.Request) -> web.Response:
-        from vcm_plugin.edge.viewer import PAGE
-
-        return web.Response(text=PAGE, content_type="text/html", headers=_PAGE_HEADERS)
+        return web.Response(
+            text=page_file("index.html"), content_type="text/html", headers=_PAGE_HEADERS
+        )
 
     async def page_js(self, request: web.Request) -> web.Response:
-        from vcm_plugin.edge.viewer import SCRIPT
-
-        return web.Response(text=SCRIPT, content_type="text/javascript", headers=_PAGE_HEADERS)
+        return web.Response(
+            text=page_file("viewer.js"), content_type="text/javascript", headers=_PAGE_HEADERS
+        )
