@@ -294,17 +294,11 @@ def _point(text: str) -> int | str:
         ) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _encode_command(sub: argparse._SubParsersAction) -> None:
+    """``vcm encode`` and its arguments."""
     from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
 
     preset_help = f"codec preset (default: {DEFAULT_PRESET})"
-    parser = _Parser(
-        prog="vcm",
-        description=__doc__.splitlines()[0],
-        epilog="Errors print one 'vcm: error: ...' line and exit with status 1.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
     p = sub.add_parser(
         "encode",
         help="image -> layered .vcm stream",
@@ -326,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parents", action="store_true", help=PARENTS_HELP)
     p.set_defaults(func=cmd_encode)
 
+
+def _decode_command(sub: argparse._SubParsersAction) -> None:
+    """``vcm decode`` and its arguments."""
     p = sub.add_parser(
         "decode",
         help=".vcm stream -> image file",
@@ -357,10 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parents", action="store_true", help=PARENTS_HELP)
     p.set_defaults(func=cmd_decode)
 
+
+def _info_command(sub: argparse._SubParsersAction) -> None:
+    """``vcm info`` and its arguments."""
     p = sub.add_parser("info", help="print a stream's header as JSON")
     p.add_argument("input", type=Path, help=".vcm stream to describe")
     p.set_defaults(func=cmd_info)
 
+
+def _demo_command(sub: argparse._SubParsersAction) -> None:
+    """``vcm demo`` and its arguments."""
+    from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
+
+    preset_help = f"codec preset (default: {DEFAULT_PRESET})"
     p = sub.add_parser(
         "demo",
         help="encode a sample photo, decode every layer count",
@@ -375,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parents", action="store_true", help=PARENTS_HELP)
     p.set_defaults(func=cmd_demo)
 
+
+def _encode_dataset_command(sub: argparse._SubParsersAction) -> None:
+    """``vcm encode-dataset`` and its arguments."""
+    from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
+
+    preset_help = f"codec preset (default: {DEFAULT_PRESET})"
     p = sub.add_parser(
         "encode-dataset",
         help="data set -> resumable shards of layered streams",
@@ -417,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_encode_dataset)
 
+
+def _weights_command(sub: argparse._SubParsersAction) -> None:
+    """``vcm weights`` and its arguments."""
     p = sub.add_parser("weights", help="manage backend weights")
     wsub = p.add_subparsers(dest="weights_command", required=True)
     f = wsub.add_parser("fetch", help="download weights with sha256 verification")
@@ -424,6 +439,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dest", type=Path, default=None, help="default: the user cache dir")
     f.add_argument("--base-url", default=None, help="mirror serving the files by name")
     f.set_defaults(func=cmd_weights_fetch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vcm",
+        description=__doc__.splitlines()[0],
+        epilog="Errors print one 'vcm: error: ...' line and exit with status 1.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _encode_command(sub)
+    _decode_command(sub)
+    _info_command(sub)
+    _demo_command(sub)
+    _encode_dataset_command(sub)
+    _weights_command(sub)
 
     from vcm_plugin.edge.cli import add_commands  # `vcm edge ...`; heavy imports stay lazy
 

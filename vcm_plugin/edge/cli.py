@@ -216,15 +216,8 @@ def _client_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``vcm edge ...`` on the ``vcm`` command's subparsers."""
-    from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
-    from vcm_plugin.edge.loadtest import BENCH_PREFIX
-
-    edge = sub.add_parser("edge", help="edge-camera pipeline: serve, worker, push, bench")
-    esub = edge.add_subparsers(dest="edge_command", required=True)
-    env_url = os.environ.get("VCM_EDGE_URL", DEFAULT_URL)
-
+def _serve_command(esub: argparse._SubParsersAction) -> None:
+    """``vcm edge serve`` and its arguments."""
     p = esub.add_parser("serve", help="run the HTTP service over a frame store")
     p.add_argument(
         "--store",
@@ -307,6 +300,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", default=None, help=DB_HELP)
     p.set_defaults(func=cmd_serve)
 
+
+def _reindex_command(esub: argparse._SubParsersAction) -> None:
+    """``vcm edge reindex`` and its arguments."""
     p = esub.add_parser(
         "reindex",
         help="build or repair the index database from the store",
@@ -319,6 +315,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", default=None, help=DB_HELP)
     p.set_defaults(func=cmd_reindex)
 
+
+def _index_bench_command(esub: argparse._SubParsersAction) -> None:
+    """``vcm edge index-bench`` and its arguments."""
     p = esub.add_parser(
         "index-bench",
         help="index scale benchmark: synthetic frames, query "
@@ -349,6 +348,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", action="store_true", help="keep the scratch SQLite file")
     p.set_defaults(func=cmd_index_bench)
 
+
+def _token_command(esub: argparse._SubParsersAction) -> None:
+    """``vcm edge token`` and its arguments."""
     p = esub.add_parser("token", help="create a bearer token and add it to a tokens file")
     p.add_argument(
         "--tokens-file",
@@ -372,6 +374,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_token)
 
+
+def _worker_command(esub: argparse._SubParsersAction, env_url: str) -> None:
+    """``vcm edge worker`` and its arguments."""
     p = esub.add_parser("worker", help="analytics: detect on the analytics point of new frames")
     p.add_argument("--server", default=env_url, help=f"service URL (default {env_url})")
     p.add_argument(
@@ -406,6 +411,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     _client_options(p)
     p.set_defaults(func=cmd_worker)
+
+
+def _push_command(esub: argparse._SubParsersAction, env_url: str) -> None:
+    """``vcm edge push`` and its arguments."""
+    from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
 
     p = esub.add_parser("push", help="camera: encode images or video frames and upload")
     p.add_argument("source", type=Path, help="folder of images, an image, or a video file")
@@ -443,6 +453,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     _client_options(p)
     p.set_defaults(func=cmd_push)
+
+
+def _bench_command(esub: argparse._SubParsersAction, env_url: str) -> None:
+    """``vcm edge bench`` and its arguments."""
+    from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
+    from vcm_plugin.edge.loadtest import BENCH_PREFIX
 
     p = esub.add_parser(
         "bench",
@@ -482,3 +498,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "$VCM_EDGE_TOKEN_FILE, else $VCM_EDGE_TOKEN)",
     )
     p.set_defaults(func=cmd_bench)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``vcm edge ...`` on the ``vcm`` command's subparsers."""
+    edge = sub.add_parser("edge", help="edge-camera pipeline: serve, worker, push, bench")
+    esub = edge.add_subparsers(dest="edge_command", required=True)
+    env_url = os.environ.get("VCM_EDGE_URL", DEFAULT_URL)
+    _serve_command(esub)
+    _reindex_command(esub)
+    _index_bench_command(esub)
+    _token_command(esub)
+    _worker_command(esub, env_url)
+    _push_command(esub, env_url)
+    _bench_command(esub, env_url)
