@@ -40,6 +40,8 @@ def single_layer_preset(base: presets.Preset, step: float, index: int) -> str:
         refine_steps=(),
         analytics_textures=(),
         texture_qualities=(),
+        texture_coding="photo",  # no texture layer of any kind (a layered chain needs one)
+        analytics_point=1,
     )
     return presets.register(variant).name
 
