@@ -15,7 +15,7 @@ from vcm_plugin.edge.index import (
     HOUR_US,
     MIGRATIONS,
     SCHEMA_VERSION,
-    Box,
+    BoxRow,
     Cursor,
     FrameQuery,
     FrameRow,
@@ -60,8 +60,8 @@ def _row(header: bytes, cam: str, ts: int, accepted: float | None = None) -> Fra
     )
 
 
-def _box(cls: str, score: float) -> Box:
-    return Box(cls, score, (1.0, 2.0, 30.0, 40.0))
+def _box(cls: str, score: float) -> BoxRow:
+    return BoxRow(cls, score, (1.0, 2.0, 30.0, 40.0))
 
 
 def test_migrations_from_every_version(tmp_path, header):
@@ -144,7 +144,7 @@ def test_a_lone_surrogate_from_an_old_store_is_indexed_not_fatal(index, header):
     ts = 1_700_000_000 * 10**6
     assert index.insert(_row(header, "old", ts))
     boxes = boxes_of({"boxes": [{"name": "dog\ud800", "conf": 0.9, "xyxy": [0, 0, 4, 4]}]})
-    assert boxes == [Box("dog\ufffd", 0.9, (0.0, 0.0, 4.0, 4.0))]
+    assert boxes == [BoxRow("dog\ufffd", 0.9, (0.0, 0.0, 4.0, 4.0))]
     assert index.set_detections("old", ts, boxes) is True
     rows, _ = index.frames(FrameQuery(cls="dog\ufffd"))
     assert [(r.cam, r.ts) for r in rows] == [("old", ts)]

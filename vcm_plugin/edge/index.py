@@ -140,15 +140,16 @@ class FrameRow:
 
 
 @dataclass(frozen=True)
-class Box:
-    """One detected box: class name, score (None if the detector gave none), xyxy pixels."""
+class BoxRow:
+    """One detected box as the index stores it: class name, score (None if the detector gave
+    none), xyxy pixels. (A detector's own box is a dict, ``taskmodels.detect.Box``.)"""
 
     cls: str
     score: float | None
     xyxy: tuple[float, float, float, float]
 
 
-def boxes_of(doc: dict) -> list[Box]:
+def boxes_of(doc: dict) -> list[BoxRow]:
     """The rows of a detections document: ``name`` (else ``cls``, else ``class``) and
     ``conf`` (else ``score``) of each box. A name that is not valid Unicode (a lone
     surrogate, which the server refuses since 0.4 but a 0.3 store may hold) is stored with
@@ -165,7 +166,7 @@ def boxes_of(doc: dict) -> list[Box]:
         ):
             score = None
         x0, y0, x1, y1 = (float(v) for v in box["xyxy"])
-        out.append(Box(name, None if score is None else float(score), (x0, y0, x1, y1)))
+        out.append(BoxRow(name, None if score is None else float(score), (x0, y0, x1, y1)))
     return out
 
 
@@ -482,7 +483,7 @@ class Index:
         return frame
 
     # -- detections ------------------------------------------------------------------------
-    def set_detections(self, cam: str, ts: int, boxes: list[Box]) -> bool | None:
+    def set_detections(self, cam: str, ts: int, boxes: list[BoxRow]) -> bool | None:
         """Replace the frame's boxes and mark it analysed (its lease ends); True the first
         time, False for a replacement, None if the frame is gone."""
         with self._tx() as ex:
@@ -697,7 +698,7 @@ class Index:
     def keys(self) -> set[tuple[str, int]]:
         return {(c, int(t)) for c, t in self._all("SELECT cam, ts FROM frames")}
 
-    def upsert(self, row: FrameRow, boxes: list[Box] | None) -> None:
+    def upsert(self, row: FrameRow, boxes: list[BoxRow] | None) -> None:
         """Reindex one frame from the store: its row as the files say, its boxes replaced;
         a lease in flight is kept."""
         with self._tx() as ex:
@@ -730,7 +731,7 @@ class Index:
             if boxes:
                 _add_boxes(ex, row.cam, row.ts, boxes)
 
-    def bulk_insert(self, rows: list[FrameRow], boxes: list[tuple[str, int, list[Box]]]) -> None:
+    def bulk_insert(self, rows: list[FrameRow], boxes: list[tuple[str, int, list[BoxRow]]]) -> None:
         """Many new frames and their boxes in one transaction (the scale benchmark)."""
         with self._tx() as ex:
             cur_sql = self.backend.sql
@@ -815,7 +816,7 @@ def _drop_boxes(ex, cam: str, ts: int) -> None:
         ex("DELETE FROM detections WHERE cam = ? AND ts = ?", (cam, ts))
 
 
-def _add_boxes(ex, cam: str, ts: int, boxes: list[Box]) -> None:
+def _add_boxes(ex, cam: str, ts: int, boxes: list[BoxRow]) -> None:
     counts: dict[str, int] = {}
     for i, b in enumerate(boxes):
         ex(
@@ -875,7 +876,7 @@ class ReindexReport:
     seconds: float = 0.0
 
 
-def frame_row(store, codec, key, now: float | None = None) -> tuple[FrameRow, list[Box] | None]:
+def frame_row(store, codec, key, now: float | None = None) -> tuple[FrameRow, list[BoxRow] | None]:
     """A frame's index row and boxes from what the store holds (stream, detections and
     quarantine files). Raises VCMError for a frame damaged on disk."""
     from vcm_plugin.edge.store import DETECTIONS, QUARANTINE

@@ -20,7 +20,7 @@ import numpy as np
 
 from vcm_plugin.codec import container
 from vcm_plugin.codec.api import Codec
-from vcm_plugin.edge.index import HOUR_US, Box, FrameQuery, FrameRow, Index, open_index
+from vcm_plugin.edge.index import HOUR_US, BoxRow, FrameQuery, FrameRow, Index, open_index
 
 CLASSES = ("person", "car", "truck", "bicycle", "dog", "bus", "motorcycle", "backpack")
 WEIGHTS = (0.45, 0.25, 0.08, 0.06, 0.05, 0.04, 0.04, 0.03)
@@ -72,7 +72,7 @@ def fill(
             )
             k = min(12, int(np.random.default_rng(done).poisson(3)))
             bs = [
-                Box(
+                BoxRow(
                     rng.choices(CLASSES, WEIGHTS)[0],
                     round(rng.uniform(0.25, 1.0), 3),
                     (10.0, 20.0, 110.0, 220.0),

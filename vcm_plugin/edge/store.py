@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from vcm_plugin.codec.container import HEADER_PROBE
+from vcm_plugin.codec.api import MAX_IMAGE_PIXELS
+from vcm_plugin.codec.container import HEADER_PROBE, parse_header
 from vcm_plugin.codec.files import replace_durably, write_atomic
-from vcm_plugin.edge.stream import Layout, read_header
+from vcm_plugin.edge.stream import Layout
 from vcm_plugin.errors import VCMError
 
 _CAM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -169,7 +170,7 @@ class FrameStore:
             raise VCMError(f"frame {key} not found") from None
         with self._lock:
             self.probe_bytes += len(probe)
-        header = read_header(probe)
+        header = parse_header(probe, MAX_IMAGE_PIXELS)
         size = self.size(key)
         layers = max(
             (k for k in range(1, header.num_layers + 1) if header.prefix_end(k) <= size), default=0

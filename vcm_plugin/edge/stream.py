@@ -11,7 +11,7 @@ import zlib
 from dataclasses import dataclass
 
 from vcm_plugin.codec import container
-from vcm_plugin.codec.api import MAX_IMAGE_PIXELS, Codec
+from vcm_plugin.codec.api import Codec
 from vcm_plugin.codec.streaminfo import StreamInfo
 from vcm_plugin.errors import VCMError
 
@@ -78,11 +78,6 @@ class Layout:
             "point_layers": [self.header.point_layers(k) for k in points],
             "point_bytes": [self.header.point_bytes(k) for k in points],
         }
-
-
-def read_header(probe: bytes) -> container.Header:
-    """Parse the header from the first ``container.HEADER_PROBE`` bytes (or fewer)."""
-    return container.parse_header(probe, MAX_IMAGE_PIXELS)
 
 
 def validate_stream(blob: bytes, codec: Codec | None = None) -> Layout:
