@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -159,12 +160,19 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
                 )
                 # the analytics picture: the analytics point (stored with the first upload)
                 assert layers == [str(fr["analytics_layers"]) for fr in frames]
+                captions = page.eval_on_selector_all(
+                    "figure.frame .quality", "els => els.map(e => e.textContent)"
+                )  # a camera user's words, not layer counts
+                assert all(re.fullmatch(r"detection picture · [0-9.]+ kB", c) for c in captions)
                 card = page.locator(f'figure.frame[data-id="{target["id"]}"]')
                 card.get_by_role("button", name="Full quality").click()
                 page.wait_for_selector(
                     f'figure.frame[data-id="{target["id"]}"][data-quality="full"]', timeout=60_000
                 )
                 assert card.locator("img").get_attribute("data-layers") == str(target["num_layers"])
+                assert re.fullmatch(
+                    r"full quality · [0-9.]+ kB", card.locator(".quality").inner_text()
+                )
                 shown = page.evaluate(  # the pixels on screen, read back through a canvas
                     "(id) => { const img = document.querySelector("
                     '`figure.frame[data-id="${id}"] img`); const c = document.createElement('

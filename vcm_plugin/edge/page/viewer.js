@@ -105,6 +105,10 @@ function analyticsPoint(frame) {
   return Math.min(frame.analytics_layers, frame.stored_layers);
 }
 
+function kilobytes(n) {
+  return (n / 1000).toFixed(n < 10000 ? 1 : 0) + " kB";
+}
+
 function frameCard(frame) {
   const fig = el("figure", { class: "frame", "data-id": frame.id, "data-quality": "analytics" });
   const pic = el("div", { class: "pic" });
@@ -114,9 +118,9 @@ function frameCard(frame) {
   const cap = el("figcaption");
   cap.appendChild(el("span", {}, when(frame.ts)));
   const a = analyticsPoint(frame);
-  cap.appendChild(el("span", { class: "meta quality" },
-      "analytics picture: " + a + " of " + frame.num_layers + " layer(s), " +
-      frame.point_bytes[a - 1] + " B"));
+  // words a camera user knows: the picture the detector saw, and what it cost to send
+  cap.appendChild(el("span", { class: "meta quality", title: "operating point " + a + " of " +
+      frame.num_layers }, "detection picture · " + kilobytes(frame.point_bytes[a - 1])));
   cap.appendChild(el("span", { class: "meta boxes-count" }, ""));
   const full = el("button", { class: "full", type: "button" }, "Full quality");
   full.addEventListener("click", () => fullQuality(fig, frame, full));
@@ -128,12 +132,12 @@ function frameCard(frame) {
 async function fullQuality(fig, frame, button) {
   button.disabled = true;
   fig.dataset.quality = "loading";
-  status("fetching the texture layers of " + frame.id + " ...");
+  status("fetching full quality of " + frame.id + " ...");
   try {  // asks the camera for the texture if the server does not hold it yet
     await showImage(fig, frame, frame.num_layers, 20);
     fig.dataset.quality = "full";
-    fig.querySelector(".quality").textContent = "full quality: " + frame.num_layers +
-        " layer(s), " + frame.layer_ends[frame.num_layers - 1] + " B";
+    fig.querySelector(".quality").textContent = "full quality · " +
+        kilobytes(frame.point_bytes[frame.num_layers - 1]);
     button.remove();
     status("full quality: " + frame.id);
   } catch (e) {
