@@ -16,7 +16,6 @@ from vcm_plugin import Codec, VCMError
 from vcm_plugin.codec import container
 from vcm_plugin.edge.auth import TokenTable, add_token
 from vcm_plugin.edge.server import ROUTE_ROLES
-from vcm_plugin.edge.stream import analytics_layers
 from vcm_plugin.edge.testing import ServerProcess, http_call, vcm_command
 
 FAST = "fast"
@@ -34,7 +33,7 @@ def stream(photo) -> bytes:
 def points(stream) -> tuple[int, int]:
     """(analytics point A, layer count N) of the test stream; A < N by construction."""
     info = Codec.from_preset("tae", device="cpu").inspect(stream)
-    a, n = analytics_layers(info), info.num_layers
+    a, n = info.analytics_point, info.num_layers
     assert a < n, f"preset tae has no layer above its analytics point ({a} of {n})"
     return a, n
 

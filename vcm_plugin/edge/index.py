@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from vcm_plugin.edge.store import STALE_PART_S
+from vcm_plugin.edge.store import DETECTIONS, QUARANTINE, STALE_PART_S
 from vcm_plugin.errors import Unavailable, VCMError
 
 log = logging.getLogger("vcm.edge.index")
@@ -879,9 +879,6 @@ class ReindexReport:
 def frame_row(store, codec, key, now: float | None = None) -> tuple[FrameRow, list[BoxRow] | None]:
     """A frame's index row and boxes from what the store holds (stream, detections and
     quarantine files). Raises VCMError for a frame damaged on disk."""
-    from vcm_plugin.edge.store import DETECTIONS, QUARANTINE
-    from vcm_plugin.edge.stream import analytics_layers
-
     layout = store.layout(key)
     h = layout.header
     info = codec.inspect(store.read(key, 0, layout.end(1)))
@@ -896,7 +893,7 @@ def frame_row(store, codec, key, now: float | None = None) -> tuple[FrameRow, li
         h.num_layers,
         layout.stored_layers,
         layout.size,
-        analytics_layers(info),
+        info.analytics_point,
         mtime,
         mtime,
         state,

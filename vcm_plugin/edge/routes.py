@@ -44,7 +44,7 @@ from vcm_plugin.edge.query import (
 )
 from vcm_plugin.edge.state import FrameMeta, ServerLimits, ServerState
 from vcm_plugin.edge.store import FrameKey, check_camera
-from vcm_plugin.edge.stream import Layout, StreamCheck, analytics_layers
+from vcm_plugin.edge.stream import Layout, StreamCheck
 from vcm_plugin.edge.viewer import page_file
 from vcm_plugin.errors import VCMError
 
@@ -121,7 +121,7 @@ class UploadRoutes(Routes):
                         h.num_layers,
                         layout.stored_layers,
                         layout.size,
-                        analytics_layers(check.info),
+                        check.info.analytics_point,
                         now,
                         now,
                     )

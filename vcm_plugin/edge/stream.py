@@ -112,12 +112,6 @@ def _whole_layers(info: StreamInfo, blob: bytes) -> Layout:
 MAX_LAYER0_BYTES = 4 << 20
 
 
-def analytics_layers(info: StreamInfo) -> int:
-    """The operating point analytics reads (``Codec.inspect``'s ``analytics_point``). One
-    function so the analytics role's limit follows the codec."""
-    return info.analytics_point
-
-
 class StreamCheck:
     """Validate an upload as its bytes arrive, so only the header and the first layer with
     bytes (layer 0, or the analytics layer of a view of the climb) sit in memory.
