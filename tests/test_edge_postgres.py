@@ -236,6 +236,11 @@ def test_sigkill_mid_upload_and_mid_claim_then_database_down(pg, tmp_path, blob)
         assert status == 503
         pg.start()
         assert EdgeClient(srv.url, retry_for=30).upload("kcam", 99, blob)["created"] is True
+        # back up: each I/O thread's dropped connection is replaced at BEGIN, so no request
+        # after the restart answers 503 (0.3: one per thread; a 503 after an upload's COMMIT
+        # made the client's retry find its own frame, "created": false)
+        metrics = EdgeClient(srv.url).request("GET", "/metrics").json()
+        assert metrics["frames"]["index_unavailable"] == 6, metrics["frames"]
         assert len(EdgeClient(srv.url).frames("kcam")) == 7
         assert EdgeClient(srv.url).health()["frames"] == 7
     finally:

@@ -230,6 +230,11 @@ class _Backend:
     def begin(self, conn: Any, write: bool) -> None:
         raise NotImplementedError
 
+    def lost(self, conn: Any) -> bool:
+        """Whether ``conn`` failed because the server dropped it (a restart): a fresh
+        connection may then succeed. Never for SQLite (a busy database stays busy)."""
+        return False
+
     def describe(self) -> str:
         raise NotImplementedError
 
@@ -288,6 +293,9 @@ class _Postgres(_Backend):
     def begin(self, conn: Any, write: bool) -> None:
         conn.execute("BEGIN")
 
+    def lost(self, conn: Any) -> bool:
+        return bool(getattr(conn, "broken", False))
+
     def describe(self) -> str:
         return re.sub(r"//[^@/]*@", "//***@", self.url)  # no password in logs
 
@@ -337,23 +345,40 @@ class Index:
             except Exception:
                 pass
 
+    def _begin(self, write: bool) -> Any:
+        """This thread's connection with a transaction begun. A connection the server dropped
+        (PostgreSQL restarted: each I/O thread holds one) is replaced once, since nothing of
+        the transaction has run yet; without that every thread's first call after a restart
+        answered 503, and a 503 after an upload's COMMIT made a client's retry find its own
+        frame."""
+        errors = self.backend.errors()
+        for attempt in (0, 1):
+            conn = None
+            try:
+                conn = self._conn()
+                self.backend.begin(conn, write)
+                return conn
+            except errors as exc:
+                lost = conn is not None and self.backend.lost(conn)
+                self._drop()
+                if attempt or not lost:
+                    raise IndexUnavailable(
+                        f"index database unavailable: {_first_line(exc)}"
+                    ) from None
+        raise AssertionError("unreachable")
+
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[Callable[..., Any]]:
         """One transaction; yields ``ex(sql, params) -> cursor``. Operational errors drop the
         connection (the next call reconnects) and raise IndexUnavailable."""
         errors = self.backend.errors()
-        try:
-            conn = self._conn()
-        except errors as exc:
-            self._drop()
-            raise IndexUnavailable(f"index database unavailable: {_first_line(exc)}") from None
+        conn = self._begin(write)
         sql = self.backend.sql
 
         def ex(text: str, params: Iterable[Any] = ()) -> Any:
             return conn.execute(sql(text), tuple(params))
 
         try:
-            self.backend.begin(conn, write)
             try:
                 yield ex
             except BaseException:
