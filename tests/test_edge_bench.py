@@ -52,6 +52,8 @@ def test_bench_uses_its_own_cameras_and_refuses_a_live_store(tmp_path, capsys, p
         assert len(client.frames("lobby")) == 1
         client.close()
     folders = sorted(
-        p.name for p in (tmp_path / "store").iterdir() if not p.name.startswith(".vcm-index.")
+        p.name
+        for p in (tmp_path / "store").iterdir()
+        if not p.name.startswith(".vcm-")  # the index, the parts folder
     )  # the SQLite index beside them
     assert folders == ["bench-0", "bench-1", "lobby"]

@@ -526,15 +526,21 @@ def test_delete_and_retention(tmp_path, stream):
     for p in store.glob(".vcm-index.sqlite3*"):
         p.unlink()
     # what a kill -9 mid-upload leaves (issue 27, item 5): removed once no one has written it
-    # for twice the body timeout (at start-up and by every retention pass), never sooner
-    dead = store / "ret" / f".{7:016d}.vcm.{'d' * 32}.part"
-    dead.write_bytes(b"\x89VCM" + b"\0" * 5000)
+    # for twice the body timeout, never sooner. Beside the frames (0.3's place): by the
+    # rebuild from the store, which walks every frame anyway; in the parts folder, where
+    # uploads stream now: at start-up and by every retention pass, which list only that
+    legacy = store / "ret" / f".{7:016d}.vcm.{'d' * 32}.part"
+    legacy.write_bytes(b"\x89VCM" + b"\0" * 5000)
+    os.utime(legacy, (old, old))
+    parts = store / ".vcm-parts"
+    dead = parts / f"ret-{9:016d}.{'f' * 32}.part"
+    dead.write_bytes(b"\x89VCM")
     os.utime(dead, (old, old))
     with ServerProcess(
         store, tmp_path / "server2.log", args=("--tokens-file", str(f), "--keep-days", "1")
     ) as srv:
-        assert not dead.exists()
-        live = store / "ret" / f".{8:016d}.vcm.{'e' * 32}.part"
+        assert not legacy.exists() and not dead.exists()
+        live = parts / f"ret-{8:016d}.{'e' * 32}.part"
         live.write_bytes(b"\x89VCM")
         dead.write_bytes(b"\x89VCM")
         os.utime(dead, (old, old))

@@ -120,6 +120,12 @@ def _needs(bricks: Sequence[LayerBrick]) -> tuple[int, ...]:
     return tuple(needs)
 
 
+@functools.cache
+def _preset_needs(preset: Preset) -> tuple[int, ...]:
+    """``_needs`` of the preset's bricks, once per preset: every stream opened checks it."""
+    return _needs(_bricks(preset))
+
+
 def _photo_jobs(bricks: Sequence[LayerBrick]) -> list[Callable[[np.ndarray], list[bytes]]]:
     """The encodes of trailing photo-alone bricks, one per coder: a texture chain's layers come
     from one layered encode, a standalone layer from its own. Each job returns its payloads in
@@ -310,7 +316,7 @@ class Codec:
             )
         # every door (decode, inspect, truncate, view) refuses the same streams: a truncate
         # that dropped the mismatched layers would hand on a stream decode had refused
-        if header.needs != _needs(_bricks(preset))[: header.num_layers]:
+        if header.needs != _preset_needs(preset)[: header.num_layers]:
             raise VCMError(f"layer needs {header.needs} do not match preset '{preset.name}'")
         return header, preset
 

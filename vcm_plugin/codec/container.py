@@ -327,13 +327,8 @@ def truncate(blob: bytes, header: Header, layers: int) -> bytes:
 def view(blob: bytes, header: Header, layers: int) -> bytes:
     """A valid stream of operating point ``layers`` alone: its layers, every other absent (a
     point that is a prefix of the stream is just that prefix)."""
-    keep = set(header.point_layers(layers))
-    if keep == set(range(layers)):
-        return truncate(blob, header, layers)
-    payloads = [
-        layer_payload(blob, header, i) if i in keep else b"" for i in range(header.num_layers)
-    ]
-    return _repack(header, payloads, header.needs)
+    head, keep = view_head(header, layers)
+    return head + b"".join(layer_payload(blob, header, i) for i in keep)
 
 
 def view_head(header: Header, layers: int) -> tuple[bytes, list[int]]:

@@ -932,11 +932,12 @@ def reindex(
 ) -> ReindexReport:
     """Build or repair the index from the store: every stored frame gets its row (layout,
     state from its detections / quarantine files) and its boxes; rows whose frame is gone
-    are removed, and so are upload temp files no one has written for ``STALE_PART_S``. Leases
+    are removed, and so are temp files (in the parts folder and beside the frames) no one has
+    written for ``STALE_PART_S``. Leases
     in flight are kept; the store is the source of truth."""
     t0 = time.perf_counter()
     report = ReindexReport()
-    report.removed_parts, _ = store.remove_stale_parts(STALE_PART_S)
+    report.removed_parts, _ = store.remove_stale_parts(STALE_PART_S, everywhere=True)
     known = index.keys()
     for key in store.all_frames():
         try:

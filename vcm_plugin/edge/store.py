@@ -38,6 +38,9 @@ SUFFIXES = (FRAME, DETECTIONS, QUARANTINE)
 #: seconds without a write after which an upload's temp file is a killed process's leftover,
 #: where no server says otherwise (``vcm edge reindex``): twice the default body timeout
 STALE_PART_S = 120.0
+#: where a local store's uploads stream before their rename into a camera folder (hidden, so
+#: never taken for a camera): sweeping leftovers lists this folder, not every frame
+PARTS = ".vcm-parts"
 
 
 def check_camera(cam: str) -> str:
@@ -222,16 +225,25 @@ class FrameStore:
     def all_frames(self) -> list[FrameKey]:
         return [k for cam in self.cameras() for k in self.frames(cam)]
 
-    def stale_parts(self, older_than: float) -> list[tuple[str, int]]:
-        """Temp files (``.<name>.<uuid>.part`` in a camera folder) untouched for
-        ``older_than`` seconds, with their sizes: what a process killed mid-upload left (its
-        ``abort`` never ran). A live upload writes at least every ``body_timeout`` seconds,
-        so a longer silence means no one will finish it."""
+    def stale_parts(self, older_than: float, everywhere: bool = False) -> list[tuple[str, int]]:
+        """Temp files (``*.part``) untouched for ``older_than`` seconds, with their sizes:
+        what a process killed mid-upload left (its ``abort`` never ran). A live upload writes
+        at least every ``body_timeout`` seconds, so a longer silence means no one will finish
+        it. Only the ``PARTS`` folder, whose listing does not grow with the frames (a
+        server's start-up and retention passes); ``everywhere`` also the camera folders,
+        where temp files beside the frames come from 0.3 and from atomic side-file writes
+        (``vcm edge reindex``, which walks every frame anyway)."""
         now, out = time.time(), []
-        for cam in self.cameras():
-            for p in self.fs.ls(f"{self.root}/{cam}", detail=False):
-                name = p.rsplit("/", 1)[-1]
-                if not (name.startswith(".") and name.endswith(".part")):
+        folders = [f"{self.root}/{PARTS}"]
+        if everywhere:
+            folders += [f"{self.root}/{cam}" for cam in self.cameras()]
+        for folder in folders:
+            try:
+                listed = self.fs.ls(folder, detail=False)
+            except FileNotFoundError:
+                continue
+            for p in listed:
+                if not p.endswith(".part"):
                     continue
                 try:
                     age = now - self.fs.modified(p).timestamp()
@@ -242,10 +254,10 @@ class FrameStore:
                     out.append((p, size))
         return out
 
-    def remove_stale_parts(self, older_than: float) -> tuple[int, int]:
+    def remove_stale_parts(self, older_than: float, everywhere: bool = False) -> tuple[int, int]:
         """Delete :meth:`stale_parts`; returns (files, bytes) removed."""
         files = freed = 0
-        for path, size in self.stale_parts(older_than):
+        for path, size in self.stale_parts(older_than, everywhere):
             try:
                 self.fs.rm(path)
             except FileNotFoundError:  # another server sharing the store got it first
@@ -257,9 +269,9 @@ class FrameStore:
 class Upload:
     """One upload on its way into the store: bytes are appended to a temp file as they
     arrive (memory stays one chunk), then :meth:`commit` makes it visible atomically and
-    durably, or :meth:`abort` removes it. A local store writes the temp file beside the frame
-    (the rename is then atomic); any other filesystem spools to a local temp file and moves
-    it in with ``put_file`` + ``mv``."""
+    durably, or :meth:`abort` removes it. A local store writes the temp file in the store's
+    ``PARTS`` folder (same filesystem, so the rename is atomic); any other filesystem spools
+    to a local temp file and moves it in with ``put_file`` + ``mv``."""
 
     def __init__(self, store: FrameStore, key: FrameKey, copy_from: int = 0) -> None:
         import tempfile
@@ -267,9 +279,10 @@ class Upload:
         self.store, self.key, self.size = store, key, 0
         final = store.path(key)
         self.folder = final.rsplit("/", 1)[0]
-        if store.local:
+        if store.local:  # same filesystem as the frame: the rename stays atomic
             os.makedirs(self.folder, exist_ok=True)
-            self.tmp = f"{self.folder}/.{key.ts:016d}{FRAME}.{uuid.uuid4().hex}.part"
+            os.makedirs(f"{store.root}/{PARTS}", exist_ok=True)
+            self.tmp = f"{store.root}/{PARTS}/{key.cam}-{key.ts:016d}.{uuid.uuid4().hex}.part"
             self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         else:
             self.fd, self.tmp = tempfile.mkstemp(prefix="vcm-upload-", suffix=".part")
