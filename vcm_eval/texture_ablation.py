@@ -10,8 +10,8 @@ Pillow AVIF (speed 6, one thread) per quality, per metric, over all images. Cand
 * ``simulcast``: 0.3's viewer layers, one standalone AVIF per quality (holding a point means
   holding every AVIF below it too);
 * ``layered-...``: one layered AVIF (``vcm_plugin.codec.layered_avif``: libaom codes each
-  layer against the one before), in 4:2:0 or 4:4:4, at libaom speed 6, 5 or 4, with several
-  quality ladders.
+  layer against the one before), in 4:2:0 or 4:4:4, at libaom speed 4 to 8 (libavif codes
+  7 and up in libaom's real-time mode), with one or two threads, and several quality ladders.
 
 The shipped ``tae`` chain is the candidate ``layered-444-s6`` with its preset's qualities.
 Stream headers are left out (the same for every candidate). Writes ``texture-ablation.json``
@@ -64,9 +64,9 @@ def simulcast(qualities: tuple[int, ...]) -> Climb:
     return climb
 
 
-def layered(qualities: tuple[int, ...], pixel_format: str, speed: int) -> Climb:
+def layered(qualities: tuple[int, ...], pixel_format: str, speed: int, threads: int = 1) -> Climb:
     def climb(img: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        pieces = layered_avif.encode(img, qualities, speed, pixel_format)
+        pieces = layered_avif.encode(img, qualities, speed, pixel_format, threads)
         h, w = img.shape[:2]
         return [
             (
@@ -87,6 +87,9 @@ def candidates() -> dict[str, Climb]:
         f"layered-444-s6 {tae} (shipped)": layered(tae, "444", 6),
         f"layered-444-s5 {tae}": layered(tae, "444", 5),
         f"layered-444-s4 {tae}": layered(tae, "444", 4),
+        f"layered-444-s6 {tae}, 2 threads": layered(tae, "444", 6, threads=2),
+        f"layered-444-s7 {tae} (real-time mode), 2 threads": layered(tae, "444", 7, threads=2),
+        f"layered-420-s8 {tae} (real-time mode), 2 threads": layered(tae, "420", 8, threads=2),
         "layered-444-s6 (35, 55, 75)": layered((35, 55, 75), "444", 6),
         "layered-444-s6 (30, 45, 60, 75)": layered((30, 45, 60, 75), "444", 6),
         "layered-444-s6 (10, 30, 50, 75)": layered((10, 30, 50, 75), "444", 6),

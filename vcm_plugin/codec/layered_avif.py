@@ -188,11 +188,17 @@ def _yuv_image(pixels: np.ndarray, pixel_format: str) -> int:
 
 
 def encode(
-    pixels: np.ndarray, qualities: tuple[int, ...], speed: int, pixel_format: str
+    pixels: np.ndarray,
+    qualities: tuple[int, ...],
+    speed: int,
+    pixel_format: str,
+    threads: int = 1,
 ) -> list[bytes]:
     """(H, W, 3) uint8 -> the layered AVIF file cut into one piece per layer: piece 0 holds the
     file header (and the total length, 4 bytes big-endian, first), piece ``j`` the data of
-    layer ``j``. ``qualities`` (libavif's 0..100 scale), one per layer, rising."""
+    layer ``j``. ``qualities`` (libavif's 0..100 scale), one per layer, rising. ``threads``:
+    libaom's; the bytes depend on it, so the texture chain keeps one (the ablation measures
+    two). libavif codes speeds 7 and up with libaom's real-time mode."""
     if not 1 <= len(qualities) <= MAX_LAYERS:
         raise VCMError(f"layered AVIF holds 1 to {MAX_LAYERS} layers, got {len(qualities)}")
     lib = library()
@@ -203,7 +209,7 @@ def encode(
     try:
         settings = encoder.contents
         settings.codecChoice = _CODEC_AOM
-        settings.maxThreads = 1
+        settings.maxThreads = threads
         settings.speed = speed
         settings.extraLayerCount = len(qualities) - 1
         for quality in qualities:
