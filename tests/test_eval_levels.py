@@ -16,7 +16,7 @@ from vcm_eval.levels import (
     rate_at_level,
     rate_ratio,
 )
-from vcm_eval.report import results_table
+from vcm_eval.report import results_table, versus_table
 from vcm_eval.tasks.quality import ssimulacra2
 from vcm_eval.tasks.segmentation import mask_fidelity, mean_fidelity
 
@@ -114,6 +114,32 @@ def test_results_table_rechecks_stored_numbers() -> None:
     rep["rate_at_accuracy"]["vcm"]["0.8"] = 0.11  # a hand-edited number is caught
     with pytest.raises(SystemExit, match="rate at 0.8"):
         results_table([s])
+
+
+def test_versus_table_compares_any_two_curves() -> None:
+    """An ablation curve (here ``vcm-machine``, half vcm's bits) against a baseline, with the
+    run's own ``vcm`` left out of the comparison."""
+    curves = {
+        "vcm": [{"bpp": 0.1, "metric": 0.8}, {"bpp": 0.4, "metric": 0.96}],
+        "vcm-machine": [{"bpp": 0.05, "metric": 0.8}, {"bpp": 0.2, "metric": 0.96}],
+        "avif": [{"bpp": 0.2, "metric": 0.8}, {"bpp": 0.8, "metric": 0.96}],
+    }
+    s = {
+        "task": "t",
+        "metric": "m",
+        "data": "/x/set",
+        "num_images": 3,
+        "higher_is_better": True,
+        "original": {"metric": 1.0},
+        "curves": curves,
+        "accuracy_levels": list(LEVELS),
+    }
+    pairs = [("vcm-machine", "avif"), ("vcm", "avif"), ("jxl", "avif"), ("vcm-machine", "vcm")]
+    table = versus_table([s], pairs)
+    assert "| t, set (3) | vcm-machine vs avif | -75.0 % | **0.25** (0.050 / 0.200) |" in table
+    assert "| vcm vs avif | -50.0 % | **0.50** (0.100 / 0.200) |" in table
+    assert "jxl" not in table  # a pair the summary lacks is skipped
+    assert "| vcm-machine vs vcm | -50.0 % | **0.50** (0.050 / 0.100) |" in table
 
 
 # ------------------------------------------------------------------ segmentation fidelity

@@ -17,19 +17,23 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from vcm_eval import machine_filter
 from vcm_plugin import VCMError
 from vcm_plugin.codec.streaminfo import StreamInfo
 
 __all__ = [
     "AvifCodec",
+    "AvifMachineCodec",
     "BaselineCodec",
     "CODEC_NAMES",
+    "DEFAULT_CODECS",
     "EvalCodec",
     "JpegCodec",
     "JxlCodec",
     "PillowCodec",
     "Point",
     "VcmCodec",
+    "VcmMachineCodec",
     "WebpCodec",
     "check_codec_name",
     "make_codec",
@@ -147,8 +151,17 @@ class JxlCodec(PillowCodec):
         return super().encode(img, q)
 
 
+class AvifMachineCodec(AvifCodec):
+    """AVIF, each picture through the machine filter: the filter on its own (an ablation)."""
+
+    name = "avif-machine"
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return machine_filter.for_machines(super().decode(data))
+
+
 BASELINES: dict[str, type[BaselineCodec]] = {
-    c.name: c for c in (JpegCodec, WebpCodec, AvifCodec, JxlCodec)
+    c.name: c for c in (JpegCodec, WebpCodec, AvifCodec, JxlCodec, AvifMachineCodec)
 }
 
 
@@ -200,11 +213,23 @@ class VcmCodec:
             yield Point(self.label(k), len(part), self.codec.decode(part, layers=k))
 
     def __repr__(self) -> str:
-        return f"VcmCodec(preset={self.preset!r}, points={self.which!r})"
+        return f"{type(self).__name__}(preset={self.preset!r}, points={self.which!r})"
+
+
+class VcmMachineCodec(VcmCodec):
+    """vcm, every point's picture through the machine filter (an ablation, issue 30)."""
+
+    name = "vcm-machine"
+
+    def points(self, img: np.ndarray) -> Iterator[Point]:
+        for point in super().points(img):
+            yield Point(point.setting, point.nbytes, machine_filter.for_machines(point.image))
 
 
 #: Every codec name the harness knows: the layered codec first, then the baselines.
-CODEC_NAMES = (VcmCodec.name, *BASELINES)
+CODEC_NAMES = (VcmCodec.name, VcmMachineCodec.name, *BASELINES)
+#: What a run compares unless told otherwise (the ``*-machine`` ablations need fitted weights).
+DEFAULT_CODECS = ("vcm", "jpeg", "webp", "avif", "jxl")
 
 
 def check_codec_name(name: str) -> None:
@@ -218,4 +243,6 @@ def make_codec(name: str, preset: str = "default", vcm_points: str = "all") -> E
     check_codec_name(name)
     if name in BASELINES:
         return BASELINES[name]()
+    if name == VcmMachineCodec.name:
+        return VcmMachineCodec(preset, vcm_points)
     return VcmCodec(preset, vcm_points)

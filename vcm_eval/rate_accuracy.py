@@ -35,6 +35,7 @@ import numpy as np
 from vcm_eval.codecs import (
     BASELINES,
     CODEC_NAMES,
+    DEFAULT_CODECS,
     BaselineCodec,
     EvalCodec,
     VcmCodec,
@@ -73,7 +74,7 @@ class RunConfig:
     task: str
     data: Path
     out: Path
-    codecs: list[str] = field(default_factory=lambda: list(CODEC_NAMES))
+    codecs: list[str] = field(default_factory=lambda: list(DEFAULT_CODECS))
     limit: int | None = None  #: first N items in sorted file-name order
     preset: str = "default"  #: the vcm preset
     workers: int = 1  #: process pool size, or CPUs of a local Ray instance
@@ -646,7 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, help="data set directory (the task's layout: vcm_eval/README.md)"
     )
     p.add_argument(
-        "--codecs", default="vcm,jpeg,webp,avif,jxl", help="comma list from vcm,jpeg,webp,avif,jxl"
+        "--codecs",
+        default=",".join(DEFAULT_CODECS),
+        help=f"comma list from {','.join(CODEC_NAMES)} (the *-machine ones: issue 30's ablation)",
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
