@@ -505,7 +505,7 @@ def test_delete_and_retention(tmp_path, stream):
         result = json.loads(text)
         assert status == 200 and result["deleted"] == 1 and result["frames"] == 3
         listed = json.loads(http_call(srv.url, "GET", "/cameras/ret/frames", viewer)[2])
-        assert [fr["ts"] for fr in listed["frames"]] == [2, 3, 4]  # the oldest went
+        assert [fr["ts"] for fr in listed["frames"]] == [4, 3, 2]  # the oldest went (newest first)
         assert sorted(p.name for p in (store / "ret").iterdir()) == [
             f"{ts:016d}.vcm" for ts in (2, 3, 4)
         ]
@@ -549,4 +549,4 @@ def test_delete_and_retention(tmp_path, stream):
         live.unlink()
         assert result["deleted"] == 1 and result["frames"] == 2
         listed = json.loads(http_call(srv.url, "GET", "/cameras/ret/frames", viewer)[2])
-        assert [fr["ts"] for fr in listed["frames"]] == [3, 4]
+        assert [fr["ts"] for fr in listed["frames"]] == [4, 3]

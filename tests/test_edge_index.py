@@ -93,14 +93,21 @@ def test_queries_keyset_pages_class_filter_and_hourly_counts(index, header):
         boxes += [_box("car", 0.8)] * (i % 3 == 0)
         assert index.set_detections(cam, ts, boxes) is True
     assert index.set_detections("cam0", base, [_box("person", 0.3)]) is False  # replaced
-    # every frame once, in time order, over pages of 7
-    seen, cursor = [], None
-    while True:
-        rows, cursor = index.frames(FrameQuery(limit=7, cursor=cursor))
-        seen += [(r.ts, r.cam) for r in rows]
-        if cursor is None:
-            break
-    assert seen == sorted(seen) and len(seen) == 30 == len(set(seen))
+    # every frame once over pages of 7: newest first by default, oldest first on request
+    for newest_first in (True, False):
+        seen, cursor = [], None
+        while True:
+            q = FrameQuery(limit=7, cursor=cursor, newest_first=newest_first)
+            rows, cursor = index.frames(q)
+            seen += [(r.ts, r.cam) for r in rows]
+            if cursor is None:
+                break
+        assert seen == sorted(seen, reverse=newest_first) and len(seen) == 30 == len(set(seen))
+    # a cursor only continues the order it came from
+    _, cursor = index.frames(FrameQuery(limit=7))
+    assert cursor is not None and Cursor.decode(cursor.encode()) == cursor
+    with pytest.raises(VCMError, match="other order"):
+        index.frames(FrameQuery(limit=7, cursor=cursor, newest_first=False))
     # one camera in a time window
     rows, more = index.frames(
         FrameQuery(cam="cam1", since=base + 3600 * 10**6, until=base + 3 * 3600 * 10**6)
@@ -109,15 +116,18 @@ def test_queries_keyset_pages_class_filter_and_hourly_counts(index, header):
     assert all(base + 3600 * 10**6 <= r.ts <= base + 3 * 3600 * 10**6 for r in rows)
     assert len(rows) == 4
     # a class, a score floor, a camera; paged
-    rows, more = index.frames(FrameQuery(cls="person", min_score=0.6, limit=3))
+    rows, more = index.frames(FrameQuery(cls="person", min_score=0.6, limit=3, newest_first=False))
     expect = [
         (base + i * 600 * 10**6, f"cam{i % 3}")
         for i in range(0, 30, 2)
         if 0.3 + 0.02 * i >= 0.6 - 1e-9
     ]
-    rest, _ = index.frames(FrameQuery(cls="person", min_score=0.6, cursor=more))
+    rest, _ = index.frames(FrameQuery(cls="person", min_score=0.6, cursor=more, newest_first=False))
     assert [(r.ts, r.cam) for r in rows + rest] == expect
-    rows, _ = index.frames(FrameQuery(cls="car", cam="cam0"))
+    rows, more = index.frames(FrameQuery(cls="person", min_score=0.6, limit=3))
+    rest, _ = index.frames(FrameQuery(cls="person", min_score=0.6, cursor=more))
+    assert [(r.ts, r.cam) for r in rows + rest] == expect[::-1]  # newest first, paged
+    rows, _ = index.frames(FrameQuery(cls="car", cam="cam0", newest_first=False))
     # frames i = 0, 3, ... are cam0's and had a car; frame 0's boxes were replaced without
     assert [r.ts for r in rows] == [base + i * 600 * 10**6 for i in range(3, 30, 3)]
     assert index.frames(FrameQuery(cls="unicorn"))[0] == []

@@ -65,8 +65,11 @@ def test_sqlite_queries_over_http_and_reindex(tmp_path, blob):
                 query={"class": "person", "limit": 2, "cursor": page["next_cursor"]},
             ).json()
             ids += [f["id"] for f in page["frames"]]
-        assert ids == [f"door{i % 2}-{base + i * 600 * 10**6}" for i in range(0, 12, 3)]
-        one = c.request("GET", "/frames", query={"cam": "door0", "class": "truck"}).json()
+        # newest first by default, paged with next_cursor
+        assert ids == [f"door{i % 2}-{base + i * 600 * 10**6}" for i in range(9, -1, -3)]
+        one = c.request(
+            "GET", "/frames", query={"cam": "door0", "class": "truck", "order": "asc"}
+        ).json()
         assert [f["id"] for f in one["frames"]] == [
             f"door0-{base + i * 600 * 10**6}" for i in (0, 4, 8)
         ]
@@ -81,6 +84,7 @@ def test_sqlite_queries_over_http_and_reindex(tmp_path, blob):
             {"cam": "a%20b"},
             {"limit": "0"},
             {"class": "x" * 300},
+            {"order": "sideways"},
         ):
             status, _, text = http_call(
                 srv.url, "GET", "/frames?" + "&".join(f"{k}={v}" for k, v in bad.items())
@@ -212,7 +216,7 @@ def test_sigkill_mid_upload_and_mid_claim_then_database_down(pg, tmp_path, blob)
         half.wait()
         srv.start()
         c = EdgeClient(srv.url, role="worker", retry_for=30)
-        listed = [f["id"] for f in c.frames("kcam")]
+        listed = [f["id"] for f in c.frames("kcam", order="asc")]
         assert listed == acked  # every acknowledged frame, not the half upload
         assert c.upload("kcam", 77, blob)["created"] is True  # the cut one, whole, anew
         # the leases of the dead server lapse: the frames come back (after one check)

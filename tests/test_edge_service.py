@@ -50,7 +50,7 @@ def server(tmp_path_factory):
 
 
 def _frames(client: EdgeClient, cam: str) -> list[dict]:
-    return client.frames(cam)
+    return client.frames(cam, order="asc")
 
 
 def _decode_png(data: bytes) -> np.ndarray:
@@ -310,7 +310,10 @@ def test_restart_loses_no_acknowledged_frame_and_cameras_retry(tmp_path, photo):
         client = EdgeClient(srv.url)
         listed = {f["id"]: f for f in client.frames("rcam")}
         assert set(acked) <= set(listed)
-        assert [f["ts"] for f in client.frames("rcam", since=101, until=102)] == [101, 102]
+        assert [f["ts"] for f in client.frames("rcam", since=101, until=102, order="asc")] == [
+            101,
+            102,
+        ]
         assert {"id": "rcam", "frames": 7} in client.request("GET", "/cameras").json()["cameras"]
         for i, fid in enumerate(acked):
             assert client.frame(fid).body == (blob if i % 2 else blob[:end1])

@@ -172,29 +172,33 @@ def boxes_of(doc: dict) -> list[BoxRow]:
 
 @dataclass(frozen=True)
 class Cursor:
-    """Keyset position in (ts, cam) order: the last frame of the previous page."""
+    """Keyset position: the last frame of the previous page, and the page's order (a cursor
+    is only valid for a query in the order that produced it)."""
 
     ts: int
     cam: str
+    newest_first: bool = False
 
     def encode(self) -> str:
-        return base64.urlsafe_b64encode(f"{self.ts}:{self.cam}".encode()).decode().rstrip("=")
+        text = f"{self.ts}:{self.cam}" + (":d" if self.newest_first else "")
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-            ts, cam = raw.split(":", 1)
+            ts, cam, *order = raw.split(":")
             if not (
                 re.fullmatch(r"0|[1-9][0-9]{0,15}", ts)
                 and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", cam)
+                and order in ([], ["d"])
             ):
                 raise ValueError(raw)
         except (ValueError, UnicodeDecodeError):
             raise VCMError(
                 f"bad cursor {text[:80]!r}: pass the next_cursor of a previous page unchanged"
             ) from None
-        return cls(int(ts), cam)
+        return cls(int(ts), cam, newest_first=bool(order))
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,8 @@ class FrameQuery:
     min_score: float | None = None
     limit: int = 100
     cursor: Cursor | None = None
+    #: newest capture time first (a viewer's page, a camera's latest); False: oldest first
+    newest_first: bool = True
 
 
 # -- connections ------------------------------------------------------------------------------
@@ -617,7 +623,15 @@ class Index:
 
     # -- queries ---------------------------------------------------------------------------
     def frames(self, q: FrameQuery) -> tuple[list[FrameRow], Cursor | None]:
-        """One page in (ts, cam) order and the cursor of the next (None: last page)."""
+        """One page in (ts, cam) order, newest first unless ``q.newest_first`` is False, and
+        the cursor of the next (None: last page)."""
+        if q.cursor is not None and q.cursor.newest_first != q.newest_first:
+            raise VCMError(
+                "the cursor belongs to a page in the other order: pass the same order= as "
+                "the page that gave it"
+            )
+        desc = " DESC" if q.newest_first else ""
+        order = f"ts{desc}, cam{desc}"
         where, params = [], []
         if q.cam is not None:
             where.append("cam = ?")
@@ -629,7 +643,10 @@ class Index:
             where.append("ts <= ?")
             params.append(q.until)
         if q.cursor is not None:
-            where.append("ts >= ? AND (ts > ? OR cam > ?)")
+            if q.newest_first:
+                where.append("ts <= ? AND (ts < ? OR cam < ?)")
+            else:
+                where.append("ts >= ? AND (ts > ? OR cam > ?)")
             params += [q.cursor.ts, q.cursor.ts, q.cursor.cam]
         if q.cls is not None:
             box = ["class = ?", *where]
@@ -640,8 +657,8 @@ class Index:
             cols = ", ".join("f." + c.strip() for c in _COLS.split(","))
             text = (
                 f"SELECT {cols} FROM frames f JOIN (SELECT DISTINCT ts, cam FROM "
-                f"detections WHERE {' AND '.join(box)} ORDER BY ts, cam LIMIT ?) d "
-                "ON f.cam = d.cam AND f.ts = d.ts ORDER BY f.ts, f.cam"
+                f"detections WHERE {' AND '.join(box)} ORDER BY {order} LIMIT ?) d "
+                f"ON f.cam = d.cam AND f.ts = d.ts ORDER BY f.ts{desc}, f.cam{desc}"
             )
             rows = self._all(text, (*bparams, q.limit + 1))
         else:
@@ -653,13 +670,15 @@ class Index:
                 params.append(q.min_score)
             cond = f"WHERE {' AND '.join(where)}" if where else ""
             rows = self._all(
-                f"SELECT {_COLS} FROM frames {cond} ORDER BY ts, cam LIMIT ?",
+                f"SELECT {_COLS} FROM frames {cond} ORDER BY {order} LIMIT ?",
                 (*params, q.limit + 1),
             )
         frames = [FrameRow.from_db(r) for r in rows]
         more = len(frames) > q.limit
         frames = frames[: q.limit]
-        return frames, (Cursor(frames[-1].ts, frames[-1].cam) if more else None)
+        if not more:
+            return frames, None
+        return frames, Cursor(frames[-1].ts, frames[-1].cam, q.newest_first)
 
     def class_counts(
         self,

@@ -74,6 +74,16 @@ def cursor_param(request: web.Request) -> Cursor | None:
     return None if raw in (None, "") else Cursor.decode(raw)
 
 
+def newest_first_param(request: web.Request) -> bool:
+    """``order=desc`` (the default: newest capture time first) or ``order=asc``."""
+    raw = request.query.get("order")
+    if raw in (None, "", "desc"):
+        return True
+    if raw == "asc":
+        return False
+    raise VCMError(f"query parameter order={raw[:40]!r}: 'desc' (newest first) or 'asc'")
+
+
 def flag_param(request: web.Request, name: str) -> bool:
     raw = request.query.get(name)
     if raw in (None, "", "0"):

@@ -39,6 +39,7 @@ from vcm_plugin.edge.query import (
     flag_param,
     float_param,
     int_param,
+    newest_first_param,
     reject_constant,
     score_param,
 )
@@ -573,6 +574,7 @@ class IndexRoutes(Routes):
             until=int_param(request, "until", lo=0, hi=10**16),
             limit=int_param(request, "limit", default=1000, lo=1, hi=100_000),
             cursor=cursor_param(request),
+            newest_first=newest_first_param(request),
         )
         rows, more = await self.state.db(self.index.frames, query)
         page: dict[str, Any] = {"frames": [self._describe(r) for r in rows]}
@@ -581,10 +583,11 @@ class IndexRoutes(Routes):
         return web.json_response(page, dumps=dumps)
 
     async def list_frames(self, request: web.Request) -> web.Response:
-        """``GET /frames?cam=&since=&until=&class=&min_score=&limit=&cursor=``: frames in
-        capture-time order, one camera or all, optionally only those with a box of a class
-        (at or above a score); ``next_cursor`` fetches the next page (keyset pagination:
-        the cost of a page does not grow with its depth)."""
+        """``GET /frames?cam=&since=&until=&class=&min_score=&limit=&cursor=&order=``: frames
+        by capture time, newest first (``order=asc``: oldest first), one camera or all,
+        optionally only those with a box of a class (at or above a score); ``next_cursor``
+        fetches the next (older) page (keyset pagination: the cost of a page does not grow
+        with its depth)."""
         cam = request.query.get("cam")
         query = FrameQuery(
             cam=check_camera(cam) if cam not in (None, "") else None,
@@ -594,6 +597,7 @@ class IndexRoutes(Routes):
             min_score=score_param(request),
             limit=int_param(request, "limit", default=100, lo=1, hi=1000),
             cursor=cursor_param(request),
+            newest_first=newest_first_param(request),
         )
         rows, more = await self.state.db(self.index.frames, query)
         return web.json_response(

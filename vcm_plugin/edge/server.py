@@ -20,9 +20,11 @@ Routes (role needed in brackets; see :data:`ROUTE_ROLES` and docs/edge.md)::
     POST /frames/{id}/undecodable            [analytics] "the analytics point does not
                                              decode": checked here, then quarantined
     POST /analytics/claim?max=n&wait=s       [analytics] lease frames that need analytics
-    GET  /cameras, /cameras/{cam}/frames     index by camera and time (?since=&until=&cursor=)
-    GET  /frames?cam=&since=&until=&class=&min_score=&limit=&cursor=   [viewer, admin]
-                                             frames by time, camera and class; keyset pages
+    GET  /cameras, /cameras/{cam}/frames     index by camera and time (?since=&until=&cursor=
+                                             &order=)
+    GET  /frames?cam=&since=&until=&class=&min_score=&limit=&cursor=&order=   [viewer, admin]
+                                             frames by time, camera and class, newest first
+                                             (order=asc: oldest first); keyset pages
     GET  /stats/classes?cam=&since=&until=&class=   [viewer, admin] boxes and frames per
                                              class per camera per hour
     GET  /cameras/{cam}/wanted?wait=s        [camera] frames whose texture a viewer asked for

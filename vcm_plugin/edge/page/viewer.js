@@ -167,7 +167,7 @@ async function loadFrames(cam) {
       .catch((e) => status("frame " + frame.id + ": " + e.message, true));
     drawBoxes(fig, frame).catch((e) => status("detections " + frame.id + ": " + e.message, true));
   }
-  status(frames.length + " frame(s) of camera " + cam + (cls ? " with a " + cls : ""));
+  status("the newest " + frames.length + " frame(s) of camera " + cam + (cls ? " with a " + cls : ""));
   loadClasses(cam).catch((e) => status("classes: " + e.message, true));
 }
 
