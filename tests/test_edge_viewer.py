@@ -1,7 +1,7 @@
 """Issue 17, the viewer page in a real headless browser (Chromium through Playwright).
 
 A camera keeps its texture layers (``--texture on-request``); the page, given a viewer token
-in the URL fragment, shows the camera's frames oldest first as analytics pictures with the
+in the URL fragment, shows the camera's frames newest first as analytics pictures with the
 worker's boxes; "Full quality" on one frame makes the server ask the camera for the texture,
 and the full picture replaces the analytics one. A screenshot is kept in docs/."""
 
@@ -141,7 +141,8 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
                 ]
                 assert requests.get("GET /frames/{id}/image 503", 0) > 0, requests
                 ids = page.eval_on_selector_all("figure.frame", "els => els.map(e => e.dataset.id)")
-                assert ids == [fr["id"] for fr in frames]  # time order, oldest first
+                assert ids == [fr["id"] for fr in frames]  # newest first, as the index lists
+                assert frames == sorted(frames, key=lambda fr: fr["ts"], reverse=True)
                 until(
                     page,
                     "() => [...document.querySelectorAll('figure.frame')].every("
@@ -193,6 +194,20 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
                 ) == [frames[-1]["id"]]
                 page.select_option("#class", "")
                 until(page, f"() => document.querySelectorAll('figure.frame').length === {FRAMES}")
+                assert page.locator("#older").is_hidden()  # one page holds them all
+                # pages of 3 (?limit=3): the newest three, then "Older frames" for the rest
+                page.goto(f"{srv.url}/?limit=3#token={tokens['viewer']}")
+                shown_ids = "() => [...document.querySelectorAll('figure.frame')]"
+                until(page, f"{shown_ids}.length === 3")
+                assert page.evaluate(f"{shown_ids}.map(e => e.dataset.id)") == [
+                    fr["id"] for fr in frames[:3]
+                ]
+                page.locator("#older").click()
+                until(page, f"{shown_ids}.length === {FRAMES - 3}")
+                assert page.evaluate(f"{shown_ids}.map(e => e.dataset.id)") == [
+                    fr["id"] for fr in frames[3:]
+                ]
+                assert page.locator("#older").is_hidden()
                 browser.close()
         finally:
             camera.stop()

@@ -148,7 +148,14 @@ async function fullQuality(fig, frame, button) {
   }
 }
 
-async function loadFrames(cam) {
+// frames per page: ?limit=N in the page's address (1..1000), else 50
+const PAGE_SIZE = (() => {
+  const n = Number(new URLSearchParams(location.search).get("limit"));
+  return Number.isInteger(n) && n >= 1 && n <= 1000 ? n : 50;
+})();
+
+// one page of a camera's frames, newest first; ``cursor``: the next_cursor of the page before
+async function loadFrames(cam, cursor) {
   state.cam = cam;
   for (const b of document.querySelectorAll("#cameras button"))
     b.setAttribute("aria-pressed", String(b.dataset.cam === cam));
@@ -156,9 +163,12 @@ async function loadFrames(cam) {
   const strip = document.getElementById("strip");
   strip.replaceChildren();
   const cls = document.getElementById("class").value;
-  const { frames } = await api(cls
-    ? "/frames?limit=50&cam=" + encodeURIComponent(cam) + "&class=" + encodeURIComponent(cls)
-    : "/cameras/" + encodeURIComponent(cam) + "/frames?limit=50");
+  const list = cls
+    ? "/frames?limit=" + PAGE_SIZE + "&cam=" + encodeURIComponent(cam) + "&class=" +
+      encodeURIComponent(cls)
+    : "/cameras/" + encodeURIComponent(cam) + "/frames?limit=" + PAGE_SIZE;
+  const page = await api(list + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+  const frames = page.frames;
   for (const frame of frames) {
     const fig = frameCard(frame);
     strip.appendChild(fig);
@@ -167,7 +177,11 @@ async function loadFrames(cam) {
       .catch((e) => status("frame " + frame.id + ": " + e.message, true));
     drawBoxes(fig, frame).catch((e) => status("detections " + frame.id + ": " + e.message, true));
   }
-  status("the newest " + frames.length + " frame(s) of camera " + cam + (cls ? " with a " + cls : ""));
+  const older = document.getElementById("older");
+  older.hidden = !page.next_cursor;
+  older.onclick = () => loadFrames(cam, page.next_cursor).catch((e) => status(e.message, true));
+  status((cursor ? "" : "the newest ") + frames.length + " frame(s) of camera " + cam +
+         (cls ? " with a " + cls : "") + (cursor ? ", older" : ""));
   loadClasses(cam).catch((e) => status("classes: " + e.message, true));
 }
 
