@@ -113,7 +113,9 @@ def time_queries(
     seed: int = 1,
     start_us: int = 1_700_000_000 * 10**6,
 ) -> dict:
-    """Latency of the queries users ask, each a page of 100 (what the viewer page fetches)."""
+    """Latency of the queries users ask, each a page of 100, oldest first (``order=asc``:
+    the order docs/edge.md's figures were measured in; the default newest-first pages walk
+    the same indexes backwards and are not measured here)."""
     rng = random.Random(seed)
     kinds = {
         "camera_time_window": lambda: FrameQuery(
@@ -121,9 +123,13 @@ def time_queries(
             since=(s := start_us + rng.randrange(max(1, span_us - HOUR_US))),
             until=s + HOUR_US,
             limit=100,
+            newest_first=False,
         ),
         "class_filter": lambda: FrameQuery(
-            cls=rng.choice(CLASSES), since=start_us + rng.randrange(span_us), limit=100
+            cls=rng.choice(CLASSES),
+            since=start_us + rng.randrange(span_us),
+            limit=100,
+            newest_first=False,
         ),
         "camera_class_window": lambda: FrameQuery(
             cam=f"cam{rng.randrange(cameras):03d}",
@@ -132,6 +138,7 @@ def time_queries(
             since=(s := start_us + rng.randrange(max(1, span_us - HOUR_US))),
             until=s + HOUR_US,
             limit=100,
+            newest_first=False,
         ),
     }
     out = {}
