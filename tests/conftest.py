@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -113,3 +114,62 @@ def pg_server():
         pytest.skip(f"no PostgreSQL server can be started here: {exc}")
     yield server
     server.cleanup()
+
+
+class RtspServer:
+    """``tests/rtsp_server.py`` (GStreamer's RTSP server, system python3) on a fixed port:
+    ``start()`` again after ``kill()`` is the camera coming back at the same address."""
+
+    SCRIPT = Path(__file__).with_name("rtsp_server.py")
+
+    def __init__(self, fps: int = 10) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.fps = fps
+        self.url = f"rtsp://127.0.0.1:{self.port}/cam"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RtspServer:
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", str(self.SCRIPT), str(self.port), "/cam", str(self.fps)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        line = self.proc.stdout.readline()  # "ready", or the error that stopped it
+        if line.strip() != "ready":
+            self.kill()
+            raise RuntimeError(f"RTSP server did not start: {line}{self.proc.stdout.read()}")
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc:
+            self.proc.wait()
+
+
+@pytest.fixture
+def rtsp_server():
+    """A real RTSP camera (10 frames/s, 320x240); skipped with the reason where GStreamer's
+    RTSP server is not installed (.ci/run installs it)."""
+    probe = (
+        subprocess.run(
+            ["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+            capture_output=True,
+            text=True,
+        )
+        if Path("/usr/bin/python3").exists()
+        else None
+    )
+    if probe is None or probe.returncode:
+        pytest.skip(
+            "GStreamer's RTSP server is not installed (apt-get install python3-gi "
+            "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good; .ci/run does)"
+        )
+    server = RtspServer().start()
+    yield server
+    server.kill()

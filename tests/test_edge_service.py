@@ -18,8 +18,9 @@ from PIL import Image
 
 from vcm_plugin import Codec
 from vcm_plugin.codec import container
-from vcm_plugin.edge.camera import Camera, iter_frames
+from vcm_plugin.edge.camera import Camera
 from vcm_plugin.edge.client import EdgeClient, ServerError, ServerUnavailable
+from vcm_plugin.edge.sources import iter_frames
 from vcm_plugin.edge.testing import ServerProcess, vcm_command
 
 REPO = Path(__file__).resolve().parents[1]

@@ -182,7 +182,7 @@ def test_parse_range_unsatisfiable(value):
 def test_camera_sources_images_and_video(tmp_path, photo):
     import cv2
 
-    from vcm_plugin.edge.camera import iter_frames
+    from vcm_plugin.edge.sources import iter_frames
 
     video = tmp_path / "clip.avi"
     h, w = photo.shape[:2]
@@ -191,9 +191,17 @@ def test_camera_sources_images_and_video(tmp_path, photo):
         writer.write(np.ascontiguousarray(np.roll(photo, 4 * i, axis=1)[..., ::-1]))
     writer.release()
     frames = list(iter_frames(video, every=2))
-    assert [name for name, _ in frames] == ["clip.avi#0", "clip.avi#2", "clip.avi#4"]
-    assert frames[0][1].shape == photo.shape and frames[0][1].dtype == np.uint8
-    assert abs(frames[0][1].astype(int) - photo).mean() < 12  # RGB order kept, MJPG loss
+    assert [f.name for f in frames] == ["clip.avi#0", "clip.avi#2", "clip.avi#4"]
+    assert frames[0].rgb.shape == photo.shape and frames[0].rgb.dtype == np.uint8
+    assert abs(frames[0].rgb.astype(int) - photo).mean() < 12  # RGB order kept, MJPG loss
+    # capture times follow the video's own clock (5 frames/s): 400 ms apart every 2nd frame
+    assert [b.ts - a.ts for a, b in zip(frames, frames[1:], strict=False)] == [400_000] * 2
+    # --fps on capture time: 2.5 frames/s of a 5 frames/s video is every other frame
+    assert [f.name for f in iter_frames(video, fps=2.5)] == [
+        "clip.avi#0",
+        "clip.avi#2",
+        "clip.avi#4",
+    ]
     from PIL import Image
 
     for i in range(3):

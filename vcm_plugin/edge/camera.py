@@ -25,68 +25,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from vcm_plugin.codec import container
 from vcm_plugin.codec.api import Codec
-from vcm_plugin.codec.imagefile import read_rgb
 from vcm_plugin.edge.client import EdgeClient, ServerError, ServerUnavailable
+from vcm_plugin.edge.sources import Frame
 from vcm_plugin.edge.store import FrameKey
 from vcm_plugin.errors import VCMError
 
 log = logging.getLogger("vcm.edge.camera")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 TEXTURE_MODES = ("after", "on-request", "never")
-
-
-def iter_frames(
-    source: str | Path, every: int = 1, limit: int | None = None
-) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, RGB uint8) from a folder of images, one image, or a video (OpenCV)."""
-    source = Path(source)
-    if source.is_dir():
-        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise VCMError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {source}")
-        frames = (_read_image(p) for p in paths)
-    elif source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
-        frames = iter([_read_image(source)])
-    elif source.is_file():
-        frames = _read_video(source)
-    else:
-        raise VCMError(f"{source} is neither a folder of images, an image nor a video")
-    count = 0
-    for i, item in enumerate(frames):
-        if i % every:
-            continue
-        if limit is not None and count >= limit:
-            return
-        count += 1
-        yield item
-
-
-def _read_image(path: Path) -> tuple[str, np.ndarray]:
-    return path.name, read_rgb(path)
-
-
-def _read_video(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise VCMError(f"cannot open {path} as a video (OpenCV)")
-    try:
-        i = 0
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                return
-            yield f"{path.name}#{i}", np.ascontiguousarray(bgr[..., ::-1])
-            i += 1
-    finally:
-        cap.release()
 
 
 def _span(header: container.Header, start: int, stop: int) -> str:
@@ -179,8 +129,10 @@ class Camera:
             heapq.heappush(self._heap, _Job(priority, self._seq, key, layers))
             self._cv.notify_all()
 
-    def _timestamp(self) -> int:
-        self._last_ts = max(self._last_ts + 1, time.time_ns() // 1000)
+    def _timestamp(self, ts: int | None = None) -> int:
+        """The frame's key: its capture time (now if it has none), kept strictly increasing
+        so that two frames never share a key (a source that restarts its clock, a burst)."""
+        self._last_ts = max(self._last_ts + 1, time.time_ns() // 1000 if ts is None else ts)
         return self._last_ts
 
     def first_layers(self, blob: bytes) -> int:
@@ -192,9 +144,10 @@ class Camera:
         """The stream the camera sends for one frame (``Codec.uplink``)."""
         return self.codec.uplink(self.codec.encode(img), self.max_bytes)
 
-    def capture(self, img: np.ndarray) -> FrameKey:
-        """Encode one frame and queue its first upload (and, in ``after`` mode, the rest)."""
-        key = FrameKey(self.cam, self._timestamp())
+    def capture(self, img: np.ndarray, ts: int | None = None) -> FrameKey:
+        """Encode one frame and queue its first upload (and, in ``after`` mode, the rest);
+        ``ts`` is its capture time in microseconds since the epoch (default: now)."""
+        key = FrameKey(self.cam, self._timestamp(ts))
         blob = self.climb(img)
         first = self.first_layers(blob)
         with self._cv:
@@ -283,7 +236,7 @@ class Camera:
                     n = container.parse_header(blob, self.codec.max_pixels).num_layers
                     self._put(1, key, n)
 
-    def run(self, frames: Iterator[tuple[str, np.ndarray]], linger: float = 0.0) -> dict:
+    def run(self, frames: Iterator[Frame], linger: float = 0.0) -> dict:
         """Push every frame; then drain the queue (and, ``on-request``, answer viewers'
         requests for ``linger`` seconds; negative = until interrupted)."""
         uploader = threading.Thread(target=self._uploader, name="edge-upload", daemon=True)
@@ -294,10 +247,10 @@ class Camera:
             poller.start()
         interrupted = False
         try:
-            for _name, img in frames:
+            for frame in frames:
                 if self._error or self._stop.is_set():
                     break
-                self.capture(img)
+                self.capture(frame.rgb, frame.ts)
             end = time.monotonic() + linger if linger >= 0 else float("inf")
             with self._cv:
                 while (self._heap or time.monotonic() < end) and not (

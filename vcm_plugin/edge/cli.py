@@ -151,13 +151,15 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 def cmd_push(args: argparse.Namespace) -> None:
     from vcm_plugin.codec.api import Codec
-    from vcm_plugin.edge.camera import Camera, iter_frames
+    from vcm_plugin.edge.camera import Camera
     from vcm_plugin.edge.client import EdgeClient
+    from vcm_plugin.edge.sources import iter_frames
     from vcm_plugin.edge.store import check_camera
 
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
     _threads(args.threads)
     check_camera(args.cam)
-    frames = iter_frames(args.source, every=args.every, limit=args.limit)
+    frames = iter_frames(args.source, every=args.every, limit=args.limit, fps=args.fps)
     client = EdgeClient(args.server, role="camera", retry_for=args.retry_for, token=_token(args))
     camera = Camera(
         client,
@@ -171,13 +173,13 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from vcm_plugin.codec.api import Codec
-    from vcm_plugin.edge.camera import iter_frames
     from vcm_plugin.edge.loadtest import BENCH_PREFIX, check_bench_store, run_load
+    from vcm_plugin.edge.sources import iter_frames
 
     token = _token(args)
     store = check_bench_store(args.server, allow_live=args.allow_live_store, token=token)
     codec = Codec.from_preset(args.preset)
-    streams = [codec.encode(img) for _, img in iter_frames(args.source, limit=args.distinct)]
+    streams = [codec.encode(f.rgb) for f in iter_frames(args.source, limit=args.distinct)]
     result = run_load(
         args.server,
         streams,
@@ -417,8 +419,15 @@ def _push_command(esub: argparse._SubParsersAction, env_url: str) -> None:
     """``vcm edge push`` and its arguments."""
     from vcm_plugin.codec.presets import DEFAULT_PRESET, PRESETS
 
-    p = esub.add_parser("push", help="camera: encode images or video frames and upload")
-    p.add_argument("source", type=Path, help="folder of images, an image, or a video file")
+    p = esub.add_parser(
+        "push", help="camera: encode images, a video or a live camera's frames and upload"
+    )
+    p.add_argument(
+        "source",
+        help="folder of images, an image, a video file, or any FFmpeg source: a camera URL "
+        "(rtsp://user:pass@host:554/stream, http://..., rtmp://...) or a V4L2 device "
+        "(/dev/video0); a live source is reconnected with back-off when it drops",
+    )
     p.add_argument("--server", default=env_url, help=f"service URL (default {env_url})")
     p.add_argument("--cam", required=True, help="camera id (letters, digits, _ and -)")
     p.add_argument(
@@ -449,6 +458,13 @@ def _push_command(esub: argparse._SubParsersAction, env_url: str) -> None:
         "prefix through the analytics point); the rest follows per --texture",
     )
     p.add_argument("--every", type=int, default=1, help="take every N-th frame")
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="at most F frames per second of capture time (video and camera sources; a "
+        "live camera's newest frame is taken when the encoder is free)",
+    )
     p.add_argument("--limit", type=int, default=None, help="at most N frames")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     _client_options(p)

@@ -180,12 +180,12 @@ def start_up_seconds(db: str | None, store_dir: Path) -> float:
 def upload_throughput(
     db: str | None, store_dir: Path, images: Path, n: int, concurrency: int
 ) -> dict:
-    from vcm_plugin.edge.camera import iter_frames
     from vcm_plugin.edge.loadtest import run_load
+    from vcm_plugin.edge.sources import iter_frames
     from vcm_plugin.edge.testing import ServerProcess
 
     codec = Codec()
-    streams = [codec.encode(img) for _, img in iter_frames(images, limit=4)]
+    streams = [codec.encode(f.rgb) for f in iter_frames(images, limit=4)]
     args = ("--db", db) if db else ()
     with ServerProcess(store_dir, store_dir.parent / "upload-srv.log", args=args) as srv:
         result = run_load(srv.url, streams, n=n, concurrency=concurrency, cam_prefix="up-")
