@@ -71,7 +71,15 @@ def _cases(n: int, end1: int) -> list[tuple[str, str, bytes | None, set[str]]]:
     det = json.dumps(
         {"boxes": [{"xyxy": [1, 2, 30, 40], "conf": 0.9, "name": "person"}], "inference_s": 0.01}
     ).encode()
+    event = json.dumps(
+        {"cam": "cam1", "rule": "door", "class": "person", "start": 1, "end": 1,
+         "best": "cam1-1", "score": 0.9}
+    ).encode()  # fmt: skip
     return [
+        ("POST", "/events", event, {"analytics"}),
+        ("GET", "/events?cam=cam1&class=person", None, {"viewer", "admin"}),
+        ("GET", "/events/cam1-1", None, {"viewer", "admin"}),  # 404 for those allowed
+        ("GET", "/events/cam1-1/snapshot", None, {"viewer", "admin"}),
         ("GET", "/", None, {"*"}),
         ("GET", "/viewer.js", None, {"*"}),
         ("GET", "/health", None, {"*"}),

@@ -76,6 +76,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
         retention_grace=args.retention_grace,
         allow_origins=tuple(args.allow_origin),
     )
+    from vcm_plugin.edge.notify import MqttTarget, Notifier, read_secret
+
+    notifier = Notifier(
+        webhook=args.webhook,
+        secret=read_secret(args.webhook_secret_file) if args.webhook_secret_file else None,
+        mqtt=MqttTarget.parse(args.mqtt) if args.mqtt else None,
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = FrameStore(args.store)
     asyncio.run(
@@ -87,6 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             limits=limits,
             tokens=tokens,
             db=args.db,
+            notifier=notifier,
         )
     )
 
@@ -143,7 +151,13 @@ def cmd_worker(args: argparse.Namespace) -> None:
     _threads(args.threads)
     detector = load_detector(args.model, conf=args.conf, imgsz=args.imgsz)
     client = EdgeClient(args.server, role="worker", retry_for=args.retry_for, token=_token(args))
-    worker = Worker(client, detector, layers=args.layers, batch=args.batch)
+    from vcm_plugin.edge.events import load_masks, load_rules
+
+    rules = load_rules(args.rules) if args.rules else None
+    masks = load_masks(args.masks) if args.masks else None
+    worker = Worker(
+        client, detector, layers=args.layers, batch=args.batch, rules=rules, masks=masks
+    )
     print(f"vcm edge worker: {detector!r} on layers={args.layers} from {args.server}", flush=True)
     done = worker.run(max_frames=args.max_frames, idle_exit=args.idle_exit)
     print(f"vcm edge worker: analysed {done} frame(s)", flush=True)
@@ -300,6 +314,22 @@ def _serve_command(esub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--db", default=None, help=DB_HELP)
+    p.add_argument(
+        "--webhook",
+        default=None,
+        help="POST each new, grown or ended event as JSON to this URL, signed "
+        "(X-VCM-Signature: sha256=HMAC of the body); needs --webhook-secret-file",
+    )
+    p.add_argument(
+        "--webhook-secret-file",
+        default=None,
+        help="file holding the webhook's HMAC secret (16 bytes or more)",
+    )
+    p.add_argument(
+        "--mqtt",
+        default=None,
+        help="publish the same JSON to mqtt://[user:pass@]HOST[:PORT]/TOPIC (QoS 1)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -403,6 +433,19 @@ def _worker_command(esub: argparse._SubParsersAction, env_url: str) -> None:
         "--imgsz", type=int, default=640, help="detector input size in pixels (default 640)"
     )
     p.add_argument("--batch", type=int, default=4, help="frames leased per claim")
+    p.add_argument(
+        "--rules",
+        default=None,
+        help="event rules per camera, JSON or YAML: {CAM: [{name, classes, min_score, zone, "
+        "min_frames, cooldown_s, pre_s, post_s}]} (zone: [[x, y], ...] in 0..1; CAM '*': "
+        "any camera); events go to the server (GET /events)",
+    )
+    p.add_argument(
+        "--masks",
+        default=None,
+        help="mask polygons per camera, JSON or YAML: {CAM: [[[x, y], ...], ...]} in 0..1; "
+        "boxes whose bottom centre is masked are dropped",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     p.add_argument(

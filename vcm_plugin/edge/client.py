@@ -204,6 +204,16 @@ class EdgeClient:
             headers={"Content-Type": "application/json"},
         ).json()
 
+    def save_event(self, event: dict) -> dict:
+        """Report an event, new or grown (``POST /events``; the worker's rules)."""
+        return self.request(
+            "POST",
+            "/events",
+            json.dumps(event).encode(),
+            headers={"Content-Type": "application/json"},
+            ok=(200, 201),
+        ).json()
+
     def claim(self, n: int = 1, wait: float = 20.0, lease: float = 120.0) -> list[dict]:
         return self.request(
             "POST", "/analytics/claim", query={"max": n, "wait": wait, "lease": lease}

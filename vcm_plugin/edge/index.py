@@ -103,6 +103,28 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             PRIMARY KEY (cam, hour, class))""",
         ],
     ),
+    (
+        3,
+        [
+            # events live in the index only: reindex rebuilds frames and boxes, not events
+            """CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            cam TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            class TEXT NOT NULL,
+            start_ts BIGINT NOT NULL,
+            end_ts BIGINT NOT NULL,
+            best_ts BIGINT NOT NULL,
+            score {real} NOT NULL,
+            frames BIGINT NOT NULL,
+            ended INTEGER NOT NULL,
+            pre_s {real} NOT NULL,
+            post_s {real} NOT NULL,
+            modified {real} NOT NULL)""",
+            "CREATE INDEX events_start ON events (start_ts, id)",
+            "CREATE INDEX events_cam ON events (cam, start_ts, id)",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -214,6 +236,70 @@ class FrameQuery:
     cursor: Cursor | None = None
     #: newest capture time first (a viewer's page, a camera's latest); False: oldest first
     newest_first: bool = True
+
+
+_EVENT_COLS = (
+    "id, cam, rule, class, start_ts, end_ts, best_ts, score, frames, ended, pre_s, post_s, modified"
+)
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One event (:mod:`vcm_plugin.edge.events`) as the index holds it; times: capture time,
+    microseconds; ``best``: the ts of its best frame."""
+
+    id: str
+    cam: str
+    rule: str
+    cls: str
+    start: int
+    end: int
+    best: int
+    score: float
+    frames: int
+    ended: bool
+    pre_s: float
+    post_s: float
+    modified: float
+
+    @classmethod
+    def from_db(cls, row: tuple) -> EventRow:
+        v = list(row)
+        return cls(
+            v[0], v[1], v[2], v[3], int(v[4]), int(v[5]), int(v[6]), float(v[7]), int(v[8]),
+            bool(v[9]), float(v[10]), float(v[11]), float(v[12]),
+        )  # fmt: skip
+
+    def describe(self) -> dict:
+        return {
+            "id": self.id,
+            "cam": self.cam,
+            "rule": self.rule,
+            "class": self.cls,
+            "start": self.start,
+            "end": self.end,
+            "best": f"{self.cam}-{self.best}",
+            "score": self.score,
+            "frames": self.frames,
+            "ended": self.ended,
+            "pre_s": self.pre_s,
+            "post_s": self.post_s,
+            "snapshot": f"/events/{self.id}/snapshot",
+        }
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """``GET /events``: newest first by start; one camera or all, a class, a time window
+    (events overlapping it); ``after`` is the keyset position (start, id) of the last event
+    of the previous page."""
+
+    cam: str | None = None
+    cls: str | None = None
+    since: int | None = None
+    until: int | None = None
+    limit: int = 100
+    after: tuple[int, str] | None = None
 
 
 # -- connections ------------------------------------------------------------------------------
@@ -597,6 +683,75 @@ class Index:
     def mark_checked(self, cam: str, ts: int) -> None:
         with self._tx() as ex:
             ex("UPDATE frames SET checked = 1 WHERE cam = ? AND ts = ?", (cam, ts))
+
+    # -- events ----------------------------------------------------------------------------
+    def save_event(self, row: EventRow) -> EventRow | None:
+        """Insert or update an event; returns the row as it was before (None: it is new). An
+        ended event stays ended (a late update cannot reopen it)."""
+        with self._tx() as ex:
+            old = ex(f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (row.id,)).fetchone()
+            if old is None:
+                ex(
+                    f"INSERT INTO events ({_EVENT_COLS}) VALUES ({', '.join('?' * 13)})",
+                    (
+                        row.id, row.cam, row.rule, row.cls, row.start, row.end, row.best,
+                        row.score, row.frames, int(row.ended), row.pre_s, row.post_s,
+                        row.modified,
+                    ),
+                )  # fmt: skip
+                return None
+            before = EventRow.from_db(old)
+            ex(
+                "UPDATE events SET class = ?, end_ts = ?, best_ts = ?, score = ?, frames = ?, "
+                "ended = ?, pre_s = ?, post_s = ?, modified = ? WHERE id = ?",
+                (
+                    row.cls, max(row.end, before.end), row.best, row.score,
+                    max(row.frames, before.frames), int(row.ended or before.ended), row.pre_s,
+                    row.post_s, row.modified, row.id,
+                ),
+            )  # fmt: skip
+            return before
+
+    def event(self, event_id: str) -> EventRow | None:
+        row = self._one(f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (event_id,))
+        return EventRow.from_db(row) if row else None
+
+    def events(self, q: EventQuery) -> tuple[list[EventRow], tuple[int, str] | None]:
+        """One page, newest start first, and the keyset position of the next (None: last)."""
+        where, params = [], []
+        for cond, value in (
+            ("cam = ?", q.cam),
+            ("class = ?", q.cls),
+            ("end_ts >= ?", q.since),
+            ("start_ts <= ?", q.until),
+        ):
+            if value is not None:
+                where.append(cond)
+                params.append(value)
+        if q.after is not None:
+            where.append("start_ts <= ? AND (start_ts < ? OR id < ?)")
+            params += [q.after[0], q.after[0], q.after[1]]
+        cond = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._all(
+            f"SELECT {_EVENT_COLS} FROM events {cond} ORDER BY start_ts DESC, id DESC LIMIT ?",
+            (*params, q.limit + 1),
+        )
+        events = [EventRow.from_db(r) for r in rows]
+        if len(events) <= q.limit:
+            return events, None
+        events = events[: q.limit]
+        return events, (events[-1].start, events[-1].id)
+
+    def want_range(self, cam: str, since: int, until: int) -> int:
+        """Ask the camera for the texture of its frames captured in ``[since, until]`` (an
+        event's window); returns how many were asked for."""
+        with self._tx() as ex:
+            cur = ex(
+                "UPDATE frames SET wanted = ? WHERE cam = ? AND ts >= ? AND ts <= ? AND "
+                "wanted IS NULL AND stored_layers < num_layers",
+                (-1.0, cam, since, until),
+            )
+            return max(0, cur.rowcount)
 
     # -- texture requests ------------------------------------------------------------------
     def want(self, cam: str, ts: int) -> None:

@@ -158,11 +158,10 @@ def bounded_int(literal: str) -> int:
     """``json.loads``'s ``parse_int``: integer literals of at most ``MAX_INT_DIGITS`` digits."""
     if len(literal.lstrip("-")) > MAX_INT_DIGITS:
         raise VCMError(
-            f"detections: an integer of {len(literal.lstrip('-'))} digits "
-            f"(at most {MAX_INT_DIGITS})"
+            f"JSON body: an integer of {len(literal.lstrip('-'))} digits (at most {MAX_INT_DIGITS})"
         )
     return int(literal)
 
 
 def reject_constant(name: str) -> None:
-    raise VCMError(f"detections: {name} is not a number JSON allows")
+    raise VCMError(f"JSON body: {name} is not a number JSON allows")

@@ -8,8 +8,11 @@ layer limit)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import json
+import re
 import time
 from collections import Counter
 from typing import Any
@@ -18,6 +21,7 @@ from aiohttp import web
 
 from vcm_plugin.codec import container
 from vcm_plugin.edge.auth import Principal, Role
+from vcm_plugin.edge.events import check_event
 from vcm_plugin.edge.http import (
     IMMUTABLE,
     REVALIDATE,
@@ -30,7 +34,7 @@ from vcm_plugin.edge.http import (
     parse_range,
     range_allowed,
 )
-from vcm_plugin.edge.index import FrameQuery, FrameRow, Index, boxes_of
+from vcm_plugin.edge.index import EventQuery, EventRow, FrameQuery, FrameRow, Index, boxes_of
 from vcm_plugin.edge.query import (
     bounded_int,
     check_detections,
@@ -52,7 +56,15 @@ from vcm_plugin.errors import VCMError
 #: bytes read from the store per write when a frame or view is sent
 READ_CHUNK = 256 << 10
 
-__all__ = ["AdminRoutes", "AnalyticsRoutes", "FrameRoutes", "IndexRoutes", "Routes", "UploadRoutes"]
+__all__ = [
+    "AdminRoutes",
+    "AnalyticsRoutes",
+    "EventRoutes",
+    "FrameRoutes",
+    "IndexRoutes",
+    "Routes",
+    "UploadRoutes",
+]
 
 V, A, ADM = Role.VIEWER, Role.ANALYTICS, Role.ADMIN
 _PAGE_HEADERS = {
@@ -94,6 +106,30 @@ class Routes:
             return
         if not principal.owns(cam):
             raise HTTPProblem(403, f"token {principal.name!r} may not act for camera {cam!r}")
+
+    async def _json_body(self, request: web.Request, what: str = "detections") -> object:
+        """A bounded JSON body: size over ``max_json`` 413, NaN/Infinity and nesting deeper
+        than Python's parser handles 400."""
+        limit = self.limits.max_json
+        if request.content_length is not None and request.content_length > limit:
+            raise HTTPProblem(
+                413, f"JSON body of {request.content_length} bytes is over the limit of {limit}"
+            )
+        try:
+            async with asyncio.timeout(self.limits.body_timeout):
+                raw = await request.content.read(limit + 1)
+                if len(raw) > limit:
+                    raise HTTPProblem(413, f"JSON body over the limit of {limit} bytes")
+        except TimeoutError:
+            raise HTTPProblem(
+                408, "request body not received in time", {"Connection": "close"}
+            ) from None
+        try:
+            return json.loads(raw, parse_constant=reject_constant, parse_int=bounded_int)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise VCMError(f"{what} must be JSON: {exc}") from None
+        except RecursionError:
+            raise VCMError(f"{what} JSON is nested too deeply") from None
 
 
 class UploadRoutes(Routes):
@@ -330,7 +366,12 @@ class FrameRoutes(Routes):
     async def get_image(self, request: web.Request) -> web.StreamResponse:
         meta = await self._meta(request)
         k = await self._layers(request, meta)
-        explicit = request.query.get("layers") not in (None, "")
+        return await self.image(request, meta, k, request.query.get("layers") not in (None, ""))
+
+    async def image(
+        self, request: web.Request, meta: FrameMeta, k: int, explicit: bool
+    ) -> web.StreamResponse:
+        """Operating point ``k`` of the frame as PNG (cached, conditional, HEAD)."""
         etag = meta.etag(f"i{self._image_version}-", k)
         headers = {
             **self._validators(meta, etag, k, explicit),
@@ -521,30 +562,6 @@ class AnalyticsRoutes(Routes):
                 self.state.metrics.inference.add(result["inference_s"])
         return web.json_response({"id": meta.key.id, "stored": True}, dumps=dumps)
 
-    async def _json_body(self, request: web.Request) -> object:
-        """A bounded JSON body: size over ``max_json`` 413, NaN/Infinity and nesting deeper
-        than Python's parser handles 400."""
-        limit = self.limits.max_json
-        if request.content_length is not None and request.content_length > limit:
-            raise HTTPProblem(
-                413, f"JSON body of {request.content_length} bytes is over the limit of {limit}"
-            )
-        try:
-            async with asyncio.timeout(self.limits.body_timeout):
-                raw = await request.content.read(limit + 1)
-                if len(raw) > limit:
-                    raise HTTPProblem(413, f"JSON body over the limit of {limit} bytes")
-        except TimeoutError:
-            raise HTTPProblem(
-                408, "request body not received in time", {"Connection": "close"}
-            ) from None
-        try:
-            return json.loads(raw, parse_constant=reject_constant, parse_int=bounded_int)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise VCMError(f"detections must be JSON: {exc}") from None
-        except RecursionError:
-            raise VCMError("detections JSON is nested too deeply") from None
-
     async def report_undecodable(self, request: web.Request) -> web.Response:
         meta = await self._meta(request)
         ok = await self.state.verify(meta)
@@ -642,6 +659,129 @@ class IndexRoutes(Routes):
         return FrameMeta.from_row(
             row, self.limits.max_pixels, self.state.served.get(key, Counter())
         ).describe()
+
+
+class EventRoutes(Routes):
+    """Events: analytics clients report them (the worker's rules), viewers list them and see
+    their best frame at full quality. A new or grown event asks the camera for the texture of
+    its frames from ``pre_s`` before its start to ``post_s`` after its end, and is announced
+    to the webhook and MQTT (:mod:`vcm_plugin.edge.notify`)."""
+
+    def __init__(self, state: ServerState, frames: FrameRoutes) -> None:
+        super().__init__(state)
+        self.frames = frames
+
+    async def save_event(self, request: web.Request) -> web.Response:
+        """``POST /events`` (new or updated; the id is ``CAM-START-RULE``)."""
+        doc = check_event(await self._json_body(request, "an event"))
+        event_id = f"{doc['cam']}-{doc['start']}-{doc['rule']}"
+        row = EventRow(
+            event_id, doc["cam"], doc["rule"], doc["class"], doc["start"], doc["end"],
+            doc["best"], doc["score"], doc["frames"], doc["ended"], doc["pre_s"],
+            doc["post_s"], time.time(),
+        )  # fmt: skip
+        before = await self.state.db(self.index.save_event, row)
+        after = await self.state.db(self.index.event, event_id)
+        assert after is not None
+        asked = await self.state.db(
+            self.index.want_range,
+            after.cam,
+            after.start - int(after.pre_s * 1e6),
+            after.end + int(after.post_s * 1e6),
+        )
+        if asked:
+            await self.state.notify()
+        kind = (
+            "new" if before is None else ("end" if after.ended and not before.ended else "update")
+        )
+        if before is None or after != before:
+            self.state.notifier.send(kind, after.describe())
+        return web.json_response(
+            {**after.describe(), "texture_requested": asked},
+            status=201 if before is None else 200,
+            dumps=dumps,
+        )
+
+    async def list_events(self, request: web.Request) -> web.Response:
+        """``GET /events?cam=&class=&since=&until=&limit=&cursor=``: newest first."""
+        cam = request.query.get("cam")
+        query = EventQuery(
+            cam=check_camera(cam) if cam not in (None, "") else None,
+            cls=class_param(request),
+            since=int_param(request, "since", lo=0, hi=10**16),
+            until=int_param(request, "until", lo=0, hi=10**16),
+            limit=int_param(request, "limit", default=100, lo=1, hi=1000),
+            after=_event_cursor(request.query.get("cursor")),
+        )
+        rows, more = await self.state.db(self.index.events, query)
+        return web.json_response(
+            {
+                "events": [r.describe() for r in rows],
+                "next_cursor": _encode_event_cursor(more) if more else None,
+            },
+            dumps=dumps,
+        )
+
+    async def _event(self, request: web.Request) -> EventRow:
+        event_id = request.match_info["id"]
+        row = await self.state.db(self.index.event, event_id) if len(event_id) < 200 else None
+        if row is None:
+            raise HTTPProblem(404, f"event {event_id[:80]!r} not found")
+        return row
+
+    async def get_event(self, request: web.Request) -> web.Response:
+        return web.json_response((await self._event(request)).describe(), dumps=dumps)
+
+    async def snapshot(self, request: web.Request) -> web.StreamResponse:
+        """The event's best frame at full quality (PNG). Layers still on the camera are asked
+        for; ``wait=s`` waits for them, else (or when the wait runs out) 409 + Retry-After."""
+        row = await self._event(request)
+        meta = await self.state.get(FrameKey(row.cam, row.best))
+        if meta is None:
+            raise HTTPProblem(404, f"the best frame of event {row.id} is no longer stored")
+        n = meta.layout.num_layers
+        if meta.layout.stored_layers < n:
+            wait = float_param(request, "wait", 0.0, 0.0, 60.0)
+            await self.state.db(self.index.want, meta.key.cam, meta.key.ts)
+            await self.state.notify()
+
+            async def stored() -> bool:
+                now = await self.state.get(meta.key)
+                if now is not None:
+                    meta.layout, meta.modified = now.layout, now.modified
+                return meta.layout.stored_layers >= n
+
+            await self.state.wait_until(stored, wait)
+            if meta.layout.stored_layers < n:
+                raise HTTPProblem(
+                    409,
+                    f"the full-quality layers of frame {meta.key} were asked from camera "
+                    f"{meta.key.cam}; retry later",
+                    {"Retry-After": "1"},
+                    stored_layers=meta.layout.stored_layers,
+                )
+        return await self.frames.image(request, meta, n, True)
+
+
+def _encode_event_cursor(pos: tuple[int, str]) -> str:
+    return base64.urlsafe_b64encode(f"{pos[0]}:{pos[1]}".encode()).decode().rstrip("=")
+
+
+def _event_cursor(text: str | None) -> tuple[int, str] | None:
+    if text in (None, ""):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+        start, event_id = raw.split(":", 1)
+        if not re.fullmatch(r"0|[1-9][0-9]{0,15}", start) or not re.fullmatch(
+            r"[A-Za-z0-9_-]{1,200}", event_id
+        ):
+            raise ValueError(raw)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise VCMError(
+            f"bad cursor {text[:80]!r}: pass the next_cursor of a previous page unchanged"
+        ) from None
+    return int(start), event_id
 
 
 class AdminRoutes(Routes):

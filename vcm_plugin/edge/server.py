@@ -28,6 +28,11 @@ Routes (role needed in brackets; see :data:`ROUTE_ROLES` and docs/edge.md)::
     GET  /stats/classes?cam=&since=&until=&class=   [viewer, admin] boxes and frames per
                                              class per camera per hour
     GET  /cameras/{cam}/wanted?wait=s        [camera] frames whose texture a viewer asked for
+    POST /events                             [analytics] an event, new or grown (the
+                                             worker's rules); asks for its frames' texture
+    GET  /events?cam=&class=&since=&until=&limit=&cursor=   [viewer, admin] newest first
+    GET  /events/{id}, /events/{id}/snapshot?wait=s   [viewer, admin] one event; its best
+                                             frame at full quality (PNG; 409 until stored)
     DELETE /frames/{id}, POST /admin/retention, GET /metrics   [admin]
     GET  /health                             status (details with any valid token)
 
@@ -53,10 +58,12 @@ from aiohttp import web
 from vcm_plugin.edge.auth import Principal, Role, TokenTable, bearer, open_principal
 from vcm_plugin.edge.http import ConnectionGuard, HTTPProblem, dumps, is_loopback, parse_range
 from vcm_plugin.edge.index import Index, IndexUnavailable, open_index
+from vcm_plugin.edge.notify import Notifier
 from vcm_plugin.edge.query import CLIENT_LABEL
 from vcm_plugin.edge.routes import (
     AdminRoutes,
     AnalyticsRoutes,
+    EventRoutes,
     FrameRoutes,
     IndexRoutes,
     UploadRoutes,
@@ -127,6 +134,10 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[Role]] = {
     ("DELETE", "/frames/{id}"): frozenset({ADM}),
     ("POST", "/admin/retention"): frozenset({ADM}),
     ("GET", "/metrics"): frozenset({ADM}),
+    ("POST", "/events"): frozenset({A}),
+    ("GET", "/events"): frozenset({V, ADM}),
+    ("GET", "/events/{id}"): frozenset({V, ADM}),
+    ("GET", "/events/{id}/snapshot"): frozenset({V, ADM}),
 }
 
 
@@ -142,14 +153,16 @@ class EdgeServer:
         tokens: TokenTable | None = None,
         io_threads: int = 4,
         index: Index | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
-        self.state = ServerState(store, limits, io_threads, index)
+        self.state = ServerState(store, limits, io_threads, index, notifier)
         self.tokens = tokens
         self.guard: ConnectionGuard | None = None
         self.uploads = UploadRoutes(self.state)
         self.frames = FrameRoutes(self.state, _version())
         self.analytics = AnalyticsRoutes(self.state)
         self.catalog = IndexRoutes(self.state)
+        self.events = EventRoutes(self.state, self.frames)
         self.admin = AdminRoutes(self.state)
 
     def _principal(self, request: web.Request) -> Principal | None:
@@ -274,6 +287,9 @@ class EdgeServer:
             "open_connections": len(self.guard.active) if self.guard else 0,
             "connections_refused": self.guard.refused if self.guard else 0,
             "connections_timed_out": self.guard.timed_out if self.guard else 0,
+            "notifications_sent": self.state.notifier.sent,
+            "notifications_failed": self.state.notifier.failed,
+            "notifications_dropped": self.state.notifier.dropped,
         }
         if request.query.get("format") == "prometheus":
             return web.Response(
@@ -317,6 +333,10 @@ class EdgeServer:
         r.add_post("/frames/{id}/undecodable", self.analytics.report_undecodable)
         r.add_post("/analytics/claim", self.analytics.claim)
         r.add_post("/admin/retention", self.admin.retention)
+        r.add_post("/events", self.events.save_event)
+        r.add_get("/events", self.events.list_events)
+        r.add_get("/events/{id}", self.events.get_event)
+        r.add_get("/events/{id}/snapshot", self.events.snapshot)
         r.add_get("/health", self.health)
         r.add_get("/metrics", self.get_metrics)
         return app
@@ -331,6 +351,7 @@ async def serve(
     tokens: TokenTable | None = None,
     index: Index | None = None,
     db: str | None = None,
+    notifier: Notifier | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM; prints ``serving ... on URL`` once the socket is bound
     (port 0 picks a free port, and the line says which). Without tokens it listens on a
@@ -343,7 +364,7 @@ async def serve(
         )
     quiet_request_bytes()
     index = index or open_index(db, store.url, store.root, store.local)
-    server = EdgeServer(store, limits, tokens, index=index)
+    server = EdgeServer(store, limits, tokens, index=index, notifier=notifier)
     runner = web.AppRunner(
         server.app(),
         access_log=log if access_log else None,

@@ -25,6 +25,7 @@ from vcm_plugin.codec.api import Codec
 from vcm_plugin.edge.http import HTTPProblem
 from vcm_plugin.edge.index import ANALYSED, QUARANTINED, FrameRow, Index, open_index, reindex
 from vcm_plugin.edge.metrics import Metrics
+from vcm_plugin.edge.notify import Notifier
 from vcm_plugin.edge.store import QUARANTINE, FrameKey, FrameStore
 from vcm_plugin.edge.stream import Layout
 from vcm_plugin.errors import Unavailable, VCMError
@@ -168,8 +169,10 @@ class ServerState:
         limits: ServerLimits | None = None,
         io_threads: int = 4,
         index: Index | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
+        self.notifier = notifier or Notifier()  # none configured: events are not announced
         self.index = index or open_index(None, store.url, store.root, store.local)
         self.limits = limits = limits or ServerLimits()
         self.codec = Codec(max_pixels=limits.max_pixels)
@@ -262,6 +265,7 @@ class ServerState:
         with the number of frames. Only a new, empty index over a store that already holds
         frames (a store from before the index) is built once from the store."""
         self._changed = asyncio.Condition()
+        self.notifier.start()
         if self.index.created and await self.run(self.store.cameras):
             report = await self.run(reindex, self.index, self.store, self.codec)
             log.info(
@@ -289,6 +293,7 @@ class ServerState:
         await self.notify()
 
     async def cleanup(self, app: web.Application) -> None:
+        await self.notifier.stop()
         self._io.shutdown(wait=True)
         self._cpu.shutdown(wait=True)
         self.index.close()

@@ -1,4 +1,6 @@
-"""Analytics worker: lease new frames, fetch only their analytics point, detect, store JSON.
+"""Analytics worker: lease new frames, fetch only their analytics point, detect, store JSON;
+with masks, drop the boxes in masked areas first; with rules, report events
+(:mod:`vcm_plugin.edge.events`).
 
 The analytics point (``Codec.inspect().analytics_point``, sent by the server with each
 claim) is read as a view: the header and the layers that point needs, nothing else.
@@ -20,6 +22,8 @@ import numpy as np
 from vcm_plugin.codec.api import Codec
 from vcm_plugin.codec.presets import ANALYTICS
 from vcm_plugin.edge.client import EdgeClient
+from vcm_plugin.edge.events import EventEngine, Polygon, Rule, for_camera, unmasked
+from vcm_plugin.edge.store import FrameKey
 from vcm_plugin.errors import VCMError
 from vcm_plugin.taskmodels.detect import Box
 
@@ -53,8 +57,15 @@ class Worker:
         layers: int | str = ANALYTICS,
         batch: int = 4,
         lease: float = 120.0,
+        rules: dict[str, list[Rule]] | None = None,
+        masks: dict[str, list[Polygon]] | None = None,
     ) -> None:
+        """``rules`` and ``masks`` per camera id (``*``: any other camera). Rules read frames
+        in capture order per camera, so one worker should serve the cameras that have rules
+        (a second worker's frames are not seen by the first one's rules)."""
         self.client, self.detector = client, detector
+        self.events = EventEngine(rules) if rules else None
+        self.masks = masks or {}
         self.layers, self.batch, self.lease = parse_layers(layers), batch, lease
         self.codec = Codec()
         self.done = 0
@@ -84,6 +95,9 @@ class Worker:
         t2 = time.perf_counter()
         boxes = self.detector(img)
         t3 = time.perf_counter()
+        height, width = img.shape[:2]
+        cam = FrameKey.parse(frame_id).cam
+        kept = unmasked(boxes, for_camera(self.masks, cam), width, height)
         result = {
             "model": getattr(self.detector, "name", repr(self.detector)),
             "layers": k,
@@ -93,16 +107,30 @@ class Worker:
             "fetch_s": t1 - t0,
             "decode_s": t2 - t1,
             "inference_s": t3 - t2,
-            "boxes": boxes,
+            "boxes": kept,
         }
+        if len(kept) < len(boxes):
+            result["masked"] = len(boxes) - len(kept)
         self.client.put_detections(frame_id, result)
+        if self.events is not None:
+            key = FrameKey.parse(frame_id)
+            for kind, event in self.events.observe(key.cam, key.ts, kept, width, height):
+                self.client.save_event(event.doc())
+                print(f"event {kind}: {event.id} {event.cls} {event.score:.2f}", flush=True)
         return result
+
+    def close_events(self) -> None:
+        """End the events still open (the worker is stopping): the server learns they ended."""
+        if self.events is not None:
+            for event in self.events.close_all():
+                self.client.save_event(event.doc())
 
     def run(
         self, max_frames: int | None = None, idle_exit: float | None = None, wait: float = 20.0
     ) -> int:
         """Work until ``max_frames`` are done or nothing new came for ``idle_exit`` s
-        (both None: forever). Returns the number of frames analysed."""
+        (both None: forever), then end the events still open. Returns the number of frames
+        analysed."""
         idle_since = time.monotonic()
         while max_frames is None or self.done < max_frames:
             poll = wait if idle_exit is None else max(0.1, min(wait, idle_exit))
@@ -127,4 +155,5 @@ class Worker:
                     flush=True,
                 )
             idle_since = time.monotonic()
+        self.close_events()
         return self.done
