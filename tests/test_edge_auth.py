@@ -80,6 +80,7 @@ def _cases(n: int, end1: int) -> list[tuple[str, str, bytes | None, set[str]]]:
         ("GET", "/events?cam=cam1&class=person", None, {"viewer", "admin"}),
         ("GET", "/events/cam1-1", None, {"viewer", "admin"}),  # 404 for those allowed
         ("GET", "/events/cam1-1/snapshot", None, {"viewer", "admin"}),
+        ("GET", "/events/cam1-1/clip", None, {"viewer", "admin"}),
         ("GET", "/", None, {"*"}),
         ("GET", "/viewer.js", None, {"*"}),
         ("GET", "/health", None, {"*"}),

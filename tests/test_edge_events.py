@@ -252,6 +252,14 @@ def test_worker_rules_make_an_event_with_snapshot_webhook_and_mqtt(tmp_path, pho
                     for t, _ in script
                 }
             assert info[10]["stored_layers"] < info[10]["num_layers"]
+            status, headers, mp4 = http_call(srv.url, "GET", f"/events/{ev['id']}/clip")
+            assert status == 200 and headers["content-type"] == "video/mp4"
+            assert headers["x-vcm-frames"] == "4"  # 0..3 s: [start - 1 s, end + 5 s]
+            clip = _mp4_frames(mp4)
+            assert [f.shape for f in clip] == [(256, 256, 3)] * 4
+            assert [round(t, 3) for t in _mp4_times(mp4)] == [0.0, 1.0, 2.0, 3.0]
+            # full quality: the clip's first frame is close to the photo itself
+            assert np.abs(clip[0].astype(int) - person.astype(int)).mean() < 12
             camera.stop()
             run.join(30)
             assert http_call(srv.url, "GET", "/events/door-1-x")[0] == 404
@@ -275,6 +283,24 @@ def test_worker_rules_make_an_event_with_snapshot_webhook_and_mqtt(tmp_path, pho
         assert json.loads(body)["event"]["id"] == ev["id"]
     assert [json.loads(m) for m in received] == [json.loads(b) for b, _ in _Hook.got]
     assert secret.decode() not in log
+
+
+def _mp4_frames(data: bytes) -> list[np.ndarray]:
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(data)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def _mp4_times(data: bytes) -> list[float]:
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(data)) as c:
+        return [float(f.time) for f in c.decode(video=0)]
 
 
 def test_bad_events_are_refused_with_400(tmp_path):
@@ -303,6 +329,8 @@ def test_bad_events_are_refused_with_400(tmp_path):
         assert http_call(srv.url, "POST", "/events", body=json.dumps(good).encode())[0] == 200
         status, _, body = http_call(srv.url, "GET", "/events/door-5-p/snapshot")
         assert status == 404 and b"no longer stored" in body
+        status, _, body = http_call(srv.url, "GET", "/events/door-5-p/clip")
+        assert status == 404 and b"no frames" in body
         assert http_call(srv.url, "GET", "/events?cursor=%%%")[0] == 400
         for i in range(3):
             doc = {**good, "start": 100 + i, "end": 100 + i, "best": f"door-{100 + i}"}

@@ -66,6 +66,7 @@ def test_head_answers_wherever_get_does(env):
         "/events": "viewer",
         "/events/web-1-door": "viewer",  # 404 (no such event), but not 405
         "/events/web-1-door/snapshot": "viewer",
+        "/events/web-1-door/clip": "viewer",
     }
     gets = {route for method, route in ROUTE_ROLES if method == "GET"}
     assert len(gets) == len(paths)

@@ -33,6 +33,7 @@ Routes (role needed in brackets; see :data:`ROUTE_ROLES` and docs/edge.md)::
     GET  /events?cam=&class=&since=&until=&limit=&cursor=   [viewer, admin] newest first
     GET  /events/{id}, /events/{id}/snapshot?wait=s   [viewer, admin] one event; its best
                                              frame at full quality (PNG; 409 until stored)
+    GET  /events/{id}/clip?limit=n           [viewer, admin] its frames as MP4 (H.264)
     DELETE /frames/{id}, POST /admin/retention, GET /metrics   [admin]
     GET  /health                             status (details with any valid token)
 
@@ -138,6 +139,7 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/events"): frozenset({V, ADM}),
     ("GET", "/events/{id}"): frozenset({V, ADM}),
     ("GET", "/events/{id}/snapshot"): frozenset({V, ADM}),
+    ("GET", "/events/{id}/clip"): frozenset({V, ADM}),
 }
 
 
@@ -337,6 +339,7 @@ class EdgeServer:
         r.add_get("/events", self.events.list_events)
         r.add_get("/events/{id}", self.events.get_event)
         r.add_get("/events/{id}/snapshot", self.events.snapshot)
+        r.add_get("/events/{id}/clip", self.events.clip)
         r.add_get("/health", self.health)
         r.add_get("/metrics", self.get_metrics)
         return app
