@@ -341,3 +341,21 @@ def test_bad_events_are_refused_with_400(tmp_path):
             http_call(srv.url, "GET", f"/events?limit=2&cursor={page['next_cursor']}")[2]
         )
         assert [e["start"] for e in rest["events"]] == [100, 5] and rest["next_cursor"] is None
+
+
+def test_retention_file_is_checked(tmp_path):
+    from vcm_plugin.edge.state import CameraRetention, load_retention
+
+    got = load_retention(
+        _write(tmp_path / "r.json", {"door": {"days": 2, "event_days": 30}, "*": {"days": 7}})
+    )
+    assert got == {"door": CameraRetention(2.0, 30.0), "*": CameraRetention(7.0, 7.0)}
+    for doc, message in [
+        ({"door": {"days": 0}}, "positive number of days"),
+        ({"door": {"days": 5, "event_days": 1}}, "at least days"),
+        ({"door": {"event_days": 5}}, "must be"),
+        ({"door": {"days": 1, "hours": 5}}, "must be"),
+        ({"door": {"days": True}}, "positive number"),
+    ]:
+        with pytest.raises(VCMError, match=message):
+            load_retention(_write(tmp_path / "bad.json", doc))

@@ -17,6 +17,8 @@ from vcm_plugin.edge.index import (
     SCHEMA_VERSION,
     BoxRow,
     Cursor,
+    EventQuery,
+    EventRow,
     FrameQuery,
     FrameRow,
     Index,
@@ -234,3 +236,43 @@ def test_index_bench_runs_at_a_tiny_size():
         q = result["queries"][name]
         assert q["n"] == 20 and 0 < q["p50_ms"] <= q["p95_ms"] <= q["max_ms"]
     assert result["start_up_s_filled"] > 0
+
+
+def _event(cam: str, start: int, end: int, rule: str = "p", pre: float = 0.0, post: float = 0.0):
+    return EventRow(
+        f"{cam}-{start}-{rule}", cam, rule, "person", start, end, start, 0.9, 2, False, pre,
+        post, time.time(),
+    )  # fmt: skip
+
+
+def test_events_saved_listed_and_kept_by_retention(index, header):
+    """Events: insert, update (an ended event stays ended), keyset pages newest first,
+    filters; the texture of an event's window is asked for; per-camera retention keeps the
+    frames of events longer than the rest."""
+    day = 86400.0
+    now = time.time()
+    for ts in range(0, 10):  # received 10 days ago, one frame a second of capture time
+        assert index.insert(_row(header, "door", ts * 1_000_000, accepted=now - 10 * day))
+    assert index.insert(_row(header, "yard", 1, accepted=now - 10 * day))
+    ev = _event("door", 3_000_000, 4_000_000, pre=1.0, post=1.0)
+    assert index.save_event(ev) is None
+    assert index.save_event(EventRow(**{**ev.__dict__, "ended": True, "end": 5_000_000}))
+    again = index.save_event(EventRow(**{**ev.__dict__, "ended": False}))
+    assert again.ended and index.event(ev.id).ended and index.event(ev.id).end == 5_000_000
+    for i in range(3):
+        index.save_event(_event("yard", 100 + i, 100 + i))
+    page, more = index.events(EventQuery(limit=2))
+    assert [e.start for e in page] == [3_000_000, 102] and more is not None
+    rest, end = index.events(EventQuery(limit=2, after=more))
+    assert [e.start for e in rest] == [101, 100] and end is None
+    assert [e.id for e in index.events(EventQuery(cam="door"))[0]] == [ev.id]
+    assert index.events(EventQuery(cls="car"))[0] == []
+    assert [e.start for e in index.events(EventQuery(since=4_500_000))[0]] == [3_000_000]
+    # frames are stored whole by _row: nothing to ask for
+    assert index.want_range("door", 0, 10**7) == 0
+    # retention: all frames older than 5 days go, event frames (2..6 s) stay until 30 days
+    expired = index.expired("door", now - 5 * day, now - 30 * day, 100)
+    assert [r.ts // 1_000_000 for r in expired] == [0, 1, 7, 8, 9]
+    assert len(index.expired("door", now - 5 * day, now - 7 * day, 100)) == 10
+    assert index.expired("door", now - 20 * day, now - 30 * day, 100) == []
+    assert [r.cam for r in index.oldest(100, now - day, skip=("door",))] == ["yard"]

@@ -59,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except ImportError as exc:
         raise VCMError(f"vcm edge serve needs aiohttp ({exc}): pip install aiohttp") from None
     from vcm_plugin.edge.auth import TOKENS_FILE_ENV, TokenTable
+    from vcm_plugin.edge.state import load_retention
     from vcm_plugin.edge.store import FrameStore
 
     tokens_file = args.tokens_file or os.environ.get(TOKENS_FILE_ENV)
@@ -72,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         decode_threads=args.decode_threads,
         decode_queue=args.decode_queue,
         keep_days=args.keep_days,
+        retention=load_retention(args.retention) if args.retention else {},
         max_bytes=args.max_bytes,
         retention_grace=args.retention_grace,
         allow_origins=tuple(args.allow_origin),
@@ -291,6 +293,13 @@ def _serve_command(esub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="retention: delete frames received more than D days ago",
+    )
+    p.add_argument(
+        "--retention",
+        default=None,
+        help='per-camera retention, JSON or YAML: {CAM: {"days": D, "event_days": E}} '
+        "(CAM '*': any other camera): all frames D days, the frames of events (their "
+        "pre/post window) E days; cameras without an entry follow --keep-days",
     )
     p.add_argument(
         "--max-bytes",

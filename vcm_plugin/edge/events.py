@@ -102,7 +102,9 @@ def _rule(doc: Any, where: str) -> Rule:
     )
 
 
-def _read(path: str | Path, what: str) -> dict:
+def read_config(path: str | Path, what: str) -> dict:
+    """A per-camera config file (JSON, or YAML for .yml/.yaml): an object keyed by camera id
+    or ``*``; ``what`` names it in messages."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -128,7 +130,7 @@ def _read(path: str | Path, what: str) -> dict:
 def load_rules(path: str | Path) -> dict[str, list[Rule]]:
     """Rules per camera from a JSON/YAML file; names unique per camera."""
     rules: dict[str, list[Rule]] = {}
-    for cam, items in _read(path, "rules").items():
+    for cam, items in read_config(path, "rules").items():
         if not isinstance(items, list):
             raise VCMError(f"rules for camera {cam!r} must be a list")
         rules[cam] = [_rule(doc, f"rule {i} of camera {cam!r}") for i, doc in enumerate(items)]
@@ -141,7 +143,7 @@ def load_rules(path: str | Path) -> dict[str, list[Rule]]:
 def load_masks(path: str | Path) -> dict[str, list[Polygon]]:
     """Mask polygons per camera from a JSON/YAML file."""
     masks: dict[str, list[Polygon]] = {}
-    for cam, items in _read(path, "masks").items():
+    for cam, items in read_config(path, "masks").items():
         if not isinstance(items, list):
             raise VCMError(f"masks for camera {cam!r} must be a list of polygons")
         masks[cam] = [_polygon(p, f"mask {i} of camera {cam!r}") for i, p in enumerate(items)]

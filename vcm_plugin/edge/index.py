@@ -742,6 +742,19 @@ class Index:
         events = events[: q.limit]
         return events, (events[-1].start, events[-1].id)
 
+    def expired(self, cam: str, before: float, events_before: float, limit: int) -> list[FrameRow]:
+        """The camera's frames received before ``before``, oldest first, except those inside
+        an event's window (``pre_s`` before its start to ``post_s`` after its end) received
+        at or after ``events_before`` (per-camera retention: event frames kept longer)."""
+        rows = self._all(
+            f"SELECT {_COLS} FROM frames f WHERE cam = ? AND accepted < ? AND (accepted < ? "
+            "OR NOT EXISTS (SELECT 1 FROM events e WHERE e.cam = f.cam AND "
+            "f.ts >= e.start_ts - e.pre_s * 1000000 AND f.ts <= e.end_ts + e.post_s * 1000000)) "
+            "ORDER BY accepted LIMIT ?",
+            (cam, before, events_before, limit),
+        )
+        return [FrameRow.from_db(r) for r in rows]
+
     def want_range(self, cam: str, since: int, until: int) -> int:
         """Ask the camera for the texture of its frames captured in ``[since, until]`` (an
         event's window); returns how many were asked for."""
@@ -882,15 +895,22 @@ class Index:
             pending = ex("SELECT COUNT(*) FROM frames WHERE state = 'pending'").fetchone()[0]
         return {"frames": int(n), "bytes": int(b), "pending": int(pending)}
 
-    def oldest(self, limit: int, before: float | None = None) -> list[FrameRow]:
-        """Frames by receipt time, oldest first (retention)."""
-        if before is None:
-            rows = self._all(f"SELECT {_COLS} FROM frames ORDER BY accepted LIMIT ?", (limit,))
-        else:
-            rows = self._all(
-                f"SELECT {_COLS} FROM frames WHERE accepted < ? ORDER BY accepted LIMIT ?",
-                (before, limit),
-            )
+    def oldest(
+        self, limit: int, before: float | None = None, skip: tuple[str, ...] = ()
+    ) -> list[FrameRow]:
+        """Frames by receipt time, oldest first (retention), not of the cameras in ``skip``
+        (those with retention of their own)."""
+        where, params = [], []
+        if before is not None:
+            where.append("accepted < ?")
+            params.append(before)
+        if skip:
+            where.append(f"cam NOT IN ({', '.join('?' * len(skip))})")
+            params += list(skip)
+        cond = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._all(
+            f"SELECT {_COLS} FROM frames {cond}ORDER BY accepted LIMIT ?", (*params, limit)
+        )
         return [FrameRow.from_db(r) for r in rows]
 
     # -- reindex ---------------------------------------------------------------------------

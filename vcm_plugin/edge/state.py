@@ -34,6 +34,43 @@ log = logging.getLogger("vcm.edge.server")
 
 
 @dataclass(frozen=True)
+class CameraRetention:
+    """How long one camera's frames stay: all of them ``days`` days (receipt time), the frames
+    of its events (each event's pre/post window) ``event_days`` days (>= ``days``)."""
+
+    days: float
+    event_days: float
+
+    @classmethod
+    def parse(cls, doc: object, where: str) -> CameraRetention:
+        if not isinstance(doc, dict) or set(doc) - {"days", "event_days"} or "days" not in doc:
+            raise VCMError(f'{where} must be {{"days": D[, "event_days": E]}}')
+        values = []
+        for key in ("days", "event_days"):
+            v = doc.get(key, doc["days"])
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not (math.isfinite(v) and v > 0)
+            ):
+                raise VCMError(f"{where} {key} must be a positive number of days, got {v!r}")
+            values.append(float(v))
+        if values[1] < values[0]:
+            raise VCMError(f"{where} event_days must be at least days (event frames kept longer)")
+        return cls(*values)
+
+
+def load_retention(path: str) -> dict[str, CameraRetention]:
+    """``--retention FILE``: ``{CAM | "*": {"days": D, "event_days": E}}`` (JSON or YAML)."""
+    from vcm_plugin.edge.events import read_config
+
+    return {
+        cam: CameraRetention.parse(doc, f"retention of camera {cam!r}")
+        for cam, doc in read_config(path, "retention").items()
+    }
+
+
+@dataclass(frozen=True)
 class ServerLimits:
     """Every bound the service enforces against a careless or hostile client."""
 
@@ -52,6 +89,8 @@ class ServerLimits:
     retention_every: float = 60.0  # seconds between retention passes
     retention_grace: float = 300.0  # max_bytes never deletes a frame younger than this
     allow_origins: tuple[str, ...] = ()  # browser origins besides the service's own
+    #: per-camera retention (camera id or "*"); cameras without an entry follow keep_days
+    retention: dict[str, CameraRetention] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in (
@@ -315,15 +354,31 @@ class ServerState:
         return files, freed
 
     async def apply_retention(self) -> dict:
-        """Remove stale upload temp files (:meth:`sweep_parts`); delete frames older than
-        ``keep_days``, then the oldest while the store holds more than ``max_bytes`` (never
-        one received within ``retention_grace`` seconds). Age is the server's receipt time,
-        not the camera's timestamp; both walk the index's age order in batches."""
+        """Remove stale upload temp files (:meth:`sweep_parts`); delete each camera's frames
+        past its ``retention`` entry (event frames kept to ``event_days``), those of other
+        cameras older than ``keep_days``, then the oldest while the store holds more than
+        ``max_bytes`` (never one received within ``retention_grace`` seconds). Age is the
+        server's receipt time, not the camera's timestamp; all walk the index's age order in
+        batches."""
         parts, parts_bytes = await self.sweep_parts()
         deleted = freed = 0
-        if self.limits.keep_days is not None:
+        per_camera = self.limits.retention
+        if per_camera:
+            now = time.time()
+            cams = [c for c, _, _ in await self.db(self.index.cameras)]
+            for cam in cams:
+                rule = per_camera.get(cam, per_camera.get("*"))
+                if rule is None:
+                    continue
+                before, events_before = now - rule.days * 86400, now - rule.event_days * 86400
+                while batch := await self.db(self.index.expired, cam, before, events_before, 500):
+                    for row in batch:
+                        freed += await self.delete(FrameKey(row.cam, row.ts))
+                        deleted += 1
+        if self.limits.keep_days is not None and "*" not in per_camera:
             cutoff = time.time() - self.limits.keep_days * 86400
-            while batch := await self.db(self.index.oldest, 500, cutoff):
+            own = tuple(per_camera)
+            while batch := await self.db(self.index.oldest, 500, cutoff, own):
                 for row in batch:
                     freed += await self.delete(FrameKey(row.cam, row.ts))
                     deleted += 1
