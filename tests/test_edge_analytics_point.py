@@ -14,6 +14,7 @@ from vcm_plugin import Codec
 from vcm_plugin.edge.auth import add_token
 from vcm_plugin.edge.camera import Camera
 from vcm_plugin.edge.client import EdgeClient, ServerError
+from vcm_plugin.edge.sources import Frame
 from vcm_plugin.edge.testing import ServerProcess, vcm_command
 from vcm_plugin.edge.worker import Worker, parse_layers
 from vcm_plugin.errors import VCMError
@@ -52,7 +53,7 @@ def _client(env, role: str) -> EdgeClient:
 
 def test_first_upload_holds_the_analytics_point(env, img, codec):
     camera = Camera(_client(env, "camera"), "pointcam", codec, texture="never")
-    camera.run(iter([("a", img)]))
+    camera.run(iter([Frame("a", img)]))
     ((key, blob),) = camera.streams.items()
     info = codec.inspect(blob)  # what the camera sends: the climb, latent layers absent
     k = info.analytics_point
@@ -87,7 +88,7 @@ def test_max_bytes_keeps_the_longest_prefix_that_fits(env, img, codec):
     assert camera.climb(img) == blob and camera.first_layers(blob) == 2
     with pytest.raises(VCMError, match="below the frame's smallest operating point"):
         Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=ends[0] - 1).first_layers(blob)
-    camera.run(iter([("a", img)]))
+    camera.run(iter([Frame("a", img)]))
     ((key, sent),) = camera.streams.items()
     assert sent == blob
     stored = _client(env, "viewer").info(key.id)
@@ -129,7 +130,7 @@ def test_max_bytes_below_layer0_is_a_one_line_error(env, img, tmp_path):
 
 def test_worker_reads_the_analytics_point_by_default(env, img, codec):
     camera = Camera(_client(env, "camera"), "workcam", codec)  # texture follows: complete
-    camera.run(iter([("a", img)]))
+    camera.run(iter([Frame("a", img)]))
     ((key, blob),) = camera.streams.items()
     info = codec.inspect(blob)
     k = info.analytics_point

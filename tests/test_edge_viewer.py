@@ -24,6 +24,7 @@ from vcm_plugin import Codec
 from vcm_plugin.edge.auth import add_token
 from vcm_plugin.edge.camera import Camera
 from vcm_plugin.edge.client import EdgeClient
+from vcm_plugin.edge.sources import Frame
 from vcm_plugin.edge.testing import ServerProcess, http_call
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
         )
         runner = threading.Thread(
             target=camera.run,
-            args=(iter([(str(i), im) for i, im in enumerate(images)]),),
+            args=(iter([Frame(str(i), im) for i, im in enumerate(images)]),),
             kwargs={"linger": 120.0},
             daemon=True,
         )
