@@ -1,5 +1,7 @@
-"""The viewer page served at ``GET /``: cameras, a time-ordered strip of frames showing the
-analytics picture with the worker's boxes, and "Full quality" to pull the texture layers.
+"""The viewer page served at ``GET /``: cameras, a 24-hour timeline (boxes per hour, events),
+the camera's events with their best frame at full quality and a clip download, and a strip of
+frames newest first showing the detection picture with the worker's boxes, "Full quality" to
+pull the texture layers, and a live mode that adds new frames as they come.
 
 The page is two package data files, ``page/index.html`` and ``page/viewer.js`` (read once,
 on first use), so they are edited, linted and diffed as HTML and JavaScript.

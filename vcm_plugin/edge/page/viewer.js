@@ -1,6 +1,6 @@
 "use strict";
 const TOKEN_KEY = "vcm-edge-token";
-const state = { token: null, cam: null, urls: [] };
+const state = { token: null, cam: null, urls: [], until: null, liveTimer: null };
 
 function takeToken() {
   const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
@@ -87,11 +87,15 @@ async function drawBoxes(fig, frame) {
   const w = det.width || frame.width, h = det.height || frame.height;
   const svg = fig.querySelector("svg");
   svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+  // labels in picture units scaled to the card: about 13 px on screen at any picture size
+  const shown = fig.querySelector(".pic").clientWidth || 320;
+  const size = 13 * w / shown;
   for (const b of det.boxes) {
     const [x1, y1, x2, y2] = b.xyxy;
     svg.appendChild(svgEl("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1,
                                     class: "box" }));
-    const t = svgEl("text", { x: x1 + 2, y: Math.max(14, y1 - 3) });
+    const t = svgEl("text", { x: x1 + size / 6, y: Math.max(size, y1 - size / 4),
+                              "font-size": size, "stroke-width": size / 5 });
     t.textContent = (b.name || b.cls || "") + (b.conf != null ? " " + b.conf.toFixed(2) : "");
     svg.appendChild(t);
   }
@@ -156,6 +160,7 @@ const PAGE_SIZE = (() => {
 
 // one page of a camera's frames, newest first; ``cursor``: the next_cursor of the page before
 async function loadFrames(cam, cursor) {
+  if (state.cam !== cam) state.until = null;
   state.cam = cam;
   for (const b of document.querySelectorAll("#cameras button"))
     b.setAttribute("aria-pressed", String(b.dataset.cam === cam));
@@ -167,7 +172,9 @@ async function loadFrames(cam, cursor) {
     ? "/frames?limit=" + PAGE_SIZE + "&cam=" + encodeURIComponent(cam) + "&class=" +
       encodeURIComponent(cls)
     : "/cameras/" + encodeURIComponent(cam) + "/frames?limit=" + PAGE_SIZE;
-  const page = await api(list + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+  const until = state.until ? "&until=" + state.until : "";
+  const page = await api(list + until +
+                         (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
   const frames = page.frames;
   for (const frame of frames) {
     const fig = frameCard(frame);
@@ -180,10 +187,144 @@ async function loadFrames(cam, cursor) {
   const older = document.getElementById("older");
   older.hidden = !page.next_cursor;
   older.onclick = () => loadFrames(cam, page.next_cursor).catch((e) => status(e.message, true));
-  status((cursor ? "" : "the newest ") + frames.length + " frame(s) of camera " + cam +
-         (cls ? " with a " + cls : "") + (cursor ? ", older" : ""));
+  document.getElementById("frames-title").textContent = "Frames" +
+      (state.until ? " up to " + when(state.until) : ", newest first");
+  status((cursor || state.until ? "" : "the newest ") + frames.length + " frame(s) of camera " +
+         cam + (cls ? " with a " + cls : "") + (cursor ? ", older" : ""));
   loadClasses(cam).catch((e) => status("classes: " + e.message, true));
+  if (!cursor) {
+    loadTimeline(cam).catch((e) => status("timeline: " + e.message, true));
+    loadEvents(cam).catch((e) => status("events: " + e.message, true));
+  }
 }
+
+const HOUR_US = 3600e6;
+
+// the camera's last 24 hours: boxes per hour (GET /stats/classes) as bars, events as marks
+async function loadTimeline(cam) {
+  const end = Math.ceil(Date.now() * 1000 / HOUR_US) * HOUR_US, start = end - 24 * HOUR_US;
+  const [{ counts }, { events }] = await Promise.all([
+    api("/stats/classes?cam=" + encodeURIComponent(cam) + "&since=" + start),
+    api("/events?cam=" + encodeURIComponent(cam) + "&since=" + start + "&limit=200"),
+  ]);
+  const boxes = new Map();
+  for (const c of counts) boxes.set(c.hour, (boxes.get(c.hour) || 0) + c.boxes);
+  const svg = document.getElementById("timeline");
+  svg.replaceChildren();
+  svg.setAttribute("viewBox", "0 0 1000 56");
+  svg.setAttribute("preserveAspectRatio", "none");
+  const most = Math.max(1, ...boxes.values());
+  const x = (us) => (us - start) / (end - start) * 1000;
+  for (const [hour, n] of boxes) {
+    const h = 6 + 34 * n / most;
+    const bar = svgEl("rect", { class: "hour", x: x(hour) + 1, y: 42 - h, width: 1000 / 24 - 2,
+                                height: h, "data-hour": hour });
+    const tip = svgEl("title", {});
+    tip.textContent = when(hour) + ": " + n + " box(es)";
+    bar.appendChild(tip);
+    bar.addEventListener("click", () => {
+      state.until = hour + HOUR_US - 1;  // that hour's frames and what came before
+      loadFrames(cam).catch((e) => status(e.message, true));
+    });
+    svg.appendChild(bar);
+  }
+  for (const ev of events) {
+    svg.appendChild(svgEl("rect", { class: "event", x: x(ev.start), y: 44,
+                                    width: Math.max(2, x(ev.end) - x(ev.start)), height: 5 }));
+  }
+  for (let i = 0; i <= 24; i += 6) {
+    const t = svgEl("text", { x: Math.min(x(start + i * HOUR_US), 960), y: 55 });
+    t.textContent = new Date((start + i * HOUR_US) / 1000).toLocaleTimeString(undefined,
+        { hour: "2-digit", minute: "2-digit" });
+    svg.appendChild(t);
+  }
+  svg.dataset.loaded = "1";
+}
+
+function seconds(us) {
+  return (us / 1e6).toFixed(us < 10e6 ? 1 : 0) + " s";
+}
+
+// the camera's events, newest first: the best frame at full quality, what and when
+async function loadEvents(cam) {
+  const { events } = await api("/events?limit=20&cam=" + encodeURIComponent(cam));
+  const box = document.getElementById("events");
+  box.replaceChildren();
+  if (!events.length) box.appendChild(el("span", { class: "meta" }, "no events"));
+  for (const ev of events) {
+    const fig = el("figure", { class: "event", "data-id": ev.id });
+    fig.appendChild(el("img", { alt: "best frame of event " + ev.id }));
+    const cap = el("figcaption");
+    cap.appendChild(el("span", { class: "what" },
+        ev["class"] + " · " + ev.rule + " · " + (ev.score * 100).toFixed(0) + " %"));
+    cap.appendChild(el("span", { class: "meta" }, when(ev.start) + " · " +
+        (ev.ended ? seconds(ev.end - ev.start) : "going on")));
+    const clip = el("button", { type: "button" }, "Download clip");
+    clip.addEventListener("click", () => downloadClip(ev, clip));
+    cap.appendChild(clip);
+    fig.appendChild(cap);
+    box.appendChild(fig);
+    // full quality of the best frame: the server asks the camera and waits for it
+    api("/events/" + encodeURIComponent(ev.id) + "/snapshot?wait=20", "blob").then((blob) => {
+      const url = URL.createObjectURL(blob);
+      state.urls.push(url);
+      const img = fig.querySelector("img");
+      img.onload = () => { fig.dataset.loaded = "1"; };
+      img.src = url;
+    }).catch((e) => status("snapshot of " + ev.id + ": " + e.message, true));
+  }
+  box.dataset.loaded = "1";
+}
+
+async function downloadClip(ev, button) {
+  button.disabled = true;
+  status("making the clip of " + ev.id + " ...");
+  try {
+    const blob = await api("/events/" + encodeURIComponent(ev.id) + "/clip", "blob");
+    const a = el("a", { href: URL.createObjectURL(blob), download: ev.id + ".mp4" });
+    state.urls.push(a.href);
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    status("clip of " + ev.id + ": " + kilobytes(blob.size));
+  } catch (e) {
+    status("clip of " + ev.id + ": " + e.message, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// live: every few seconds, the newest frames of the camera join the top of the strip
+async function livePoll() {
+  if (!state.cam || state.until || document.getElementById("class").value) return;
+  const page = await api("/cameras/" + encodeURIComponent(state.cam) + "/frames?limit=10");
+  const strip = document.getElementById("strip");
+  const shown = new Set([...strip.children].map((f) => f.dataset.id));
+  const fresh = page.frames.filter((f) => !shown.has(f.id)).reverse();  // oldest first
+  for (const frame of fresh) {
+    const fig = frameCard(frame);
+    strip.prepend(fig);
+    showImage(fig, frame, analyticsPoint(frame), 0)
+      .then(() => { fig.dataset.loaded = "1"; })
+      .catch((e) => status("frame " + frame.id + ": " + e.message, true));
+    drawBoxes(fig, frame).catch((e) => status("detections " + frame.id + ": " + e.message, true));
+  }
+  while (strip.children.length > PAGE_SIZE) strip.lastElementChild.remove();
+  if (fresh.length) {
+    status("live: " + fresh.length + " new frame(s) of camera " + state.cam);
+    loadEvents(state.cam).catch((e) => status("events: " + e.message, true));
+  }
+}
+
+document.getElementById("live").addEventListener("change", (ev) => {
+  clearInterval(state.liveTimer);
+  state.liveTimer = null;
+  if (ev.target.checked) {
+    state.until = null;
+    if (state.cam) loadFrames(state.cam).catch((e) => status(e.message, true));
+    state.liveTimer = setInterval(() => livePoll().catch((e) => status(e.message, true)), 3000);
+  }
+});
 
 async function loadClasses(cam) {
   // the classes the index counted for this camera (GET /stats/classes), for the filter
