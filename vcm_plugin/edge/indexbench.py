@@ -180,15 +180,21 @@ def start_up_seconds(db: str | None, store_dir: Path) -> float:
 def upload_throughput(
     db: str | None, store_dir: Path, images: Path, n: int, concurrency: int
 ) -> dict:
+    from vcm_plugin.edge.auth import add_token
     from vcm_plugin.edge.loadtest import run_load
     from vcm_plugin.edge.sources import iter_frames
     from vcm_plugin.edge.testing import ServerProcess
 
     codec = Codec()
     streams = [codec.encode(f.rgb) for f in iter_frames(images, limit=4)]
-    args = ("--db", db) if db else ()
+    # with authentication on, as a deployment runs: one camera token for the bench's cameras
+    tokens = store_dir.parent / "upload-tokens.json"
+    token = add_token(tokens, "bench", "camera", ["up-*"])
+    args = ("--tokens-file", str(tokens), *(("--db", db) if db else ()))
     with ServerProcess(store_dir, store_dir.parent / "upload-srv.log", args=args) as srv:
-        result = run_load(srv.url, streams, n=n, concurrency=concurrency, cam_prefix="up-")
+        result = run_load(
+            srv.url, streams, n=n, concurrency=concurrency, cam_prefix="up-", token=token
+        )
     return {k: result[k] for k in result if k not in ("errors",)} | {
         "errors": len(result.get("errors", []))
     }
@@ -244,5 +250,5 @@ def _reset_postgres(url: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        for table in ("detections", "class_hours", "cameras", "frames", "schema_version"):
+        for table in ("events", "detections", "class_hours", "cameras", "frames", "schema_version"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
