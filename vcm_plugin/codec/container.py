@@ -30,7 +30,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
-from vcm_plugin.errors import VCMError
+from vcm_plugin.errors import CorruptStream, TruncatedStream, VCMError
 
 MAGIC = b"\x89VCM"
 VERSION = 3  # 3: per-layer needs and absent layers; 2: moment-matched Laplace scales
@@ -188,7 +188,7 @@ def parse_header(blob: bytes, max_pixels: int) -> Header:
     if len(blob) < _FIXED.size:
         if not MAGIC.startswith(blob[:4]) or len(blob) == 0:
             raise VCMError("not a VCM stream: wrong magic bytes" if blob else "empty stream")
-        raise VCMError(f"truncated header: {len(blob)} bytes, need at least {_FIXED.size}")
+        raise TruncatedStream(f"truncated header: {len(blob)} bytes, need at least {_FIXED.size}")
     magic, version, backend_id, preset_id, n, width, height, chash = _FIXED.unpack_from(blob)
     if magic != MAGIC:
         raise VCMError(f"not a VCM stream: wrong magic bytes {magic!r}")
@@ -201,15 +201,15 @@ def parse_header(blob: bytes, max_pixels: int) -> Header:
         known = " and ".join(str(v) for v in VERSIONS)
         raise VCMError(f"unsupported stream version {version} (this reader knows {known}){hint}")
     if not 1 <= n <= MAX_LAYERS:
-        raise VCMError(f"bad layer count {n} (must be 1..{MAX_LAYERS})")
+        raise CorruptStream(f"bad layer count {n} (must be 1..{MAX_LAYERS})")
     size = header_size(n, version)
     if len(blob) < size:
-        raise VCMError(f"truncated header: {len(blob)} bytes, the layer table needs {size}")
+        raise TruncatedStream(f"truncated header: {len(blob)} bytes, the layer table needs {size}")
     (stored_crc,) = _CRC.unpack_from(blob, size - _CRC.size)
     if zlib.crc32(blob[: size - _CRC.size]) != stored_crc:
-        raise VCMError("header CRC mismatch: the header is corrupt")
+        raise CorruptStream("header CRC mismatch: the header is corrupt")
     if width < 1 or height < 1:
-        raise VCMError(f"bad image size {width}x{height}")
+        raise CorruptStream(f"bad image size {width}x{height}")
     if width * height > max_pixels:
         raise VCMError(
             f"image size {width}x{height} exceeds the pixel limit {max_pixels} "
@@ -220,16 +220,16 @@ def parse_header(blob: bytes, max_pixels: int) -> Header:
     expected = size
     for i, (offset, length, crc, *mask) in enumerate(entries):
         if offset != expected:
-            raise VCMError(
+            raise CorruptStream(
                 f"layer {i} starts at byte {offset}, expected {expected}: "
                 "layers must be contiguous and in order"
             )
         if length == 0 and version == 2:
-            raise VCMError(f"layer {i} has length 0")
+            raise CorruptStream(f"layer {i} has length 0")
         if length == 0 and crc != _EMPTY_CRC:
-            raise VCMError(f"layer {i} is absent (length 0) but has CRC {crc:#x}")
+            raise CorruptStream(f"layer {i} is absent (length 0) but has CRC {crc:#x}")
         if mask and mask[0] >> i:
-            raise VCMError(f"layer {i} needs layers at or after itself (mask {mask[0]:#x})")
+            raise CorruptStream(f"layer {i} needs layers at or after itself (mask {mask[0]:#x})")
         expected = offset + length
     offsets, lengths, crcs = (tuple(col) for col in zip(*(e[:3] for e in entries), strict=True))
     needs = tuple(e[3] for e in entries) if version == 3 else prefix_needs(n)
@@ -269,7 +269,7 @@ def present_layers(blob: bytes, header: Header) -> list[bool]:
             present.append(False)
             continue
         if zlib.crc32(blob[header.offsets[i] : end]) != header.crcs[i]:
-            raise VCMError(f"layer {i} CRC mismatch: the layer is corrupt")
+            raise CorruptStream(f"layer {i} CRC mismatch: the layer is corrupt")
         present.append(True)
     return present
 
@@ -283,20 +283,21 @@ def decodable_points(blob: bytes, header: Header) -> list[int]:
         if all(present[i] for i in header.point_layers(k))
     ]
     if not points:
-        raise VCMError(
-            f"stream truncated inside layer 0: {len(blob)} bytes, layer 0 ends at byte "
-            f"{header.prefix_end(1)}"
-            if header.lengths[0] and not present[0]
-            else "no operating point of this stream has all its layers"
-        )
+        if header.lengths[0] and not present[0]:
+            raise TruncatedStream(
+                f"stream truncated inside layer 0: {len(blob)} bytes, layer 0 ends at byte "
+                f"{header.prefix_end(1)}"
+            )
+        raise VCMError("no operating point of this stream has all its layers")
     return points
 
 
 def complete_layers(blob: bytes, header: Header) -> int:
-    """How many leading layers are fully present; a corrupt present layer raises VCMError."""
+    """How many leading layers are fully present; a corrupt present layer raises
+    CorruptStream, a layer 0 cut short TruncatedStream."""
     present = present_layers(blob, header)
     if header.lengths[0] and not present[0]:
-        raise VCMError(
+        raise TruncatedStream(
             f"stream truncated inside layer 0: {len(blob)} bytes, layer 0 ends at byte "
             f"{header.prefix_end(1)}"
         )

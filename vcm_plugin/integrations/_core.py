@@ -29,7 +29,7 @@ from vcm_plugin.codec.container import read_header
 from vcm_plugin.codec.files import write_atomic
 from vcm_plugin.codec.layerspec import LayerSpec, draw_layers, fixed_layers, parse_layers
 from vcm_plugin.codec.presets import ANALYTICS, DEFAULT_PRESET
-from vcm_plugin.errors import VCMError
+from vcm_plugin.errors import TruncatedStream, VCMError
 
 if TYPE_CHECKING:
     from vcm_plugin import Codec
@@ -312,13 +312,11 @@ def encode_cached(rgb: np.ndarray, preset: str, cache: StreamCache | None) -> by
 
 
 def decodable_points(blob: bytes, codec: Codec | None = None) -> list[int]:
-    """Operating points whose layers are all in ``blob`` (none when layer 0 is cut short)."""
+    """Operating points whose layers are all in ``blob`` (none when the stream is cut short
+    before its first point; a corrupt stream raises)."""
     try:
         return (codec or get_codec()).inspect(blob).decodable_points
-    except VCMError:
-        header = read_header(io.BytesIO(blob)).header
-        if len(blob) >= header.prefix_end(1):
-            raise  # corrupt, not merely short
+    except TruncatedStream:
         return []
 
 
