@@ -1,4 +1,5 @@
-"""vcm_plugin: a scalable image codec whose layer 0 carries what analytics need."""
+"""vcm_plugin: a scalable image codec whose first layers (the analytics point) carry what
+analytics needs and whose later layers refine the picture for people."""
 
 from vcm_plugin.codec.api import Codec
 from vcm_plugin.errors import CorruptStream, TruncatedStream, Unavailable, VCMError

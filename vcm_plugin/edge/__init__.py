@@ -1,5 +1,6 @@
-"""Edge-camera pipeline: cameras upload layer 0 first, analytics reads only layer 0,
-viewers pull the texture layers on demand.
+"""Edge-camera pipeline: cameras upload each frame's analytics point first, analytics reads
+only that point, viewers pull the texture layers on demand, events ask cameras for full
+quality around what happened.
 
 Pieces (each usable alone):
 
@@ -10,8 +11,11 @@ Pieces (each usable alone):
   :mod:`~vcm_plugin.edge.state` (store, index, pools, caches, background work), with
   :mod:`~vcm_plugin.edge.query` (query parameters, detections documents) and
   :mod:`~vcm_plugin.edge.http` (ranges, validators, the connection guard);
-* :mod:`~vcm_plugin.edge.worker` — the analytics process (``vcm edge worker``);
-* :mod:`~vcm_plugin.edge.camera` — the camera uploader (``vcm edge push``);
+* :mod:`~vcm_plugin.edge.worker` — the analytics process (``vcm edge worker``), with
+  :mod:`~vcm_plugin.edge.events` (rules, masks) and :mod:`~vcm_plugin.edge.notify` (webhook,
+  MQTT);
+* :mod:`~vcm_plugin.edge.camera` — the camera uploader (``vcm edge push``), reading
+  :mod:`~vcm_plugin.edge.sources` (images, videos, RTSP and other FFmpeg sources);
 * :mod:`~vcm_plugin.edge.client` — the blocking HTTP client they share (retry/back-off).
 """
 

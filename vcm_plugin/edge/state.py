@@ -1,7 +1,7 @@
 """What one edge service process holds between requests: the frame store, the index, the
 thread pools (I/O and the bounded decoder), per-frame locks, the long-poll wake-up, the PNG
 cache, metrics, and the background work (retention, rechecks of lapsed leases, quarantine).
-The routes (:mod:`vcm_plugin.edge.server`) read and change frames only through it."""
+The handlers (:mod:`vcm_plugin.edge.routes`) read and change frames only through it."""
 
 from __future__ import annotations
 
