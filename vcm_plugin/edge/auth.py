@@ -3,8 +3,9 @@
 Why roles and not one shared secret: a camera that is stolen or compromised must not be able
 to read other cameras' frames, rewrite detections or delete anything; the analytics box must
 read only the analytics layers (so the "analytics reads only the analytics point" figure
-cannot be falsified by a header); only an administrator deletes. Tokens come from a file (``--tokens-file``) or an
-environment variable, never from command-line arguments (visible to every user in ``ps``).
+cannot be falsified by a header); only an administrator deletes. Tokens come from a file
+(``--tokens-file``) or an environment variable, never from command-line arguments (visible to
+every user in ``ps``).
 
 Tokens file (JSON, readable by the service's user only)::
 
