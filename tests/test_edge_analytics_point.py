@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 from vcm_plugin import Codec
+from vcm_plugin.codec.layerspec import parse_point
 from vcm_plugin.edge.auth import add_token
 from vcm_plugin.edge.camera import Camera
 from vcm_plugin.edge.client import EdgeClient, ServerError
 from vcm_plugin.edge.sources import Frame
 from vcm_plugin.edge.testing import ServerProcess, vcm_command
-from vcm_plugin.edge.worker import Worker, parse_layers
+from vcm_plugin.edge.worker import Worker
 from vcm_plugin.errors import VCMError
 
 
@@ -171,4 +172,4 @@ def test_worker_point_for_a_cut_first_upload():
     )
     for bad in ("0", "-1", "x", "1.5", "٣"):
         with pytest.raises(VCMError):
-            parse_layers(bad)
+            parse_point(bad)

@@ -282,16 +282,12 @@ def _positive_int(text: str) -> int:
 
 def _point(text: str) -> int | str:
     """``--layers``: a layer count or the name of the preset's analytics point."""
-    from vcm_plugin.codec.presets import ANALYTICS
+    from vcm_plugin.codec.layerspec import parse_point
 
-    if text == ANALYTICS:
-        return ANALYTICS
     try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected a layer count >= 1 or {ANALYTICS!r}, got {text!r}"
-        ) from None
+        return parse_point(text)
+    except VCMError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _encode_command(sub: argparse._SubParsersAction) -> None:

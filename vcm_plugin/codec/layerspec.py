@@ -24,7 +24,7 @@ import numpy as np
 from vcm_plugin.codec.presets import ANALYTICS
 from vcm_plugin.errors import VCMError
 
-__all__ = ["LayerSpec", "draw_layers", "fixed_layers", "parse_layers"]
+__all__ = ["LayerSpec", "draw_layers", "fixed_layers", "parse_layers", "parse_point"]
 
 LayerSpec = int | tuple[int, int] | str | None
 """A parsed spec: ``None``, ``"analytics"``, ``k`` or an inclusive ``(low, high)`` range
@@ -73,6 +73,22 @@ def parse_layers(
         f"{name} must be an int >= 1, a (low, high) pair{extra}, {ANALYTICS!r} or "
         f"None, got {layers!r}"
     )
+
+
+def parse_point(text: str | int, name: str = "layers") -> int | str:
+    """One operating point as a command line or a query string writes it: ``"analytics"`` or
+    a layer count >= 1 (decimal digits; an int passes as it is)."""
+    if text == ANALYTICS:
+        return ANALYTICS
+    if _count(text):
+        value = int(text)
+    elif isinstance(text, str) and text.isascii() and text.isdigit() and len(text) < 6:
+        value = int(text)
+    else:
+        raise VCMError(f"{name} must be {ANALYTICS!r} or a layer count >= 1, got {text!r}")
+    if value < 1:
+        raise VCMError(f"{name} must be {ANALYTICS!r} or a layer count >= 1, got {text!r}")
+    return value
 
 
 def fixed_layers(layers: Any, who: str, name: str = "layers") -> int | str | None:

@@ -39,10 +39,10 @@ def _size(text: str) -> int:
 
 
 def _layers(text: str) -> int | str:
-    from vcm_plugin.edge.worker import parse_layers
+    from vcm_plugin.codec.layerspec import parse_point
 
     try:
-        return parse_layers(text)
+        return parse_point(text)
     except VCMError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vcm_plugin.codec.api import Codec
+from vcm_plugin.codec.layerspec import parse_point
 from vcm_plugin.codec.presets import ANALYTICS
 from vcm_plugin.edge.client import EdgeClient
 from vcm_plugin.edge.events import EventEngine, Polygon, Rule, for_camera, unmasked
@@ -28,21 +29,6 @@ from vcm_plugin.errors import VCMError
 from vcm_plugin.taskmodels.detect import Box
 
 log = logging.getLogger("vcm.edge.worker")
-
-
-def parse_layers(text: str | int) -> int | str:
-    """``--layers``: ``analytics`` (the frame's analytics point) or an operating point k >= 1."""
-    if text == ANALYTICS:
-        return ANALYTICS
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = text
-    elif isinstance(text, str) and text.isascii() and text.isdigit():
-        value = int(text)
-    else:
-        raise VCMError(f"layers must be 'analytics' or a positive integer, got {text!r}")
-    if value < 1:
-        raise VCMError(f"layers must be 'analytics' or a positive integer, got {text!r}")
-    return value
 
 
 class Worker:
@@ -66,7 +52,7 @@ class Worker:
         self.client, self.detector = client, detector
         self.events = EventEngine(rules) if rules else None
         self.masks = masks or {}
-        self.layers, self.batch, self.lease = parse_layers(layers), batch, lease
+        self.layers, self.batch, self.lease = parse_point(layers), batch, lease
         self.codec = Codec()
         self.done = 0
 

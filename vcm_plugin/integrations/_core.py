@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import random
 import threading
 import time
 from collections import OrderedDict
@@ -27,7 +26,7 @@ from vcm_plugin.codec import container
 from vcm_plugin.codec.api import as_rgb, resolve_point
 from vcm_plugin.codec.container import read_header
 from vcm_plugin.codec.files import write_atomic
-from vcm_plugin.codec.layerspec import LayerSpec, draw_layers, fixed_layers, parse_layers
+from vcm_plugin.codec.layerspec import LayerSpec, fixed_layers, parse_layers
 from vcm_plugin.codec.presets import ANALYTICS, DEFAULT_PRESET
 from vcm_plugin.errors import TruncatedStream, VCMError
 
@@ -54,12 +53,6 @@ def get_codec(preset: str = DEFAULT_PRESET) -> Codec:
         return codec
 
 
-def check_layers(layers: Any, name: str = "layers") -> LayerSpec:
-    """Validate a layer spec once, at construction, so a typo fails before training starts
-    (the package's one grammar, ``vcm_plugin.codec.layerspec``; no sets of choices here)."""
-    return parse_layers(layers, name)  # type: ignore[return-value]
-
-
 def check_p(p: Any) -> float:
     """Probabilities outside [0, 1] are always a typo."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
@@ -72,11 +65,6 @@ def check_channel_order(order: Any) -> str:
     if order not in ("rgb", "bgr"):
         raise VCMError(f"channel_order must be 'rgb' or 'bgr', got {order!r}")
     return order
-
-
-def sample_layers(layers: LayerSpec, rng: random.Random | None = None) -> int | str | None:
-    """Draw the operating point for one image."""
-    return draw_layers(layers, rng)
 
 
 def layers_repr(layers: LayerSpec) -> str:
@@ -340,8 +328,10 @@ def decode_layers(
     codec = codec or get_codec()
     info = info or codec.inspect(blob)
     n, points = info.num_layers, info.decodable_points
-    if layers == ANALYTICS:
-        layers = info.analytics_point
+    if isinstance(layers, str):  # "analytics": the one rule, resolve_point's
+        layers = resolve_point(
+            layers, container.parse_header(blob, container.NO_PIXEL_LIMIT), points
+        )
     below = [p for p in points if layers is None or p <= layers]
     k = below[-1] if below else layers
     t0 = time.perf_counter()
@@ -370,7 +360,7 @@ class CompressOptions:
     def _set_options(
         self, layers: Any, preset: str, cache: Any, channel_order: str = "rgb"
     ) -> None:
-        self.layers = check_layers(layers)
+        self.layers = parse_layers(layers)
         self.preset = preset
         self.cache = check_cache(os.fspath(cache) if isinstance(cache, os.PathLike) else cache)
         self.channel_order = check_channel_order(channel_order)

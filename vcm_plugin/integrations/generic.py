@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from vcm_plugin.codec.layerspec import draw_layers, parse_layers
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
@@ -21,13 +22,11 @@ from vcm_plugin.integrations._core import (
     LayerSpec,
     check_cache,
     check_channel_order,
-    check_layers,
     check_p,
     get_codec,
     layers_repr,
     resolve_cache,
     roundtrip,
-    sample_layers,
 )
 
 __all__ = ["VCMTransform", "vcm_roundtrip"]
@@ -49,12 +48,12 @@ def vcm_roundtrip(
     (default) is the preset's analytics point, ``layers=1`` the semantic layer only, ``None``
     every layer, ``(lo, hi)`` a count drawn per call.
     """
-    spec = check_layers(layers)
+    spec = parse_layers(layers)
     channel_order = check_channel_order(channel_order)
     get_codec(preset)  # a bad preset fails here, with the codec's message
     return roundtrip(
         img,
-        sample_layers(spec, rng),
+        draw_layers(spec, rng),
         preset,
         channel_order=channel_order,
         cache=resolve_cache(check_cache(cache)),
@@ -90,7 +89,7 @@ class VCMTransform(CompressOptions):
         )
 
     def _one(self, arr: np.ndarray) -> np.ndarray:
-        k = sample_layers(self.layers, self._rng)
+        k = draw_layers(self.layers, self._rng)
         return self._roundtrip(arr, k)
 
     def __call__(self, img: Any) -> Any:

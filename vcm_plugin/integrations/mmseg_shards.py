@@ -32,12 +32,12 @@ from mmcv.transforms import BaseTransform
 from mmcv.transforms.utils import cache_randomness
 from mmengine.registry import DATASETS, TRANSFORMS
 
+from vcm_plugin.codec.layerspec import parse_layers
 from vcm_plugin.datasets import ShardDataset
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
     ANALYTICS,
     check_channel_order,
-    check_layers,
     layers_repr,
 )
 from vcm_plugin.integrations.mmcv_shim import import_with_ops
@@ -132,7 +132,7 @@ class LoadVCMShardImage(BaseTransform):
         self, layers: Any = ANALYTICS, channel_order: str = "bgr", to_float32: bool = False
     ) -> None:
         super().__init__()
-        self.layers = check_layers(layers)
+        self.layers = parse_layers(layers)
         self.channel_order = check_channel_order(channel_order)
         self.to_float32 = bool(to_float32)
 

@@ -16,12 +16,11 @@ from typing import Any
 from PIL import Image
 from torchvision.datasets import DatasetFolder
 
+from vcm_plugin.codec.layerspec import draw_layers, parse_layers
 from vcm_plugin.integrations._core import (
     ANALYTICS,
     LayerSpec,
-    check_layers,
     layers_repr,
-    sample_layers,
 )
 from vcm_plugin.integrations.pillow import EXTENSION, open_vcm
 
@@ -34,13 +33,13 @@ class VCMLoader:
     DataLoader workers (fork or spawn) receive it."""
 
     def __init__(self, layers: LayerSpec = ANALYTICS) -> None:
-        self.layers = check_layers(layers)
+        self.layers = parse_layers(layers)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(layers={layers_repr(self.layers)})"
 
     def __call__(self, path: str | os.PathLike[str]) -> Image.Image:
-        return open_vcm(path, layers=sample_layers(self.layers))
+        return open_vcm(path, layers=draw_layers(self.layers))
 
 
 class VCMImageFolder(DatasetFolder):

@@ -34,14 +34,13 @@ from ultralytics.data.augment import Compose, Format
 from ultralytics.models.yolo.detect import DetectionPredictor, DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 
-from vcm_plugin.codec.layerspec import fixed_layers
+from vcm_plugin.codec.layerspec import draw_layers, fixed_layers, parse_layers
 from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.errors import VCMError
 from vcm_plugin.integrations._core import (
     ANALYTICS,
     LayerSpec,
     check_cache,
-    check_layers,
     check_p,
     decode_layers,
     get_codec,
@@ -49,7 +48,6 @@ from vcm_plugin.integrations._core import (
     read_stream,
     resolve_cache,
     roundtrip,
-    sample_layers,
     stats,
 )
 from vcm_plugin.integrations.albumentations import VCMCompression
@@ -71,9 +69,8 @@ __all__ = [
 _STAGES = ("load", "final")
 
 
-def _fixed_layers(layers: Any) -> int | str | None:
-    """Prediction and file reading decode one layer count per image, not a sampled range."""
-    return fixed_layers(layers, "prediction and file reading")
+#: prediction and file reading decode one layer count per image, not a sampled range
+_ONE_POINT = "prediction and file reading"
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,7 +103,7 @@ class VCMOptions:
     stage: str = "load"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", check_layers(self.layers))
+        object.__setattr__(self, "layers", parse_layers(self.layers))
         object.__setattr__(self, "p", check_p(self.p))
         cache = os.fspath(self.cache) if isinstance(self.cache, os.PathLike) else self.cache
         object.__setattr__(self, "cache", check_cache(cache))
@@ -189,7 +186,7 @@ def _roundtrip_bgr(img: np.ndarray, o: VCMOptions) -> np.ndarray:
     if o.p < 1.0 and random.random() >= o.p:
         return img
     return roundtrip(
-        img, sample_layers(o.layers), o.preset, channel_order="bgr", cache=resolve_cache(o.cache)
+        img, draw_layers(o.layers), o.preset, channel_order="bgr", cache=resolve_cache(o.cache)
     )
 
 
@@ -207,7 +204,7 @@ class _VCMLoadImage:
         if self.load_image.__self__.im_files[i].lower().endswith(VCM_SUFFIX):
             if o.p < 1.0 and random.random() >= o.p:
                 return self.load_image(i, *args, **kwargs)
-            with _reading_layers(sample_layers(o.layers)):
+            with _reading_layers(draw_layers(o.layers)):
                 return self.load_image(i, *args, **kwargs)
         im, hw0, hw = self.load_image(i, *args, **kwargs)
         return _roundtrip_bgr(im, o), hw0, hw
@@ -327,7 +324,7 @@ class VCMPredictorMixin:
         _callbacks: dict[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
         overrides = dict(overrides or {})
-        self.vcm_layers = _fixed_layers(overrides.pop("vcm_layers", self.vcm_layers))
+        self.vcm_layers = fixed_layers(overrides.pop("vcm_layers", self.vcm_layers), _ONE_POINT)
         self.vcm_preset = overrides.pop("vcm_preset", self.vcm_preset)
         get_codec(self.vcm_preset)
         super().__init__(cfg, overrides, _callbacks)  # type: ignore[call-arg]
@@ -341,7 +338,7 @@ class VCMPredictorMixin:
 
         Returns the same class for the same options, so ultralytics keeps reusing its predictor.
         """
-        _fixed_layers(layers)
+        fixed_layers(layers, _ONE_POINT)
         get_codec(preset)
         return _predictor_class(cls, layers, preset)
 
@@ -389,7 +386,7 @@ def add_vcm_callback(
 ) -> Any:
     """Any-task alternative to the predictor subclass: an ``on_predict_batch_start`` callback
     that replaces each batch image by its decode. Returns the model (chainable)."""
-    _fixed_layers(layers)
+    fixed_layers(layers, _ONE_POINT)
     get_codec(preset)
 
     def on_predict_batch_start(predictor: Any) -> None:
@@ -428,7 +425,7 @@ def predict_streams(
     """``model.predict`` straight from ``.vcm`` streams (bytes or paths), decoding only the
     layers it needs (default: the semantic layer). Returns the ultralytics ``Results`` list,
     with ``path`` set to the stream's file name where one was given."""
-    _fixed_layers(layers)
+    fixed_layers(layers, _ONE_POINT)
     sources = list(streams)
     if not sources:
         return []
@@ -508,7 +505,7 @@ def enable_vcm_files(layers: int | str | None = DEFAULT_FILE_LAYERS) -> None:
     other file; it also registers the Pillow plugin (ultralytics checks data set images with
     Pillow). Forked DataLoader workers inherit it.
     """
-    layers = _fixed_layers(layers)
+    layers = fixed_layers(layers, _ONE_POINT)
     from ultralytics.data.utils import IMG_FORMATS
     from ultralytics.utils import patches
 
