@@ -142,8 +142,8 @@ def test_usage_errors_exit_1_with_one_line(capsys, args):
 def test_usage_error_in_a_real_process():
     result = vcm("decode", "in.vcm", "x.png", "--layers", "abc")
     assert result.returncode == 1 and result.stderr == (
-        "vcm: error: argument --layers: layers must be 'analytics' or a layer count >= 1, got 'abc' "
-        "(see 'vcm decode --help')\n"
+        "vcm: error: argument --layers: layers must be 'analytics' or a layer count >= 1, "
+        "got 'abc' (see 'vcm decode --help')\n"
     )
 
 
