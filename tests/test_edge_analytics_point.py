@@ -55,7 +55,7 @@ def _client(env, role: str) -> EdgeClient:
 def test_first_upload_holds_the_analytics_point(env, img, codec):
     camera = Camera(_client(env, "camera"), "pointcam", codec, texture="never")
     camera.run(iter([Frame("a", img)]))
-    ((key, blob),) = camera.streams.items()
+    ((key, (blob, _)),) = camera.streams.items()
     info = codec.inspect(blob)  # what the camera sends: the climb, latent layers absent
     k = info.analytics_point
     assert 1 < k < info.num_layers  # tae: the texture chain's first layer, viewer layers above
@@ -90,7 +90,7 @@ def test_max_bytes_keeps_the_longest_prefix_that_fits(env, img, codec):
     with pytest.raises(VCMError, match="below the frame's smallest operating point"):
         Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=ends[0] - 1).first_layers(blob)
     camera.run(iter([Frame("a", img)]))
-    ((key, sent),) = camera.streams.items()
+    ((key, (sent, _)),) = camera.streams.items()
     assert sent == blob
     stored = _client(env, "viewer").info(key.id)
     assert stored["stored_layers"] == 2 and stored["bytes"] == ends[1] <= budget
@@ -132,7 +132,7 @@ def test_max_bytes_below_layer0_is_a_one_line_error(env, img, tmp_path):
 def test_worker_reads_the_analytics_point_by_default(env, img, codec):
     camera = Camera(_client(env, "camera"), "workcam", codec)  # texture follows: complete
     camera.run(iter([Frame("a", img)]))
-    ((key, blob),) = camera.streams.items()
+    ((key, (blob, _)),) = camera.streams.items()
     info = codec.inspect(blob)
     k = info.analytics_point
     viewer = _client(env, "viewer")

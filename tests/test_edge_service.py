@@ -187,7 +187,7 @@ def test_texture_layers_on_request(server, images):
         time.sleep(0.1)
     (meta,) = _frames(viewer, "lazycam")
     assert meta["stored_layers"] == meta["analytics_layers"]  # through the analytics point
-    blob = next(iter(camera.streams.values()))
+    blob, _ = next(iter(camera.streams.values()))
     with pytest.raises(ServerError) as err:
         viewer.frame(meta["id"], layers=meta["num_layers"])  # no wait: 409 + request recorded
     assert err.value.status == 409

@@ -101,7 +101,9 @@ class Camera:
         self.max_bytes = max_bytes
         self.codec = codec or Codec()
         self.keep = keep
-        self.streams: OrderedDict[FrameKey, bytes] = OrderedDict()  # for texture on request
+        # each kept frame's stream and its header, parsed once when it was encoded: the
+        # uploads and the texture requests read the layer table from here
+        self.streams: OrderedDict[FrameKey, tuple[bytes, container.Header]] = OrderedDict()
         self.stats = PushStats()
         self._heap: list[_Job] = []
         self._cv = threading.Condition()
@@ -150,11 +152,11 @@ class Camera:
         key = FrameKey(self.cam, self._timestamp(ts))
         blob = self.climb(img)
         first = self.first_layers(blob)
+        header = container.parse_header(blob, self.codec.max_pixels)
         with self._cv:
-            self.streams[key] = blob
+            self.streams[key] = (blob, header)
             while len(self.streams) > self.keep:
                 self.streams.popitem(last=False)
-        header = container.parse_header(blob, self.codec.max_pixels)
         self._put(0, key, first)
         if self.texture == "after" and header.num_layers > first:
             self._put(2, key, header.num_layers)
@@ -162,11 +164,11 @@ class Camera:
 
     def _upload(self, job: _Job) -> None:
         with self._cv:
-            blob = self.streams.get(job.key)
-        if blob is None:
+            kept = self.streams.get(job.key)
+        if kept is None:
             log.warning("frame %s no longer kept; texture request dropped", job.key)
             return
-        header = container.parse_header(blob, self.codec.max_pixels)
+        blob, header = kept
         if job.priority == 0:
             t0 = time.perf_counter()
             data = blob[: header.prefix_end(job.layers)]
@@ -231,10 +233,9 @@ class Camera:
             for item in wanted:
                 key = FrameKey.parse(item["id"])
                 with self._cv:
-                    blob = self.streams.get(key)
-                if blob is not None:
-                    n = container.parse_header(blob, self.codec.max_pixels).num_layers
-                    self._put(1, key, n)
+                    kept = self.streams.get(key)
+                if kept is not None:
+                    self._put(1, key, kept[1].num_layers)
 
     def run(self, frames: Iterator[Frame], linger: float = 0.0) -> dict:
         """Push every frame; then drain the queue (and, ``on-request``, answer viewers'
