@@ -6,7 +6,7 @@ Blocking work (fsync, decoding) runs in thread pools so the event loop only rout
 
 Routes (role needed in brackets; see :data:`ROUTE_ROLES` and docs/edge.md)::
 
-    GET  /                                   viewer page (its data calls carry a token)
+    GET  /, /viewer.js                       viewer page (its data calls carry a token)
     POST /cameras/{cam}/frames?ts=US         [camera, own ids] upload whole layers (201)
     POST /frames/{id}/layers?offset=N        [camera, own ids] append the next layers
     GET  /frames/{id}?layers=k&view=1        [viewer, admin, analytics <= its layers] point k
@@ -36,6 +36,8 @@ Routes (role needed in brackets; see :data:`ROUTE_ROLES` and docs/edge.md)::
     GET  /events/{id}/clip?limit=n           [viewer, admin] its frames as MP4 (H.264)
     DELETE /frames/{id}, POST /admin/retention, GET /metrics   [admin]
     GET  /health                             status (details with any valid token)
+
+Each route is one line of :data:`ROUTES` (method, route, handler, roles).
 
 Every GET route answers HEAD too.
 
@@ -112,34 +114,40 @@ def _version() -> str:
 
 V, A, C, ADM = Role.VIEWER, Role.ANALYTICS, Role.CAMERA, Role.ADMIN
 PUBLIC: frozenset[Role] = frozenset()
-#: (method, route) -> roles allowed; HEAD follows GET. Camera routes also check the camera id
-#: against the token's own ids, analytics reads its layer limit (in the handlers).
+#: The route table, one line per route: (method, route, handler, roles allowed). The handler is
+#: an attribute path on :class:`EdgeServer` (a handler group, then its method); HEAD follows
+#: GET. Camera routes also check the camera id against the token's own ids, analytics reads
+#: its layer limit (in the handlers). Adding a route is a line here and its handler.
+ROUTES: tuple[tuple[str, str, str, frozenset[Role]], ...] = (
+    ("GET", "/", "admin.page", PUBLIC),
+    ("GET", "/viewer.js", "admin.page_js", PUBLIC),
+    ("GET", "/health", "health", PUBLIC),
+    ("POST", "/cameras/{cam}/frames", "uploads.post_frame", frozenset({C})),
+    ("POST", "/frames/{id}/layers", "uploads.append_layers", frozenset({C})),
+    ("GET", "/cameras/{cam}/wanted", "catalog.wanted", frozenset({C})),
+    ("GET", "/cameras", "catalog.cameras", frozenset({V, ADM, C})),
+    ("GET", "/cameras/{cam}/frames", "catalog.camera_frames", frozenset({V, ADM, C})),
+    ("GET", "/frames", "catalog.list_frames", frozenset({V, ADM})),
+    ("GET", "/stats/classes", "catalog.class_stats", frozenset({V, ADM})),
+    ("GET", "/frames/{id}", "frames.get_frame", frozenset({V, ADM, A})),
+    ("GET", "/frames/{id}/image", "frames.get_image", frozenset({V, ADM, A})),
+    ("GET", "/frames/{id}/info", "frames.get_info", frozenset({V, ADM, A, C})),
+    ("GET", "/frames/{id}/detections", "analytics.get_detections", frozenset({V, ADM, A})),
+    ("PUT", "/frames/{id}/detections", "analytics.put_detections", frozenset({A})),
+    ("POST", "/frames/{id}/undecodable", "analytics.report_undecodable", frozenset({A})),
+    ("POST", "/analytics/claim", "analytics.claim", frozenset({A})),
+    ("DELETE", "/frames/{id}", "admin.delete_frame", frozenset({ADM})),
+    ("POST", "/admin/retention", "admin.retention", frozenset({ADM})),
+    ("GET", "/metrics", "get_metrics", frozenset({ADM})),
+    ("POST", "/events", "events.save_event", frozenset({A})),
+    ("GET", "/events", "events.list_events", frozenset({V, ADM})),
+    ("GET", "/events/{id}", "events.get_event", frozenset({V, ADM})),
+    ("GET", "/events/{id}/snapshot", "events.snapshot", frozenset({V, ADM})),
+    ("GET", "/events/{id}/clip", "events.clip", frozenset({V, ADM})),
+)
+#: (method, route) -> roles allowed, from :data:`ROUTES` (what the middleware checks)
 ROUTE_ROLES: dict[tuple[str, str], frozenset[Role]] = {
-    ("GET", "/"): PUBLIC,
-    ("GET", "/viewer.js"): PUBLIC,
-    ("GET", "/health"): PUBLIC,
-    ("POST", "/cameras/{cam}/frames"): frozenset({C}),
-    ("POST", "/frames/{id}/layers"): frozenset({C}),
-    ("GET", "/cameras/{cam}/wanted"): frozenset({C}),
-    ("GET", "/cameras"): frozenset({V, ADM, C}),
-    ("GET", "/cameras/{cam}/frames"): frozenset({V, ADM, C}),
-    ("GET", "/frames"): frozenset({V, ADM}),
-    ("GET", "/stats/classes"): frozenset({V, ADM}),
-    ("GET", "/frames/{id}"): frozenset({V, ADM, A}),
-    ("GET", "/frames/{id}/image"): frozenset({V, ADM, A}),
-    ("GET", "/frames/{id}/info"): frozenset({V, ADM, A, C}),
-    ("GET", "/frames/{id}/detections"): frozenset({V, ADM, A}),
-    ("PUT", "/frames/{id}/detections"): frozenset({A}),
-    ("POST", "/frames/{id}/undecodable"): frozenset({A}),
-    ("POST", "/analytics/claim"): frozenset({A}),
-    ("DELETE", "/frames/{id}"): frozenset({ADM}),
-    ("POST", "/admin/retention"): frozenset({ADM}),
-    ("GET", "/metrics"): frozenset({ADM}),
-    ("POST", "/events"): frozenset({A}),
-    ("GET", "/events"): frozenset({V, ADM}),
-    ("GET", "/events/{id}"): frozenset({V, ADM}),
-    ("GET", "/events/{id}/snapshot"): frozenset({V, ADM}),
-    ("GET", "/events/{id}/clip"): frozenset({V, ADM}),
+    (method, route): roles for method, route, _, roles in ROUTES
 }
 
 
@@ -309,6 +317,13 @@ class EdgeServer:
             dumps=dumps,
         )
 
+    def _handler(self, name: str):
+        """The bound handler a :data:`ROUTES` line names (``"group.method"`` or ``"method"``)."""
+        target: object = self
+        for part in name.split("."):
+            target = getattr(target, part)
+        return target
+
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=self.state.limits.max_json, middlewares=[self._middleware]
@@ -316,32 +331,14 @@ class EdgeServer:
         app.on_startup.append(self.state.startup)
         app.on_shutdown.append(self.state.shutdown)
         app.on_cleanup.append(self.state.cleanup)
-        r = app.router
-        r.add_get("/", self.admin.page)
-        r.add_get("/viewer.js", self.admin.page_js)
-        r.add_post("/cameras/{cam}/frames", self.uploads.post_frame)
-        r.add_get("/cameras/{cam}/frames", self.catalog.camera_frames)
-        r.add_get("/cameras/{cam}/wanted", self.catalog.wanted)
-        r.add_get("/cameras", self.catalog.cameras)
-        r.add_get("/frames", self.catalog.list_frames)
-        r.add_get("/stats/classes", self.catalog.class_stats)
-        r.add_post("/frames/{id}/layers", self.uploads.append_layers)
-        r.add_get("/frames/{id}", self.frames.get_frame)
-        r.add_delete("/frames/{id}", self.admin.delete_frame)
-        r.add_get("/frames/{id}/image", self.frames.get_image)
-        r.add_get("/frames/{id}/info", self.frames.get_info)
-        r.add_get("/frames/{id}/detections", self.analytics.get_detections)
-        r.add_put("/frames/{id}/detections", self.analytics.put_detections)
-        r.add_post("/frames/{id}/undecodable", self.analytics.report_undecodable)
-        r.add_post("/analytics/claim", self.analytics.claim)
-        r.add_post("/admin/retention", self.admin.retention)
-        r.add_post("/events", self.events.save_event)
-        r.add_get("/events", self.events.list_events)
-        r.add_get("/events/{id}", self.events.get_event)
-        r.add_get("/events/{id}/snapshot", self.events.snapshot)
-        r.add_get("/events/{id}/clip", self.events.clip)
-        r.add_get("/health", self.health)
-        r.add_get("/metrics", self.get_metrics)
+        app.add_routes(  # web.get also answers HEAD
+            [
+                web.get(route, self._handler(name))
+                if method == "GET"
+                else web.route(method, route, self._handler(name))
+                for method, route, name, _ in ROUTES
+            ]
+        )
         return app
 
 
