@@ -1,9 +1,9 @@
 """The handlers of the edge service, in groups over one
 :class:`~vcm_plugin.edge.state.ServerState`: camera uploads, reads of a frame, the analytics
-side, the index, administration. :class:`~vcm_plugin.edge.server.EdgeServer` routes to them
-after its middleware has checked the caller's role (:data:`~vcm_plugin.edge.server.
-ROUTE_ROLES`); a handler checks what depends on the frame (camera ownership, the analytics
-layer limit)."""
+side, the index, events, administration. :class:`~vcm_plugin.edge.server.EdgeServer` routes to
+them (its route table, :data:`~vcm_plugin.edge.server.ROUTES`) after its middleware has
+checked the caller's role; a handler checks what depends on the frame (camera ownership, the
+analytics layer limit)."""
 
 from __future__ import annotations
 
