@@ -162,3 +162,21 @@ def test_hashes_are_the_ones_released_streams_carry():
 def test_analytics_is_a_named_point():
     assert ANALYTICS == "analytics"
     assert ANALYTICS not in PRESETS
+
+
+def test_backends_are_registered_like_presets():
+    from vcm_plugin.codec import backends
+    from vcm_plugin.errors import VCMError
+
+    assert backends.BACKEND_IDS == {"dct": 1, "tae": 2}  # ids in streams never change
+    tae = backends.BACKENDS["tae"]
+    assert backends.register(tae) is tae  # again: a no-op
+    for clash in (
+        backends.Backend("tae", 9, tae.factory),
+        backends.Backend("other", 2, tae.factory),
+    ):
+        with pytest.raises(VCMError, match="clashes"):
+            backends.register(clash)
+    with pytest.raises(VCMError, match="unknown backend 'nope'; known: dct, tae"):
+        backends.create("nope")
+    assert backends.create("dct").name == "dct"
