@@ -73,15 +73,15 @@ def test_readers_fetch_only_the_layers_of_the_analytics_point(stream, tmp_path):
 
 
 def test_integrations_default_to_the_analytics_point(photo):
-    from vcm_plugin.integrations._core import roundtrip
+    from vcm_plugin.integrations._core import roundtrip_point
 
     codec = Codec(device="cpu")
-    details: dict = {}
-    out = roundtrip(photo, details=details)
+    got = roundtrip_point(photo)
+    out = got.image
     blob = codec.encode(photo)
     point = codec.inspect(blob).analytics_point
-    assert details["layers"] == point
-    assert details["bytes"] == codec.inspect(blob).point_bytes[point - 1]
+    assert got.layers == point
+    assert got.bytes == codec.inspect(blob).point_bytes[point - 1]
     np.testing.assert_array_equal(out, codec.decode(blob, layers=point))
 
 

@@ -10,6 +10,7 @@ Nothing here imports a framework.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -313,18 +314,28 @@ def num_layers(blob: bytes, codec: Codec | None = None) -> int:
     return (codec or get_codec()).inspect(blob).complete_layers
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """One decode of an operating point: the picture, the point decoded (``layers``), the
+    stream's layer count and ``bytes``, what a receiver of that point was sent (the size of
+    ``Codec.view``'s stream). What the transforms record per image (mmseg's ``vcm_layers`` /
+    ``vcm_bytes``, face-alignment's ``last_decode``, Pillow's ``info``)."""
+
+    image: np.ndarray
+    layers: int
+    num_layers: int
+    bytes: int
+
+
 def decode_layers(
     blob: bytes,
     layers: int | str | None,
     codec: Codec | None = None,
-    details: dict[str, Any] | None = None,
     info: StreamInfo | None = None,
-) -> np.ndarray:
+) -> Decoded:
     """Decode operating point ``layers``, clamped to what the stream holds (a (1, 4) range on a
-    3-layer preset simply tops out at 3). ``details``, when given, receives ``layers``
-    (decoded), ``num_layers`` (in the stream) and ``bytes`` (what a receiver of this operating
-    point was sent: the size of ``Codec.view``'s stream). ``info``: the stream's
-    ``Codec.inspect``, when the caller already has it."""
+    3-layer preset simply tops out at 3). ``info``: the stream's ``Codec.inspect``, when the
+    caller already has it."""
     codec = codec or get_codec()
     info = info or codec.inspect(blob)
     n, points = info.num_layers, info.decodable_points
@@ -341,9 +352,7 @@ def decode_layers(
         _STATS.decodes += 1
         _STATS.decode_s += dt
         _STATS.layers_used[k] = _STATS.layers_used.get(k, 0) + 1
-    if details is not None:
-        details.update(layers=k, num_layers=n, bytes=info.point_bytes[k - 1])
-    return out
+    return Decoded(out, k, n, info.point_bytes[k - 1])
 
 
 class CompressOptions:
@@ -366,17 +375,34 @@ class CompressOptions:
         self.channel_order = check_channel_order(channel_order)
         get_codec(preset)
 
-    def _roundtrip(
-        self, img: np.ndarray, layers: int | str | None, details: dict[str, Any] | None = None
-    ) -> np.ndarray:
-        return roundtrip(
+    def _roundtrip(self, img: np.ndarray, layers: int | str | None) -> Decoded:
+        return roundtrip_point(
             img,
             layers,
             self.preset,
             channel_order=self.channel_order,
             cache=resolve_cache(self.cache),
-            details=details,
         )
+
+
+def roundtrip_point(
+    img: np.ndarray,
+    layers: int | str | None = ANALYTICS,
+    preset: str = DEFAULT_PRESET,
+    *,
+    channel_order: str = "rgb",
+    cache: StreamCache | None = None,
+) -> Decoded:
+    """Encode then decode operating point ``layers``: the decode (:class:`Decoded`) with its
+    ``image`` in the input's shape, dtype and channel order."""
+    rgb = to_uint8_rgb(img, channel_order)
+    blob = encode_cached(rgb, preset, cache)
+    got = decode_layers(blob, layers, get_codec(preset))
+    if got.image.shape != rgb.shape:
+        raise VCMError(f"codec returned shape {got.image.shape} for an input of shape {rgb.shape}")
+    with _STATS_LOCK:
+        _STATS.images += 1
+    return dataclasses.replace(got, image=from_uint8_rgb(got.image, img, channel_order))
 
 
 def roundtrip(
@@ -386,19 +412,10 @@ def roundtrip(
     *,
     channel_order: str = "rgb",
     cache: StreamCache | None = None,
-    details: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Encode then decode operating point ``layers``; same shape, dtype and channel order as
-    the input.
-    ``details``: see ``decode_layers``."""
-    rgb = to_uint8_rgb(img, channel_order)
-    blob = encode_cached(rgb, preset, cache)
-    out = decode_layers(blob, layers, get_codec(preset), details)
-    if out.shape != rgb.shape:
-        raise VCMError(f"codec returned shape {out.shape} for an input of shape {rgb.shape}")
-    with _STATS_LOCK:
-        _STATS.images += 1
-    return from_uint8_rgb(out, img, channel_order)
+    the input (:func:`roundtrip_point` also says which point and how many bytes)."""
+    return roundtrip_point(img, layers, preset, channel_order=channel_order, cache=cache).image
 
 
 # --------------------------------------------------------------------------------------------

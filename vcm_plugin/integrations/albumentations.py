@@ -68,4 +68,4 @@ class VCMCompression(CompressOptions, A.ImageOnlyTransform):
     def apply(
         self, img: np.ndarray, layers: int | str | None = ANALYTICS, **params: Any
     ) -> np.ndarray:
-        return self._roundtrip(img, layers)
+        return self._roundtrip(img, layers).image

@@ -26,7 +26,7 @@ from vcm_plugin.integrations._core import (
     get_codec,
     layers_repr,
     read_stream,
-    roundtrip,
+    roundtrip_point,
 )
 
 __all__ = ["VCMFaceAlignment"]
@@ -107,19 +107,21 @@ class VCMFaceAlignment:
 
     def decode(self, source: Any) -> np.ndarray:
         """The RGB uint8 image the landmark model will see for ``source``."""
-        details: dict[str, Any] = {}
         if isinstance(source, (bytes, bytearray, memoryview)) or (
             isinstance(source, (str, os.PathLike)) and _is_stream_path(Path(source))
         ):
-            blob = read_stream(source, self.layers)
-            img = decode_layers(blob, self.layers, details=details)
-            details["source"] = "stream"
+            got = decode_layers(read_stream(source, self.layers), self.layers)
+            kind = "stream"
         else:
-            arr = self._as_rgb(source)
-            img = roundtrip(arr, self.layers, self.preset, details=details)
-            details["source"] = "image"
-        self.last_decode = details
-        return img
+            got = roundtrip_point(self._as_rgb(source), self.layers, self.preset)
+            kind = "image"
+        self.last_decode = {
+            "layers": got.layers,
+            "num_layers": got.num_layers,
+            "bytes": got.bytes,
+            "source": kind,
+        }
+        return got.image
 
     @staticmethod
     def _as_rgb(source: Any) -> np.ndarray:

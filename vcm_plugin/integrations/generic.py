@@ -90,7 +90,7 @@ class VCMTransform(CompressOptions):
 
     def _one(self, arr: np.ndarray) -> np.ndarray:
         k = draw_layers(self.layers, self._rng)
-        return self._roundtrip(arr, k)
+        return self._roundtrip(arr, k).image
 
     def __call__(self, img: Any) -> Any:
         if self.p < 1.0 and self._rng.random() >= self.p:

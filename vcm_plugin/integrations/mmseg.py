@@ -85,10 +85,12 @@ class VCMCompress(CompressOptions, BaseTransform):
         if not apply:
             results["vcm_layers"], results["vcm_bytes"] = None, None
             return results
-        details: dict[str, Any] = {}
-        results["img"] = self._roundtrip(results["img"], layers, details)
-        results["vcm_layers"] = details["layers"]
-        results["vcm_bytes"] = details["bytes"]
+        got = self._roundtrip(results["img"], layers)
+        results["img"], results["vcm_layers"], results["vcm_bytes"] = (
+            got.image,
+            got.layers,
+            got.bytes,
+        )
         return results
 
     def __repr__(self) -> str:

@@ -140,10 +140,9 @@ class _VCMDecoder(ImageFile.PyDecoder):
             )
             layers = below[-1]
         meta = get_codec().inspect(blob)
-        details: dict[str, Any] = {}
-        # a Codec decodes every preset
-        arr = decode_layers(blob, layers, details=details, info=meta)
-        info.update(layers_decoded=details["layers"], preset=meta.preset, backend=meta.backend)
+        got = decode_layers(blob, layers, info=meta)  # a Codec decodes every preset
+        arr = got.image
+        info.update(layers_decoded=got.layers, preset=meta.preset, backend=meta.backend)
         if arr.shape[:2] != (self.state.ysize, self.state.xsize):
             raise VCMError(
                 f"decoded size {arr.shape[1]}x{arr.shape[0]} does not match the "

@@ -406,7 +406,7 @@ def decode_stream_bgr(
     bytes are read, and errors name the file."""
     blob = read_stream(source, layers)
     try:
-        rgb = decode_layers(blob, layers)  # a Codec decodes streams of every preset
+        rgb = decode_layers(blob, layers).image  # a Codec decodes streams of every preset
     except VCMError as e:
         if isinstance(source, (str, os.PathLike)):
             raise VCMError(f"{os.fspath(source)}: {e}") from e
