@@ -162,11 +162,11 @@ def test_worker_reads_the_analytics_point_by_default(env, img, codec):
 def test_worker_point_for_a_cut_first_upload():
     """A first upload cut below the analytics point: the worker reads what is stored."""
     w = Worker(EdgeClient("http://127.0.0.1:9"), lambda im: [])
-    assert w.point({"analytics_layers": 5, "stored_layers": 3}) == 3
-    assert w.point({"analytics_layers": 5, "stored_layers": 11}) == 5
+    assert w.point({"analytics_point": 5, "stored_layers": 3}) == 3
+    assert w.point({"analytics_point": 5, "stored_layers": 11}) == 5
     assert (
         Worker(EdgeClient("http://127.0.0.1:9"), lambda im: [], layers="2").point(
-            {"analytics_layers": 5, "stored_layers": 11}
+            {"analytics_point": 5, "stored_layers": 11}
         )
         == 2
     )

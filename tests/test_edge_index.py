@@ -72,11 +72,21 @@ def test_migrations_from_every_version(tmp_path, header):
     path = tmp_path / "old.sqlite3"
     old = Index(_SQLite(str(path)))
     assert old.migrate(target=1) == 0 and old.version() == 1
-    assert old.insert(_row(header, "cam", 1))
+    row = _row(header, "cam", 1)
+    with old._tx() as ex:  # as version 1 wrote it (its column was analytics_layers)
+        ex(
+            "INSERT INTO frames (cam, ts, header, num_layers, stored_layers, bytes, "
+            "analytics_layers, accepted, modified, state, checked) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0)",
+            (row.cam, row.ts, row.header, row.num_layers, row.stored_layers, row.bytes, 4,
+             row.accepted, row.modified),
+        )  # fmt: skip
     old.close()
     idx = open_index(str(path), "x", str(tmp_path), True)
-    assert idx.version() == SCHEMA_VERSION == MIGRATIONS[-1][0] >= 2
-    assert idx.get("cam", 1) is not None and idx.set_detections("cam", 1, [_box("dog", 0.9)])
+    assert idx.version() == SCHEMA_VERSION == MIGRATIONS[-1][0] >= 4
+    kept = idx.get("cam", 1)
+    assert kept is not None and kept.analytics_point == 4 and kept.header == row.header
+    assert idx.set_detections("cam", 1, [_box("dog", 0.9)])
     assert idx.migrate() == SCHEMA_VERSION  # idempotent
     with idx._tx() as ex:
         ex("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))

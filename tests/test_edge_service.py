@@ -129,7 +129,7 @@ def test_concurrent_cameras_worker_reads_only_its_point_viewer_gets_all(server, 
     for cam in cameras:
         listed = _frames(viewer, cam.cam)
         assert [f["id"] for f in listed] == [k.id for k in cam.streams]
-        for key, blob in cam.streams.items():
+        for key, (blob, _) in cam.streams.items():
             header = container.parse_header(blob, codec.max_pixels)
             layer0 = header.prefix_end(1)
             info = codec.inspect(blob)
@@ -152,7 +152,7 @@ def test_concurrent_cameras_worker_reads_only_its_point_viewer_gets_all(server, 
             assert part.status == 206 and part.body == blob[10:110]
             assert part.headers["content-range"] == f"bytes 10-109/{layer0}"
     (cli_frame,) = _frames(viewer, "clicam")
-    k = cli_frame["analytics_layers"]
+    k = cli_frame["analytics_point"]
     assert cli_frame["complete"] and cli_frame["layer_ends"][k - 1] == cli_summary["layer0_bytes"]
     assert cli_frame["layer_ends"][k - 1] == cli_summary["first_bytes"]  # the first upload
     cli_point = cli_frame["point_bytes"][k - 1]
@@ -166,7 +166,7 @@ def test_concurrent_cameras_worker_reads_only_its_point_viewer_gets_all(server, 
     assert metrics["analytics"]["bytes_read"] == metrics["analytics"]["point_bytes"]
     assert metrics["analytics"]["latency_s"]["count"] == analysed
     assert metrics["frames"]["analysed"] == analysed
-    total = sum(len(b) for cam in cameras for b in cam.streams.values())
+    total = sum(len(b) for cam in cameras for b, _ in cam.streams.values())
     total += cli_summary["total_bytes"]
     print(
         f"\nanalytics-point bytes fraction: {point_total / total:.3f} "
@@ -186,7 +186,7 @@ def test_texture_layers_on_request(server, images):
     while not _frames(viewer, "lazycam") and time.monotonic() < deadline:
         time.sleep(0.1)
     (meta,) = _frames(viewer, "lazycam")
-    assert meta["stored_layers"] == meta["analytics_layers"]  # through the analytics point
+    assert meta["stored_layers"] == meta["analytics_point"]  # through the analytics point
     blob, _ = next(iter(camera.streams.values()))
     with pytest.raises(ServerError) as err:
         viewer.frame(meta["id"], layers=meta["num_layers"])  # no wait: 409 + request recorded

@@ -104,9 +104,7 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
         frames = viewer.frames("lobby")
         assert len(frames) == FRAMES
         # the first upload: through the analytics point; the viewer textures stay behind
-        assert all(
-            fr["stored_layers"] == fr["analytics_layers"] < fr["num_layers"] for fr in frames
-        )
+        assert all(fr["stored_layers"] == fr["analytics_point"] < fr["num_layers"] for fr in frames)
         worker = EdgeClient(srv.url, token=tokens["analytics"])
         for i, fr in enumerate(frames):  # frame i gets i + 1 boxes; the last ones are dogs
             name = "dog" if i == FRAMES - 1 else "person"
@@ -161,7 +159,7 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
                     "figure.frame img", "els => els.map(e => e.dataset.layers)"
                 )
                 # the analytics picture: the analytics point (stored with the first upload)
-                assert layers == [str(fr["analytics_layers"]) for fr in frames]
+                assert layers == [str(fr["analytics_point"]) for fr in frames]
                 captions = page.eval_on_selector_all(
                     "figure.frame .quality", "els => els.map(e => e.textContent)"
                 )  # a camera user's words, not layer counts
@@ -259,7 +257,7 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
         assert info["complete"] and info["served_bytes"]["alice"] > info["layer_ends"][0]
         # frames[1..3] are the event's window (the server asked for their texture); the
         # newest, outside it and never opened in full quality, was not asked for
-        assert viewer.info(frames[0]["id"])["stored_layers"] == frames[0]["analytics_layers"]
+        assert viewer.info(frames[0]["id"])["stored_layers"] == frames[0]["analytics_point"]
         assert all(viewer.info(fr["id"])["complete"] for fr in frames[1:])
         status, _, png = http_call(
             srv.url,
@@ -277,7 +275,7 @@ def test_viewer_page_shows_frames_boxes_and_full_quality(chromium, tmp_path, sha
                     http_call(
                         srv.url,
                         "GET",
-                        f"/frames/{target['id']}/image?layers={target['analytics_layers']}",
+                        f"/frames/{target['id']}/image?layers={target['analytics_point']}",
                         tokens["viewer"],
                     )[2]
                 )

@@ -40,9 +40,11 @@ TEXTURE_MODES = ("after", "on-request", "never")
 
 
 def _span(header: container.Header, start: int, stop: int) -> str:
-    """'3-5': the layers in ``[start, stop)`` that have bytes (a view's absent ones aside)."""
+    """'layers 3-5 of 0-5': the layers (numbered from 0, as in the container) in
+    ``[start, stop)`` that have bytes (a view's absent ones aside)."""
     held = [i for i in range(start, stop) if header.lengths[i]]
-    return f"{held[0]}-{held[-1]}" if held else "none"
+    span = f"{held[0]}-{held[-1]}" if held else "none"
+    return f"layers {span} of 0-{header.num_layers - 1}"
 
 
 @dataclass(order=True)
@@ -179,8 +181,8 @@ class Camera:
             self.stats.layer0_bytes += header.head_end()
             self.stats.total_bytes += len(blob)
             print(
-                f"{job.key}: layers {_span(header, 0, job.layers)} {len(data)} B uploaded (of "
-                f"{header.num_layers} layers, {len(blob)} B in all)",
+                f"{job.key}: {_span(header, 0, job.layers)}, {len(data)} B uploaded "
+                f"({len(blob)} B in all)",
                 flush=True,
             )
         else:
@@ -198,7 +200,7 @@ class Camera:
                 k for k in range(1, header.num_layers + 1) if header.prefix_end(k) <= offset
             )
             print(
-                f"{job.key}: layers {_span(header, stored, job.layers)} {end - offset} B uploaded",
+                f"{job.key}: {_span(header, stored, job.layers)}, {end - offset} B uploaded",
                 flush=True,
             )
 

@@ -125,11 +125,16 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX events_cam ON events (cam, start_ts, id)",
         ],
     ),
+    (
+        4,
+        # one word for an operating point (issue 28): the column names the analytics point
+        ["ALTER TABLE frames RENAME COLUMN analytics_layers TO analytics_point"],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _COLS = (
-    "cam, ts, header, num_layers, stored_layers, bytes, analytics_layers, accepted, "
+    "cam, ts, header, num_layers, stored_layers, bytes, analytics_point, accepted, "
     "modified, state, reason, checked, lease_owner, lease_until"
 )
 
@@ -144,7 +149,7 @@ class FrameRow:
     num_layers: int
     stored_layers: int
     bytes: int
-    analytics_layers: int
+    analytics_point: int
     accepted: float
     modified: float
     state: str = PENDING
@@ -930,14 +935,14 @@ class Index:
             else:
                 ex(
                     "UPDATE frames SET header = ?, num_layers = ?, stored_layers = ?, bytes = ?, "
-                    "analytics_layers = ?, modified = ?, state = ?, reason = ? "
+                    "analytics_point = ?, modified = ?, state = ?, reason = ? "
                     "WHERE cam = ? AND ts = ?",
                     (
                         row.header,
                         row.num_layers,
                         row.stored_layers,
                         row.bytes,
-                        row.analytics_layers,
+                        row.analytics_point,
                         row.modified,
                         row.state,
                         row.reason,
@@ -996,7 +1001,7 @@ def _values(row: FrameRow) -> tuple:
         row.num_layers,
         row.stored_layers,
         row.bytes,
-        row.analytics_layers,
+        row.analytics_point,
         row.accepted,
         row.modified,
         row.state,

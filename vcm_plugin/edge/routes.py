@@ -399,7 +399,7 @@ class FrameRoutes(Routes):
             try:
                 png = await self.state.decode(self.state.render_png, data, k)
             except VCMError as exc:
-                if k == meta.analytics_point or await self.state.verify(meta) is False:
+                if k == meta.stored_analytics_point or await self.state.verify(meta) is False:
                     await self.state.quarantine(meta, str(exc))
                 raise HTTPProblem(422, f"frame {meta.key} does not decode: {exc}") from None
             self.state.cache_png(name, png)
@@ -420,14 +420,14 @@ class FrameRoutes(Routes):
         stored layers and asks nobody."""
         principal: Principal = request["principal"]
         n = meta.layout.num_layers
-        limit = n if principal.reads_texture else min(meta.analytics_layers, n)
+        limit = n if principal.reads_texture else min(meta.analytics_point, n)
         asked = int_param(request, "layers", lo=1, hi=n)
         wait = float_param(request, "wait", 0.0, 0.0, 60.0)
         if asked is not None and asked > limit:
             raise HTTPProblem(
                 403,
-                f"token {principal.name!r} reads layers 1..{limit} of "
-                f"frame {meta.key} (the analytics layers)",
+                f"token {principal.name!r} reads operating points layers=1..{limit} of "
+                f"frame {meta.key} (up to its analytics point)",
             )
         if asked is None:
             want = min(n if wait > 0 else meta.layout.stored_layers, limit)
@@ -522,7 +522,7 @@ class AnalyticsRoutes(Routes):
                 {
                     "id": FrameKey(row.cam, row.ts).id,
                     "layer0_bytes": h.prefix_end(1),
-                    "analytics_layers": row.analytics_layers,
+                    "analytics_point": row.analytics_point,
                     "stored_layers": row.stored_layers,
                 }
             )
@@ -561,7 +561,7 @@ class AnalyticsRoutes(Routes):
             self.state.metrics.frames["analysed"] += 1
             self.state.metrics.analytics_latency.add(time.time() - meta.accepted)
             self.state.metrics.analytics_point_bytes += meta.layout.header.point_bytes(
-                meta.analytics_point
+                meta.stored_analytics_point
             )
             if isinstance(result.get("inference_s"), (int, float)):
                 self.state.metrics.inference.add(result["inference_s"])

@@ -135,7 +135,7 @@ class FrameMeta:
     layout: Layout
     accepted: float  # first receipt (retention age)
     modified: float  # last write (Last-Modified)
-    analytics_layers: int = 1  # the operating point the analytics role may read
+    analytics_point: int = 1  # the operating point the analytics role may read
     analysed: bool = False
     quarantined: str | None = None  # why analytics cannot decode it; kept out of analytics
     checked: bool = False  # the analytics point decoded here once
@@ -149,7 +149,7 @@ class FrameMeta:
             Layout(header, row.stored_layers),
             row.accepted,
             row.modified,
-            row.analytics_layers,
+            row.analytics_point,
             analysed=row.state == ANALYSED,
             quarantined=row.reason if row.state == QUARANTINED else None,
             checked=row.checked,
@@ -177,10 +177,10 @@ class FrameMeta:
         return hashlib.blake2b(raw.encode(), digest_size=10).hexdigest()
 
     @property
-    def analytics_point(self) -> int:
+    def stored_analytics_point(self) -> int:
         """What analytics reads now: the analytics point, or the highest point below it that
         is stored (a first upload cut by a camera's byte budget)."""
-        return max(1, min(self.analytics_layers, self.layout.stored_layers))
+        return max(1, min(self.analytics_point, self.layout.stored_layers))
 
     def etag(self, kind: str, layers: int) -> str:
         return f'"{self.digest}-{kind}{layers}"'
@@ -191,7 +191,7 @@ class FrameMeta:
             "cam": self.key.cam,
             "ts": self.key.ts,
             **self.layout.describe(),
-            "analytics_layers": self.analytics_layers,
+            "analytics_point": self.analytics_point,
             "analysed": self.analysed,
             "quarantined": self.quarantined,
             "served_bytes": dict(self.served),
@@ -489,7 +489,7 @@ class ServerState:
     async def verify(self, meta: FrameMeta) -> bool | None:
         """Decode what analytics reads (its point's view) here: True decodes, False does not,
         None decoder busy."""
-        k = meta.analytics_point
+        k = meta.stored_analytics_point
         data = await self.run(self.read_view, meta, k)
         try:
             await self.decode(self.codec.decode, data, k)

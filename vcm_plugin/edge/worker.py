@@ -63,7 +63,7 @@ class Worker:
         """The operating point to read for one claimed frame (its claim entry)."""
         if self.layers != ANALYTICS:
             return int(self.layers)
-        point = int(item.get("analytics_layers", 1))
+        point = int(item.get("analytics_point", 1))
         stored = item.get("stored_layers")
         return max(1, min(point, int(stored))) if stored is not None else point
 

@@ -106,7 +106,7 @@ async function drawBoxes(fig, frame) {
 function analyticsPoint(frame) {
   // the analytics picture: the codec's analytics point, or what is stored if less (a
   // camera that sent layer 0 first); never a request for texture
-  return Math.min(frame.analytics_layers, frame.stored_layers);
+  return Math.min(frame.analytics_point, frame.stored_layers);
 }
 
 function kilobytes(n) {
