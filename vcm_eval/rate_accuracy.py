@@ -46,6 +46,7 @@ from vcm_eval.datasets import Item, load_rgb
 from vcm_eval.levels import LEVELS, MetricReport, analyse_metric, level_target
 from vcm_eval.tasks import TASKS, Task, make_task
 from vcm_plugin import VCMError
+from vcm_plugin.codec.presets import DEFAULT_PRESET
 from vcm_plugin.ray_engine import check_engine
 
 __all__ = ["RunConfig", "choose_settings", "main", "run"]
@@ -655,7 +656,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--limit", type=int, default=None, help="first N items in sorted file-name order"
     )
-    p.add_argument("--preset", default="default", help="vcm preset (default: default)")
+    p.add_argument(
+        "--preset",
+        default="default",
+        help=f"vcm preset (default: 'default', the package's default preset: {DEFAULT_PRESET})",
+    )
     p.add_argument(
         "--workers",
         type=int,

@@ -8,8 +8,8 @@ are flushed and fsynced, the temporary file is renamed over the target with ``os
 rename itself is on disk. On any error the temporary file is removed and the target is left as
 it was.
 
-It lives in the codec room because every other room (CLI, data sets, edge, integrations) may
-import the codec, and the codec imports nothing of theirs.
+It lives in ``vcm_plugin.codec`` because every other package (the CLI, data sets, edge,
+integrations) may import the codec, and the codec imports nothing of theirs.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ and the eval harness.
 * :mod:`~vcm_plugin.taskmodels.detect` — detectors as callables ``RGB uint8 image -> boxes``
   (the legacy default, any ultralytics weights, a ``module:factory`` plug-in).
 
-Imports go one way: this room uses the codec room (errors, the weights directory) and is used
-by ``vcm_plugin.edge`` and ``vcm_eval``; it never imports either of them.
+It imports only the codec package (its errors and the weights directory), and is imported by
+``vcm_plugin.edge`` and ``vcm_eval``, never the other way: the worker and the eval load the
+same detector with the same head decode.
 """
