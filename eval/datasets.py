@@ -1,4 +1,4 @@
-"""Readers for the four data layouts the tasks read (the task table of ``vcm_eval/README.md``):
+"""Readers for the four data layouts the tasks read (the task table of ``eval/README.md``):
 YOLO detection (``data.yaml``), VOC segmentation with ``classes.json``, landmarks
 (``images/`` + ``pts/*.pts`` or ``landmarks.json``) and a folder of images for quality.
 

@@ -1,4 +1,4 @@
-"""Task accuracy against bitrate: the harness (data layouts and outputs: ``vcm_eval/README.md``;
+"""Task accuracy against bitrate: the harness (data layouts and outputs: ``eval/README.md``;
 the architecture it measures: ``docs/design.md``).
 
     python -m vcm_eval.rate_accuracy --task {detection,segmentation,landmarks,quality} \\
@@ -54,14 +54,14 @@ __all__ = ["RunConfig", "choose_settings", "main", "run"]
 BD_METHOD = (
     "Bjontegaard delta rate of vcm vs each baseline (negative = vcm needs fewer bits): "
     "Pareto front of each curve, PCHIP of log10(bpp) over the metric, exact integral "
-    "over the overlapping metric range (vcm_eval/bd_rate.py)"
+    "over the overlapping metric range (eval/bd_rate.py)"
 )
 NO_VCM_HI_BPP = 1.5  # upper bpp target for the baselines when vcm is not evaluated
 LEVELS_METHOD = (
     "rate at fixed accuracy: first bpp at which a curve's Pareto front reaches "
     "L x the uncompressed metric (lower-is-better: metric <= uncompressed / L), "
     "log(bpp) interpolated linearly in the metric between the two front points "
-    "around it; null when never reached (vcm_eval/levels.py); rate_ratio_vs = vcm bpp "
+    "around it; null when never reached (eval/levels.py); rate_ratio_vs = vcm bpp "
     "/ baseline bpp"
 )
 
@@ -645,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
     p.add_argument(
-        "--data", required=True, help="data set directory (the task's layout: vcm_eval/README.md)"
+        "--data", required=True, help="data set directory (the task's layout: eval/README.md)"
     )
     p.add_argument(
         "--codecs",
