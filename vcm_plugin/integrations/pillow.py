@@ -50,10 +50,10 @@ from vcm_plugin.codec.container import read_header
 from vcm_plugin.codec.imagefile import pil_to_rgb
 from vcm_plugin.codec.layerspec import fixed_layers
 from vcm_plugin.codec.presets import DEFAULT_PRESET
-from vcm_plugin.errors import VCMError
+from vcm_plugin.codec.streaminfo import StreamInfo
+from vcm_plugin.errors import TruncatedStream, VCMError
 from vcm_plugin.integrations._core import (
     ANALYTICS,
-    decodable_points,
     decode_layers,
     get_codec,
     read_prefix,
@@ -121,7 +121,11 @@ class _VCMDecoder(ImageFile.PyDecoder):
         self.fd.seek(len(probe.head))  # the header bytes were kept from _open
         blob = read_prefix(self.fd, layers, probe)
         wanted = resolve_point(layers, header)
-        points = decodable_points(blob)
+        try:  # one look at the layers (CRCs) serves the check below and the decode
+            meta: StreamInfo | None = get_codec().inspect(blob)
+            points = meta.decodable_points
+        except TruncatedStream:
+            meta, points = None, []
         if wanted not in points:
             below = [k for k in points if k < wanted]
             if not ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -139,7 +143,7 @@ class _VCMDecoder(ImageFile.PyDecoder):
                 stacklevel=2,
             )
             layers = below[-1]
-        meta = get_codec().inspect(blob)
+        assert meta is not None  # a stream with a complete point was inspected
         got = decode_layers(blob, layers, info=meta)  # a Codec decodes every preset
         arr = got.image
         info.update(layers_decoded=got.layers, preset=meta.preset, backend=meta.backend)
