@@ -79,16 +79,16 @@ def test_max_bytes_keeps_the_longest_prefix_that_fits(env, img, codec):
     first = codec.inspect(climb).point_bytes[k - 1]  # header + the analytics layer
     # a budget that holds the analytics point: the climb, its prefix through that point
     fits = Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=first)
-    assert fits.climb(img) == climb and fits.first_layers(climb) == k
+    assert fits.climb(img) == climb and fits.first_upload(climb) == k
     big = Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=len(climb) - 1)
-    assert big.first_layers(climb) == info.num_layers - 1  # beyond the analytics point too
+    assert big.first_upload(climb) == info.num_layers - 1  # beyond the analytics point too
     # below it: the whole stream, whose latent points come first
     budget = ends[1] + (ends[2] - ends[1]) // 2  # between points 2 and 3
     assert budget < first
     camera = Camera(_client(env, "camera"), "budgetcam", codec, texture="never", max_bytes=budget)
-    assert camera.climb(img) == blob and camera.first_layers(blob) == 2
+    assert camera.climb(img) == blob and camera.first_upload(blob) == 2
     with pytest.raises(VCMError, match="below the frame's smallest operating point"):
-        Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=ends[0] - 1).first_layers(blob)
+        Camera(_client(env, "camera"), "budgetcam", codec, max_bytes=ends[0] - 1).first_upload(blob)
     camera.run(iter([Frame("a", img)]))
     ((key, (sent, _)),) = camera.streams.items()
     assert sent == blob

@@ -139,7 +139,7 @@ class Camera:
         self._last_ts = max(self._last_ts + 1, time.time_ns() // 1000 if ts is None else ts)
         return self._last_ts
 
-    def first_layers(self, blob: bytes) -> int:
+    def first_upload(self, blob: bytes) -> int:
         """Layers of a frame's first upload of ``blob`` (``Codec.first_upload``: through the
         analytics point, or the highest point within ``max_bytes``)."""
         return self.codec.first_upload(blob, self.max_bytes)
@@ -153,7 +153,7 @@ class Camera:
         ``ts`` is its capture time in microseconds since the epoch (default: now)."""
         key = FrameKey(self.cam, self._timestamp(ts))
         blob = self.climb(img)
-        first = self.first_layers(blob)
+        first = self.first_upload(blob)
         header = container.parse_header(blob, self.codec.max_pixels)
         with self._cv:
             self.streams[key] = (blob, header)
