@@ -294,17 +294,44 @@ class EventRow:
 
 
 @dataclass(frozen=True)
+class EventCursor:
+    """Keyset position in the events list (newest start first): the last event of the
+    previous page, its start and id."""
+
+    start: int
+    id: str
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(f"{self.start}:{self.id}".encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> EventCursor:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+            start, event_id = raw.split(":", 1)
+            if not (
+                re.fullmatch(r"0|[1-9][0-9]{0,15}", start)
+                and re.fullmatch(r"[A-Za-z0-9_-]{1,200}", event_id)
+            ):
+                raise ValueError(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise VCMError(
+                f"bad cursor {text[:80]!r}: pass the next_cursor of a previous page unchanged"
+            ) from None
+        return cls(int(start), event_id)
+
+
+@dataclass(frozen=True)
 class EventQuery:
     """``GET /events``: newest first by start; one camera or all, a class, a time window
-    (events overlapping it); ``after`` is the keyset position (start, id) of the last event
-    of the previous page."""
+    (events overlapping it); ``after``: where the previous page ended."""
 
     cam: str | None = None
     cls: str | None = None
     since: int | None = None
     until: int | None = None
     limit: int = 100
-    after: tuple[int, str] | None = None
+    after: EventCursor | None = None
 
 
 # -- connections ------------------------------------------------------------------------------
@@ -721,7 +748,7 @@ class Index:
         row = self._one(f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (event_id,))
         return EventRow.from_db(row) if row else None
 
-    def events(self, q: EventQuery) -> tuple[list[EventRow], tuple[int, str] | None]:
+    def events(self, q: EventQuery) -> tuple[list[EventRow], EventCursor | None]:
         """One page, newest start first, and the keyset position of the next (None: last)."""
         where, params = [], []
         for cond, value in (
@@ -735,7 +762,7 @@ class Index:
                 params.append(value)
         if q.after is not None:
             where.append("start_ts <= ? AND (start_ts < ? OR id < ?)")
-            params += [q.after[0], q.after[0], q.after[1]]
+            params += [q.after.start, q.after.start, q.after.id]
         cond = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._all(
             f"SELECT {_EVENT_COLS} FROM events {cond} ORDER BY start_ts DESC, id DESC LIMIT ?",
@@ -745,7 +772,7 @@ class Index:
         if len(events) <= q.limit:
             return events, None
         events = events[: q.limit]
-        return events, (events[-1].start, events[-1].id)
+        return events, EventCursor(events[-1].start, events[-1].id)
 
     def expired(self, cam: str, before: float, events_before: float, limit: int) -> list[FrameRow]:
         """The camera's frames received before ``before``, oldest first, except those inside

@@ -9,7 +9,7 @@ import re
 
 from aiohttp import web
 
-from vcm_plugin.edge.index import Cursor
+from vcm_plugin.edge.index import Cursor, EventCursor
 from vcm_plugin.errors import VCMError
 
 _INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
@@ -72,6 +72,11 @@ def score_param(request: web.Request) -> float | None:
 def cursor_param(request: web.Request) -> Cursor | None:
     raw = request.query.get("cursor")
     return None if raw in (None, "") else Cursor.decode(raw)
+
+
+def event_cursor_param(request: web.Request) -> EventCursor | None:
+    raw = request.query.get("cursor")
+    return None if raw in (None, "") else EventCursor.decode(raw)
 
 
 def newest_first_param(request: web.Request) -> bool:

@@ -8,12 +8,10 @@ analytics layer limit)."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import dataclasses
 import hashlib
 import io
 import json
-import re
 import time
 from collections import Counter
 from fractions import Fraction
@@ -43,6 +41,7 @@ from vcm_plugin.edge.query import (
     check_detections,
     class_param,
     cursor_param,
+    event_cursor_param,
     flag_param,
     float_param,
     int_param,
@@ -435,19 +434,12 @@ class FrameRoutes(Routes):
             want = asked
         if want <= meta.layout.stored_layers:
             return want
-        if request.method == "GET" and principal.reads_texture:
-            await self.state.db(self.index.want, meta.key.cam, meta.key.ts)
-            await self.state.notify()
-
-            async def stored() -> bool:
-                now = await self.state.get(meta.key)
-                if now is not None:
-                    meta.layout, meta.modified = now.layout, now.modified
-                return meta.layout.stored_layers >= want
-
-            await self.state.wait_until(stored, wait)
-            if meta.layout.stored_layers >= want:
-                return want
+        if (
+            request.method == "GET"
+            and principal.reads_texture
+            and await self.ask_camera(meta, want, wait)
+        ):
+            return want
         if asked is None:
             return min(meta.layout.stored_layers, limit)
         raise HTTPProblem(
@@ -458,6 +450,22 @@ class FrameRoutes(Routes):
             {"Retry-After": "1"},
             stored_layers=meta.layout.stored_layers,
         )
+
+    async def ask_camera(self, meta: FrameMeta, want: int, wait: float) -> bool:
+        """Ask the frame's camera for its texture (the camera's next poll of ``wanted``) and
+        wait up to ``wait`` seconds for ``want`` layers; ``meta`` is refreshed as they
+        arrive. True: they are stored."""
+        await self.state.db(self.index.want, meta.key.cam, meta.key.ts)
+        await self.state.notify()
+
+        async def stored() -> bool:
+            now = await self.state.get(meta.key)
+            if now is not None:
+                meta.layout, meta.modified = now.layout, now.modified
+            return meta.layout.stored_layers >= want
+
+        await self.state.wait_until(stored, wait)
+        return meta.layout.stored_layers >= want
 
     def _served(self, request: web.Request, meta: FrameMeta, per_layer: list[int]) -> None:
         principal: Principal = request["principal"]
@@ -699,7 +707,7 @@ class EventRoutes(Routes):
         kind = (
             "new" if before is None else ("end" if after.ended and not before.ended else "update")
         )
-        if before is None or after != before:
+        if before is None or dataclasses.replace(after, modified=before.modified) != before:
             self.state.notifier.send(kind, after.describe())
         return web.json_response(
             {**after.describe(), "texture_requested": asked},
@@ -716,13 +724,13 @@ class EventRoutes(Routes):
             since=int_param(request, "since", lo=0, hi=10**16),
             until=int_param(request, "until", lo=0, hi=10**16),
             limit=int_param(request, "limit", default=100, lo=1, hi=1000),
-            after=_event_cursor(request.query.get("cursor")),
+            after=event_cursor_param(request),
         )
         rows, more = await self.state.db(self.index.events, query)
         return web.json_response(
             {
                 "events": [r.describe() for r in rows],
-                "next_cursor": _encode_event_cursor(more) if more else None,
+                "next_cursor": more.encode() if more else None,
             },
             dumps=dumps,
         )
@@ -747,17 +755,7 @@ class EventRoutes(Routes):
         n = meta.layout.num_layers
         if meta.layout.stored_layers < n:
             wait = float_param(request, "wait", 0.0, 0.0, 60.0)
-            await self.state.db(self.index.want, meta.key.cam, meta.key.ts)
-            await self.state.notify()
-
-            async def stored() -> bool:
-                now = await self.state.get(meta.key)
-                if now is not None:
-                    meta.layout, meta.modified = now.layout, now.modified
-                return meta.layout.stored_layers >= n
-
-            await self.state.wait_until(stored, wait)
-            if meta.layout.stored_layers < n:
+            if not await self.frames.ask_camera(meta, n, wait):
                 raise HTTPProblem(
                     409,
                     f"the full-quality layers of frame {meta.key} were asked from camera "
@@ -845,27 +843,6 @@ class _Clip:
                 self.out.mux(packet)
         self.out.close()
         return self.buf.getvalue()
-
-
-def _encode_event_cursor(pos: tuple[int, str]) -> str:
-    return base64.urlsafe_b64encode(f"{pos[0]}:{pos[1]}".encode()).decode().rstrip("=")
-
-
-def _event_cursor(text: str | None) -> tuple[int, str] | None:
-    if text in (None, ""):
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-        start, event_id = raw.split(":", 1)
-        if not re.fullmatch(r"0|[1-9][0-9]{0,15}", start) or not re.fullmatch(
-            r"[A-Za-z0-9_-]{1,200}", event_id
-        ):
-            raise ValueError(raw)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise VCMError(
-            f"bad cursor {text[:80]!r}: pass the next_cursor of a previous page unchanged"
-        ) from None
-    return int(start), event_id
 
 
 class AdminRoutes(Routes):

@@ -152,6 +152,17 @@ async function fullQuality(fig, frame, button) {
   }
 }
 
+// a frame's card in the strip (at the top: ``first``), its detection picture and boxes
+function showFrame(strip, frame, first) {
+  const fig = frameCard(frame);
+  if (first) strip.prepend(fig);
+  else strip.appendChild(fig);
+  showImage(fig, frame, analyticsPoint(frame), 0)
+    .then(() => { fig.dataset.loaded = "1"; })
+    .catch((e) => status("frame " + frame.id + ": " + e.message, true));
+  drawBoxes(fig, frame).catch((e) => status("detections " + frame.id + ": " + e.message, true));
+}
+
 // frames per page: ?limit=N in the page's address (1..1000), else 50
 const PAGE_SIZE = (() => {
   const n = Number(new URLSearchParams(location.search).get("limit"));
@@ -177,12 +188,7 @@ async function loadFrames(cam, cursor) {
                          (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
   const frames = page.frames;
   for (const frame of frames) {
-    const fig = frameCard(frame);
-    strip.appendChild(fig);
-    showImage(fig, frame, analyticsPoint(frame), 0)
-      .then(() => { fig.dataset.loaded = "1"; })
-      .catch((e) => status("frame " + frame.id + ": " + e.message, true));
-    drawBoxes(fig, frame).catch((e) => status("detections " + frame.id + ": " + e.message, true));
+    showFrame(strip, frame, false);
   }
   const older = document.getElementById("older");
   older.hidden = !page.next_cursor;
@@ -302,12 +308,7 @@ async function livePoll() {
   const shown = new Set([...strip.children].map((f) => f.dataset.id));
   const fresh = page.frames.filter((f) => !shown.has(f.id)).reverse();  // oldest first
   for (const frame of fresh) {
-    const fig = frameCard(frame);
-    strip.prepend(fig);
-    showImage(fig, frame, analyticsPoint(frame), 0)
-      .then(() => { fig.dataset.loaded = "1"; })
-      .catch((e) => status("frame " + frame.id + ": " + e.message, true));
-    drawBoxes(fig, frame).catch((e) => status("detections " + frame.id + ": " + e.message, true));
+    showFrame(strip, frame, true);
   }
   while (strip.children.length > PAGE_SIZE) strip.lastElementChild.remove();
   if (fresh.length) {
