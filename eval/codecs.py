@@ -34,6 +34,7 @@ __all__ = [
     "Point",
     "VcmCodec",
     "VcmMachineCodec",
+    "VcmObjectsCodec",
     "WebpCodec",
     "check_codec_name",
     "make_codec",
@@ -203,17 +204,41 @@ class VcmCodec:
 
     def sizes(self, img: np.ndarray) -> list[int]:
         """Bytes of every evaluated operating point, ascending k (to place the baselines)."""
-        info = self.codec.inspect(self.codec.encode(img))
+        info = self.codec.inspect(self.encode(img))
         return [info.point_bytes[k - 1] for k in self._ks(info)]
 
+    def encode(self, img: np.ndarray) -> bytes:
+        """The stream of one image."""
+        return self.codec.encode(img)
+
     def points(self, img: np.ndarray) -> Iterator[Point]:
-        blob = self.codec.encode(img)
+        blob = self.encode(img)
         for k in self._ks(self.codec.inspect(blob)):
             part = self.codec.view(blob, layers=k)
             yield Point(self.label(k), len(part), self.codec.decode(part, layers=k))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(preset={self.preset!r}, points={self.which!r})"
+
+
+class VcmObjectsCodec(VcmCodec):
+    """vcm with the objects a detector finds on the photo at encode (``Codec.encode``'s
+    ``objects``: the analytics point spends its bits on them): YOLOv5n (``yolov5n.pt`` in the
+    task-model weights) at letterbox 640 (``taskmodels.detect.object_finder``). What a camera
+    or a data-set encode that runs a detector sends; the bytes counted are the stream's, the
+    detector's work is not sent. (The eval task's detector is the same YOLOv5n: the
+    ``--imgsz`` runs are the second opinion, README "Learned for machines".)"""
+
+    name = "vcm-objects"
+
+    def __init__(self, preset: str = "default", points: str = "all") -> None:
+        super().__init__(preset, points)
+        from vcm_plugin.taskmodels.detect import object_finder
+
+        self.find = object_finder()
+
+    def encode(self, img: np.ndarray) -> bytes:
+        return self.codec.encode(img, objects=self.find(img))
 
 
 class VcmMachineCodec(VcmCodec):
@@ -227,7 +252,7 @@ class VcmMachineCodec(VcmCodec):
 
 
 #: Every codec name the harness knows: the layered codec first, then the baselines.
-CODEC_NAMES = (VcmCodec.name, VcmMachineCodec.name, *BASELINES)
+CODEC_NAMES = (VcmCodec.name, VcmObjectsCodec.name, VcmMachineCodec.name, *BASELINES)
 #: What a run compares unless told otherwise (the ``*-machine`` ablations need fitted weights).
 DEFAULT_CODECS = ("vcm", "jpeg", "webp", "avif", "jxl")
 
@@ -243,6 +268,5 @@ def make_codec(name: str, preset: str = "default", vcm_points: str = "all") -> E
     check_codec_name(name)
     if name in BASELINES:
         return BASELINES[name]()
-    if name == VcmMachineCodec.name:
-        return VcmMachineCodec(preset, vcm_points)
-    return VcmCodec(preset, vcm_points)
+    kinds = {c.name: c for c in (VcmCodec, VcmObjectsCodec, VcmMachineCodec)}
+    return kinds[name](preset, vcm_points)

@@ -85,6 +85,7 @@ class RunConfig:
     num_settings: int = 8  #: qualities per baseline picked from its grid
     qualities: dict[str, list[int]] = field(default_factory=dict)  #: fixed baseline qualities
     model: str | None = None  #: detection: ultralytics YOLO weights
+    imgsz: int = 640  #: detection: the detector's letterbox size
     mmseg_config: str | None = None  #: segmentation: an mmseg config (mIoU)
     mmseg_checkpoint: str | None = None
     landmark_model: str = "dlib"  #: landmarks: "dlib" or "face_alignment"
@@ -95,6 +96,7 @@ class RunConfig:
     def task_options(self) -> dict[str, Any]:
         return {
             "model": self.model,
+            "imgsz": self.imgsz,
             "mmseg_config": self.mmseg_config,
             "mmseg_checkpoint": self.mmseg_checkpoint,
             "landmark_model": self.landmark_model,
@@ -703,6 +705,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="detection: ultralytics YOLO weights (default: legacy yolov5n.pt)",
     )
+    p.add_argument(
+        "--imgsz",
+        type=int,
+        default=640,
+        help="detection: the detector's input size (another size is a second opinion: the "
+        "detector the codec's objectness network did not learn from at 640)",
+    )
     p.add_argument("--mmseg-config", default=None, help="segmentation: mmseg config (mIoU)")
     p.add_argument("--mmseg-checkpoint", default=None, help="segmentation: mmseg checkpoint")
     p.add_argument(
@@ -729,6 +738,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig
         raise VCMError("--limit must be >= 1")
     if args.ray_address is not None and args.engine != "ray":
         raise VCMError("--ray-address needs --engine ray")
+    if not 32 <= args.imgsz <= 4096 or args.imgsz % 32:
+        raise VCMError("--imgsz must be a multiple of 32 between 32 and 4096")
     for n in codecs:  # before --qualities, which names baselines
         check_codec_name(n)
     return RunConfig(
@@ -745,6 +756,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig
         num_settings=args.num_settings,
         qualities=_parse_qualities(args.qualities or []),
         model=args.model,
+        imgsz=args.imgsz,
         mmseg_config=args.mmseg_config,
         mmseg_checkpoint=args.mmseg_checkpoint,
         landmark_model=args.landmark_model,

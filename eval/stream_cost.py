@@ -14,6 +14,9 @@ Per image and in total (ratios of summed bytes), for the preset's stream:
   ``Codec.uplink`` and ``Codec.first_upload``, the byte prefix through the analytics point)
   over the analytics point's own bytes (``Codec.view``).
 
+``--objects``: every stream encoded with the objects YOLOv5n finds on the photo
+(``vcm-objects`` of the harness: the analytics point spends its bits on them).
+
 Writes ``stream-cost.json`` in ``--out`` and prints a table.
 """
 
@@ -22,12 +25,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from vcm_eval.codecs import VcmCodec, VcmObjectsCodec, make_codec
 from vcm_plugin import Codec
 from vcm_plugin.codec import container
 from vcm_plugin.codec.imagefile import read_rgb
@@ -76,8 +81,8 @@ def held(blob: bytes, points: list[int]) -> bytes:
     )
 
 
-def measure(codec: Codec, img: np.ndarray) -> dict:
-    blob = codec.encode(img)
+def measure(codec: Codec, img: np.ndarray, encode: Callable[[np.ndarray], bytes]) -> dict:
+    blob = encode(img)
     info = codec.inspect(blob)
     top = info.viewer_points[-1] if info.viewer_points else info.num_layers
     analytics = info.analytics_point
@@ -129,16 +134,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="tae")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--objects", action="store_true", help="encode with YOLOv5n's objects (vcm-objects)"
+    )
     args = parser.parse_args(argv)
     folder = args.data / "images" if (args.data / "images").is_dir() else args.data
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[
         : args.limit
     ]
-    codec = Codec.from_preset(args.preset, device="cpu")
+    name = VcmObjectsCodec.name if args.objects else VcmCodec.name
+    vcm = make_codec(name, args.preset)
+    codec = vcm.codec
     rows = []
     for path in tqdm(paths, desc="stream cost", unit="img"):
-        rows.append({"image": path.name, **measure(codec, read_rgb(path))})
-    report = {"preset": codec.preset.name, "data": str(args.data), **summarise(rows)}
+        rows.append({"image": path.name, **measure(codec, read_rgb(path), vcm.encode)})
+    report = {
+        "preset": codec.preset.name,
+        "codec": name,
+        "data": str(args.data),
+        **summarise(rows),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "stream-cost.json").write_text(json.dumps({**report, "per_image": rows}, indent=2))
     print("| measure | total | per image |")

@@ -203,6 +203,7 @@ def test_limit_takes_first_files_in_sorted_order(tmp_path: Path) -> None:
         (["--task", "quality", "--data", "/nonexistent/dir"], "does not exist"),
         (["--task", "detection", "--data", "{kodak}"], "data.yaml"),  # wrong layout
         (["--task", "segmentation", "--data", "{kodak}"], "JPEGImages"),
+        (["--task", "detection", "--data", "{kodak}", "--imgsz", "500"], "--imgsz"),
     ],
 )
 def test_bad_input_is_one_line_error(

@@ -102,7 +102,12 @@ def cmd_encode(args) -> None:
     _check_output(args.output, args.input, args.overwrite, args.parents)
     img = read_rgb(args.input)
     codec = Codec.from_preset(args.preset)
-    blob = codec.encode(img)
+    objects = None
+    if args.objects is not None:
+        from vcm_plugin.taskmodels.detect import object_finder
+
+        objects = object_finder(args.objects)(img)
+    blob = codec.encode(img, objects=objects)
     if args.max_bytes is not None:  # rate control: the longest prefix that fits the budget
         blob = codec.truncate(blob, max_bytes=args.max_bytes)
     _write_output(args.output, blob, args.parents)
@@ -311,6 +316,14 @@ def _encode_command(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="byte budget: keep the longest prefix of layers that fits in N bytes "
         "(an error if even layer 0 does not)",
+    )
+    p.add_argument(
+        "--objects",
+        metavar="MODEL",
+        default=None,
+        help="a detector (yolov5n from VCM_WEIGHTS_DIR, a .pt path, or module:factory): the "
+        "analytics point spends its bits on the boxes it finds; the viewer points keep the "
+        "whole picture (tae)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--parents", action="store_true", help=PARENTS_HELP)

@@ -26,7 +26,7 @@ from vcm_plugin.taskmodels.detect import default_weights
 
 __all__ = ["DetectionTask", "coco_map", "box_iou"]
 
-IMGSZ = 640
+IMGSZ = 640  #: the default letterbox size (``options["imgsz"]`` changes it)
 CONF = 0.001
 IOU = 0.6
 MAX_DET = 300
@@ -115,6 +115,10 @@ class DetectionTask(Task):
         self.options["names"] = names
         return items
 
+    @property
+    def _imgsz(self) -> int:
+        return int(self.options.get("imgsz") or IMGSZ)
+
     def _model_path(self) -> tuple[Path, bool]:
         user = self.options.get("model")
         if user:
@@ -124,7 +128,7 @@ class DetectionTask(Task):
     def describe(self) -> str:
         path, legacy = self._model_path()
         kind = "legacy YOLOv5 checkpoint" if legacy else "ultralytics YOLO"
-        return f"{kind} {path.name}, letterbox {IMGSZ}, conf {CONF}, NMS IoU {IOU}"
+        return f"{kind} {path.name}, letterbox {self._imgsz}, conf {CONF}, NMS IoU {IOU}"
 
     def setup(self) -> None:
         os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -170,7 +174,7 @@ class DetectionTask(Task):
 
         from vcm_plugin.taskmodels.yolov5_legacy import head_scores
 
-        lb = LetterBox((IMGSZ, IMGSZ), auto=False, scaleup=True)(image=img)
+        lb = LetterBox((self._imgsz, self._imgsz), auto=False, scaleup=True)(image=img)
         x = torch.from_numpy(np.ascontiguousarray(lb.transpose(2, 0, 1))).float()[None] / 255
         with torch.inference_mode():
             # (1, N, 4 + nc): xywh, obj x class probs, as ultralytics' NMS takes it transposed
@@ -185,7 +189,7 @@ class DetectionTask(Task):
     def _predict_yolo(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         r = self._yolo.predict(
             np.ascontiguousarray(img[..., ::-1]),
-            imgsz=IMGSZ,
+            imgsz=self._imgsz,
             conf=CONF,
             iou=IOU,
             max_det=MAX_DET,

@@ -36,7 +36,7 @@ from vcm_plugin.codec.presets import (
     Preset,
     get_preset,
 )
-from vcm_plugin.codec.roi import Roi, focus
+from vcm_plugin.codec.roi import Roi, focus, object_region
 from vcm_plugin.codec.streaminfo import StreamInfo
 from vcm_plugin.errors import VCMError
 
@@ -126,16 +126,21 @@ def _preset_needs(preset: Preset) -> tuple[int, ...]:
     return _needs(_bricks(preset))
 
 
-def _photo_jobs(bricks: Sequence[LayerBrick]) -> list[Callable[[np.ndarray], list[bytes]]]:
+#: A photo-alone encode: (photo, the picture a texture chain's first layer codes instead of
+#: the photo, or None) -> payloads in stream order.
+PhotoJob = Callable[[np.ndarray, "np.ndarray | None"], list[bytes]]
+
+
+def _photo_jobs(bricks: Sequence[LayerBrick]) -> list[PhotoJob]:
     """The encodes of trailing photo-alone bricks, one per coder: a texture chain's layers come
     from one layered encode, a standalone layer from its own. Each job returns its payloads in
     stream order."""
-    jobs: list[Callable[[np.ndarray], list[bytes]]] = []
+    jobs: list[PhotoJob] = []
     chains: list[LayeredTexture] = []
     for brick in bricks:
         chain = brick.texture_chain()
         if chain is None:
-            jobs.append(lambda img, b=brick: [b.encode_alone(img)])
+            jobs.append(lambda img, first, b=brick: [b.encode_alone(img)])
         elif not any(chain is seen for seen in chains):  # one layered encode per chain
             chains.append(chain)
             jobs.append(chain.encode_alone)
@@ -226,18 +231,26 @@ class Codec:
             raise VCMError(f"image {w}x{h} too large for the container")
         return img
 
-    def encode(self, img: np.ndarray, roi: Roi | None = None) -> bytes:
+    def encode(self, img: np.ndarray, roi: Roi | None = None, objects: Roi | None = None) -> bytes:
         """HxWx3 uint8 RGB -> one layered stream. ``roi`` (an HxW mask or a list of
-        ``(x0, y0, x1, y1)`` boxes): spend each layer's bits inside the region
-        (``vcm_plugin.codec.roi``); decoders need nothing to read such a stream."""
-        return self.encode_batch([img], None if roi is None else [roi])[0]
+        ``(x0, y0, x1, y1)`` boxes): spend each layer's bits inside the region. ``objects``
+        (the same kinds; e.g. a detector's boxes on the photo): the analytics point spends its
+        bits on them and the viewer points code the whole photo (a texture chain's preset,
+        ``tae``). Both: ``vcm_plugin.codec.roi``; decoders need nothing to read such a
+        stream."""
+        return self.encode_batch(
+            [img], None if roi is None else [roi], None if objects is None else [objects]
+        )[0]
 
     def encode_batch(
-        self, images: Sequence[np.ndarray], rois: Sequence[Roi | None] | None = None
+        self,
+        images: Sequence[np.ndarray],
+        rois: Sequence[Roi | None] | None = None,
+        objects: Sequence[Roi | None] | None = None,
     ) -> list[bytes]:
         """Streams of several images, the generator run once per batch of equal sizes (on a
-        GPU; on the CPU image by image, so each stream equals ``encode``'s). ``rois``: one
-        region (or None) per image, as ``encode``'s ``roi``."""
+        GPU; on the CPU image by image, so each stream equals ``encode``'s). ``rois`` and
+        ``objects``: one region (or None) per image, as ``encode``'s."""
         images = [self._check_image(img) for img in images]
         if rois is not None:
             if len(rois) != len(images):
@@ -245,6 +258,19 @@ class Codec:
             images = [
                 img if roi is None else focus(img, roi)
                 for img, roi in zip(images, rois, strict=True)
+            ]
+        firsts: list[np.ndarray | None] = [None] * len(images)
+        if objects is not None:
+            if len(objects) != len(images):
+                raise VCMError(f"{len(objects)} object lists for {len(images)} images")
+            if self.preset.texture_coding != "layered":
+                raise VCMError(
+                    f"objects= needs a preset whose analytics point is a texture chain's first "
+                    f"layer (tae); {self.preset.name!r} has none"
+                )
+            firsts = [
+                None if obj is None else focus(img, object_region(obj, *img.shape[:2]))
+                for img, obj in zip(images, objects, strict=True)
             ]
         backend = self._backend_of(self.preset)
         geometries = [
@@ -260,7 +286,10 @@ class Codec:
         with ThreadPoolExecutor(max(1, min(jobs, torch.get_num_threads()))) as pool:
             # the trailing layers that need only the photo (AVIF, GIL released) run beside
             # the generator and each other (tae's encode time: README, Speed)
-            alone = [[pool.submit(job, img) for job in photo_jobs] for img in images]
+            alone = [
+                [pool.submit(job, img, first) for job in photo_jobs]
+                for img, first in zip(images, firsts, strict=True)
+            ]
             latents = backend.encode_batch(semantics)
             sources = [
                 Source(img, sem, z.reshape(z.shape[0], -1).T.astype(np.float64))
@@ -601,7 +630,7 @@ def _role(brick) -> str:
     return _ROLES[type(brick)]
 
 
-def photo_jobs(preset: Preset) -> list[Callable[[np.ndarray], list[bytes]]]:
+def photo_jobs(preset: Preset) -> list[PhotoJob]:
     """The encodes of the preset's trailing layers that code the photo alone, one per coder
     (a texture chain is one): ``Codec.encode_batch`` runs them beside the generator, so their
     cost is a floor under the preset's encode time (``vcm_eval.bench_speed``). Together they

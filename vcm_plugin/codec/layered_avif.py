@@ -193,34 +193,44 @@ def encode(
     speed: int,
     pixel_format: str,
     threads: int = 1,
+    first: np.ndarray | None = None,
 ) -> list[bytes]:
     """(H, W, 3) uint8 -> the layered AVIF file cut into one piece per layer: piece 0 holds the
     file header (and the total length, 4 bytes big-endian, first), piece ``j`` the data of
-    layer ``j``. ``qualities`` (libavif's 0..100 scale), one per layer, rising. ``threads``:
-    libaom's; the bytes depend on it, so the texture chain keeps one (the ablation measures
-    two). libavif codes speeds 7 and up with libaom's real-time mode."""
+    layer ``j``. ``qualities`` (libavif's 0..100 scale), one per layer, rising. ``first``: the
+    picture layer 0 codes when it is not ``pixels`` (same size; the layers after it code
+    ``pixels``, predicted from layer 0's reconstruction as always). ``threads``: libaom's; the
+    bytes depend on it, so the texture chain keeps one (the ablation measures two). libavif
+    codes speeds 7 and up with libaom's real-time mode."""
     if not 1 <= len(qualities) <= MAX_LAYERS:
         raise VCMError(f"layered AVIF holds 1 to {MAX_LAYERS} layers, got {len(qualities)}")
+    if first is not None and first.shape != pixels.shape:
+        raise VCMError(f"layered AVIF: first layer's picture {first.shape} is not {pixels.shape}")
     lib = library()
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    image = _yuv_image(pixels, pixel_format)
+    pictures = [np.ascontiguousarray(pixels, dtype=np.uint8)]
+    if first is not None:
+        pictures.insert(0, np.ascontiguousarray(first, dtype=np.uint8))
+    images = []
     encoder = lib.avifEncoderCreate()
     output = _RWData()
     try:
+        images = [_yuv_image(p, pixel_format) for p in pictures]
         settings = encoder.contents
         settings.codecChoice = _CODEC_AOM
         settings.maxThreads = threads
         settings.speed = speed
         settings.extraLayerCount = len(qualities) - 1
-        for quality in qualities:
+        for j, quality in enumerate(qualities):
             settings.quality = quality
+            image = images[0] if j == 0 else images[-1]
             _check(lib.avifEncoderAddImage(encoder, image, 1, 0), "layered AVIF encode")
         _check(lib.avifEncoderFinish(encoder, C.byref(output)), "layered AVIF encode")
         data = C.string_at(output.data, output.size)
     finally:
         lib.avifRWDataFree(C.byref(output))
         lib.avifEncoderDestroy(encoder)
-        lib.avifImageDestroy(image)
+        for image in images:
+            lib.avifImageDestroy(image)
     ends = [offset + size for offset, size in _extents(data, len(qualities))]
     ends[-1] = len(data)
     if ends != sorted(ends) or ends[0] <= 0:

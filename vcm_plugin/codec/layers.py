@@ -552,11 +552,14 @@ class LayeredTexture:
     speed: int = 6
     pixel_format: str = "444"
 
-    def encode_alone(self, image: np.ndarray) -> list[bytes]:
+    def encode_alone(self, image: np.ndarray, first: np.ndarray | None = None) -> list[bytes]:
         """Every layer's payload from the photo alone (the encoder runs this beside the
-        generator, ``Codec.encode_batch``)."""
+        generator, ``Codec.encode_batch``). ``first``: the picture the first layer (the
+        analytics point) codes instead of the photo (``Codec.encode``'s ``objects``)."""
         photo = np.clip(np.round(image), 0, 255).astype(np.uint8)
-        return layered_avif.encode(photo, self.qualities, self.speed, self.pixel_format)
+        return layered_avif.encode(
+            photo, self.qualities, self.speed, self.pixel_format, first=first
+        )
 
     def decode(self, pieces: list[bytes], geometry: Geometry) -> np.ndarray:
         """The picture of the last of ``pieces`` (the chain's first layers) as float."""

@@ -1,11 +1,14 @@
-"""Region of interest: callers who know where their objects are (a tracker's boxes, a motion
-mask) spend each layer's bits there.
+"""Regions: callers who know where their objects are (a detector's or tracker's boxes, a
+motion mask) spend bits there.
 
-How: before any layer is coded, the encoder low-passes the picture outside the region (a
-Gaussian of ``OUTSIDE_BLUR`` pixels, blended through a feathered mask). Every layer then has
-less to say outside, so at the same operating point the stream is smaller, and at the same
-bytes a higher point fits, sharper inside. Decoders need nothing: the stream format is the
-same, and a stream says nothing about the region it was encoded with.
+Two uses, one low-pass (``focus``: a Gaussian of ``OUTSIDE_BLUR`` pixels outside the region,
+blended through a feathered mask). A region of interest (``Codec.encode(img, roi=...)``)
+applies before any layer is coded: every layer has less to say outside it. Objects
+(``Codec.encode(img, objects=...)``) apply to the analytics point alone, the texture chain's
+first layer: that layer spends its bits on the objects (grown by ``object_region``, since a
+detector reads a little context around a box), and the layers above it code the photo itself,
+so a person's views keep the background. Decoders need nothing either way: the stream format
+is the same, and a stream says nothing about the region it was encoded with.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from vcm_plugin.errors import VCMError
 OUTSIDE_BLUR = 3.0
 #: Width (pixels) of the soft edge between inside and outside.
 FEATHER = 4.0
+#: An object's box grows by this share of its width and height each way, and by
+#: ``OBJECT_MARGIN`` pixels (probed on coco-val2017 with YOLOv5n's boxes at confidence 0.1).
+OBJECT_GROW = 0.1
+OBJECT_MARGIN = 8.0
 
 Roi = np.ndarray | Sequence[Sequence[float]]
 """An HxW mask (bool, or numbers in [0, 1]) or boxes ``(x0, y0, x1, y1)`` in pixels."""
@@ -49,6 +56,21 @@ def roi_mask(roi: Roi, height: int, width: int) -> np.ndarray:
         r0, r1 = (int(np.clip(round(v), 0, height)) for v in (y0, y1))
         mask[r0:r1, c0:c1] = 1.0
     return mask
+
+
+def object_region(objects: Roi, height: int, width: int) -> np.ndarray:
+    """``objects`` (boxes, or a mask used as it is) as the region the analytics point keeps
+    sharp: each box grown by ``OBJECT_GROW`` of its size plus ``OBJECT_MARGIN`` pixels."""
+    if isinstance(objects, np.ndarray) and objects.ndim == 2:
+        return roi_mask(objects, height, width)
+    mask = roi_mask(objects, height, width)  # validates the boxes
+    if not len(objects):
+        return mask
+    grown = []
+    for x0, y0, x1, y1 in np.asarray(objects, dtype=np.float64).reshape(-1, 4):
+        dx, dy = OBJECT_GROW * (x1 - x0) + OBJECT_MARGIN, OBJECT_GROW * (y1 - y0) + OBJECT_MARGIN
+        grown.append((x0 - dx, y0 - dy, x1 + dx, y1 + dy))
+    return roi_mask(grown, height, width)
 
 
 def focus(image: np.ndarray, roi: Roi) -> np.ndarray:

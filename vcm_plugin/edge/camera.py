@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,6 +94,7 @@ class Camera:
         texture: str = "after",
         keep: int = 512,
         max_bytes: int | None = None,
+        objects: Callable[[np.ndarray], list[list[float]]] | None = None,
     ) -> None:
         if texture not in TEXTURE_MODES:
             raise VCMError(f"texture mode must be one of {TEXTURE_MODES}, got {texture!r}")
@@ -102,6 +103,9 @@ class Camera:
         self.client, self.cam, self.texture = client, cam, texture
         self.max_bytes = max_bytes
         self.codec = codec or Codec()
+        # a detector on the camera (``taskmodels.detect.object_finder``): each frame's
+        # analytics point spends its bits on the boxes it finds
+        self.objects = objects
         self.keep = keep
         # each kept frame's stream and its header, parsed once when it was encoded: the
         # uploads and the texture requests read the layer table from here
@@ -146,7 +150,8 @@ class Camera:
 
     def climb(self, img: np.ndarray) -> bytes:
         """The stream the camera sends for one frame (``Codec.uplink``)."""
-        return self.codec.uplink(self.codec.encode(img), self.max_bytes)
+        objects = None if self.objects is None else self.objects(img)
+        return self.codec.uplink(self.codec.encode(img, objects=objects), self.max_bytes)
 
     def capture(self, img: np.ndarray, ts: int | None = None) -> FrameKey:
         """Encode one frame and queue its first upload (and, in ``after`` mode, the rest);

@@ -171,6 +171,7 @@ def cmd_push(args: argparse.Namespace) -> None:
     from vcm_plugin.edge.client import EdgeClient
     from vcm_plugin.edge.sources import iter_frames
     from vcm_plugin.edge.store import check_camera
+    from vcm_plugin.taskmodels.detect import object_finder
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
     _threads(args.threads)
@@ -183,6 +184,7 @@ def cmd_push(args: argparse.Namespace) -> None:
         Codec.from_preset(args.preset),
         texture=args.texture,
         max_bytes=args.max_bytes,
+        objects=None if args.objects is None else object_finder(args.objects),
     )
     print(json.dumps(camera.run(frames, linger=args.linger)), flush=True)
 
@@ -508,6 +510,14 @@ def _push_command(esub: argparse._SubParsersAction, env_url: str) -> None:
         help="byte budget of each frame's first upload: the longest prefix that "
         "fits (e.g. 6K), even if shorter than the analytics point (default: the "
         "prefix through the analytics point); the rest follows per --texture",
+    )
+    p.add_argument(
+        "--objects",
+        metavar="MODEL",
+        default=None,
+        help="a detector on the camera (yolov5n, a .pt path, or module:factory): each "
+        "frame's analytics point spends its bits on the boxes it finds (confidence >= 0.1); "
+        "the viewer points keep the whole picture",
     )
     p.add_argument("--every", type=int, default=1, help="take every N-th frame")
     p.add_argument(
