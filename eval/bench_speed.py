@@ -89,7 +89,7 @@ def photo_layers_seconds(preset: str, img: np.ndarray, repeats: int) -> float:
 
     def encode_all() -> None:
         with ThreadPoolExecutor(max(1, min(len(jobs), torch.get_num_threads()))) as pool:
-            list(pool.map(lambda job: job(img, None), jobs))
+            list(pool.map(lambda job: job(img), jobs))
 
     return median_seconds(encode_all, repeats)
 

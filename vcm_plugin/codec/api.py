@@ -126,9 +126,9 @@ def _preset_needs(preset: Preset) -> tuple[int, ...]:
     return _needs(_bricks(preset))
 
 
-#: A photo-alone encode: (photo, the picture a texture chain's first layer codes instead of
-#: the photo, or None) -> payloads in stream order.
-PhotoJob = Callable[[np.ndarray, "np.ndarray | None"], list[bytes]]
+#: A photo-alone encode: ``job(photo, first=None)`` -> payloads in stream order; ``first`` is
+#: the picture a texture chain's first layer codes instead of the photo (``objects``).
+PhotoJob = Callable[..., list[bytes]]
 
 
 def _photo_jobs(bricks: Sequence[LayerBrick]) -> list[PhotoJob]:
@@ -140,7 +140,7 @@ def _photo_jobs(bricks: Sequence[LayerBrick]) -> list[PhotoJob]:
     for brick in bricks:
         chain = brick.texture_chain()
         if chain is None:
-            jobs.append(lambda img, first, b=brick: [b.encode_alone(img)])
+            jobs.append(lambda img, first=None, b=brick: [b.encode_alone(img)])
         elif not any(chain is seen for seen in chains):  # one layered encode per chain
             chains.append(chain)
             jobs.append(chain.encode_alone)

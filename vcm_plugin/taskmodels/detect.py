@@ -187,4 +187,3 @@ def object_finder(spec: str | None = None) -> Callable[[np.ndarray], list[list[f
         return [list(b["xyxy"]) for b in detector(img) if b["conf"] >= OBJECTS_CONF]
 
     return find
-
