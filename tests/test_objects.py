@@ -127,3 +127,24 @@ def test_camera_encodes_each_frame_with_its_detectors_objects(codec, astronaut, 
     camera = Camera(client, "cam1", codec, objects=finder)
     assert camera.climb(astronaut) == codec.uplink(streams[1])
     assert seen == [astronaut.shape]
+
+
+def test_cli_encodes_with_a_detectors_objects(tmp_path, astronaut, capsys):
+    from PIL import Image
+
+    from vcm_plugin.cli import main
+    from vcm_plugin.taskmodels.detect import default_weights, object_finder
+
+    if not default_weights().is_file():
+        pytest.skip("yolov5n.pt not found (VCM_WEIGHTS_DIR)")
+    src = tmp_path / "a.png"
+    Image.fromarray(astronaut).save(src)
+    assert main(["encode", str(src), str(tmp_path / "a.vcm"), "--objects", "yolov5n"]) == 0
+    codec = Codec.from_preset("tae")
+    wanted = codec.encode(astronaut, objects=object_finder("yolov5n")(astronaut))
+    assert (tmp_path / "a.vcm").read_bytes() == wanted
+    capsys.readouterr()
+    rc = main(["encode", str(src), str(tmp_path / "b.vcm"), "--objects", str(tmp_path / "no.pt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "detector weights not found" in err[0]
+    assert not (tmp_path / "b.vcm").exists()

@@ -164,7 +164,7 @@ def load_detector(
     path = default_weights() if spec in (None, "", "yolov5n") else Path(spec)
     if not path.is_file():
         raise VCMError(
-            f"detector weights not found: {path} (set VCM_WEIGHTS_DIR or pass --model PATH)"
+            f"detector weights not found: {path} (set VCM_WEIGHTS_DIR or give a weights path)"
         )
     try:
         return YOLOv5Legacy(path, conf=conf, imgsz=imgsz)
