@@ -709,8 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--imgsz",
         type=int,
         default=640,
-        help="detection: the detector's input size (another size is a second opinion: the "
-        "detector the codec's objectness network did not learn from at 640)",
+        help="detection: the detector's letterbox size (default 640; another size is a second "
+        "opinion on a codec tuned with YOLOv5n at 640)",
     )
     p.add_argument("--mmseg-config", default=None, help="segmentation: mmseg config (mIoU)")
     p.add_argument("--mmseg-checkpoint", default=None, help="segmentation: mmseg checkpoint")

@@ -207,14 +207,13 @@ def encode(
     if first is not None and first.shape != pixels.shape:
         raise VCMError(f"layered AVIF: first layer's picture {first.shape} is not {pixels.shape}")
     lib = library()
-    pictures = [np.ascontiguousarray(pixels, dtype=np.uint8)]
-    if first is not None:
-        pictures.insert(0, np.ascontiguousarray(first, dtype=np.uint8))
-    images = []
+    pictures = [pixels] if first is None else [first, pixels]  # layer 0's, then the rest's
+    images: list[int] = []
     encoder = lib.avifEncoderCreate()
     output = _RWData()
     try:
-        images = [_yuv_image(p, pixel_format) for p in pictures]
+        for picture in pictures:  # one at a time, so a failed conversion frees the ones before
+            images.append(_yuv_image(np.ascontiguousarray(picture, dtype=np.uint8), pixel_format))
         settings = encoder.contents
         settings.codecChoice = _CODEC_AOM
         settings.maxThreads = threads
