@@ -19,6 +19,9 @@ in a fresh run directory ``OUT/runs/MODE``:
 * ``vcm-cache``: ``VCMTrainer`` with ``vcm_cache`` set to a directory (shared by the
   DataLoader workers, unlike the in-memory cache): each image is round-tripped as loaded,
   before mosaic, so the first epoch encodes and later epochs decode the cached streams;
+* ``vcm-points``: ``vcm-cache`` with ``vcm_cache_points``: the cache also keeps the pictures
+  of the latent points in ``--layers`` (decoded once, at the encode), so later epochs run
+  neither the encoder nor the generator (texture points still decode: an AV1 decode);
 * ``shards``: ``vcm encode-dataset``'s ``encode_dataset`` writes shards first (its wall time
   is ``encode_s``, outside the epochs); their streams are copied out byte for byte as ``.vcm``
   files beside the labels (``extract_s``: ultralytics reads one file per image) and
@@ -33,9 +36,9 @@ validates only after the last epoch (``val=False``, outside the epoch times) and
 Timing. ``epoch_s``: wall seconds from ultralytics' ``on_train_epoch_start`` to its
 ``on_train_epoch_end`` callback. ``transform_s``: seconds spent inside the compression
 transform, summed over the processes that ran it — the Albumentations transform's ``apply``
-(jpeg, vcm), the VCM round trip of each loaded image (vcm-cache), the ``.vcm`` decode in
-ultralytics' ``imread`` (shards). Each call appends "finish time, seconds" to a log file
-named by the environment variable ``VCM_BENCH_TRAINING_LOG`` (inherited by the DataLoader
+(jpeg, vcm), the VCM round trip of each loaded image (vcm-cache, vcm-points), the ``.vcm``
+decode in ultralytics' ``imread`` (shards). Each call appends "finish time, seconds" to a log
+file named by the environment variable ``VCM_BENCH_TRAINING_LOG`` (inherited by the DataLoader
 workers; one ``O_APPEND`` write per call, so concurrent workers never interleave a line),
 and a call counts towards the epoch during which it finished: epoch k is every call after
 epoch k-1's end up to epoch k's end. With ``--workers 0`` this is exact. Worker processes keep
@@ -49,9 +52,9 @@ W times ``epoch_s``.
 ultralytics also keeps a buffer of recently loaded images per process (at most
 ``min(images, 8 × batch, 1000)``; mosaic takes three of its four pictures from it): the
 ``.vcm`` decode of the shards mode is skipped for buffered images, the VCM round trip of
-vcm-cache is not (it wraps every load, four per mosaic). On a small set the buffer holds every
-image, which a large set's never does; ``--buffer N`` (e.g. 4) makes the subset behave like a
-large set. ``transform_calls`` counts the calls per epoch.
+vcm-cache and vcm-points is not (it wraps every load, four per mosaic). On a small set the
+buffer holds every image, which a large set's never does; ``--buffer N`` (e.g. 4) makes the
+subset behave like a large set. ``transform_calls`` counts the calls per epoch.
 
 Writes ``OUT/bench_training.json`` (``{"device", "modes": {MODE: {"epoch_s": [...],
 "transform_s": [...], ...}}, "settings", ...}``), ``OUT/bench_training.png`` (epoch time per
@@ -85,7 +88,7 @@ from vcm_plugin.errors import VCMError  # noqa: E402
 
 __all__ = ["MODES", "main", "run", "table"]
 
-MODES = ("none", "jpeg", "vcm", "vcm-cache", "shards")
+MODES = ("none", "jpeg", "vcm", "vcm-cache", "vcm-points", "shards")
 COMPRESSING = frozenset(MODES) - {"none"}
 LOG_ENV = "VCM_BENCH_TRAINING_LOG"
 JPEG_QUALITY = (75, 100)  # ultralytics' own default ImageCompression entry
@@ -506,11 +509,11 @@ def train_mode(
         args["augmentations"] = [
             classes["vcm_transform"](layers=layers, preset=preset, channel_order="bgr", p=1.0)
         ]
-    elif mode == "vcm-cache":
-        cache = out / "cache" / "vcm-cache"
+    elif mode in ("vcm-cache", "vcm-points"):
+        cache = out / "cache" / mode
         shutil.rmtree(cache, ignore_errors=True)
         args.update(trainer=classes["vcm"], vcm_layers=layers, vcm_preset=preset)
-        args.update(vcm_cache=str(cache))
+        args.update(vcm_cache=str(cache), vcm_cache_points=mode == "vcm-points")
         patch = patched(vu, "_roundtrip_bgr", timed(vu._roundtrip_bgr))
         extra["cache"] = str(cache)
     elif mode == "shards":
@@ -566,8 +569,10 @@ def train_mode(
         "workers": trainer.train_loader.num_workers,
         **extra,
     }
-    if mode == "vcm-cache":
-        entry["cache_streams"] = sum(1 for _ in (out / "cache" / "vcm-cache").glob("*/*.vcm"))
+    if mode in ("vcm-cache", "vcm-points"):
+        entry["cache_streams"] = sum(1 for _ in (out / "cache" / mode).glob("*/*.vcm"))
+        entry["cache_points"] = sum(1 for _ in (out / "cache" / mode).glob("*/*.npy"))
+        entry["cache_bytes"] = sum(f.stat().st_size for f in (out / "cache" / mode).glob("*/*"))
     return entry
 
 
@@ -598,7 +603,9 @@ def table(report: dict[str, Any]) -> str:
         if "encode_s" in m:
             notes.append(f"encode-dataset {m['encode_s']:.1f} s, extract {m['extract_s']:.1f} s")
         if "cache_streams" in m:
-            notes.append(f"{m['cache_streams']} streams cached")
+            kept = f" + {m['cache_points']} pictures" if m.get("cache_points") else ""
+            size = f", {m['cache_bytes'] / 1e6:.1f} MB" if "cache_bytes" in m else ""
+            notes.append(f"{m['cache_streams']} streams{kept} cached{size}")
         notes.append("calls " + "/".join(str(c) for c in m["transform_calls"]))
         lines.append(f"| {mode} | {times} | {shares} | {ratio} | {'; '.join(notes)} |")
     return "\n".join(lines)

@@ -47,7 +47,7 @@ def test_bench_training_writes_json_plot_and_table(tmp_path, capsys):
             "--batch",
             "4",
             "--modes",
-            "none,jpeg,vcm-cache",
+            "none,jpeg,vcm-cache,vcm-points",
             "--preset",
             "fast",
             "--device",
@@ -58,7 +58,7 @@ def test_bench_training_writes_json_plot_and_table(tmp_path, capsys):
     report = json.loads((out / "bench_training.json").read_text())
     assert report["device"] == "cpu"
     assert report["settings"]["images"] == N_IMAGES and report["settings"]["workers"] == 2
-    assert list(report["modes"]) == ["none", "jpeg", "vcm-cache"]
+    assert list(report["modes"]) == ["none", "jpeg", "vcm-cache", "vcm-points"]
     for mode, m in report["modes"].items():
         assert len(m["epoch_s"]) == EPOCHS and all(t > 0 for t in m["epoch_s"]), mode
         assert len(m["transform_s"]) == EPOCHS and len(m["transform_calls"]) == EPOCHS, mode
@@ -66,7 +66,7 @@ def test_bench_training_writes_json_plot_and_table(tmp_path, capsys):
         assert m["workers"] == min(2, os.cpu_count() or 1), mode
     none = report["modes"]["none"]
     assert none["transform_s"] == [0.0] * EPOCHS and none["transform_calls"] == [0] * EPOCHS
-    for mode in ("jpeg", "vcm-cache"):
+    for mode in ("jpeg", "vcm-cache", "vcm-points"):
         m = report["modes"][mode]
         # the calls ran in the worker processes and reached the log; workers prefetch across
         # epoch ends, so only the sum over the epochs is certain: every sample of every epoch
@@ -75,6 +75,10 @@ def test_bench_training_writes_json_plot_and_table(tmp_path, capsys):
         assert sum(m["transform_calls"]) >= EPOCHS * N_IMAGES, mode
     # one stream per distinct picture: the second epoch decoded, it did not encode again
     assert report["modes"]["vcm-cache"]["cache_streams"] == N_IMAGES
+    assert report["modes"]["vcm-cache"]["cache_points"] == 0
+    # vcm-points: also the picture of the drawn point (fast's analytics point, a latent one)
+    points = report["modes"]["vcm-points"]
+    assert points["cache_streams"] == N_IMAGES and points["cache_points"] == N_IMAGES
     png = (out / "bench_training.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "bench_training.md").read_text()

@@ -161,6 +161,46 @@ def test_stream_cache_memory_and_disk(photo, tmp_path):
     assert mem.get("k") is None and len(mem) == 0
 
 
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_stream_cache_keeps_latent_points(photo, tmp_path, where):
+    """keep_points: the first round trip decodes every kept latent point once; later draws
+    read the same pixels back (the generator does not run again); texture points still
+    decode, and a cached picture handed out cannot be spoiled by its caller."""
+    from vcm_plugin.integrations import StreamCache, reset_stats, stats
+    from vcm_plugin.integrations._core import roundtrip_point, spec_points
+
+    cache = StreamCache(None if where == "memory" else tmp_path / "c")
+    plain = {k: roundtrip_point(photo, k).image for k in (1, 2, 3, 4)}
+    keep = spec_points((1, 4), "tae")
+    assert keep == (1, 2, 3, 4)
+    reset_stats()
+    draws = [4, 2, 1, 3, 2, 4, 1, 3]  # the first draw a texture point: 1-3 kept all the same
+    for k in draws:
+        got = roundtrip_point(photo, k, cache=cache, keep_points=keep)
+        assert got.layers == k
+        np.testing.assert_array_equal(got.image, plain[k])
+        got.image[:] = 0  # an augmentation writing into the picture it was given
+    s = stats()
+    # one encode; latent points 1-3 decoded once each (all on the first draw), point 4 (a
+    # texture point, an AV1 decode) on each of its draws; every other latent draw was kept
+    assert s["encodes"] == 1 and s["cache_hits"] == len(draws) - 1
+    assert s["decodes"] == 3 + draws.count(4)
+    assert s["point_hits"] == len(draws) - draws.count(4)
+    assert s["layers_used"] == {k: draws.count(k) for k in (1, 2, 3, 4)}
+    if where == "disk":  # kept across processes and runs: another worker reads them back
+        assert len(list((tmp_path / "c").glob("*/*.npy"))) == 3
+        key = StreamCache.key(photo, "tae")
+        np.testing.assert_array_equal(StreamCache(tmp_path / "c").get_point(key, 2), plain[2])
+        cache.clear()
+        assert not list((tmp_path / "c").glob("*/*"))
+    # a spec that draws no latent point keeps nothing
+    assert spec_points("analytics", "tae") == (4,) and spec_points(None, "tae") == (6,)
+    small = StreamCache(max_point_bytes=photo.nbytes)  # room for one picture: the one drawn
+    roundtrip_point(photo, 1, cache=small, keep_points=keep)
+    key = StreamCache.key(photo, "tae")
+    assert [small.get_point(key, k) is not None for k in (1, 2, 3)] == [True, False, False]
+
+
 def test_read_stream_reads_only_needed_layers(photo, tmp_path):
     from vcm_plugin import Codec
     from vcm_plugin.integrations._core import read_stream

@@ -124,19 +124,29 @@ def test_ultralytics_vcm_trainer_load_stage_cache_and_val(data_yaml, tmp_path):
     args = _train_args(data_yaml, tmp_path, "trainer")
     args.update(epochs=2, close_mosaic=0)
     model.train(
-        **args, trainer=VCMTrainer, vcm=str(REPO / "configs/ultralytics/vcm.yaml"), vcm_val=True
+        **args,
+        trainer=VCMTrainer,
+        vcm=str(REPO / "configs/ultralytics/vcm.yaml"),
+        vcm_val=True,
+        vcm_cache_points=True,
     )
     trainer = model.trainer
     assert _finite_loss(trainer)
     assert trainer.vcm.layers == (1, 4) and trainer.vcm.cache is True and trainer.vcm.val
+    assert trainer.vcm.cache_points
     saved = yaml.safe_load((Path(trainer.save_dir) / "vcm.yaml").read_text())
-    assert saved["layers"] == [1, 4] and saved["val"] is True
+    assert saved["layers"] == [1, 4] and saved["val"] is True and saved["cache_points"] is True
     s = stats()
     # 2 epochs of mosaics (4 loads per sample) + validation: many round trips, but each of the
     # 4 distinct pictures is encoded once and decoded from the cache afterwards
     assert s["images"] >= 2 * N_IMAGES * 4
     assert s["encodes"] == N_IMAGES
     assert s["cache_hits"] == s["images"] - s["encodes"]
+    # cache_points: the generator ran three times per picture (its latent points 1-3, at the
+    # encode), whatever was drawn after; only the texture point 4 decodes on every draw
+    assert s["decodes"] == 3 * N_IMAGES + s["layers_used"].get(4, 0)
+    latent_misses = s["images"] - s["layers_used"].get(4, 0) - s["point_hits"]
+    assert 0 <= latent_misses <= N_IMAGES  # at most each picture's first draw
 
 
 def test_ultralytics_vcm_trainer_final_stage_survives_close_mosaic(data_yaml, tmp_path):
@@ -231,6 +241,10 @@ def test_ultralytics_bad_options_raise_vcmerror(data_yaml, tmp_path):
         VCMCompression(preset="no-such-preset")
     with pytest.raises(VCMError, match="stage"):
         VCMOptions(stage="later")
+    with pytest.raises(VCMError, match="set cache too"):
+        VCMOptions(cache_points=True)
+    with pytest.raises(VCMError, match="cache_points must be True or False"):
+        VCMOptions(cache=True, cache_points="yes")
     with pytest.raises(VCMError, match="vcm_layer"):  # a typo fails before any training
         YOLO("yolov8n.yaml").train(
             **_train_args(data_yaml, tmp_path, "bad"), trainer=VCMTrainer, vcm_layer=1

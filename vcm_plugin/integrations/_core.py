@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -28,7 +29,7 @@ from vcm_plugin.codec.api import as_rgb, resolve_point
 from vcm_plugin.codec.container import read_header
 from vcm_plugin.codec.files import write_atomic
 from vcm_plugin.codec.layerspec import LayerSpec, fixed_layers, parse_layers
-from vcm_plugin.codec.presets import ANALYTICS, DEFAULT_PRESET
+from vcm_plugin.codec.presets import ANALYTICS, DEFAULT_PRESET, get_preset
 from vcm_plugin.errors import TruncatedStream, VCMError
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class Stats:
     encodes: int = 0
     decodes: int = 0
     cache_hits: int = 0
+    point_hits: int = 0
     encode_s: float = 0.0
     decode_s: float = 0.0
     layers_used: dict[int, int] = field(default_factory=dict)
@@ -95,6 +97,7 @@ class Stats:
             "encodes": self.encodes,
             "decodes": self.decodes,
             "cache_hits": self.cache_hits,
+            "point_hits": self.point_hits,
             "encode_s": self.encode_s,
             "decode_s": self.decode_s,
             "layers_used": dict(self.layers_used),
@@ -122,23 +125,36 @@ def reset_stats() -> None:
 
 
 class StreamCache:
-    """Encoded streams keyed by a hash of the image content and the preset.
+    """Encoded streams keyed by a hash of the image content and the preset, and, where a
+    caller keeps them (``roundtrip_point(keep_points=...)``), the decoded pictures of latent
+    points.
 
     Why: one encode yields every operating point, so a second epoch over the same image only
-    needs a decode (of whatever layer count it samples). ``directory=None`` keeps streams in
-    memory (LRU, ``max_bytes``); a directory is shared by DataLoader worker processes and
-    survives runs. Files are written atomically, so concurrent workers never read half a file.
+    needs a decode (of whatever layer count it samples). A latent point's decode runs the
+    generator (0.17 s per 320x240 picture on this project's CPU, more than the rest of a
+    training step), and it is deterministic, so its picture can be kept too: H x W x 3 bytes
+    each, 10-20x its stream. ``directory=None`` keeps streams in memory (LRU, ``max_bytes``)
+    and pictures in an LRU of their own (``max_point_bytes``, so pictures never evict the
+    streams they came from); a directory is shared by DataLoader worker processes and survives
+    runs (``<key>.vcm`` and ``<key>.<point>.npy``). Files are written atomically, so
+    concurrent workers never read half a file.
     """
 
     def __init__(
-        self, directory: str | os.PathLike[str] | None = None, max_bytes: int = 1 << 30
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        max_bytes: int = 1 << 30,
+        max_point_bytes: int = 1 << 30,
     ) -> None:
-        if max_bytes < 0:
-            raise VCMError(f"max_bytes must be >= 0, got {max_bytes}")
+        if max_bytes < 0 or max_point_bytes < 0:
+            raise VCMError(f"max_bytes must be >= 0, got {min(max_bytes, max_point_bytes)}")
         self.directory = Path(directory) if directory is not None else None
         self.max_bytes = int(max_bytes)
+        self.max_point_bytes = int(max_point_bytes)
         self._mem: OrderedDict[str, bytes] = OrderedDict()
         self._mem_bytes = 0
+        self._points: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._points_bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -202,13 +218,51 @@ class StreamCache:
                 _, old = self._mem.popitem(last=False)
                 self._mem_bytes -= len(old)
 
+    def _point_path(self, key: str, point: int) -> Path:
+        assert self.directory is not None
+        return self.directory / key[:2] / f"{key}.{point}.npy"
+
+    def get_point(self, key: str, point: int) -> np.ndarray | None:
+        """The picture of ``point`` decoded from the stream under ``key``, if kept."""
+        if self.directory is not None:
+            try:
+                return np.load(self._point_path(key, point), allow_pickle=False)
+            except (OSError, ValueError):
+                return None  # not kept (or unreadable: decoded again and rewritten)
+        with self._lock:
+            pixels = self._points.get((key, point))
+            if pixels is None:
+                return None
+            self._points.move_to_end((key, point))
+        return pixels.copy()  # the caller's augmentations may write into it
+
+    def put_point(self, key: str, point: int, pixels: np.ndarray) -> None:
+        if self.directory is not None:
+            path = self._point_path(key, point)
+            path.parent.mkdir(exist_ok=True)
+            buf = io.BytesIO()
+            np.save(buf, pixels, allow_pickle=False)
+            write_atomic(path, buf.getvalue())
+            return
+        with self._lock:
+            if (key, point) in self._points or pixels.nbytes > self.max_point_bytes:
+                return
+            self._points[(key, point)] = pixels.copy()
+            self._points_bytes += pixels.nbytes
+            while self._points_bytes > self.max_point_bytes:
+                _, old = self._points.popitem(last=False)
+                self._points_bytes -= old.nbytes
+
     def clear(self) -> None:
         with self._lock:
             self._mem.clear()
             self._mem_bytes = 0
+            self._points.clear()
+            self._points_bytes = 0
         if self.directory is not None:
-            for f in self.directory.glob("*/*.vcm"):
-                f.unlink(missing_ok=True)
+            for pattern in ("*/*.vcm", "*/*.npy"):
+                for f in self.directory.glob(pattern):
+                    f.unlink(missing_ok=True)
 
 
 _CACHES: dict[str, StreamCache] = {}
@@ -280,15 +334,19 @@ def from_uint8_rgb(out: np.ndarray, like: np.ndarray, channel_order: str = "rgb"
     return np.ascontiguousarray(out)
 
 
-def encode_cached(rgb: np.ndarray, preset: str, cache: StreamCache | None) -> bytes:
-    """Encode, or fetch the stream a previous epoch encoded from the same pixels."""
-    key = StreamCache.key(rgb, preset) if cache is not None else ""
+def encode_cached(
+    rgb: np.ndarray, preset: str, cache: StreamCache | None, key: str = ""
+) -> tuple[bytes, bool]:
+    """Encode, or fetch the stream a previous epoch encoded from the same pixels (``key``:
+    their ``StreamCache.key``, when the caller has it); ``(stream, True)`` when it was just
+    encoded."""
     if cache is not None:
+        key = key or StreamCache.key(rgb, preset)
         blob = cache.get(key)
         if blob is not None:
             with _STATS_LOCK:
                 _STATS.cache_hits += 1
-            return blob
+            return blob, False
     t0 = time.perf_counter()
     blob = get_codec(preset).encode(rgb)
     dt = time.perf_counter() - t0
@@ -297,7 +355,7 @@ def encode_cached(rgb: np.ndarray, preset: str, cache: StreamCache | None) -> by
         _STATS.encode_s += dt
     if cache is not None:
         cache.put(key, blob)
-    return blob
+    return blob, True
 
 
 def decodable_points(blob: bytes, codec: Codec | None = None) -> list[int]:
@@ -338,13 +396,7 @@ def decode_layers(
     caller already has it."""
     codec = codec or get_codec()
     info = info or codec.inspect(blob)
-    n, points = info.num_layers, info.decodable_points
-    if isinstance(layers, str):  # "analytics": the one rule, resolve_point's
-        layers = resolve_point(
-            layers, container.parse_header(blob, container.NO_PIXEL_LIMIT), points
-        )
-    below = [p for p in points if layers is None or p <= layers]
-    k = below[-1] if below else layers
+    k = point_to_decode(blob, layers, info)
     t0 = time.perf_counter()
     out = codec.decode(blob, layers=k)
     dt = time.perf_counter() - t0
@@ -352,7 +404,19 @@ def decode_layers(
         _STATS.decodes += 1
         _STATS.decode_s += dt
         _STATS.layers_used[k] = _STATS.layers_used.get(k, 0) + 1
-    return Decoded(out, k, n, info.point_bytes[k - 1])
+    return Decoded(out, k, info.num_layers, info.point_bytes[k - 1])
+
+
+def point_to_decode(blob: bytes, layers: int | str | None, info: StreamInfo) -> int:
+    """The point ``decode_layers`` decodes for ``layers``: the highest decodable point at or
+    below it."""
+    points = info.decodable_points
+    if isinstance(layers, str):  # "analytics": the one rule, resolve_point's
+        layers = resolve_point(
+            layers, container.parse_header(blob, container.NO_PIXEL_LIMIT), points
+        )
+    below = [p for p in points if layers is None or p <= layers]
+    return below[-1] if below else layers
 
 
 class CompressOptions:
@@ -392,17 +456,76 @@ def roundtrip_point(
     *,
     channel_order: str = "rgb",
     cache: StreamCache | None = None,
+    keep_points: Collection[int] = (),
 ) -> Decoded:
     """Encode then decode operating point ``layers``: the decode (:class:`Decoded`) with its
-    ``image`` in the input's shape, dtype and channel order."""
+    ``image`` in the input's shape, dtype and channel order.
+
+    ``keep_points`` (with a ``cache``): the points whose pictures the cache keeps, of those
+    that run the generator (``StreamInfo.latent_points``); a fresh encode decodes them all at
+    once, so a later draw of any of them, in this epoch or the next, reads the picture instead
+    of running the generator again (pixels identical: the decode is deterministic)."""
     rgb = to_uint8_rgb(img, channel_order)
-    blob = encode_cached(rgb, preset, cache)
-    got = decode_layers(blob, layers, get_codec(preset))
+    codec = get_codec(preset)
+    key = StreamCache.key(rgb, preset) if cache is not None else ""
+    blob, fresh = encode_cached(rgb, preset, cache, key)
+    got = (
+        _decode_kept(blob, layers, codec, cache, key, keep_points, fresh)
+        if cache is not None and keep_points
+        else decode_layers(blob, layers, codec)
+    )
     if got.image.shape != rgb.shape:
         raise VCMError(f"codec returned shape {got.image.shape} for an input of shape {rgb.shape}")
     with _STATS_LOCK:
         _STATS.images += 1
     return dataclasses.replace(got, image=from_uint8_rgb(got.image, img, channel_order))
+
+
+def _decode_kept(
+    blob: bytes,
+    layers: int | str | None,
+    codec: Codec,
+    cache: StreamCache,
+    key: str,
+    keep_points: Collection[int],
+    fresh: bool,
+) -> Decoded:
+    """``decode_layers`` through the cache's kept pictures (``roundtrip_point``)."""
+    info = codec.inspect(blob)
+    kept = [k for k in info.latent_points if k in keep_points]
+    k = point_to_decode(blob, layers, info)
+    for other in kept if fresh else ():  # a new stream: keep every latent point now
+        if other != k:
+            t0 = time.perf_counter()
+            pixels = codec.decode(blob, layers=other)
+            dt = time.perf_counter() - t0
+            with _STATS_LOCK:
+                _STATS.decodes += 1
+                _STATS.decode_s += dt
+            cache.put_point(key, other, pixels)
+    if k not in kept:
+        return decode_layers(blob, layers, codec, info)
+    if not fresh:
+        pixels = cache.get_point(key, k)
+        if pixels is not None:
+            with _STATS_LOCK:
+                _STATS.point_hits += 1
+                _STATS.layers_used[k] = _STATS.layers_used.get(k, 0) + 1
+            return Decoded(pixels, k, info.num_layers, info.point_bytes[k - 1])
+    got = decode_layers(blob, k, codec, info)
+    cache.put_point(key, k, got.image)
+    return got
+
+
+def spec_points(layers: LayerSpec, preset: str) -> tuple[int, ...]:
+    """The operating points a parsed layer spec can draw on streams of ``preset`` (what
+    ``roundtrip_point``'s ``keep_points`` takes for a transform's ``layers``)."""
+    p = get_preset(preset)
+    if isinstance(layers, tuple):
+        return tuple(range(layers[0], layers[1] + 1))
+    if layers == ANALYTICS:
+        return (p.analytics_point,)
+    return (p.num_layers if layers is None else int(layers),)
 
 
 def roundtrip(

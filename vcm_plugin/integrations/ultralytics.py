@@ -48,6 +48,8 @@ from vcm_plugin.integrations._core import (
     read_stream,
     resolve_cache,
     roundtrip,
+    roundtrip_point,
+    spec_points,
     stats,
 )
 from vcm_plugin.integrations.albumentations import VCMCompression
@@ -88,6 +90,12 @@ class VCMOptions:
         p: probability that an image is round-tripped.
         val: also round-trip validation images (evaluate on what the edge sends).
         cache: False, True (memory) or a directory: encoded streams keyed by image content.
+        cache_points: with ``cache``, also keep the decoded pictures of the points in
+            ``layers`` that run the generator (``tae``'s latent points 1-3): the first round
+            trip of an image decodes them all, and every later draw reads the picture, so
+            epochs after the first run neither the encoder nor the generator. Costs
+            H x W x 3 bytes per kept point (memory: an LRU of 1 GiB per process; a directory:
+            one ``.npy`` file each, about 10-20x the stream).
         stage: ``"load"`` — each image as loaded (resized to ``imgsz``), before mosaic and the
             other augmentations, like a stored/sent picture; with ``cache`` every epoch after
             the first only decodes. ``"final"`` — the augmented network input, inserted just
@@ -100,6 +108,7 @@ class VCMOptions:
     p: float = 1.0
     val: bool = False
     cache: bool | str = False
+    cache_points: bool = False
     stage: str = "load"
 
     def __post_init__(self) -> None:
@@ -107,8 +116,11 @@ class VCMOptions:
         object.__setattr__(self, "p", check_p(self.p))
         cache = os.fspath(self.cache) if isinstance(self.cache, os.PathLike) else self.cache
         object.__setattr__(self, "cache", check_cache(cache))
-        if not isinstance(self.val, bool):
-            raise VCMError(f"val must be True or False, got {self.val!r}")
+        for name in ("val", "cache_points"):
+            if not isinstance(getattr(self, name), bool):
+                raise VCMError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.cache_points and not self.cache:
+            raise VCMError("cache_points keeps pictures in the stream cache: set cache too")
         if self.stage not in _STAGES:
             raise VCMError(f"stage must be one of {_STAGES}, got {self.stage!r}")
         get_codec(self.preset)
@@ -185,9 +197,14 @@ class _VCMLabels:
 def _roundtrip_bgr(img: np.ndarray, o: VCMOptions) -> np.ndarray:
     if o.p < 1.0 and random.random() >= o.p:
         return img
-    return roundtrip(
-        img, draw_layers(o.layers), o.preset, channel_order="bgr", cache=resolve_cache(o.cache)
-    )
+    return roundtrip_point(
+        img,
+        draw_layers(o.layers),
+        o.preset,
+        channel_order="bgr",
+        cache=resolve_cache(o.cache),
+        keep_points=spec_points(o.layers, o.preset) if o.cache_points else (),
+    ).image
 
 
 class _VCMLoadImage:
@@ -259,10 +276,11 @@ class VCMTrainer(DetectionTrainer):
 
     ``model.train(data=..., trainer=VCMTrainer, vcm_layers=(1, 4), vcm_cache=True)``; keys:
     ``vcm`` (a YAML file or dict of options), ``vcm_layers``, ``vcm_preset``, ``vcm_p``,
-    ``vcm_val``, ``vcm_cache``, ``vcm_stage`` (see ``VCMOptions``). The options used are written
-    to ``<save_dir>/vcm.yaml`` beside ``args.yaml``. Data sets of ``.vcm`` images work as they
-    are (it calls ``enable_vcm_files()`` unless already enabled); with ``stage="load"`` each
-    ``.vcm`` image is decoded at the sampled layer count instead of being round-tripped.
+    ``vcm_val``, ``vcm_cache``, ``vcm_cache_points``, ``vcm_stage`` (see ``VCMOptions``). The
+    options used are written to ``<save_dir>/vcm.yaml`` beside ``args.yaml``. Data sets of
+    ``.vcm`` images work as they are (it calls ``enable_vcm_files()`` unless already enabled);
+    with ``stage="load"`` each ``.vcm`` image is decoded at the sampled layer count instead of
+    being round-tripped.
     """
 
     vcm_defaults: ClassVar[dict[str, Any]] = {}
