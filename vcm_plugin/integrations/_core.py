@@ -131,12 +131,13 @@ class StreamCache:
 
     Why: one encode yields every operating point, so a second epoch over the same image only
     needs a decode (of whatever layer count it samples). A latent point's decode runs the
-    generator (0.17 s per 320x240 picture on this project's CPU, more than the rest of a
-    training step), and it is deterministic, so its picture can be kept too: H x W x 3 bytes
-    each, 10-20x its stream. ``directory=None`` keeps streams in memory (LRU, ``max_bytes``)
-    and pictures in an LRU of their own (``max_point_bytes``, so pictures never evict the
-    streams they came from); a directory is shared by DataLoader worker processes and survives
-    runs (``<key>.vcm`` and ``<key>.<point>.npy``). Files are written atomically, so
+    generator (0.1-0.2 s per 320x240 picture on this project's 2-core CPU, about what a
+    detector's training spends per image there) and is deterministic, so its picture can be
+    kept too: H x W x 3 bytes, about 8x its stream (coco128 at 320 px). ``directory=None``
+    keeps streams in memory (LRU, ``max_bytes``) and pictures in an LRU of their own
+    (``max_point_bytes``, so pictures never evict the streams they came from); a directory is
+    shared by DataLoader worker processes and survives runs (``<key>.vcm`` and
+    ``<key>.<point>.npy``). Files are written atomically, so
     concurrent workers never read half a file.
     """
 

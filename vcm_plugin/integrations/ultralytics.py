@@ -95,7 +95,7 @@ class VCMOptions:
             trip of an image decodes them all, and every later draw reads the picture, so
             epochs after the first run neither the encoder nor the generator. Costs
             H x W x 3 bytes per kept point (memory: an LRU of 1 GiB per process; a directory:
-            one ``.npy`` file each, about 10-20x the stream).
+            one ``.npy`` file each, about 8x the stream at 320 px).
         stage: ``"load"`` — each image as loaded (resized to ``imgsz``), before mosaic and the
             other augmentations, like a stored/sent picture; with ``cache`` every epoch after
             the first only decodes. ``"final"`` — the augmented network input, inserted just
