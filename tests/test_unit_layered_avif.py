@@ -40,27 +40,6 @@ def test_each_layer_refines_the_one_before(photo, pieces):
     assert total == sum(len(p) for p in pieces) - 4
 
 
-def test_a_smaller_first_layer_decodes_at_full_size(photo, pieces):
-    """first_scale codes layer 0 at 3/4 of the width and height (AV1 spatial layers): fewer
-    bytes in that layer at the same quality setting, decoded back at the photo's size; the
-    layers above code the full size and refine it as before."""
-    h, w = photo.shape[:2]
-    small = layered_avif.encode(photo, QUALITIES, 6, "444", first_scale=(3, 4))
-    assert len(small[0]) < len(pieces[0])
-    quality = [
-        psnr(layered_avif.decode(small[: j + 1], len(QUALITIES), w, h), photo)
-        for j in range(len(QUALITIES))
-    ]
-    full = psnr(layered_avif.decode(pieces[:1], len(QUALITIES), w, h), photo)
-    assert quality == sorted(quality) and quality[0] < full  # layer 0 lost detail ...
-    top = psnr(layered_avif.decode(pieces, len(QUALITIES), w, h), photo)
-    assert abs(quality[-1] - top) < 1.0  # ... which the full-size layers restore
-    assert small == layered_avif.encode(photo, QUALITIES, 6, "444", first_scale=(3, 4))
-    for bad in ((0, 4), (5, 4), (-1, 2)):
-        with pytest.raises(VCMError, match="scale"):
-            layered_avif.encode(photo, QUALITIES, 6, "444", first_scale=bad)
-
-
 def test_encoding_is_deterministic(photo, pieces):
     assert layered_avif.encode(photo, QUALITIES, 6, "444") == pieces
 

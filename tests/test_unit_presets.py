@@ -99,7 +99,7 @@ CHANGES = {
 
 def test_changes_cover_every_hashed_field():
     names = {f.name for f in dataclasses.fields(Preset)}
-    assert set(CHANGES) == names - {"name", "hash_name", "analytics_point", "analytics_scale"}
+    assert set(CHANGES) == names - {"name", "hash_name", "analytics_point"}
 
 
 @pytest.mark.parametrize("field", sorted(CHANGES))
@@ -113,13 +113,6 @@ def test_every_decoding_parameter_changes_the_hash(field):
 def test_what_does_not_decode_differently_keeps_the_hash():
     p = PRESETS["tae"]
     assert dataclasses.replace(p, analytics_point=1).config_hash("x") == p.config_hash("x")
-    # the analytics layer's coded size: the AV1 stream says it, the decoder needs nothing
-    scaled = dataclasses.replace(p, analytics_scale=(1, 2))
-    assert scaled.config_hash("x") == p.config_hash("x")
-    with pytest.raises(VCMError, match="analytics_scale"):
-        dataclasses.replace(p, analytics_scale=(0, 2))
-    with pytest.raises(VCMError, match="layered texture"):
-        dataclasses.replace(PRESETS["fast"], analytics_scale=(1, 2))
     # hash_name is the name the hash uses: a renamed preset keeps its streams
     renamed = dataclasses.replace(PRESETS["fast"], name="renamed")
     assert renamed.config_hash("x") == PRESETS["fast"].config_hash("x")

@@ -84,7 +84,7 @@ def _bricks(preset: Preset) -> list[LayerBrick]:
     """The preset's layer coders, one per layer, in stream order."""
     p = preset
     if p.texture_coding == "layered":
-        chain = LayeredTexture(p.texture_qualities, first_scale=p.analytics_scale)
+        chain = LayeredTexture(p.texture_qualities)
         textures = [TextureLayer(chain, i) for i in range(len(p.texture_qualities))]
     else:
         texture = TexturePhoto if p.texture_coding == "photo" else TextureResidual

@@ -67,18 +67,6 @@ class _Encoder(C.Structure):  # the leading fields of avifEncoder (libavif 1.x)
         ("repetitionCount", C.c_int),
         ("extraLayerCount", C.c_uint32),
         ("quality", C.c_int),
-        ("qualityAlpha", C.c_int),
-        ("minQuantizer", C.c_int),
-        ("maxQuantizer", C.c_int),
-        ("minQuantizerAlpha", C.c_int),
-        ("maxQuantizerAlpha", C.c_int),
-        ("tileRowsLog2", C.c_int),
-        ("tileColsLog2", C.c_int),
-        ("autoTiling", C.c_int),
-        ("scaleHorizontalN", C.c_int32),  # scalingMode: two avifFraction {n, d}
-        ("scaleHorizontalD", C.c_int32),
-        ("scaleVerticalN", C.c_int32),
-        ("scaleVerticalD", C.c_int32),
     ]
 
 
@@ -206,7 +194,6 @@ def encode(
     pixel_format: str,
     threads: int = 1,
     first: np.ndarray | None = None,
-    first_scale: tuple[int, int] = (1, 1),
 ) -> list[bytes]:
     """(H, W, 3) uint8 -> the layered AVIF file cut into one piece per layer: piece 0 holds the
     file header (and the total length, 4 bytes big-endian, first), piece ``j`` the data of
@@ -214,14 +201,9 @@ def encode(
     picture layer 0 codes when it is not ``pixels`` (same size; the layers after it code
     ``pixels``, predicted from layer 0's reconstruction as always). ``threads``: libaom's; the
     bytes depend on it, so the texture chain keeps one (the ablation measures two). libavif
-    codes speeds 7 and up with libaom's real-time mode. ``first_scale``: the fraction
-    (numerator, denominator) of the width and height at which layer 0 is coded (AV1 spatial
-    layers: libaom scales the picture down before coding it and scales its reconstruction up
-    as the next layer's reference; a decoder of layer 0 gets it scaled back to full size)."""
+    codes speeds 7 and up with libaom's real-time mode."""
     if not 1 <= len(qualities) <= MAX_LAYERS:
         raise VCMError(f"layered AVIF holds 1 to {MAX_LAYERS} layers, got {len(qualities)}")
-    if not 0 < first_scale[0] <= first_scale[1]:
-        raise VCMError(f"layered AVIF: first layer's scale {first_scale} is not in (0, 1]")
     if first is not None and first.shape != pixels.shape:
         raise VCMError(f"layered AVIF: first layer's picture {first.shape} is not {pixels.shape}")
     lib = library()
@@ -239,9 +221,6 @@ def encode(
         settings.extraLayerCount = len(qualities) - 1
         for j, quality in enumerate(qualities):
             settings.quality = quality
-            n, d = first_scale if j == 0 else (1, 1)
-            settings.scaleHorizontalN, settings.scaleHorizontalD = n, d
-            settings.scaleVerticalN, settings.scaleVerticalD = n, d
             image = images[0] if j == 0 else images[-1]
             _check(lib.avifEncoderAddImage(encoder, image, 1, 0), "layered AVIF encode")
         _check(lib.avifEncoderFinish(encoder, C.byref(output)), "layered AVIF encode")

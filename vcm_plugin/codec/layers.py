@@ -551,8 +551,6 @@ class LayeredTexture:
     qualities: tuple[int, ...]
     speed: int = 6
     pixel_format: str = "444"
-    #: the first layer's coded size as a fraction of the photo's (``Preset.analytics_scale``)
-    first_scale: tuple[int, int] = (1, 1)
 
     def encode_alone(self, image: np.ndarray, first: np.ndarray | None = None) -> list[bytes]:
         """Every layer's payload from the photo alone (the encoder runs this beside the
@@ -560,12 +558,7 @@ class LayeredTexture:
         analytics point) codes instead of the photo (``Codec.encode``'s ``objects``)."""
         photo = np.clip(np.round(image), 0, 255).astype(np.uint8)
         return layered_avif.encode(
-            photo,
-            self.qualities,
-            self.speed,
-            self.pixel_format,
-            first=first,
-            first_scale=self.first_scale,
+            photo, self.qualities, self.speed, self.pixel_format, first=first
         )
 
     def decode(self, pieces: list[bytes], geometry: Geometry) -> np.ndarray:

@@ -45,21 +45,10 @@ class Preset:
     #: points"). Advice, not a decoding rule: it stays out of the config hash, so re-measuring
     #: it never orphans a stream.
     analytics_point: int = 1
-    #: The fraction (numerator, denominator) of the width and height at which a layered
-    #: texture's first layer (the analytics point) is coded; the layers above code the full
-    #: size. An encoder choice (the AV1 stream says its own frame sizes), kept out of the
-    #: config hash.
-    analytics_scale: tuple[int, int] = (1, 1)
 
     def __post_init__(self) -> None:
         if self.texture_coding == "layered" and not 1 <= len(self.texture_qualities) <= 4:
             raise VCMError(f"preset {self.name!r}: a layered texture holds 1 to 4 layers")
-        n, d = self.analytics_scale
-        if not 0 < n <= d or (n, d) != (1, 1) and self.texture_coding != "layered":
-            raise VCMError(
-                f"preset {self.name!r}: analytics_scale {n}/{d} needs 0 < n <= d "
-                "and a layered texture"
-            )
 
     @property
     def num_layers(self) -> int:
@@ -87,7 +76,7 @@ class Preset:
 #: Fields added after streams were first written, with the value those streams imply.
 _ADDED_FIELDS = {"texture_coding": "residual", "analytics_textures": ()}
 #: Fields that do not change how a stream decodes.
-_NOT_HASHED = ("analytics_point", "analytics_scale")
+_NOT_HASHED = ("analytics_point",)
 #: ``layers="analytics"``: the stream's preset's ``analytics_point``.
 ANALYTICS = "analytics"
 

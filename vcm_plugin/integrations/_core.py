@@ -228,7 +228,7 @@ class StreamCache:
         if self.directory is not None:
             try:
                 return np.load(self._point_path(key, point), allow_pickle=False)
-            except (OSError, ValueError, EOFError):
+            except (OSError, ValueError):
                 return None  # not kept (or unreadable: decoded again and rewritten)
         with self._lock:
             pixels = self._points.get((key, point))
