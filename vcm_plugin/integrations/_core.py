@@ -228,7 +228,7 @@ class StreamCache:
         if self.directory is not None:
             try:
                 return np.load(self._point_path(key, point), allow_pickle=False)
-            except (OSError, ValueError):
+            except (OSError, ValueError, EOFError):
                 return None  # not kept (or unreadable: decoded again and rewritten)
         with self._lock:
             pixels = self._points.get((key, point))
