@@ -398,14 +398,21 @@ def decode_layers(
     codec = codec or get_codec()
     info = info or codec.inspect(blob)
     k = point_to_decode(blob, layers, info)
+    out = _counted_decode(codec, blob, k)
+    with _STATS_LOCK:
+        _STATS.layers_used[k] = _STATS.layers_used.get(k, 0) + 1
+    return Decoded(out, k, info.num_layers, info.point_bytes[k - 1])
+
+
+def _counted_decode(codec: Codec, blob: bytes, k: int) -> np.ndarray:
+    """``codec.decode`` of point ``k``, counted in the decodes and their seconds."""
     t0 = time.perf_counter()
     out = codec.decode(blob, layers=k)
     dt = time.perf_counter() - t0
     with _STATS_LOCK:
         _STATS.decodes += 1
         _STATS.decode_s += dt
-        _STATS.layers_used[k] = _STATS.layers_used.get(k, 0) + 1
-    return Decoded(out, k, info.num_layers, info.point_bytes[k - 1])
+    return out
 
 
 def point_to_decode(blob: bytes, layers: int | str | None, info: StreamInfo) -> int:
@@ -497,13 +504,7 @@ def _decode_kept(
     k = point_to_decode(blob, layers, info)
     for other in kept if fresh else ():  # a new stream: keep every latent point now
         if other != k:
-            t0 = time.perf_counter()
-            pixels = codec.decode(blob, layers=other)
-            dt = time.perf_counter() - t0
-            with _STATS_LOCK:
-                _STATS.decodes += 1
-                _STATS.decode_s += dt
-            cache.put_point(key, other, pixels)
+            cache.put_point(key, other, _counted_decode(codec, blob, other))
     if k not in kept:
         return decode_layers(blob, layers, codec, info)
     if not fresh:
