@@ -137,8 +137,8 @@ class StreamCache:
     keeps streams in memory (LRU, ``max_bytes``) and pictures in an LRU of their own
     (``max_point_bytes``, so pictures never evict the streams they came from); a directory is
     shared by DataLoader worker processes and survives runs (``<key>.vcm`` and
-    ``<key>.<point>.npy``). Files are written atomically, so
-    concurrent workers never read half a file.
+    ``<key>.<point>.npy``). Files are written atomically, so concurrent workers never read
+    half a file.
     """
 
     def __init__(
@@ -147,8 +147,9 @@ class StreamCache:
         max_bytes: int = 1 << 30,
         max_point_bytes: int = 1 << 30,
     ) -> None:
-        if max_bytes < 0 or max_point_bytes < 0:
-            raise VCMError(f"max_bytes must be >= 0, got {min(max_bytes, max_point_bytes)}")
+        for name, value in (("max_bytes", max_bytes), ("max_point_bytes", max_point_bytes)):
+            if value < 0:
+                raise VCMError(f"{name} must be >= 0, got {value}")
         self.directory = Path(directory) if directory is not None else None
         self.max_bytes = int(max_bytes)
         self.max_point_bytes = int(max_point_bytes)
